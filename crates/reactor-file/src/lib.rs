@@ -1,0 +1,36 @@
+//! `reactor-file`: file steps with undo for the [`reactor`] engine.
+//!
+//! - [`EnsureDir`]: make sure a directory exists (undo removes it again if
+//!   this step created it and it is still empty), optionally sweeping the
+//!   temp files a killed writer left behind.
+//! - [`ReadFile`]: read a file (a missing file is `None`) and parse it with a
+//!   caller's function, keeping the exact bytes for a later undo.
+//! - [`AtomicWrite`]: replace a file atomically (temp file in the same
+//!   directory, write, fsync, rename, fsync the directory). If it fails after
+//!   the rename, its compensation puts the previous bytes back; its undo does
+//!   the same when a later step fails.
+//!
+//! Architecture invariant: this is the only crate that renames files into
+//! place (clippy's `disallowed-methods` enforces it).
+
+mod atomic;
+mod error;
+mod steps;
+
+pub use atomic::{
+    AtomicWriter, FaultInjector, WriteFailure, WriteStage, is_temp_of, remove_stale_temps,
+};
+pub use error::FileError;
+pub use steps::{AtomicWrite, DirStatus, EnsureDir, FileSnapshot, ReadFile, Written};
+
+/// Reads `path`, treating a missing file as `None`.
+pub fn read_optional(path: &std::path::Path) -> Result<Option<Vec<u8>>, FileError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(FileError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
