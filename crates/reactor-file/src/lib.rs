@@ -34,3 +34,24 @@ pub fn read_optional(path: &std::path::Path) -> Result<Option<Vec<u8>>, FileErro
         }),
     }
 }
+
+/// Creates `path` (and its parents) unless it is already a directory.
+/// Returns whether it was created.
+pub fn ensure_dir(path: &std::path::Path) -> Result<bool, FileError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(false),
+        Ok(_) => Err(FileError::NotADirectory {
+            path: path.to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(path)
+            .map(|()| true)
+            .map_err(|source| FileError::CreateDir {
+                path: path.to_owned(),
+                source,
+            }),
+        Err(source) => Err(FileError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}

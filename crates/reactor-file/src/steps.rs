@@ -7,7 +7,7 @@ use reactor::{Compensation, InputError, Inputs, Step};
 
 use crate::atomic::{AtomicWriter, remove_stale_temps};
 use crate::error::FileError;
-use crate::read_optional;
+use crate::{ensure_dir, read_optional};
 
 /// Makes sure a directory exists.
 #[derive(Debug, Clone)]
@@ -45,24 +45,7 @@ impl<E: From<FileError>> Step<E> for EnsureDir {
 
     fn run(&mut self, _inputs: &Inputs<'_>) -> Result<DirStatus, E> {
         let path = &self.path;
-        let created = match fs::metadata(path) {
-            Ok(m) if m.is_dir() => false,
-            Ok(_) => return Err(FileError::NotADirectory { path: path.clone() }.into()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(path).map_err(|source| FileError::CreateDir {
-                    path: path.clone(),
-                    source,
-                })?;
-                true
-            }
-            Err(source) => {
-                return Err(FileError::Read {
-                    path: path.clone(),
-                    source,
-                }
-                .into());
-            }
-        };
+        let created = ensure_dir(path)?;
         let removed_temps = match &self.sweep_temps_of {
             Some(target) => remove_stale_temps(path, target).map_err(|source| FileError::Read {
                 path: path.clone(),
