@@ -337,7 +337,7 @@ proptest! {
         let mut model: HashMap<String, Expected> = HashMap::new();
         let mut ids: Vec<String> = Vec::new();
         let pick = |ids: &[String], item: usize| {
-            if ids.is_empty() || item % 5 == 0 { "work_missing".to_owned() } else { ids[item % ids.len()].clone() }
+            if ids.is_empty() || item.is_multiple_of(5) { "work_missing".to_owned() } else { ids[item % ids.len()].clone() }
         };
         for op in ops {
             match op {
