@@ -1,0 +1,634 @@
+//! The CLI contract, end to end, with real `coord` processes: the seed's six
+//! results, concurrency, every error kind and its exit code.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const CLAIMS: &str = "work_claims.json";
+
+/// A coordination directory and a way to run `coord` against it in a
+/// normalised environment (no COORD_* variables from the caller).
+struct Env {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+/// One finished `coord` run.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    /// The error object on stderr, checked to be one line of JSON.
+    fn error(&self) -> Value {
+        assert_eq!(
+            self.stderr.lines().count(),
+            1,
+            "one line on stderr: {self:?}"
+        );
+        serde_json::from_str(&self.stderr)
+            .unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {self:?}"))
+    }
+
+    fn expect_ok(&self) -> Value {
+        assert_eq!(self.code, 0, "{self:?}");
+        assert_eq!(
+            self.stdout.lines().count(),
+            1,
+            "one line on stdout: {self:?}"
+        );
+        self.json()
+    }
+
+    /// Asserts the error kind and exit code, and returns the error object.
+    fn expect_error(&self, kind: &str, code: i32) -> Value {
+        assert_eq!(self.code, code, "{self:?}");
+        assert!(self.stdout.is_empty(), "{self:?}");
+        let err = self.error();
+        assert_eq!(err["error"], kind, "{self:?}");
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{self:?}"
+        );
+        err
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().expect("exited normally"),
+            stdout: String::from_utf8(o.stdout).unwrap(),
+            stderr: String::from_utf8(o.stderr).unwrap(),
+        }
+    }
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("coordination");
+        Env { _tmp: tmp, dir }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coord"));
+        cmd.args(args)
+            .env_remove("COORD_AGENT_ID")
+            .env_remove("COORD_LOG")
+            .env("COORD_DIR", &self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.command(args).output().unwrap().into()
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).spawn().unwrap()
+    }
+
+    fn claims_path(&self) -> PathBuf {
+        self.dir.join(CLAIMS)
+    }
+
+    /// The claims file, parsed: it must always be a JSON array.
+    fn records(&self) -> Vec<Value> {
+        let text = fs::read_to_string(self.claims_path()).unwrap();
+        match serde_json::from_str(&text) {
+            Ok(Value::Array(records)) => records,
+            other => panic!("the claims file is not a JSON array: {other:?}\n{text}"),
+        }
+    }
+}
+
+fn is_id(value: &Value, prefix: &str) -> bool {
+    value
+        .as_str()
+        .and_then(|s| s.strip_prefix(prefix))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Checks one record against the seed's required fields and formats.
+fn assert_seed_record(record: &Value) {
+    let obj = record.as_object().expect("a record is an object");
+    for field in [
+        "work_item_id",
+        "agent_id",
+        "work_type",
+        "description",
+        "priority",
+        "claimed_at",
+        "status",
+        "coordination_id",
+    ] {
+        assert!(obj.contains_key(field), "missing {field}: {record}");
+    }
+    assert!(is_id(&record["work_item_id"], "work_"), "{record}");
+    assert!(is_id(&record["coordination_id"], "coord_"), "{record}");
+    assert!(["low", "medium", "high", "critical"].contains(&record["priority"].as_str().unwrap()));
+    assert!(["in_progress", "completed", "failed"].contains(&record["status"].as_str().unwrap()));
+    let claimed_at = record["claimed_at"].as_str().unwrap();
+    assert!(
+        claimed_at.len() == 27 && claimed_at.ends_with('Z') && claimed_at.as_bytes()[19] == b'.',
+        "RFC 3339 UTC with microseconds: {claimed_at}"
+    );
+    claimed_at
+        .parse::<jiff::Timestamp>()
+        .expect("a real timestamp");
+}
+
+fn wait_all(children: Vec<Child>) -> Vec<Run> {
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().into())
+        .collect()
+}
+
+// --- The seed's six results ---------------------------------------------------
+
+#[test]
+fn seed_1_a_single_agent_claims() {
+    let env = Env::new();
+    let claim = env
+        .run(&[
+            "--agent",
+            "agent_42",
+            "claim",
+            "performance_optimization",
+            "speed it up",
+            "--priority",
+            "medium",
+        ])
+        .expect_ok();
+    assert_eq!(claim["agent_id"], "agent_42");
+    assert_eq!(claim["work_type"], "performance_optimization");
+    assert_eq!(claim["description"], "speed it up");
+    assert_eq!(claim["status"], "in_progress");
+    assert_eq!(env.records(), vec![claim]);
+}
+
+#[test]
+fn seed_2_the_file_is_valid_json_with_every_required_field() {
+    let env = Env::new();
+    let claim = env.run(&["claim", "docs"]).expect_ok();
+    assert!(
+        is_id(&claim["agent_id"], "agent_"),
+        "a generated agent id: {claim}"
+    );
+    assert_eq!(claim["priority"], "medium", "the default priority");
+    let records = env.records();
+    assert_eq!(records.len(), 1);
+    assert_seed_record(&records[0]);
+}
+
+#[test]
+fn seed_3_a_high_priority_conflict_is_detected() {
+    let env = Env::new();
+    let first = env.run(&["claim", "deploy", "-p", "high"]).expect_ok();
+    let err = env
+        .run(&["claim", "deploy", "-p", "critical"])
+        .expect_error("coordination_conflict", 3);
+    assert_eq!(err["conflicting_work_item_id"], first["work_item_id"]);
+    assert_eq!(err["work_type"], "deploy");
+    // Other work types, and medium work of the same type, are not blocked.
+    env.run(&["claim", "review", "-p", "high"]).expect_ok();
+    env.run(&["claim", "deploy", "-p", "medium"]).expect_ok();
+    // Once the holder finishes, the type is free again.
+    env.run(&["complete", first["work_item_id"].as_str().unwrap()])
+        .expect_ok();
+    env.run(&["claim", "deploy", "-p", "high"]).expect_ok();
+    assert_eq!(env.records().len(), 4);
+}
+
+#[test]
+fn seed_4_three_medium_claims_of_one_type_all_succeed() {
+    let env = Env::new();
+    let ids: HashSet<String> = (0..3)
+        .map(|_| {
+            env.run(&["claim", "refactor", "-p", "medium"]).expect_ok()["work_item_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(env.records().len(), 3);
+}
+
+/// `n` processes claim at once; returns their runs.
+fn claim_concurrently(env: &Env, n: usize, work_type: &str, priority: &str) -> Vec<Run> {
+    // The directory exists first so every process races on the lock, not on mkdir.
+    fs::create_dir_all(&env.dir).unwrap();
+    let children = (0..n)
+        .map(|i| {
+            env.spawn(&[
+                "--agent",
+                &format!("agent_{i}"),
+                "claim",
+                work_type,
+                "-p",
+                priority,
+            ])
+        })
+        .collect();
+    wait_all(children)
+}
+
+fn assert_all_claimed(env: &Env, runs: &[Run]) {
+    let ids: HashSet<String> = runs
+        .iter()
+        .map(|r| r.expect_ok()["work_item_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), runs.len(), "distinct ids");
+    let records = env.records();
+    assert_eq!(records.len(), runs.len(), "no claim lost or doubled");
+    let stored: HashSet<String> = records
+        .iter()
+        .map(|r| r["work_item_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(stored, ids);
+    let coordination_ids: HashSet<&str> = records
+        .iter()
+        .map(|r| r["coordination_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        coordination_ids.len(),
+        runs.len(),
+        "distinct coordination ids"
+    );
+    records.iter().for_each(assert_seed_record);
+}
+
+#[test]
+fn seed_5_concurrent_medium_claims_all_succeed() {
+    for n in [5, 20, 64] {
+        let env = Env::new();
+        let runs = claim_concurrently(&env, n, "analysis", "medium");
+        assert_all_claimed(&env, &runs);
+    }
+}
+
+#[test]
+fn seed_5_concurrent_high_claims_of_one_type_give_exactly_one_winner() {
+    let env = Env::new();
+    let runs = claim_concurrently(&env, 5, "migration", "high");
+    let winners: Vec<&Run> = runs.iter().filter(|r| r.code == 0).collect();
+    assert_eq!(winners.len(), 1, "{runs:?}");
+    let winner = winners[0].json();
+    for loser in runs.iter().filter(|r| r.code != 0) {
+        let err = loser.expect_error("coordination_conflict", 3);
+        assert_eq!(err["conflicting_work_item_id"], winner["work_item_id"]);
+    }
+    assert_eq!(env.records(), vec![winner]);
+}
+
+#[test]
+fn seed_6_every_record_has_the_json_structure() {
+    let env = Env::new();
+    for (work_type, priority) in [
+        ("a", "low"),
+        ("b", "medium"),
+        ("c", "high"),
+        ("d", "critical"),
+    ] {
+        env.run(&["claim", work_type, "some work", "-p", priority])
+            .expect_ok();
+    }
+    let id = env.records()[0]["work_item_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.run(&["complete", &id, "--result", "fine"]).expect_ok();
+    let records = env.records();
+    assert_eq!(records.len(), 4);
+    records.iter().for_each(assert_seed_record);
+    // Every record is on its own line, so the file reads well and greps well.
+    let text = fs::read_to_string(env.claims_path()).unwrap();
+    assert_eq!(text.lines().count(), 6, "{text}");
+}
+
+// --- Lifecycle ------------------------------------------------------------------
+
+#[test]
+fn progress_complete_and_fail_print_the_updated_claim() {
+    let env = Env::new();
+    let id = env.run(&["claim", "build"]).expect_ok()["work_item_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let progressed = env.run(&["progress", &id, "40"]).expect_ok();
+    assert_eq!(progressed["progress"], 40);
+    assert!(progressed["last_update"].is_string());
+    let done = env
+        .run(&["complete", &id, "--result", "all green"])
+        .expect_ok();
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["result"], "all green");
+    assert!(done["completed_at"].is_string());
+    assert_eq!(env.run(&["show", &id]).expect_ok(), done);
+
+    let other = env.run(&["claim", "build"]).expect_ok()["work_item_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failed = env
+        .run(&["fail", &other, "--reason", "disk full"])
+        .expect_ok();
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["reason"], "disk full");
+    assert!(failed["failed_at"].is_string());
+}
+
+#[test]
+fn list_filters_by_status_work_type_and_owner() {
+    let env = Env::new();
+    let a = env.run(&["--agent", "alice", "claim", "build"]).expect_ok();
+    env.run(&["--agent", "bob", "claim", "build"]).expect_ok();
+    env.run(&["--agent", "bob", "claim", "test"]).expect_ok();
+    env.run(&["complete", a["work_item_id"].as_str().unwrap()])
+        .expect_ok();
+
+    let count = |args: &[&str]| env.run(args).expect_ok().as_array().unwrap().len();
+    assert_eq!(count(&["list"]), 3);
+    assert_eq!(count(&["list", "--status", "in_progress"]), 2);
+    assert_eq!(count(&["list", "--status", "completed"]), 1);
+    assert_eq!(count(&["list", "--work-type", "build"]), 2);
+    assert_eq!(count(&["list", "--owner", "bob"]), 2);
+    assert_eq!(count(&["list", "--owner", "bob", "--work-type", "test"]), 1);
+    assert_eq!(count(&["list", "--owner", "nobody"]), 0);
+}
+
+#[test]
+fn reading_an_empty_directory_lists_nothing_and_creates_nothing() {
+    let env = Env::new();
+    assert_eq!(env.run(&["list"]).expect_ok(), Value::Array(vec![]));
+    assert!(!env.dir.exists(), "readers do not create the directory");
+    env.run(&["show", "work_1"]).expect_error("not_found", 4);
+}
+
+#[test]
+fn the_agent_id_comes_from_the_environment_too() {
+    let env = Env::new();
+    let claim: Run = env
+        .command(&["claim", "x"])
+        .env("COORD_AGENT_ID", "from_env")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(claim.expect_ok()["agent_id"], "from_env");
+}
+
+// --- Every error kind, from the CLI ---------------------------------------------
+
+#[test]
+fn not_found_is_exit_4() {
+    let env = Env::new();
+    env.run(&["claim", "x"]).expect_ok();
+    for args in [
+        &["progress", "work_0", "5"][..],
+        &["complete", "work_0"],
+        &["fail", "work_0"],
+        &["show", "work_0"],
+    ] {
+        let err = env.run(args).expect_error("not_found", 4);
+        assert_eq!(err["work_item_id"], "work_0");
+    }
+}
+
+#[test]
+fn validation_failures_are_exit_6_and_change_nothing() {
+    let env = Env::new();
+    let id = env.run(&["claim", "x"]).expect_ok()["work_item_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = fs::read(env.claims_path()).unwrap();
+    for args in [
+        &["claim", ""][..],
+        &["claim", "   "],
+        &["--agent", "", "claim", "x"],
+        &["progress", &id, "101"],
+        &["progress", &id, "-1"],
+    ] {
+        env.run(args)
+            .expect_error("coordination_validation_failed", 6);
+        assert_eq!(
+            fs::read(env.claims_path()).unwrap(),
+            before,
+            "{args:?} changed the file"
+        );
+    }
+    env.run(&["complete", &id]).expect_ok();
+    let completed = fs::read(env.claims_path()).unwrap();
+    for args in [
+        &["complete", &id][..],
+        &["fail", &id],
+        &["progress", &id, "5"],
+    ] {
+        let err = env
+            .run(args)
+            .expect_error("coordination_validation_failed", 6);
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("only an in-progress claim"),
+            "{err}"
+        );
+        assert_eq!(fs::read(env.claims_path()).unwrap(), completed);
+    }
+}
+
+#[test]
+fn a_corrupt_claims_file_is_exit_6_and_keeps_every_byte() {
+    for garbage in [
+        &b"{\"not\": \"an array\"}"[..],
+        b"[{\"work_item_id\": 1}]",
+        b"[1,",
+        b"\xff\xfe",
+        b"[\"x\"]",
+    ] {
+        let env = Env::new();
+        fs::create_dir_all(&env.dir).unwrap();
+        fs::write(env.claims_path(), garbage).unwrap();
+        for args in [
+            &["claim", "x"][..],
+            &["list"],
+            &["show", "work_1"],
+            &["complete", "work_1"],
+        ] {
+            let err = env
+                .run(args)
+                .expect_error("coordination_validation_failed", 6);
+            assert!(
+                err["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("work_claims.json"),
+                "{err}"
+            );
+        }
+        assert_eq!(fs::read(env.claims_path()).unwrap(), garbage);
+    }
+}
+
+#[test]
+fn an_unreadable_claims_file_is_exit_7_file_read_error() {
+    let env = Env::new();
+    // A directory where the claims file should be: reading it fails even as root.
+    fs::create_dir_all(env.claims_path()).unwrap();
+    for args in [&["claim", "x"][..], &["list"]] {
+        let err = env.run(args).expect_error("file_read_error", 7);
+        assert!(err["path"].as_str().unwrap().ends_with(CLAIMS), "{err}");
+    }
+    assert!(env.claims_path().is_dir());
+}
+
+#[test]
+fn a_coordination_dir_that_is_a_file_is_exit_7() {
+    let env = Env::new();
+    fs::write(&env.dir, "not a directory").unwrap();
+    env.run(&["claim", "x"]).expect_error("file_read_error", 7);
+    assert_eq!(fs::read_to_string(&env.dir).unwrap(), "not a directory");
+}
+
+#[test]
+#[allow(unsafe_code)] // pre_exec runs async-signal-safe libc calls in the child
+fn a_failed_write_is_exit_7_atomic_write_failed_and_keeps_the_file() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    env.run(&["claim", "first"]).expect_ok();
+    let before = fs::read(env.claims_path()).unwrap();
+    let mut cmd = env.command(&["claim", "second"]);
+    // A file size limit smaller than the new claims file makes the write fail
+    // with EFBIG, even for root. SIGXFSZ is ignored so the write returns an
+    // error instead of killing the process.
+    let limit = before.len() as libc::rlim_t;
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let rl = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &rl) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let run: Run = cmd.output().unwrap().into();
+    let err = run.expect_error("atomic_write_failed", 7);
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("writing the temp file"),
+        "{err}"
+    );
+    assert_eq!(fs::read(env.claims_path()).unwrap(), before);
+    let leftovers: Vec<_> = fs::read_dir(&env.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("coord-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Holds the directory lock the way another coord process would.
+#[allow(clippy::disallowed_methods)] // the test plays another process holding the lock
+fn hold_lock(dir: &Path) -> fs::File {
+    fs::create_dir_all(dir).unwrap();
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("coord.lock"))
+        .unwrap();
+    file.lock().unwrap();
+    file
+}
+
+#[test]
+fn a_held_lock_is_waited_for_then_exit_5_lock_timeout() {
+    let env = Env::new();
+    let held = hold_lock(&env.dir);
+    let started = std::time::Instant::now();
+    let err = env
+        .run(&["--lock-timeout", "300ms", "claim", "x"])
+        .expect_error("lock_timeout", 5);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(err["waited_ms"], 300);
+    assert!(!env.claims_path().exists());
+
+    // A claimer that waits long enough gets through once the lock is free.
+    let child = env.spawn(&["--lock-timeout", "20s", "claim", "x"]);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(held);
+    let run: Run = child.wait_with_output().unwrap().into();
+    run.expect_ok();
+}
+
+#[test]
+fn usage_errors_keep_the_parsers_exit_2() {
+    let env = Env::new();
+    for args in [
+        &["claim", "x", "--priority", "urgent"][..],
+        &["claim"],
+        &["frobnicate"],
+        &["claim", "x", "--bogus"],
+        &["progress", "work_1", "half"],
+        &["--lock-timeout", "soon", "list"],
+        &["list", "--status", "sleeping"],
+    ] {
+        let run = env.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+    }
+    assert!(!env.dir.exists());
+}
+
+#[test]
+fn files_of_the_older_tools_keep_unknown_fields_and_active_statuses() {
+    let env = Env::new();
+    fs::create_dir_all(&env.dir).unwrap();
+    let legacy = r#"[
+  {"work_item_id": "work_1", "agent_id": "agent_sh", "reactor_id": "r1", "work_type": "lint", "description": "from bash",
+   "priority": "high", "team": "core", "claimed_at": "2025-01-01T00:00:00Z", "estimated_duration": "30m",
+   "status": "active", "telemetry": {"trace_id": "t-1"}}
+]"#;
+    fs::write(env.claims_path(), legacy).unwrap();
+    env.run(&["claim", "lint", "-p", "high"])
+        .expect_error("coordination_conflict", 3);
+    env.run(&["claim", "lint"]).expect_ok();
+    let records = env.records();
+    assert_eq!(records.len(), 2);
+    let old = &records[0];
+    assert_eq!(old["status"], "active");
+    assert_eq!(old["team"], "core");
+    assert_eq!(old["telemetry"]["trace_id"], "t-1");
+    assert_eq!(old["reactor_id"], "r1");
+    assert_eq!(old["estimated_duration"], "30m");
+    let shown = env.run(&["show", "work_1"]).expect_ok();
+    assert_eq!(
+        shown["status"], "in_progress",
+        "output uses the documented status names"
+    );
+    assert_eq!(shown["team"], "core", "output keeps other tools' fields");
+}
