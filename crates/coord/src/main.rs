@@ -41,23 +41,23 @@ fn run(cli: &Cli, store: &dyn Store) -> Result<Output, CoordError> {
             let request = ClaimRequest::new(cli.agent_id(), work_type.as_str())
                 .description(description.clone().unwrap_or_default())
                 .priority(*priority);
-            Output::One(store.claim(&request)?)
+            Output::One(Box::new(store.claim(&request)?))
         }
-        Command::Progress { id, percent } => {
-            Output::One(store.update(id, &Update::Progress { percent: *percent })?)
-        }
-        Command::Complete { id, result } => Output::One(store.update(
-            id,
-            &Update::Complete {
+        Command::Progress { id, percent } => Output::One(Box::new(
+            store.update(id, &Update::Progress { percent: *percent })?,
+        )),
+        Command::Complete { id, result } => {
+            let update = Update::Complete {
                 result: result.clone(),
-            },
-        )?),
-        Command::Fail { id, reason } => Output::One(store.update(
-            id,
-            &Update::Fail {
+            };
+            Output::One(Box::new(store.update(id, &update)?))
+        }
+        Command::Fail { id, reason } => {
+            let update = Update::Fail {
                 reason: reason.clone(),
-            },
-        )?),
+            };
+            Output::One(Box::new(store.update(id, &update)?))
+        }
         Command::List {
             status,
             work_type,
@@ -67,7 +67,7 @@ fn run(cli: &Cli, store: &dyn Store) -> Result<Output, CoordError> {
             work_type: work_type.clone(),
             owner: owner.clone(),
         })?),
-        Command::Show { id } => Output::One(store.get(id)?),
+        Command::Show { id } => Output::One(Box::new(store.get(id)?)),
     })
 }
 

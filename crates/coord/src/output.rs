@@ -7,7 +7,7 @@ use coord_core::{Claim, CoordError, ErrorKind};
 use serde_json::{Value, json};
 
 pub enum Output {
-    One(Claim),
+    One(Box<Claim>),
     Many(Vec<Claim>),
 }
 
