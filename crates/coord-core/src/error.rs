@@ -27,6 +27,35 @@ pub enum CoordError {
     FileRead { path: PathBuf, source: Source },
     #[error("atomic write of {} failed: {source}", path.display())]
     AtomicWriteFailed { path: PathBuf, source: Source },
+    /// The caller's hold on the item is gone: its lease passed, or the item
+    /// was taken again at a newer fence.
+    #[error("lease on {work_item_id} is lost: {message}")]
+    LeaseExpired {
+        work_item_id: String,
+        message: String,
+    },
+    #[error("{work_item_id} is held by {}, not by {agent} (use --force to act anyway)", owner.as_deref().unwrap_or("nobody"))]
+    NotOwner {
+        work_item_id: String,
+        owner: Option<String>,
+        agent: String,
+    },
+    #[error("no pending work item is ready to take{}", describe_types(work_types))]
+    NothingToTake { work_types: Vec<String> },
+    #[error(
+        "{} is on a {filesystem} file system, where file locks do not exclude other machines; \
+         use the PostgreSQL store to coordinate across machines (or --allow-unsafe-filesystem if only one machine uses it)",
+        path.display()
+    )]
+    UnsafeFilesystem { path: PathBuf, filesystem: String },
+}
+
+fn describe_types(types: &[String]) -> String {
+    if types.is_empty() {
+        String::new()
+    } else {
+        format!(" (work types: {})", types.join(", "))
+    }
 }
 
 /// The stable names of the error kinds: the `error` field of the CLI's JSON.
@@ -39,6 +68,10 @@ pub enum ErrorKind {
     ValidationFailed,
     FileRead,
     AtomicWriteFailed,
+    LeaseExpired,
+    NotOwner,
+    NothingToTake,
+    UnsafeFilesystem,
 }
 
 impl ErrorKind {
@@ -50,6 +83,10 @@ impl ErrorKind {
             ErrorKind::ValidationFailed => "coordination_validation_failed",
             ErrorKind::FileRead => "file_read_error",
             ErrorKind::AtomicWriteFailed => "atomic_write_failed",
+            ErrorKind::LeaseExpired => "lease_expired",
+            ErrorKind::NotOwner => "not_owner",
+            ErrorKind::NothingToTake => "nothing_to_take",
+            ErrorKind::UnsafeFilesystem => "unsafe_filesystem",
         }
     }
 }
@@ -69,6 +106,10 @@ impl CoordError {
             CoordError::ValidationFailed { .. } => ErrorKind::ValidationFailed,
             CoordError::FileRead { .. } => ErrorKind::FileRead,
             CoordError::AtomicWriteFailed { .. } => ErrorKind::AtomicWriteFailed,
+            CoordError::LeaseExpired { .. } => ErrorKind::LeaseExpired,
+            CoordError::NotOwner { .. } => ErrorKind::NotOwner,
+            CoordError::NothingToTake { .. } => ErrorKind::NothingToTake,
+            CoordError::UnsafeFilesystem { .. } => ErrorKind::UnsafeFilesystem,
         }
     }
 }

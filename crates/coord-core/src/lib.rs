@@ -1,28 +1,43 @@
-//! `coord-core`: what a claim is and which changes to it are legal.
+//! `coord-core`: what a work item is and which changes to it are legal.
 //!
-//! - [`Claim`] and its parts ([`Priority`], [`Status`], [`Timestamp`]).
+//! - [`Claim`] and its parts ([`Priority`], [`Status`], [`Origin`],
+//!   [`Timestamp`]); [`ClaimHead`], the fields decisions read.
 //! - [`ConflictPolicy`]: which live claims a new claim must not overlap.
-//! - [`transition`]: the state machine. Every store decides legality here,
-//!   once, and only applies the result atomically.
+//! - [`transition`]: the state machine, leases and fencing, the queue's
+//!   choice of the next item. Every store decides legality here, once, and
+//!   only applies the result atomically.
+//! - [`Event`]: one line of the event log.
+//! - [`RetryPolicy`]: exponential backoff with full jitter.
 //! - [`CoordError`]: every error a store can return, with a stable
 //!   [`ErrorKind`] string for the JSON contract.
 //! - [`Store`]: the one trait every storage backend implements.
 //!
-//! Architecture invariant: this crate knows nothing of how or where claims
+//! Architecture invariant: this crate knows nothing of how or where items
 //! are stored (no files, no locks, no SQL).
 
+mod agents;
+mod duration;
 mod error;
+mod event;
 mod ids;
 mod model;
 mod policy;
+mod retry;
 mod store;
 mod time;
 pub mod transition;
 
+pub use agents::{AgentRecord, AgentRegistration};
+pub use duration::parse_duration;
 pub use error::{CoordError, ErrorKind};
+pub use event::{Event, EventKind};
 pub use ids::unique_id;
-pub use model::{Claim, ClaimHead, ClaimRequest, Filter, Priority, Status};
+pub use model::{
+    Claim, ClaimHead, ClaimRequest, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, Filter, NextRequest,
+    Origin, PostRequest, Priority, Status, validate_name,
+};
 pub use policy::{ConflictPolicy, ExclusivePerWorkType, SeedPolicy, Slot, find_conflict};
-pub use store::Store;
+pub use retry::RetryPolicy;
+pub use store::{EventPage, Store};
 pub use time::Timestamp;
-pub use transition::Update;
+pub use transition::{Action, Actor, Change, NewIds};

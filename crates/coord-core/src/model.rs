@@ -1,11 +1,20 @@
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::duration::parse_duration;
 use crate::error::CoordError;
 use crate::time::Timestamp;
+
+/// The lease a claim gets when none is asked for, and the one assumed for
+/// records of the older tools that carry no `estimated_duration`.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30 * 60);
+
+/// How many times a queue item may be taken before a failure is final.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// How urgent a work item is. Ordered: `Low < Medium < High < Critical`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -31,28 +40,41 @@ impl Priority {
     }
 }
 
-/// Where a claim is in its life. Records written by the older shell tools
-/// say `active`, which reads as `in_progress`.
+/// Where a work item is in its life (see [`crate::transition`]). Records
+/// written by the older shell tools say `active`, which reads as
+/// `in_progress`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    Pending,
     #[serde(alias = "active")]
     InProgress,
     Completed,
     Failed,
+    Expired,
 }
 
 impl Status {
-    pub const NAMES: [&'static str; 3] = ["in_progress", "completed", "failed"];
+    pub const NAMES: [&'static str; 5] =
+        ["pending", "in_progress", "completed", "failed", "expired"];
 
     pub fn as_str(self) -> &'static str {
         Self::NAMES[self as usize]
     }
 
-    /// Whether the claim still holds its work (and can still change).
-    pub fn is_live(self) -> bool {
-        self == Status::InProgress
+    /// Whether the item is done for good.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Completed | Status::Failed | Status::Expired)
     }
+}
+
+/// How an item came to be: claimed on the spot, or posted to the queue.
+/// It decides what a lapsed lease does (see [`crate::transition::expire`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    Claim,
+    Queue,
 }
 
 macro_rules! name_enum {
@@ -86,15 +108,38 @@ name_enum!(Status, "status");
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claim {
     pub work_item_id: String,
-    pub agent_id: String,
+    /// The owner; absent while the item is `pending`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
     pub work_type: String,
     #[serde(default)]
     pub description: String,
     pub priority: Priority,
-    pub claimed_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<Timestamp>,
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordination_id: Option<String>,
+    /// Absent in records of the older tools, which count as `claim`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<Timestamp>,
+    /// The lease length, which heartbeats and progress renew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posted_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posted_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,6 +149,8 @@ pub struct Claim {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -111,33 +158,90 @@ pub struct Claim {
     pub extra: Map<String, Value>,
 }
 
-impl Claim {
-    /// A fresh in-progress claim for `request`.
-    pub fn new(
-        request: &ClaimRequest,
-        work_item_id: String,
-        coordination_id: String,
-        now: Timestamp,
-    ) -> Self {
-        Claim {
-            work_item_id,
-            agent_id: request.agent_id.clone(),
-            work_type: request.work_type.clone(),
-            description: request.description.clone(),
-            priority: request.priority,
-            claimed_at: now,
-            status: Status::InProgress,
-            coordination_id: Some(coordination_id),
-            progress: None,
-            last_update: None,
-            completed_at: None,
-            failed_at: None,
-            result: None,
-            reason: None,
-            extra: Map::new(),
-        }
+/// The fields of a claim that decisions read. Stores decode only these
+/// from records they do not change, which keeps a claim cheap in a big file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ClaimHead {
+    pub work_item_id: String,
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    pub work_type: String,
+    pub priority: Priority,
+    pub status: Status,
+    #[serde(default)]
+    pub coordination_id: Option<String>,
+    #[serde(default)]
+    pub origin: Option<Origin>,
+    #[serde(default)]
+    pub fence: Option<u64>,
+    #[serde(default)]
+    pub lease_expires_at: Option<Timestamp>,
+    #[serde(default)]
+    pub claimed_at: Option<Timestamp>,
+    /// The older tools' lease, e.g. `"30m"` or a number of seconds.
+    #[serde(default)]
+    pub estimated_duration: Option<Value>,
+    #[serde(default)]
+    pub posted_at: Option<Timestamp>,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    #[serde(default)]
+    pub completed_at: Option<Timestamp>,
+    #[serde(default)]
+    pub failed_at: Option<Timestamp>,
+    #[serde(default)]
+    pub expired_at: Option<Timestamp>,
+}
+
+/// A legacy `estimated_duration`: seconds as a number, or a duration text.
+fn legacy_lease(estimate: Option<&Value>) -> Duration {
+    match estimate {
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(DEFAULT_LEASE, Duration::from_secs_f64),
+        Some(Value::String(s)) => parse_duration(s).unwrap_or(DEFAULT_LEASE),
+        _ => DEFAULT_LEASE,
+    }
+}
+
+impl ClaimHead {
+    /// When the lease ends: `lease_expires_at`, or for the older tools'
+    /// records `claimed_at` + `estimated_duration` (30 minutes if absent).
+    /// `None` for a record with neither, which never lapses on its own.
+    pub fn lease_deadline(&self) -> Option<Timestamp> {
+        self.lease_expires_at.or_else(|| {
+            self.claimed_at
+                .map(|t| t.saturating_add(legacy_lease(self.estimated_duration.as_ref())))
+        })
     }
 
+    /// In progress with a lease that has not passed: it holds its work.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.status == Status::InProgress && self.lease_deadline().is_none_or(|d| d > now)
+    }
+
+    /// In progress, but its lease has passed: expired, written down or not.
+    pub fn is_lapsed(&self, now: Timestamp) -> bool {
+        self.status == Status::InProgress && self.lease_deadline().is_some_and(|d| d <= now)
+    }
+
+    pub fn origin(&self) -> Origin {
+        self.origin.unwrap_or(Origin::Claim)
+    }
+
+    /// When a final item finished.
+    pub fn finished_at(&self) -> Option<Timestamp> {
+        match self.status {
+            Status::Completed => self.completed_at,
+            Status::Failed => self.failed_at,
+            Status::Expired => self.expired_at,
+            _ => None,
+        }
+    }
+}
+
+impl Claim {
     pub fn head(&self) -> ClaimHead {
         ClaimHead {
             work_item_id: self.work_item_id.clone(),
@@ -146,38 +250,96 @@ impl Claim {
             priority: self.priority,
             status: self.status,
             coordination_id: self.coordination_id.clone(),
+            origin: self.origin,
+            fence: self.fence,
+            lease_expires_at: self.lease_expires_at,
+            claimed_at: self.claimed_at,
+            estimated_duration: self.extra.get("estimated_duration").cloned(),
+            posted_at: self.posted_at,
+            depends_on: self.depends_on.clone(),
+            completed_at: self.completed_at,
+            failed_at: self.failed_at,
+            expired_at: self.expired_at,
+        }
+    }
+
+    /// An empty record of `work_type`; the transition functions fill it in.
+    pub(crate) fn blank(
+        work_item_id: String,
+        coordination_id: String,
+        work_type: &str,
+        description: &str,
+        priority: Priority,
+    ) -> Self {
+        Claim {
+            work_item_id,
+            agent_id: None,
+            work_type: work_type.to_owned(),
+            description: description.to_owned(),
+            priority,
+            claimed_at: None,
+            status: Status::Pending,
+            coordination_id: Some(coordination_id),
+            origin: None,
+            fence: None,
+            lease_expires_at: None,
+            lease_ms: None,
+            posted_at: None,
+            posted_by: None,
+            depends_on: Vec::new(),
+            attempt: None,
+            max_attempts: None,
+            progress: None,
+            last_update: None,
+            completed_at: None,
+            failed_at: None,
+            expired_at: None,
+            result: None,
+            reason: None,
+            extra: Map::new(),
         }
     }
 }
 
-/// The few fields of a claim that decisions read. Stores decode only these
-/// from records they do not change, which keeps a claim cheap in a big file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ClaimHead {
-    pub work_item_id: String,
-    pub agent_id: String,
-    pub work_type: String,
-    pub priority: Priority,
-    pub status: Status,
-    #[serde(default)]
-    pub coordination_id: Option<String>,
-}
-
-/// What an agent asks for when it claims work.
+/// What an agent asks for when it claims work on the spot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRequest {
     pub agent_id: String,
     pub work_type: String,
     pub description: String,
     pub priority: Priority,
+    pub lease: Duration,
+}
+
+/// What an agent posts to the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostRequest {
+    pub agent_id: String,
+    pub work_type: String,
+    pub description: String,
+    pub priority: Priority,
+    pub depends_on: Vec<String>,
+    pub max_attempts: u32,
+}
+
+/// What an agent asks of `next`: the best ready item of these work types
+/// (any type when empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextRequest {
+    pub agent_id: String,
+    pub work_types: Vec<String>,
+    pub lease: Duration,
 }
 
 /// Longest work type or agent id accepted, in bytes.
 const MAX_NAME_LEN: usize = 256;
+/// Shortest lease accepted: anything shorter could lapse before the claim
+/// is even printed.
+const MIN_LEASE: Duration = Duration::from_millis(100);
 
 /// Checks a name-like value (work type, agent id): non-empty, short, and
 /// free of control characters so it prints on one line everywhere.
-pub(crate) fn validate_name(what: &str, value: &str) -> Result<(), CoordError> {
+pub fn validate_name(what: &str, value: &str) -> Result<(), CoordError> {
     let problem = if value.trim().is_empty() {
         Some("must not be empty".to_owned())
     } else if value.len() > MAX_NAME_LEN {
@@ -195,6 +357,15 @@ pub(crate) fn validate_name(what: &str, value: &str) -> Result<(), CoordError> {
     }
 }
 
+pub(crate) fn validate_lease(lease: Duration) -> Result<(), CoordError> {
+    if lease < MIN_LEASE {
+        return Err(CoordError::validation(format!(
+            "a lease must be at least {MIN_LEASE:?}, got {lease:?}"
+        )));
+    }
+    Ok(())
+}
+
 impl ClaimRequest {
     pub fn new(agent_id: impl Into<String>, work_type: impl Into<String>) -> Self {
         ClaimRequest {
@@ -202,6 +373,7 @@ impl ClaimRequest {
             work_type: work_type.into(),
             description: String::new(),
             priority: Priority::Medium,
+            lease: DEFAULT_LEASE,
         }
     }
 
@@ -217,9 +389,92 @@ impl ClaimRequest {
         self
     }
 
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
     pub fn validate(&self) -> Result<(), CoordError> {
         validate_name("the work type", &self.work_type)?;
-        validate_name("the agent id", &self.agent_id)
+        validate_name("the agent id", &self.agent_id)?;
+        validate_lease(self.lease)
+    }
+}
+
+impl PostRequest {
+    pub fn new(agent_id: impl Into<String>, work_type: impl Into<String>) -> Self {
+        PostRequest {
+            agent_id: agent_id.into(),
+            work_type: work_type.into(),
+            description: String::new(),
+            priority: Priority::Medium,
+            depends_on: Vec::new(),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    #[must_use]
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    #[must_use]
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    #[must_use]
+    pub fn after(mut self, ids: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.depends_on.extend(ids.into_iter().map(Into::into));
+        self
+    }
+
+    #[must_use]
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    pub fn validate(&self) -> Result<(), CoordError> {
+        validate_name("the work type", &self.work_type)?;
+        validate_name("the agent id", &self.agent_id)?;
+        if self.max_attempts == 0 {
+            return Err(CoordError::validation("max attempts must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl NextRequest {
+    pub fn new(agent_id: impl Into<String>) -> Self {
+        NextRequest {
+            agent_id: agent_id.into(),
+            work_types: Vec::new(),
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    #[must_use]
+    pub fn work_types(mut self, types: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.work_types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    pub fn validate(&self) -> Result<(), CoordError> {
+        validate_name("the agent id", &self.agent_id)?;
+        for t in &self.work_types {
+            validate_name("the work type", t)?;
+        }
+        validate_lease(self.lease)
     }
 }
 
@@ -235,7 +490,10 @@ impl Filter {
     pub fn matches(&self, head: &ClaimHead) -> bool {
         self.status.is_none_or(|s| s == head.status)
             && self.work_type.as_ref().is_none_or(|t| *t == head.work_type)
-            && self.owner.as_ref().is_none_or(|a| *a == head.agent_id)
+            && self
+                .owner
+                .as_ref()
+                .is_none_or(|a| head.agent_id.as_ref() == Some(a))
     }
 }
 
@@ -248,6 +506,9 @@ mod tests {
         for p in Priority::ALL {
             assert_eq!(p.as_str().parse::<Priority>().unwrap(), p);
         }
+        for s in Status::NAMES {
+            assert_eq!(s.parse::<Status>().unwrap().as_str(), s);
+        }
         assert_eq!("active".parse::<Status>().unwrap(), Status::InProgress);
         let err = "urgent".parse::<Priority>().unwrap_err();
         assert!(err.contains("low, medium, high, critical"), "{err}");
@@ -255,11 +516,60 @@ mod tests {
     }
 
     #[test]
-    fn requests_with_bad_names_are_rejected() {
+    fn requests_with_bad_values_are_rejected() {
         assert!(ClaimRequest::new("a", "build").validate().is_ok());
         assert!(ClaimRequest::new("a", "  ").validate().is_err());
         assert!(ClaimRequest::new("", "build").validate().is_err());
         assert!(ClaimRequest::new("a", "two\nlines").validate().is_err());
         assert!(ClaimRequest::new("a", "x".repeat(300)).validate().is_err());
+        assert!(
+            ClaimRequest::new("a", "b")
+                .lease(Duration::from_millis(5))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            PostRequest::new("a", "b")
+                .max_attempts(0)
+                .validate()
+                .is_err()
+        );
+        assert!(NextRequest::new("a").work_types([""]).validate().is_err());
+    }
+
+    fn legacy(claimed_at: &str, estimate: Option<Value>) -> ClaimHead {
+        ClaimHead {
+            work_item_id: "w".into(),
+            agent_id: Some("a".into()),
+            work_type: "t".into(),
+            priority: Priority::High,
+            status: Status::InProgress,
+            coordination_id: None,
+            origin: None,
+            fence: None,
+            lease_expires_at: None,
+            claimed_at: Some(claimed_at.parse().unwrap()),
+            estimated_duration: estimate,
+            posted_at: None,
+            depends_on: Vec::new(),
+            completed_at: None,
+            failed_at: None,
+            expired_at: None,
+        }
+    }
+
+    #[test]
+    fn records_of_the_older_tools_are_leased_for_their_estimated_duration() {
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let h = legacy("2025-01-01T00:00:00Z", None);
+        assert_eq!(h.lease_deadline(), Some(at("2025-01-01T00:30:00Z")));
+        assert!(h.is_live(at("2025-01-01T00:29:59Z")));
+        assert!(h.is_lapsed(at("2025-01-01T00:30:00Z")));
+        let h = legacy("2025-01-01T00:00:00Z", Some(Value::from("2h")));
+        assert_eq!(h.lease_deadline(), Some(at("2025-01-01T02:00:00Z")));
+        let h = legacy("2025-01-01T00:00:00Z", Some(Value::from(90)));
+        assert_eq!(h.lease_deadline(), Some(at("2025-01-01T00:01:30Z")));
+        let h = legacy("2025-01-01T00:00:00Z", Some(Value::from("whenever")));
+        assert_eq!(h.lease_deadline(), Some(at("2025-01-01T00:30:00Z")));
     }
 }

@@ -1,6 +1,7 @@
 use std::fmt;
 
 use crate::model::{ClaimHead, Priority};
+use crate::time::Timestamp;
 
 /// The part of a claim a conflict policy looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,15 +48,17 @@ impl ConflictPolicy for ExclusivePerWorkType {
     }
 }
 
-/// The first live claim that `new` conflicts with, if any.
+/// The first claim live at `now` that `new` conflicts with, if any. A claim
+/// whose lease has passed blocks nobody, written down as expired or not.
 pub fn find_conflict<'h>(
     policy: &dyn ConflictPolicy,
     new: Slot<'_>,
     claims: impl IntoIterator<Item = &'h ClaimHead>,
+    now: Timestamp,
 ) -> Option<&'h ClaimHead> {
     claims
         .into_iter()
-        .find(|h| h.status.is_live() && policy.conflicts(new, Slot::from(*h)))
+        .find(|h| h.is_live(now) && policy.conflicts(new, Slot::from(*h)))
 }
 
 #[cfg(test)]
@@ -63,15 +66,24 @@ mod tests {
     use super::*;
     use crate::model::Status;
 
-    fn head(work_type: &str, priority: Priority, status: Status) -> ClaimHead {
-        ClaimHead {
-            work_item_id: format!("work_{work_type}_{priority}"),
-            agent_id: "a".into(),
-            work_type: work_type.into(),
-            priority,
-            status,
-            coordination_id: None,
-        }
+    fn head(work_type: &str, priority: Priority, status: Status, lease_until: i64) -> ClaimHead {
+        let mut c = crate::transition::claim(
+            &crate::ClaimRequest::new("a", work_type).priority(priority),
+            crate::transition::NewIds {
+                work_item_id: format!("work_{work_type}_{priority}"),
+                coordination_id: "c".into(),
+            },
+            1,
+            at(0),
+        )
+        .claim;
+        c.status = status;
+        c.lease_expires_at = Some(at(lease_until));
+        c.head()
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_unix_nanos(i128::from(secs) * 1_000_000_000).unwrap()
     }
 
     #[test]
@@ -107,22 +119,26 @@ mod tests {
     #[test]
     fn only_live_claims_conflict() {
         let claims = [
-            head("deploy", Priority::High, Status::Completed),
-            head("deploy", Priority::High, Status::Failed),
-            head("deploy", Priority::Critical, Status::InProgress),
+            head("deploy", Priority::High, Status::Completed, 100),
+            head("deploy", Priority::High, Status::Failed, 100),
+            head("deploy", Priority::High, Status::InProgress, 10),
+            head("deploy", Priority::Critical, Status::InProgress, 100),
         ];
-        let new = Slot {
+        let slot = |priority| Slot {
             work_type: "deploy",
-            priority: Priority::High,
+            priority,
         };
-        let hit = find_conflict(&SeedPolicy, new, &claims).unwrap();
+        let new = slot(Priority::High);
+        let hit = find_conflict(&SeedPolicy, new, &claims, at(50)).unwrap();
         assert_eq!(hit.priority, Priority::Critical);
-        assert!(find_conflict(&SeedPolicy, new, &claims[..2]).is_none());
-        let medium = Slot {
-            work_type: "deploy",
-            priority: Priority::Medium,
-        };
-        assert!(find_conflict(&SeedPolicy, medium, &claims).is_none());
-        assert!(find_conflict(&ExclusivePerWorkType, medium, &claims).is_some());
+        let older = &claims[..3];
+        assert!(
+            find_conflict(&SeedPolicy, new, older, at(50)).is_none(),
+            "a lapsed lease blocks nobody"
+        );
+        assert!(find_conflict(&SeedPolicy, new, older, at(5)).is_some());
+        let medium = slot(Priority::Medium);
+        assert!(find_conflict(&SeedPolicy, medium, &claims, at(50)).is_none());
+        assert!(find_conflict(&ExclusivePerWorkType, medium, &claims, at(50)).is_some());
     }
 }

@@ -1,31 +1,27 @@
-//! `work_claims.json`: a JSON array with one claim object per line.
+//! `work_claims.json`: a JSON array with one work item object per line.
 //!
-//! Records are kept as their raw bytes plus a decoded [`ClaimHead`]: a
-//! change decodes and re-encodes only the record it touches, so other
-//! records (and the fields other tools added to them) keep every byte, and
-//! a claim costs little more than the I/O even in a large file.
+//! Records are kept as their raw bytes plus a decoded [`ClaimHead`]. A
+//! change goes through a [`Draft`]: only the records it touches are decoded
+//! and re-encoded, so other records (and the fields other tools added to
+//! them) keep every byte, and a claim costs little more than the I/O even in
+//! a large file.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
 use coord_core::{Claim, ClaimHead, CoordError};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+#[derive(Clone)]
 struct Record {
     raw: Box<RawValue>,
     head: ClaimHead,
 }
 
-/// The parsed claims file.
+/// The parsed claims file, as read.
 pub(crate) struct ClaimsDoc {
     records: Vec<Record>,
-}
-
-/// A change to render: the record at an index replaced, or one appended.
-pub(crate) enum Edit<'a> {
-    Replace(usize, &'a RawValue),
-    Append(&'a RawValue),
 }
 
 fn invalid(path: &Path, what: impl std::fmt::Display) -> CoordError {
@@ -33,6 +29,15 @@ fn invalid(path: &Path, what: impl std::fmt::Display) -> CoordError {
         "{} is not a valid claims file: {what}",
         path.display()
     ))
+}
+
+fn decode(path: &Path, index: usize, raw: &RawValue) -> Result<Claim, CoordError> {
+    serde_json::from_str(raw.get()).map_err(|e| invalid(path, format_args!("record {index}: {e}")))
+}
+
+fn encode(value: &impl serde::Serialize) -> Box<RawValue> {
+    let text = serde_json::to_string(value).expect("claims and JSON maps always serialise");
+    RawValue::from_string(text).expect("serde_json output is valid JSON")
 }
 
 impl ClaimsDoc {
@@ -72,92 +77,145 @@ impl ClaimsDoc {
         self.records.iter().map(|r| &r.head)
     }
 
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.records.len()
-    }
-
     pub(crate) fn position(&self, work_item_id: &str) -> Option<usize> {
         self.records
             .iter()
             .position(|r| r.head.work_item_id == work_item_id)
     }
 
-    /// The set of ids and coordination ids in use, for minting new ones.
-    pub(crate) fn ids(&self) -> HashSet<&str> {
-        self.records
-            .iter()
-            .flat_map(|r| {
-                [
-                    Some(r.head.work_item_id.as_str()),
-                    r.head.coordination_id.as_deref(),
-                ]
-            })
+    /// Decodes the whole record at `index`.
+    pub(crate) fn claim(&self, path: &Path, index: usize) -> Result<Claim, CoordError> {
+        decode(path, index, &self.records[index].raw)
+    }
+
+    pub(crate) fn draft<'a>(&'a self, path: &'a Path) -> Draft<'a> {
+        Draft {
+            doc: self,
+            path,
+            changed: BTreeMap::new(),
+            added: Vec::new(),
+            removed: BTreeSet::new(),
+        }
+    }
+}
+
+/// A change in the making over a [`ClaimsDoc`]: records replaced, added and
+/// removed, seen as one list. Positions below the document's length are its
+/// records; positions from there on are the added ones.
+pub(crate) struct Draft<'a> {
+    doc: &'a ClaimsDoc,
+    path: &'a Path,
+    changed: BTreeMap<usize, Record>,
+    added: Vec<Record>,
+    removed: BTreeSet<usize>,
+}
+
+impl Draft<'_> {
+    fn record(&self, pos: usize) -> &Record {
+        let old = self.doc.records.len();
+        if pos >= old {
+            &self.added[pos - old]
+        } else {
+            self.changed.get(&pos).unwrap_or(&self.doc.records[pos])
+        }
+    }
+
+    /// Every record in file order, with its position.
+    pub(crate) fn heads(&self) -> impl Iterator<Item = (usize, &ClaimHead)> {
+        let old = self.doc.records.len();
+        (0..old + self.added.len())
+            .filter(|p| !self.removed.contains(p))
+            .map(|p| (p, &self.record(p).head))
+    }
+
+    pub(crate) fn position(&self, work_item_id: &str) -> Option<usize> {
+        self.heads()
+            .find(|(_, h)| h.work_item_id == work_item_id)
+            .map(|(p, _)| p)
+    }
+
+    pub(crate) fn claim(&self, pos: usize) -> Result<Claim, CoordError> {
+        decode(self.path, pos, &self.record(pos).raw)
+    }
+
+    /// Ids and coordination ids in use, for minting new ones.
+    pub(crate) fn ids(&self) -> HashSet<String> {
+        self.heads()
+            .flat_map(|(_, h)| [Some(h.work_item_id.clone()), h.coordination_id.clone()])
             .flatten()
             .collect()
     }
 
-    /// Decodes the whole record at `index`.
-    pub(crate) fn claim(&self, path: &Path, index: usize) -> Result<Claim, CoordError> {
-        serde_json::from_str(self.records[index].raw.get())
-            .map_err(|e| invalid(path, format_args!("record {index}: {e}")))
+    /// The largest fence any record carries.
+    pub(crate) fn max_fence(&self) -> u64 {
+        self.heads().filter_map(|(_, h)| h.fence).max().unwrap_or(0)
     }
 
-    /// Encodes a new claim as a record.
-    pub(crate) fn encode(claim: &Claim) -> Box<RawValue> {
-        let text = serde_json::to_string(claim).expect("a claim always serialises");
-        RawValue::from_string(text).expect("serde_json output is valid JSON")
-    }
-
-    /// The record at `index` with only the fields that differ between `old`
-    /// and `new` written over it. Unchanged fields keep their exact form
-    /// (an `active` status stays `active` through a progress update), and
-    /// fields coord does not know are untouched.
-    pub(crate) fn merge(&self, index: usize, old: &Claim, new: &Claim) -> Box<RawValue> {
+    /// Writes over the record at `pos` only the fields that differ between
+    /// `old` (its decoded form) and `new`: unchanged fields keep their exact
+    /// form (an `active` status stays `active` through a progress update),
+    /// fields coord does not know are untouched, fields `new` drops go.
+    pub(crate) fn replace(&mut self, pos: usize, old: &Claim, new: &Claim) {
         let as_map = |c: &Claim| match serde_json::to_value(c).expect("a claim always serialises") {
             Value::Object(m) => m,
             _ => unreachable!("a claim serialises to an object"),
         };
         let (before, after) = (as_map(old), as_map(new));
-        let mut record: Map<String, Value> = serde_json::from_str(self.records[index].raw.get())
-            .expect("parsed as an object before");
+        let mut fields: Map<String, Value> =
+            serde_json::from_str(self.record(pos).raw.get()).expect("parsed as an object before");
         for (key, value) in &after {
             if before.get(key) != Some(value) {
-                record.insert(key.clone(), value.clone());
+                fields.insert(key.clone(), value.clone());
             }
         }
         for key in before.keys().filter(|k| !after.contains_key(*k)) {
-            record.shift_remove(key);
+            fields.shift_remove(key);
         }
-        let text = serde_json::to_string(&record).expect("a JSON map always serialises");
-        RawValue::from_string(text).expect("serde_json output is valid JSON")
+        let record = Record {
+            raw: encode(&fields),
+            head: new.head(),
+        };
+        let old_len = self.doc.records.len();
+        if pos >= old_len {
+            self.added[pos - old_len] = record;
+        } else {
+            self.changed.insert(pos, record);
+        }
     }
 
-    /// The file's bytes with `edit` applied: `[`, one record per line, `]`.
-    pub(crate) fn render(&self, edit: Edit<'_>) -> Vec<u8> {
-        let (replace, append) = match edit {
-            Edit::Replace(i, raw) => (Some((i, raw)), None),
-            Edit::Append(raw) => (None, Some(raw)),
+    pub(crate) fn append(&mut self, claim: &Claim) -> usize {
+        self.added.push(Record {
+            raw: encode(claim),
+            head: claim.head(),
+        });
+        self.doc.records.len() + self.added.len() - 1
+    }
+
+    /// Drops the record at `pos`, returning it as one line of JSON (the
+    /// object as it stood, whitespace removed).
+    pub(crate) fn remove(&mut self, pos: usize) -> String {
+        let raw = self.record(pos).raw.get();
+        let line = if raw.contains('\n') {
+            let value: Value = serde_json::from_str(raw).expect("parsed before");
+            serde_json::to_string(&value).expect("a JSON value always serialises")
+        } else {
+            raw.to_owned()
         };
-        let size: usize = self
-            .records
-            .iter()
-            .map(|r| r.raw.get().len() + 4)
-            .sum::<usize>()
-            + append.map_or(0, |r| r.get().len() + 4)
-            + replace.map_or(0, |(_, r)| r.get().len())
-            + 4;
+        self.removed.insert(pos);
+        line
+    }
+
+    /// The file's bytes: `[`, one record per line, `]`.
+    pub(crate) fn render(&self) -> Vec<u8> {
+        let records: Vec<&RawValue> = self.heads().map(|(p, _)| &*self.record(p).raw).collect();
+        let size: usize = records.iter().map(|r| r.get().len() + 4).sum::<usize>() + 4;
         let mut out = Vec::with_capacity(size);
         out.push(b'[');
-        let records = self.records.iter().enumerate().map(|(i, r)| match replace {
-            Some((j, raw)) if i == j => raw,
-            _ => &*r.raw,
-        });
-        for (n, raw) in records.chain(append).enumerate() {
+        for (n, raw) in records.iter().enumerate() {
             out.extend_from_slice(if n == 0 { b"\n  " } else { b",\n  " });
             out.extend_from_slice(raw.get().as_bytes());
         }
-        out.extend_from_slice(if out.len() == 1 { b"]\n" } else { b"\n]\n" });
+        out.extend_from_slice(if records.is_empty() { b"]\n" } else { b"\n]\n" });
         out
     }
 }
@@ -165,7 +223,8 @@ impl ClaimsDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coord_core::{ClaimRequest, Status, Timestamp, Update, transition};
+    use coord_core::transition::{self, Action, Actor};
+    use coord_core::{ClaimRequest, NewIds, Status, Timestamp};
 
     const LEGACY: &str = r#"[
   {
@@ -187,18 +246,29 @@ mod tests {
         Path::new("work_claims.json")
     }
 
+    fn sample() -> Claim {
+        let ids = NewIds {
+            work_item_id: "work_2".into(),
+            coordination_id: "coord_2".into(),
+        };
+        transition::claim(
+            &ClaimRequest::new("agent_2", "test"),
+            ids,
+            1,
+            Timestamp::now(),
+        )
+        .claim
+    }
+
     #[test]
     fn missing_blank_and_empty_files_are_empty_stores() {
         for bytes in [None, Some(&b""[..]), Some(&b" \n"[..]), Some(&b"[]"[..])] {
             let doc = ClaimsDoc::parse(path(), bytes).unwrap();
-            assert_eq!(doc.len(), 0);
-            assert_eq!(
-                doc.render(Edit::Append(&ClaimsDoc::encode(&sample())))
-                    .iter()
-                    .filter(|b| **b == b'\n')
-                    .count(),
-                3
-            );
+            assert_eq!(doc.heads().count(), 0);
+            assert_eq!(doc.draft(path()).render(), b"[]\n");
+            let mut draft = doc.draft(path());
+            draft.append(&sample());
+            assert_eq!(draft.render().iter().filter(|b| **b == b'\n').count(), 3);
         }
     }
 
@@ -223,44 +293,41 @@ mod tests {
         }
     }
 
-    fn sample() -> Claim {
-        Claim::new(
-            &ClaimRequest::new("agent_2", "test"),
-            "work_2".into(),
-            "coord_2".into(),
-            Timestamp::now(),
-        )
-    }
-
     #[test]
     fn appending_keeps_every_byte_of_the_other_records() {
         let doc = ClaimsDoc::parse(path(), Some(LEGACY.as_bytes())).unwrap();
         assert_eq!(doc.heads().next().unwrap().status, Status::InProgress);
-        let out =
-            String::from_utf8(doc.render(Edit::Append(&ClaimsDoc::encode(&sample())))).unwrap();
+        let mut draft = doc.draft(path());
+        let pos = draft.append(&sample());
+        assert_eq!(draft.claim(pos).unwrap(), sample_at(&draft, pos));
+        let out = String::from_utf8(draft.render()).unwrap();
         let legacy_record = &LEGACY[LEGACY.find('{').unwrap()..=LEGACY.rfind('}').unwrap()];
         assert!(out.contains(legacy_record), "{out}");
         let reparsed = ClaimsDoc::parse(path(), Some(out.as_bytes())).unwrap();
-        assert_eq!(reparsed.len(), 2);
-        assert_eq!(
-            reparsed.claim(path(), 1).unwrap(),
-            sample_with_time(&reparsed)
-        );
+        assert_eq!(reparsed.heads().count(), 2);
     }
 
-    fn sample_with_time(doc: &ClaimsDoc) -> Claim {
+    fn sample_at(draft: &Draft<'_>, pos: usize) -> Claim {
         let mut s = sample();
-        s.claimed_at = doc.claim(path(), 1).unwrap().claimed_at;
+        s.claimed_at = draft.claim(pos).unwrap().claimed_at;
+        s.lease_expires_at = draft.claim(pos).unwrap().lease_expires_at;
         s
     }
 
     #[test]
-    fn merging_an_update_writes_only_what_changed() {
+    fn replacing_writes_only_what_changed() {
         let doc = ClaimsDoc::parse(path(), Some(LEGACY.as_bytes())).unwrap();
-        let old = doc.claim(path(), 0).unwrap();
-        let now = Timestamp::now();
-        let new = transition::apply(&old, &Update::Progress { percent: 30 }, now).unwrap();
-        let merged: Value = serde_json::from_str(doc.merge(0, &old, &new).get()).unwrap();
+        let mut draft = doc.draft(path());
+        let old = draft.claim(0).unwrap();
+        let now: Timestamp = "2024-12-15T15:20:00Z".parse().unwrap();
+        let actor = Actor::new("agent_1");
+        let new = transition::apply(&old, &Action::Progress { percent: 30 }, &actor, now)
+            .unwrap()
+            .claim;
+        draft.replace(0, &old, &new);
+        let merged: Value =
+            serde_json::from_str(&String::from_utf8(draft.render()).unwrap()).unwrap();
+        let merged = &merged[0];
         assert_eq!(
             merged["status"], "active",
             "an unchanged legacy status keeps its spelling"
@@ -279,8 +346,26 @@ mod tests {
             "field order is kept"
         );
 
-        let done = transition::apply(&new, &Update::Complete { result: None }, now).unwrap();
-        let merged: Value = serde_json::from_str(doc.merge(0, &old, &done).get()).unwrap();
-        assert_eq!(merged["status"], "completed");
+        // A second change to the same record builds on the first.
+        let done = transition::apply(&new, &Action::Complete { result: None }, &actor, now)
+            .unwrap()
+            .claim;
+        draft.replace(0, &new, &done);
+        assert_eq!(draft.claim(0).unwrap().status, Status::Completed);
+        assert_eq!(draft.claim(0).unwrap().extra["team"], "blue");
+    }
+
+    #[test]
+    fn removed_records_leave_the_file_and_come_back_as_one_line() {
+        let doc = ClaimsDoc::parse(path(), Some(LEGACY.as_bytes())).unwrap();
+        let mut draft = doc.draft(path());
+        draft.append(&sample());
+        let line = draft.remove(0);
+        assert!(!line.contains('\n'));
+        let value: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["team"], "blue");
+        assert_eq!(draft.heads().count(), 1);
+        assert_eq!(draft.position("work_2"), Some(1));
+        assert_eq!(draft.position("work_1"), None);
     }
 }

@@ -1,26 +1,41 @@
-//! The workflows that change the claims file, each run under the lock:
+//! The workflows that change the claims file. Each runs under the directory
+//! lock, after any half-done cleanup was settled:
 //!
 //! ```text
-//! claim (the CoordinationReactor)        update (progress, complete, fail)
-//!   ensure_coordination_directory          ensure_coordination_directory
-//!   read_existing_claims                   read_existing_claims
-//!   check_coordination_conflicts           apply_status_update
-//!   create_updated_claims                  write_claims_atomically
-//!   write_claims_atomically
+//! claim (the CoordinationReactor)     every other change
+//!   ensure_coordination_directory       ensure_coordination_directory
+//!   read_existing_claims                read_existing_claims
+//!   check_coordination_conflicts        <the change: take_next_item, apply_transition,
+//!   create_updated_claims                create_work_item, expire_lapsed_leases>
+//!   write_claims_atomically             write_claims_atomically
+//!   append_event_log                    append_event_log
+//!
+//! cleanup
+//!   ensure_coordination_directory, read_existing_claims, select_finished_items,
+//!   raise_fence_high_water, write_cleanup_intent, append_to_archive,
+//!   write_claims_atomically, append_event_log, remove_cleanup_intent
 //! ```
+//!
+//! The claim workflow keeps the seed's five steps and adds the event log.
+//! Every change also writes down the leases that lapsed since the last one.
 
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
+use coord_core::transition::{self, Action, Actor, NewIds};
 use coord_core::{
-    Claim, ClaimRequest, ConflictPolicy, CoordError, Slot, Timestamp, Update, find_conflict,
-    transition, unique_id,
+    Claim, ClaimRequest, CoordError, Event, NextRequest, PostRequest, Slot, Timestamp,
+    find_conflict, unique_id,
 };
 use reactor::{Failure, InputError, Inputs, Values, Workflow, WorkflowBuilder, from_fn};
-use reactor_file::{AtomicWrite, AtomicWriter, EnsureDir, FileError, FileSnapshot, ReadFile};
+use reactor_file::{AtomicWrite, EnsureDir, FileError, FileSnapshot, ReadFile};
 
-use crate::claims_doc::{ClaimsDoc, Edit};
-use crate::store::CLAIMS_FILE;
+use crate::archive::{AppendToArchive, RemoveIntent, WriteIntent};
+use crate::claims_doc::{ClaimsDoc, Draft};
+use crate::events::{AppendEvents, EVENT_LOG};
+use crate::state;
+use crate::store::{CLAIMS_FILE, FileStoreOptions};
 use crate::telemetry::TracingMiddleware;
 
 /// The error type inside the workflows: coord's own errors, the file steps'
@@ -84,10 +99,10 @@ pub(crate) fn file_error(e: FileError) -> CoordError {
     }
 }
 
-/// A run's failure as one error. An undo that failed leaves the file in
+/// A run's failure as one error. An undo that failed leaves the files in
 /// doubt, so it turns the whole failure into `atomic_write_failed` and
 /// names every undo that failed.
-pub(crate) fn into_coord_error(failure: Failure<FlowError>, claims_path: &Path) -> CoordError {
+fn into_coord_error(failure: Failure<FlowError>, claims_path: &Path) -> CoordError {
     if failure.undo_failures.is_empty() {
         return failure.error.into();
     }
@@ -97,72 +112,180 @@ pub(crate) fn into_coord_error(failure: Failure<FlowError>, claims_path: &Path) 
     }
 }
 
-/// The new file contents and the claim they hold.
-pub(crate) struct UpdatedClaims {
-    pub bytes: Vec<u8>,
-    pub claim: Claim,
+/// What a change produced, for the caller.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    One(Box<Claim>),
+    Many(Vec<Claim>),
+    Archived(Vec<String>),
 }
 
-impl AsRef<[u8]> for UpdatedClaims {
+/// A change ready to write: the new file, its events, what to return, and
+/// how many final items the new file holds (for automatic compaction).
+pub(crate) struct Plan {
+    pub bytes: Vec<u8>,
+    pub events: Vec<Event>,
+    pub outcome: Outcome,
+    pub finished: usize,
+}
+
+impl AsRef<[u8]> for Plan {
     fn as_ref(&self) -> &[u8] {
         &self.bytes
     }
 }
 
-fn claims_of<'a>(inputs: &Inputs<'a>) -> Result<&'a ClaimsDoc, FlowError> {
-    Ok(&inputs
-        .get::<FileSnapshot<ClaimsDoc>>("read_existing_claims")?
-        .value)
+fn plan(draft: &Draft<'_>, events: Vec<Event>, outcome: Outcome) -> Plan {
+    Plan {
+        bytes: draft.render(),
+        events,
+        outcome,
+        finished: draft.heads().filter(|(_, h)| h.status.is_final()).count(),
+    }
+}
+
+/// What a change needs to know besides its own input.
+pub(crate) struct Ctx<'a> {
+    pub dir: &'a Path,
+    pub options: &'a FileStoreOptions,
+    pub now: Timestamp,
+}
+
+impl Ctx<'_> {
+    fn claims_path(&self) -> std::path::PathBuf {
+        self.dir.join(CLAIMS_FILE)
+    }
+}
+
+fn doc<'a>(inputs: &Inputs<'a>) -> Result<&'a FileSnapshot<ClaimsDoc>, FlowError> {
+    Ok(inputs.get::<FileSnapshot<ClaimsDoc>>("read_existing_claims")?)
+}
+
+/// Writes down every lapsed lease in `draft` except the one at `except`.
+fn expire_lapsed(
+    draft: &mut Draft<'_>,
+    now: Timestamp,
+    except: Option<usize>,
+) -> Result<(Vec<Event>, Vec<Claim>), CoordError> {
+    let lapsed: Vec<usize> = draft
+        .heads()
+        .filter(|(p, h)| h.is_lapsed(now) && Some(*p) != except)
+        .map(|(p, _)| p)
+        .collect();
+    let mut events = Vec::new();
+    let mut expired = Vec::new();
+    for pos in lapsed {
+        let old = draft.claim(pos)?;
+        if let Some(change) = transition::expire(&old, now) {
+            draft.replace(pos, &old, &change.claim);
+            events.extend(change.event);
+            expired.push(change.claim);
+        }
+    }
+    Ok((events, expired))
+}
+
+/// The next fence: above every fence in the file and the high-water mark.
+fn next_fence(draft: &Draft<'_>, dir: &Path) -> Result<u64, CoordError> {
+    Ok(draft.max_fence().max(state::read(dir)?.fence) + 1)
+}
+
+/// Ids for a new item, unique in the file even within one nanosecond.
+fn new_ids(draft: &Draft<'_>) -> NewIds {
+    let taken = draft.ids();
+    // Ids carry the clock's full nanoseconds; timestamps keep microseconds.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    NewIds {
+        work_item_id: unique_id("work", nanos, |id| taken.contains(id)),
+        coordination_id: unique_id("coord", nanos, |id| taken.contains(id)),
+    }
 }
 
 /// The two steps every change starts with, and the middleware.
-fn begin<'a>(dir: &'a Path) -> WorkflowBuilder<'a, FlowError> {
-    let claims_path = dir.join(CLAIMS_FILE);
+fn begin<'a>(ctx: &Ctx<'_>) -> WorkflowBuilder<'a, FlowError> {
     Workflow::builder()
         .step(
             "ensure_coordination_directory",
             &[],
-            EnsureDir::new(dir).sweeping_temps_of(CLAIMS_FILE),
+            EnsureDir::new(ctx.dir).sweeping_temps_of(CLAIMS_FILE),
         )
         .step(
             "read_existing_claims",
             &["ensure_coordination_directory"],
-            ReadFile::new(claims_path, |path: &Path, bytes: Option<&[u8]>| {
+            ReadFile::new(ctx.claims_path(), |path: &Path, bytes: Option<&[u8]>| {
                 ClaimsDoc::parse(path, bytes).map_err(FlowError::from)
             }),
         )
         .middleware(TracingMiddleware)
 }
 
-fn write_step(
-    dir: &Path,
-    from: &str,
-    writer: AtomicWriter,
-) -> AtomicWrite<UpdatedClaims, ClaimsDoc> {
-    AtomicWrite::new(dir.join(CLAIMS_FILE), from, "read_existing_claims").with_writer(writer)
+/// A step output that carries a [`Plan`].
+pub(crate) trait Planned: AsRef<[u8]> + 'static {
+    fn plan(&self) -> &Plan;
 }
 
-/// The CoordinationReactor: claims `request` in `dir`. The caller holds the
-/// directory lock for the whole run.
-pub(crate) fn claim(
-    dir: &Path,
-    request: &ClaimRequest,
-    policy: &dyn ConflictPolicy,
-    writer: AtomicWriter,
-    now: Timestamp,
-) -> Result<Claim, CoordError> {
-    let workflow = begin(dir)
+impl Planned for Plan {
+    fn plan(&self) -> &Plan {
+        self
+    }
+}
+
+/// The two steps every change ends with: the commit and its events. `after`
+/// names steps that must complete before the commit.
+fn finish<'a, P: Planned>(
+    builder: WorkflowBuilder<'a, FlowError>,
+    ctx: &Ctx<'_>,
+    plan_step: &'static str,
+    after: &[&str],
+) -> WorkflowBuilder<'a, FlowError> {
+    let mut write_deps = vec![plan_step, "read_existing_claims"];
+    write_deps.extend_from_slice(after);
+    builder
+        .step(
+            "write_claims_atomically",
+            &write_deps,
+            AtomicWrite::<P, ClaimsDoc>::new(ctx.claims_path(), plan_step, "read_existing_claims")
+                .with_writer(ctx.options.writer.clone()),
+        )
+        .step(
+            "append_event_log",
+            &[plan_step, "write_claims_atomically"],
+            AppendEvents::<P>::new(ctx.dir.join(EVENT_LOG), plan_step, ctx.options.rotate_at),
+        )
+}
+
+fn run(
+    builder: WorkflowBuilder<'_, FlowError>,
+    plan_step: &'static str,
+    inputs: Values,
+    ctx: &Ctx<'_>,
+) -> Result<Plan, CoordError> {
+    finish::<Plan>(builder, ctx, plan_step, &[])
+        .returns(plan_step)
+        .build()
+        .expect("coord's workflows are well formed")
+        .run::<Plan>(inputs)
+        .map_err(|f| into_coord_error(f, &ctx.claims_path()))
+}
+
+/// The CoordinationReactor: claims `request` on the spot.
+pub(crate) fn claim(ctx: &Ctx<'_>, request: &ClaimRequest) -> Result<Plan, CoordError> {
+    let (now, dir) = (ctx.now, ctx.dir);
+    let policy = ctx.options.policy.as_ref();
+    let builder = begin(ctx)
         .input("work_claim")
         .step(
             "check_coordination_conflicts",
             &["work_claim", "read_existing_claims"],
-            from_fn(|inputs: &Inputs<'_>| {
+            from_fn(move |inputs: &Inputs<'_>| {
                 let request = inputs.get::<ClaimRequest>("work_claim")?;
                 let slot = Slot {
                     work_type: &request.work_type,
                     priority: request.priority,
                 };
-                match find_conflict(policy, slot, claims_of(inputs)?.heads()) {
+                match find_conflict(policy, slot, doc(inputs)?.value.heads(), now) {
                     Some(live) => Err(FlowError::Coord(CoordError::Conflict {
                         work_type: request.work_type.clone(),
                         conflicting_work_item_id: live.work_item_id.clone(),
@@ -178,73 +301,292 @@ pub(crate) fn claim(
                 "read_existing_claims",
                 "check_coordination_conflicts",
             ],
-            from_fn(|inputs: &Inputs<'_>| {
+            from_fn(move |inputs: &Inputs<'_>| {
                 let request = inputs.get::<ClaimRequest>("work_claim")?;
-                let doc = claims_of(inputs)?;
-                let taken = doc.ids();
-                // Ids carry the clock's full nanoseconds; timestamps keep micros.
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(now.as_unix_nanos(), |d| d.as_nanos() as i128);
-                let work_item_id = unique_id("work", nanos, |id| taken.contains(id));
-                let coordination_id = unique_id("coord", nanos, |id| taken.contains(id));
-                let claim = Claim::new(request, work_item_id, coordination_id, now);
-                let bytes = doc.render(Edit::Append(&ClaimsDoc::encode(&claim)));
-                Ok::<_, FlowError>(UpdatedClaims { bytes, claim })
+                let snapshot = doc(inputs)?;
+                let mut draft = snapshot.value.draft(&snapshot.path);
+                let (mut events, _) = expire_lapsed(&mut draft, now, None)?;
+                let fence = next_fence(&draft, dir)?;
+                let change = transition::claim(request, new_ids(&draft), fence, now);
+                draft.append(&change.claim);
+                events.extend(change.event);
+                Ok::<_, FlowError>(plan(&draft, events, Outcome::One(Box::new(change.claim))))
             }),
-        )
-        .step(
-            "write_claims_atomically",
-            &["create_updated_claims", "read_existing_claims"],
-            write_step(dir, "create_updated_claims", writer),
-        )
-        .returns("create_updated_claims")
-        .build()
-        .expect("the claim workflow is well formed");
-    workflow
-        .run::<UpdatedClaims>(Values::new().with("work_claim", request.clone()))
-        .map(|u| u.claim)
-        .map_err(|f| into_coord_error(f, &dir.join(CLAIMS_FILE)))
+        );
+    run(
+        builder,
+        "create_updated_claims",
+        Values::new().with("work_claim", request.clone()),
+        ctx,
+    )
 }
 
-/// Applies `update` to `work_item_id` in `dir`, under the caller's lock.
-pub(crate) fn update(
-    dir: &Path,
-    work_item_id: &str,
-    update: &Update,
-    writer: AtomicWriter,
-    now: Timestamp,
-) -> Result<Claim, CoordError> {
-    let workflow = begin(dir)
-        .step(
-            "apply_status_update",
-            &["read_existing_claims"],
-            from_fn(|inputs: &Inputs<'_>| {
-                let doc = claims_of(inputs)?;
-                let path = &inputs
-                    .get::<FileSnapshot<ClaimsDoc>>("read_existing_claims")?
-                    .path;
-                let index = doc
-                    .position(work_item_id)
-                    .ok_or_else(|| CoordError::NotFound {
-                        work_item_id: work_item_id.to_owned(),
+/// Adds a pending item to the queue.
+pub(crate) fn post(ctx: &Ctx<'_>, request: &PostRequest) -> Result<Plan, CoordError> {
+    let now = ctx.now;
+    let request = request.clone();
+    let builder = begin(ctx).step(
+        "create_work_item",
+        &["read_existing_claims"],
+        from_fn(move |inputs: &Inputs<'_>| {
+            let snapshot = doc(inputs)?;
+            let mut draft = snapshot.value.draft(&snapshot.path);
+            let (mut events, _) = expire_lapsed(&mut draft, now, None)?;
+            if let Some(missing) = request
+                .depends_on
+                .iter()
+                .find(|d| draft.position(d).is_none())
+            {
+                return Err(FlowError::Coord(CoordError::NotFound {
+                    work_item_id: missing.clone(),
+                }));
+            }
+            let change = transition::post(&request, new_ids(&draft), now);
+            draft.append(&change.claim);
+            events.extend(change.event);
+            Ok(plan(&draft, events, Outcome::One(Box::new(change.claim))))
+        }),
+    );
+    run(builder, "create_work_item", Values::new(), ctx)
+}
+
+/// Takes the best ready pending item.
+pub(crate) fn next(ctx: &Ctx<'_>, request: &NextRequest) -> Result<Plan, CoordError> {
+    let (now, dir) = (ctx.now, ctx.dir);
+    let policy = ctx.options.policy.as_ref();
+    let request = request.clone();
+    let builder = begin(ctx).step(
+        "take_next_item",
+        &["read_existing_claims"],
+        from_fn(move |inputs: &Inputs<'_>| {
+            let snapshot = doc(inputs)?;
+            let mut draft = snapshot.value.draft(&snapshot.path);
+            let (mut events, _) = expire_lapsed(&mut draft, now, None)?;
+            let positions: Vec<usize> = draft.heads().map(|(p, _)| p).collect();
+            let chosen =
+                transition::pick_next(draft.heads().map(|(_, h)| h), &request, policy, now)
+                    .map(|i| positions[i])
+                    .ok_or_else(|| CoordError::NothingToTake {
+                        work_types: request.work_types.clone(),
                     })?;
-                let old = doc.claim(path, index)?;
-                let claim = transition::apply(&old, update, now)?;
-                let bytes = doc.render(Edit::Replace(index, &doc.merge(index, &old, &claim)));
-                Ok::<_, FlowError>(UpdatedClaims { bytes, claim })
+            let item = draft.claim(chosen)?;
+            let fence = next_fence(&draft, dir)?;
+            let change = transition::take(&item, &request, fence, now)?;
+            draft.replace(chosen, &item, &change.claim);
+            events.extend(change.event);
+            Ok::<_, FlowError>(plan(&draft, events, Outcome::One(Box::new(change.claim))))
+        }),
+    );
+    run(builder, "take_next_item", Values::new(), ctx)
+}
+
+/// Applies `action` by `actor` to one item.
+pub(crate) fn act(
+    ctx: &Ctx<'_>,
+    work_item_id: &str,
+    action: &Action,
+    actor: &Actor<'_>,
+) -> Result<Plan, CoordError> {
+    let now = ctx.now;
+    let builder = begin(ctx).step(
+        "apply_transition",
+        &["read_existing_claims"],
+        from_fn(move |inputs: &Inputs<'_>| {
+            let snapshot = doc(inputs)?;
+            let mut draft = snapshot.value.draft(&snapshot.path);
+            let pos = draft
+                .position(work_item_id)
+                .ok_or_else(|| CoordError::NotFound {
+                    work_item_id: work_item_id.to_owned(),
+                })?;
+            let old = draft.claim(pos)?;
+            // The target first: a forced change to a lapsed claim acts on it
+            // as it stands, before its expiry would be written down.
+            let change = transition::apply(&old, action, actor, now)?;
+            draft.replace(pos, &old, &change.claim);
+            let (mut events, _) = expire_lapsed(&mut draft, now, Some(pos))?;
+            events.extend(change.event);
+            Ok::<_, FlowError>(plan(&draft, events, Outcome::One(Box::new(change.claim))))
+        }),
+    );
+    run(builder, "apply_transition", Values::new(), ctx)
+}
+
+/// Writes down every lapsed lease.
+pub(crate) fn reap(ctx: &Ctx<'_>) -> Result<Plan, CoordError> {
+    let now = ctx.now;
+    let builder = begin(ctx).step(
+        "expire_lapsed_leases",
+        &["read_existing_claims"],
+        from_fn(move |inputs: &Inputs<'_>| {
+            let snapshot = doc(inputs)?;
+            let mut draft = snapshot.value.draft(&snapshot.path);
+            let (events, expired) = expire_lapsed(&mut draft, now, None)?;
+            Ok::<_, FlowError>(plan(&draft, events, Outcome::Many(expired)))
+        }),
+    );
+    run(builder, "expire_lapsed_leases", Values::new(), ctx)
+}
+
+/// Which final items a cleanup moves to the archive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Sweep {
+    /// Those that finished longer ago than this.
+    OlderThan(Duration),
+    /// All but the newest `n` (automatic compaction).
+    AllBut(usize),
+}
+
+/// The items a cleanup moves: their archive lines and ids, and the plan
+/// for the claims file without them.
+pub(crate) struct Selection {
+    pub plan: Plan,
+    pub lines: Vec<String>,
+    pub ids: Vec<String>,
+    pub max_fence: u64,
+}
+
+impl AsRef<[u8]> for Selection {
+    fn as_ref(&self) -> &[u8] {
+        &self.plan.bytes
+    }
+}
+
+impl Planned for Selection {
+    fn plan(&self) -> &Plan {
+        &self.plan
+    }
+}
+
+/// Moves final items to the archive (see `archive` for the crash story).
+/// Items that an unfinished item depends on stay, so `next` can still see
+/// whether they completed.
+pub(crate) fn cleanup(ctx: &Ctx<'_>, sweep: Sweep) -> Result<Plan, CoordError> {
+    let now = ctx.now;
+    let builder = begin(ctx)
+        .step(
+            "select_finished_items",
+            &["read_existing_claims"],
+            from_fn(move |inputs: &Inputs<'_>| {
+                let snapshot = doc(inputs)?;
+                let mut draft = snapshot.value.draft(&snapshot.path);
+                let (events, _) = expire_lapsed(&mut draft, now, None)?;
+                let chosen = choose_finished(&draft, sweep, now);
+                let max_fence = draft.max_fence();
+                let mut lines = Vec::with_capacity(chosen.len());
+                let mut ids = Vec::with_capacity(chosen.len());
+                for pos in chosen {
+                    ids.push(draft.claim(pos)?.work_item_id);
+                    lines.push(draft.remove(pos));
+                }
+                let plan = plan(&draft, events, Outcome::Archived(ids.clone()));
+                Ok::<_, FlowError>(Selection {
+                    plan,
+                    lines,
+                    ids,
+                    max_fence,
+                })
             }),
         )
         .step(
-            "write_claims_atomically",
-            &["apply_status_update", "read_existing_claims"],
-            write_step(dir, "apply_status_update", writer),
+            "raise_fence_high_water",
+            &["select_finished_items"],
+            RaiseFence {
+                dir: ctx.dir.to_owned(),
+                writer: ctx.options.writer.clone(),
+            },
         )
-        .returns("apply_status_update")
+        .step(
+            "write_cleanup_intent",
+            &["select_finished_items", "raise_fence_high_water"],
+            WriteIntent {
+                dir: ctx.dir.to_owned(),
+                rotate_at: ctx.options.rotate_at,
+                writer: ctx.options.writer.clone(),
+            },
+        )
+        .step(
+            "append_to_archive",
+            &["select_finished_items", "write_cleanup_intent"],
+            AppendToArchive {
+                dir: ctx.dir.to_owned(),
+            },
+        );
+    let builder = finish::<Selection>(
+        builder,
+        ctx,
+        "select_finished_items",
+        &["append_to_archive"],
+    )
+    .step(
+        "remove_cleanup_intent",
+        &["write_cleanup_intent", "append_event_log"],
+        RemoveIntent {
+            dir: ctx.dir.to_owned(),
+        },
+    );
+    builder
+        .returns("select_finished_items")
         .build()
-        .expect("the update workflow is well formed");
-    workflow
-        .run::<UpdatedClaims>(Values::new())
-        .map(|u| u.claim)
-        .map_err(|f| into_coord_error(f, &dir.join(CLAIMS_FILE)))
+        .expect("coord's workflows are well formed")
+        .run::<Selection>(Values::new())
+        .map(|s| s.plan)
+        .map_err(|f| into_coord_error(f, &ctx.claims_path()))
+}
+
+/// The final items `sweep` selects, except those an unfinished item
+/// depends on.
+fn choose_finished(draft: &Draft<'_>, sweep: Sweep, now: Timestamp) -> Vec<usize> {
+    let needed: std::collections::HashSet<&str> = draft
+        .heads()
+        .filter(|(_, h)| !h.status.is_final())
+        .flat_map(|(_, h)| h.depends_on.iter().map(String::as_str))
+        .collect();
+    let mut finished: Vec<(usize, i128)> = draft
+        .heads()
+        .filter(|(_, h)| h.status.is_final() && !needed.contains(h.work_item_id.as_str()))
+        .map(|(p, h)| (p, h.finished_at().map_or(0, Timestamp::as_unix_nanos)))
+        .collect();
+    match sweep {
+        Sweep::OlderThan(age) => {
+            let cutoff = now.as_unix_nanos() - i128::try_from(age.as_nanos()).unwrap_or(i128::MAX);
+            finished.retain(|(_, t)| *t <= cutoff);
+        }
+        Sweep::AllBut(keep) => {
+            finished.sort_by_key(|(p, t)| (*t, *p));
+            finished.truncate(finished.len().saturating_sub(keep));
+        }
+    }
+    let mut chosen: Vec<usize> = finished.into_iter().map(|(p, _)| p).collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+/// The `raise_fence_high_water` step: before any record leaves the claims
+/// file, the state file remembers the largest fence, so it is never reused.
+struct RaiseFence {
+    dir: std::path::PathBuf,
+    writer: reactor_file::AtomicWriter,
+}
+
+impl reactor::Step<FlowError> for RaiseFence {
+    type Output = ();
+
+    fn run(&mut self, inputs: &Inputs<'_>) -> Result<(), FlowError> {
+        let selection = inputs.get::<Selection>("select_finished_items")?;
+        if selection.ids.is_empty() {
+            return Ok(());
+        }
+        let current = state::read(&self.dir)?;
+        if selection.max_fence > current.fence {
+            state::write(
+                &self.dir,
+                state::State {
+                    fence: selection.max_fence,
+                },
+                &self.writer,
+            )?;
+        }
+        Ok(())
+    }
 }

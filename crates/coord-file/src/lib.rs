@@ -1,21 +1,34 @@
 //! `coord-file`: the coordination-directory store.
 //!
-//! A directory holds `work_claims.json` (a JSON array of claims, one per
-//! line) and `coord.lock`, an empty file that writers `flock`. Every change
-//! runs as a [`reactor`] workflow while the lock is held, so the read, the
-//! decision and the atomic write are one step for every other process.
+//! A directory holds `work_claims.json` (a JSON array of work items, one per
+//! line), `coord.lock` (an empty file that writers `flock`), the event log,
+//! the archive and the agent registry. Every change runs as a [`reactor`]
+//! workflow while the lock is held, so the read, the decision and the atomic
+//! write are one step for every other process.
 //!
 //! Architecture invariants:
 //! - only [`lock`] takes the directory lock (clippy enforces it);
-//! - readers (`get`, `list`) never lock: the atomic rename means they see a
-//!   whole file, old or new;
-//! - records this store does not change keep their exact bytes.
+//! - readers (`get`, `list`, `agents`, `events`) never lock: the atomic
+//!   rename means they see a whole file, old or new;
+//! - records this store does not change keep their exact bytes;
+//! - a file coord cannot parse is never written over.
 
+mod agents;
+mod archive;
 mod claims_doc;
+mod crash;
+mod events;
 mod flow;
+mod fs_check;
 pub mod lock;
+mod state;
 mod store;
 mod telemetry;
 
-pub use store::{CLAIMS_FILE, FileStore, FileStoreOptions, LOCK_FILE};
+pub use agents::AGENT_FILE;
+pub use archive::{ARCHIVE, CLEANUP_INTENT, Recovery};
+pub use events::EVENT_LOG;
+pub use lock::{LEGACY_LOCK_FILE, LOCK_FILE};
+pub use state::STATE_FILE;
+pub use store::{CLAIMS_FILE, Clock, FileStore, FileStoreOptions, Warning, WarningSink};
 pub use telemetry::TracingMiddleware;

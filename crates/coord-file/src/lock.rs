@@ -5,10 +5,17 @@
 //! same directory. The kernel drops the lock when the holder dies, even by
 //! SIGKILL, so a crashed writer never wedges the directory.
 //!
+//! While it holds the flock it also holds the older shell tools' lock:
+//! `work_claims.json.lock`, created exclusively with our pid and removed on
+//! release. A shell tool's lock file is waited for; one whose pid is not a
+//! live process on this machine is broken, and the break is reported.
+//!
 //! What it does not guarantee:
 //! - exclusion across machines on network file systems (NFS, CIFS, FUSE),
-//!   where `flock` may be emulated or local-only;
-//! - exclusion from tools that do not take this lock.
+//!   where `flock` may be emulated or local-only (see `fs_check`);
+//! - exclusion from tools that take neither lock;
+//! - that a pid in a shell tool's lock file was not reused by another
+//!   process (then we wait for that process, or time out).
 //!
 //! Why this shape:
 //! - `flock` (std's `File::lock`), not POSIX `fcntl` locks: an `fcntl` lock
@@ -19,28 +26,63 @@
 //! - not named `work_claims.json.lock`: the older shell tools read the mere
 //!   existence of that name as "locked".
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use coord_core::CoordError;
 
 /// The name of the lock file inside the coordination directory.
 pub const LOCK_FILE: &str = "coord.lock";
 
-/// Holds the directory's exclusive lock until dropped.
+/// The older shell tools' lock: its existence means "locked".
+pub const LEGACY_LOCK_FILE: &str = "work_claims.json.lock";
+
+/// A shell tool's lock file without a readable pid is taken for a crashed
+/// writer's once it is this old.
+const UNREADABLE_LEGACY_LOCK_AGE: Duration = Duration::from_secs(60);
+
+/// Holds the directory's exclusive lock (and the shell tools' lock file)
+/// until dropped.
 #[derive(Debug)]
 pub struct DirLock {
     _file: File,
     path: PathBuf,
+    legacy: LegacyLock,
+}
+
+/// A shell tool's lock file that was removed because its owner was dead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenLock {
+    pub path: PathBuf,
+    /// What the file said (the pid, or why it could not be read).
+    pub holder: String,
 }
 
 impl DirLock {
-    /// Takes the lock of `dir` (which must exist), waiting up to `timeout`.
-    #[allow(clippy::disallowed_methods)] // this is the lock module
+    /// Takes the lock of `dir` (which must exist), waiting up to `timeout`
+    /// for both the flock and the shell tools' lock file.
     pub fn acquire(dir: &Path, timeout: Duration) -> Result<DirLock, CoordError> {
+        let deadline = Instant::now() + timeout;
+        let (file, path) = Self::flock(dir, timeout)?;
+        let legacy = LegacyLock::acquire(dir, deadline, timeout)?;
+        Ok(DirLock {
+            _file: file,
+            path,
+            legacy,
+        })
+    }
+
+    /// The shell tools' lock files this acquisition broke.
+    pub fn broken(&self) -> &[BrokenLock] {
+        &self.legacy.broken
+    }
+
+    #[allow(clippy::disallowed_methods)] // this is the lock module
+    fn flock(dir: &Path, timeout: Duration) -> Result<(File, PathBuf), CoordError> {
         let path = dir.join(LOCK_FILE);
         let read_error = |source: std::io::Error| CoordError::FileRead {
             path: path.clone(),
@@ -54,7 +96,7 @@ impl DirLock {
             .open(&path)
             .map_err(read_error)?;
         match file.try_lock() {
-            Ok(()) => return Ok(DirLock { _file: file, path }),
+            Ok(()) => return Ok((file, path)),
             Err(TryLockError::WouldBlock) => {}
             Err(TryLockError::Error(e)) => return Err(read_error(e)),
         }
@@ -81,10 +123,7 @@ impl DirLock {
             })
             .map_err(read_error)?;
         match rx.recv_timeout(timeout) {
-            Ok(Ok(waiter)) => Ok(DirLock {
-                _file: waiter,
-                path,
-            }),
+            Ok(Ok(waiter)) => Ok((waiter, path)),
             Ok(Err(e)) => Err(read_error(e)),
             Err(_) => Err(timed_out()),
         }
@@ -92,6 +131,102 @@ impl DirLock {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Our hold on `work_claims.json.lock`; removed on drop if still ours.
+#[derive(Debug)]
+struct LegacyLock {
+    path: PathBuf,
+    content: String,
+    broken: Vec<BrokenLock>,
+}
+
+/// Whether `pid` names a live process on this machine. A process we may not
+/// signal still exists.
+fn is_alive(pid: i32) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e != rustix::io::Errno::SRCH,
+    }
+}
+
+impl LegacyLock {
+    fn acquire(dir: &Path, deadline: Instant, timeout: Duration) -> Result<LegacyLock, CoordError> {
+        let path = dir.join(LEGACY_LOCK_FILE);
+        let content = format!("{}\n", std::process::id());
+        let mut broken = Vec::new();
+        let io_error = |source: io::Error| CoordError::FileRead {
+            path: path.clone(),
+            source: source.into(),
+        };
+        loop {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    file.write_all(content.as_bytes()).map_err(io_error)?;
+                    return Ok(LegacyLock {
+                        path,
+                        content,
+                        broken,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_error(e)),
+            }
+            if let Some(holder) = Self::dead_holder(&path) {
+                tracing::warn!(lock = %path.display(), %holder, "breaking a stale shell-tool lock");
+                match fs::remove_file(&path) {
+                    Ok(()) => broken.push(BrokenLock {
+                        path: path.clone(),
+                        holder,
+                    }),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error(e)),
+                }
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(CoordError::LockTimeout {
+                    path,
+                    waited: timeout,
+                });
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// What a lock file says of its holder, if that holder is gone: a pid
+    /// that is not a live process, or no readable pid in an old file.
+    fn dead_holder(path: &Path) -> Option<String> {
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => format!("unreadable: {e}"),
+        };
+        match text.trim().parse::<i32>() {
+            Ok(pid) if pid > 0 => (!is_alive(pid)).then(|| format!("pid {pid}, not running")),
+            _ => {
+                let age = fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())?;
+                (age >= UNREADABLE_LEGACY_LOCK_AGE)
+                    .then(|| format!("no pid ({:?}), {}s old", text.trim(), age.as_secs()))
+            }
+        }
+    }
+}
+
+impl Drop for LegacyLock {
+    fn drop(&mut self) {
+        // Only remove the file if it is still ours: a shell tool may have
+        // broken our lock (say, after our pid looked dead to it).
+        if fs::read_to_string(&self.path).is_ok_and(|t| t == self.content) {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -122,6 +257,61 @@ mod tests {
         thread::sleep(Duration::from_millis(50));
         drop(held);
         waiter.join().unwrap().expect("acquired after release");
+    }
+
+    #[test]
+    fn the_shell_tools_lock_file_is_held_with_our_pid_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join(LEGACY_LOCK_FILE);
+        let held = DirLock::acquire(dir.path(), Duration::ZERO).unwrap();
+        assert_eq!(
+            fs::read_to_string(&legacy).unwrap().trim(),
+            std::process::id().to_string()
+        );
+        drop(held);
+        assert!(!legacy.exists());
+        assert!(
+            dir.path().join(LOCK_FILE).exists(),
+            "coord.lock is never deleted"
+        );
+    }
+
+    #[test]
+    fn a_live_shell_tools_lock_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join(LEGACY_LOCK_FILE);
+        // Our own pid is certainly alive.
+        fs::write(&legacy, format!("{}\n", std::process::id())).unwrap();
+        let err = DirLock::acquire(dir.path(), Duration::from_millis(100)).unwrap_err();
+        assert!(
+            matches!(err, CoordError::LockTimeout { ref path, .. } if path == &legacy),
+            "{err:?}"
+        );
+        assert!(legacy.exists(), "a live holder's file is left alone");
+        let remover = {
+            let legacy = legacy.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(100));
+                fs::remove_file(legacy).unwrap();
+            })
+        };
+        let held = DirLock::acquire(dir.path(), Duration::from_secs(5)).unwrap();
+        assert!(held.broken().is_empty());
+        remover.join().unwrap();
+    }
+
+    #[test]
+    fn a_dead_shell_tools_lock_is_broken_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join(LEGACY_LOCK_FILE);
+        // A child that has exited and been reaped: its pid is not running.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        fs::write(&legacy, format!("{pid}\n")).unwrap();
+        let held = DirLock::acquire(dir.path(), Duration::from_secs(1)).unwrap();
+        assert_eq!(held.broken().len(), 1);
+        assert!(held.broken()[0].holder.contains(&pid.to_string()));
     }
 
     #[test]

@@ -3,19 +3,37 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use coord_core::transition::{Action, Actor};
 use coord_core::{
-    Claim, ClaimRequest, ConflictPolicy, CoordError, Filter, SeedPolicy, Store, Timestamp, Update,
+    AgentRecord, AgentRegistration, Claim, ClaimRequest, ConflictPolicy, CoordError, Event,
+    EventKind, EventPage, Filter, NextRequest, PostRequest, SeedPolicy, Store, Timestamp,
+    validate_name,
 };
 use reactor_file::{AtomicWriter, ensure_dir, read_optional};
 
+use crate::archive::{self, Recovery};
 use crate::claims_doc::ClaimsDoc;
-use crate::flow::{self, file_error};
+use crate::flow::{self, Ctx, Outcome, Plan, Sweep, file_error};
 use crate::lock::DirLock;
-
-pub use crate::lock::LOCK_FILE;
+use crate::{agents, events, fs_check};
 
 /// The claims file inside the coordination directory.
 pub const CLAIMS_FILE: &str = "work_claims.json";
+
+/// Something worth telling a human that is not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// A stable name: `lock_broken`, `cleanup_recovered`, `compaction_failed`,
+    /// `agent_registry_not_updated`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// Where warnings go; the default logs them with `tracing`.
+pub type WarningSink = Arc<dyn Fn(&Warning) + Send + Sync>;
+
+/// The store's clock; tests replace it.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// How a [`FileStore`] behaves; `Default` gives the documented defaults.
 #[derive(Clone)]
@@ -26,6 +44,19 @@ pub struct FileStoreOptions {
     pub policy: Arc<dyn ConflictPolicy>,
     /// Writes the claims file; tests give it a fault injector.
     pub writer: AtomicWriter,
+    pub clock: Clock,
+    /// Automatic compaction: when a change leaves more than this many
+    /// finished items in the claims file (default 256)...
+    pub compact_at: usize,
+    /// ...all but the newest this many (default 64) move to the archive.
+    pub compact_keep: usize,
+    /// The event log and the archive are rotated past this size (64 MiB).
+    pub rotate_at: u64,
+    /// Run on a network file system anyway (unsafe across machines).
+    pub allow_unsafe_filesystem: bool,
+    /// Record acting agents in `agent_status.json` (default on).
+    pub track_agents: bool,
+    pub on_warning: WarningSink,
 }
 
 impl Default for FileStoreOptions {
@@ -34,6 +65,13 @@ impl Default for FileStoreOptions {
             lock_timeout: Duration::from_secs(10),
             policy: Arc::new(SeedPolicy),
             writer: AtomicWriter::new(),
+            clock: Arc::new(Timestamp::now),
+            compact_at: 256,
+            compact_keep: 64,
+            rotate_at: 64 * 1024 * 1024,
+            allow_unsafe_filesystem: false,
+            track_agents: true,
+            on_warning: Arc::new(|w: &Warning| tracing::warn!(kind = w.kind, "{}", w.message)),
         }
     }
 }
@@ -44,11 +82,16 @@ impl fmt::Debug for FileStoreOptions {
             .field("lock_timeout", &self.lock_timeout)
             .field("policy", &self.policy)
             .field("writer", &self.writer)
-            .finish()
+            .field("compact_at", &self.compact_at)
+            .field("compact_keep", &self.compact_keep)
+            .field("rotate_at", &self.rotate_at)
+            .field("allow_unsafe_filesystem", &self.allow_unsafe_filesystem)
+            .field("track_agents", &self.track_agents)
+            .finish_non_exhaustive()
     }
 }
 
-/// Claims kept in a coordination directory on this machine.
+/// Work items kept in a coordination directory on this machine.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     dir: PathBuf,
@@ -75,12 +118,92 @@ impl FileStore {
         self.dir.join(CLAIMS_FILE)
     }
 
-    /// Runs `change` while holding the directory lock. The directory must
-    /// exist before it can hold the lock file, so it is made first.
-    fn locked<T>(&self, change: impl FnOnce() -> Result<T, CoordError>) -> Result<T, CoordError> {
+    fn warn(&self, kind: &'static str, message: String) {
+        (self.options.on_warning)(&Warning { kind, message });
+    }
+
+    /// Runs `change` under the directory lock and returns its plan's outcome.
+    ///
+    /// Around it: the directory is made (it must exist to hold the lock
+    /// file) and checked to be local; a stale shell-tool lock that was broken
+    /// is reported; a cleanup a killed writer left half-done is settled.
+    /// After it: automatic compaction, and the agent's `last_seen`.
+    fn locked(
+        &self,
+        agent: Option<&str>,
+        change: impl FnOnce(&Ctx<'_>) -> Result<Plan, CoordError>,
+    ) -> Result<Outcome, CoordError> {
         ensure_dir(&self.dir).map_err(file_error)?;
-        let _lock = DirLock::acquire(&self.dir, self.options.lock_timeout)?;
-        change()
+        if !self.options.allow_unsafe_filesystem {
+            fs_check::check(&self.dir)?;
+        }
+        let lock = DirLock::acquire(&self.dir, self.options.lock_timeout)?;
+        let now = (self.options.clock)();
+        for broken in lock.broken() {
+            let message = format!(
+                "removed a stale {} ({}) left by a shell tool that is no longer running",
+                broken.path.display(),
+                broken.holder
+            );
+            let event = Event {
+                time: now,
+                agent: agent.map(str::to_owned),
+                work_item_id: None,
+                from: None,
+                to: None,
+                fence: None,
+                event: EventKind::LockBroken,
+                work_type: None,
+                priority: None,
+                reason: Some(message.clone()),
+                forced: false,
+            };
+            events::append(
+                &self.dir.join(events::EVENT_LOG),
+                &[event],
+                self.options.rotate_at,
+            )?;
+            self.warn("lock_broken", message);
+        }
+        if let Some(recovery) = archive::recover(&self.dir)? {
+            let how = match recovery {
+                Recovery::RolledBack => "rolled back (the items stay in the claims file)",
+                Recovery::RolledForward => "completed (the items are in the archive)",
+            };
+            self.warn(
+                "cleanup_recovered",
+                format!("an interrupted cleanup was {how}"),
+            );
+        }
+        let ctx = Ctx {
+            dir: &self.dir,
+            options: &self.options,
+            now,
+        };
+        let plan = change(&ctx)?;
+        if plan.finished > self.options.compact_at
+            && let Err(e) = flow::cleanup(&ctx, Sweep::AllBut(self.options.compact_keep))
+        {
+            self.warn(
+                "compaction_failed",
+                format!("automatic compaction failed: {e}"),
+            );
+        }
+        if let Some(agent) = agent.filter(|_| self.options.track_agents) {
+            self.touch_agent(agent, now);
+        }
+        Ok(plan.outcome)
+    }
+
+    fn touch_agent(&self, agent: &str, now: Timestamp) {
+        let seen = AgentRegistration {
+            agent_id: agent.to_owned(),
+            team: None,
+            capacity: None,
+        };
+        if let Err(e) = agents::touch(&self.dir, &seen, now) {
+            self.warn("agent_registry_not_updated", format!("{e}"));
+        }
     }
 
     /// Reads the claims file without the lock: the atomic rename means it is
@@ -90,32 +213,67 @@ impl FileStore {
         let bytes = read_optional(&path).map_err(file_error)?;
         ClaimsDoc::parse(&path, bytes.as_deref())
     }
+
+    /// Every archived item as it stood when it was archived (the current
+    /// archive file only, not rotated ones).
+    pub fn archived(&self) -> Result<Vec<serde_json::Value>, CoordError> {
+        archive::read_all(&self.dir)
+    }
+}
+
+fn one(outcome: Outcome) -> Claim {
+    match outcome {
+        Outcome::One(c) => *c,
+        other => unreachable!("a single-item change returned {other:?}"),
+    }
 }
 
 impl Store for FileStore {
     fn claim(&self, request: &ClaimRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.locked(|| {
-            flow::claim(
-                &self.dir,
-                request,
-                self.options.policy.as_ref(),
-                self.options.writer.clone(),
-                Timestamp::now(),
-            )
-        })
+        self.locked(Some(&request.agent_id), |ctx| flow::claim(ctx, request))
+            .map(one)
     }
 
-    fn update(&self, work_item_id: &str, update: &Update) -> Result<Claim, CoordError> {
-        self.locked(|| {
-            flow::update(
-                &self.dir,
-                work_item_id,
-                update,
-                self.options.writer.clone(),
-                Timestamp::now(),
-            )
+    fn post(&self, request: &PostRequest) -> Result<Claim, CoordError> {
+        request.validate()?;
+        self.locked(Some(&request.agent_id), |ctx| flow::post(ctx, request))
+            .map(one)
+    }
+
+    fn next(&self, request: &NextRequest) -> Result<Claim, CoordError> {
+        request.validate()?;
+        self.locked(Some(&request.agent_id), |ctx| flow::next(ctx, request))
+            .map(one)
+    }
+
+    fn act(
+        &self,
+        work_item_id: &str,
+        action: &Action,
+        actor: &Actor<'_>,
+    ) -> Result<Claim, CoordError> {
+        validate_name("the agent id", actor.agent_id)?;
+        self.locked(Some(actor.agent_id), |ctx| {
+            flow::act(ctx, work_item_id, action, actor)
         })
+        .map(one)
+    }
+
+    fn reap(&self, agent_id: &str) -> Result<Vec<Claim>, CoordError> {
+        match self.locked(Some(agent_id), flow::reap)? {
+            Outcome::Many(expired) => Ok(expired),
+            other => unreachable!("reap returned {other:?}"),
+        }
+    }
+
+    fn cleanup(&self, agent_id: &str, older_than: Duration) -> Result<Vec<String>, CoordError> {
+        match self.locked(Some(agent_id), |ctx| {
+            flow::cleanup(ctx, Sweep::OlderThan(older_than))
+        })? {
+            Outcome::Archived(ids) => Ok(ids),
+            other => unreachable!("cleanup returned {other:?}"),
+        }
     }
 
     fn get(&self, work_item_id: &str) -> Result<Claim, CoordError> {
@@ -136,5 +294,26 @@ impl Store for FileStore {
             .filter(|(_, head)| filter.matches(head))
             .map(|(i, _)| doc.claim(&path, i))
             .collect()
+    }
+
+    fn register_agent(&self, registration: &AgentRegistration) -> Result<AgentRecord, CoordError> {
+        validate_name("the agent id", &registration.agent_id)?;
+        if let Some(team) = &registration.team {
+            validate_name("the team", team)?;
+        }
+        ensure_dir(&self.dir).map_err(file_error)?;
+        if !self.options.allow_unsafe_filesystem {
+            fs_check::check(&self.dir)?;
+        }
+        let _lock = DirLock::acquire(&self.dir, self.options.lock_timeout)?;
+        agents::touch(&self.dir, registration, (self.options.clock)())
+    }
+
+    fn agents(&self) -> Result<Vec<AgentRecord>, CoordError> {
+        agents::read(&self.dir)
+    }
+
+    fn events(&self, cursor: u64) -> Result<EventPage, CoordError> {
+        events::read(&self.dir.join(events::EVENT_LOG), cursor)
     }
 }

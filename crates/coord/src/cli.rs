@@ -2,14 +2,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{Parser, Subcommand};
-use coord_core::{Priority, Status};
+use clap::{Args, Parser, Subcommand};
+use coord_core::{DEFAULT_MAX_ATTEMPTS, Priority, RetryPolicy, Status, parse_duration};
 
 /// Claim work safely among many agents, through a shared coordination
 /// directory.
 ///
-/// Every command prints one line of JSON on stdout; errors print one line
-/// of JSON on stderr and exit with the code of their kind (see the README).
+/// Every command prints one line of JSON on stdout (`log` prints one line per
+/// event); errors print one line of JSON on stderr and exit with the code of
+/// their kind (see the README).
 #[derive(Debug, Parser)]
 #[command(name = "coord", version, max_term_width = 100)]
 pub struct Cli {
@@ -30,13 +31,61 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub lock_timeout: Duration,
 
+    /// Run even on a network file system (NFS, SMB, FUSE). UNSAFE: file
+    /// locks there may not exclude other machines; only one machine may use
+    /// the directory.
+    #[arg(long, global = true, env = "COORD_ALLOW_UNSAFE_FILESYSTEM")]
+    pub allow_unsafe_filesystem: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How to hold on to a claim.
+#[derive(Debug, Args)]
+pub struct LeaseArg {
+    /// How long the claim holds without a heartbeat (e.g. 90s, 30m)
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub lease: Duration,
+}
+
+/// Retrying a blocked claim with exponential backoff and full jitter.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// On a conflict, a busy lock or nothing to take, retry up to N times
+    #[arg(long, value_name = "N", conflicts_with = "wait_for")]
+    pub retry: Option<u32>,
+    /// On a conflict, a busy lock or nothing to take, keep retrying for this long
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait_for: Option<Duration>,
+}
+
+impl RetryArgs {
+    pub fn policy(&self) -> RetryPolicy {
+        match (self.retry, self.wait_for) {
+            (Some(n), _) => RetryPolicy::retries(n),
+            (None, Some(wait)) => RetryPolicy::wait_for(wait),
+            (None, None) => RetryPolicy::default(),
+        }
+    }
+}
+
+/// Who may change a claim.
+#[derive(Debug, Args)]
+pub struct HoldArgs {
+    /// The fence you got with the claim; the change is refused (lease_expired)
+    /// if the item has moved on since
+    #[arg(long, env = "COORD_FENCE", value_name = "N")]
+    pub fence: Option<u64>,
+    /// Act even if you are not the owner or the lease has passed (recorded in
+    /// the event log)
+    #[arg(long)]
+    pub force: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Claim a work item; prints the new claim
+    /// Claim a work item on the spot; prints the new claim
     Claim {
         /// The kind of work (high and critical work is exclusive per type)
         work_type: String,
@@ -44,51 +93,142 @@ pub enum Command {
         description: Option<String>,
         #[arg(long, short, default_value = "medium", value_parser = priority_parser())]
         priority: Priority,
+        #[command(flatten)]
+        lease: LeaseArg,
+        #[command(flatten)]
+        retry: RetryArgs,
     },
-    /// Report progress on an in-progress claim; prints the claim
+    /// Add a pending work item to the queue; prints it
+    Post {
+        work_type: String,
+        description: String,
+        #[arg(long, short, default_value = "medium", value_parser = priority_parser())]
+        priority: Priority,
+        /// Items that must be completed before this one can be taken
+        #[arg(long, value_name = "ID", num_args = 1..)]
+        after: Vec<String>,
+        /// How many times the item may be taken before a failure is final
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ATTEMPTS)]
+        max_attempts: u32,
+    },
+    /// Take the best ready pending item (highest priority, then oldest); prints it
+    Next {
+        /// Only items of these work types (repeatable)
+        #[arg(long = "work-type", value_name = "T")]
+        work_types: Vec<String>,
+        #[command(flatten)]
+        lease: LeaseArg,
+        #[command(flatten)]
+        retry: RetryArgs,
+    },
+    /// Renew the lease of a claim you hold; prints the claim
+    Heartbeat {
+        id: String,
+        /// A new lease length (default: the claim's own)
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        lease: Option<Duration>,
+        #[command(flatten)]
+        hold: HoldArgs,
+    },
+    /// Report progress on a claim you hold (also renews the lease); prints it
     Progress {
         id: String,
         /// Percent done, 0 to 100
         #[arg(allow_negative_numbers = true)]
         percent: i64,
+        #[command(flatten)]
+        hold: HoldArgs,
     },
-    /// Mark an in-progress claim completed; prints the claim
+    /// Mark a claim you hold completed; prints it
     Complete {
         id: String,
         /// A short summary of the outcome
         #[arg(long)]
         result: Option<String>,
+        #[command(flatten)]
+        hold: HoldArgs,
     },
-    /// Mark an in-progress claim failed; prints the claim
+    /// Mark a claim you hold failed; prints it
     Fail {
         id: String,
         /// Why it failed
         #[arg(long)]
         reason: Option<String>,
+        /// Put it back on the queue while attempts are left
+        #[arg(long)]
+        requeue: bool,
+        #[command(flatten)]
+        hold: HoldArgs,
     },
-    /// List claims as a JSON array, oldest first
+    /// Hand a claim you hold back to the queue; prints it
+    Release {
+        id: String,
+        #[command(flatten)]
+        hold: HoldArgs,
+    },
+    /// Write down every lapsed lease now; prints the items it changed
+    Reap,
+    /// Move finished items to work_claims.archive.jsonl; prints what moved
+    Cleanup {
+        /// Only items that finished longer ago than this
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        older_than: Duration,
+    },
+    /// List work items as a JSON array, oldest first
     List {
         #[arg(long, value_parser = status_parser())]
         status: Option<Status>,
         #[arg(long)]
         work_type: Option<String>,
-        /// Only claims held by this agent id
+        /// Only items held by this agent id
         #[arg(long, value_name = "AGENT")]
         owner: Option<String>,
     },
-    /// Print one claim
+    /// Print one work item
     Show { id: String },
+    /// Manage this agent's entry in the registry
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// List registered and recently seen agents as a JSON array
+    Agents {
+        /// Agents not seen for this long are shown as stale
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+        stale_after: Duration,
+    },
+    /// Print the event log, one JSON object per line
+    Log {
+        /// Keep printing new events as they are written
+        #[arg(long, short)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Register (or update) this agent; prints its entry
+    Register {
+        #[arg(long)]
+        team: Option<String>,
+        /// How many items it works on at once
+        #[arg(long, value_name = "N")]
+        capacity: Option<u32>,
+    },
 }
 
 impl Cli {
-    /// The agent id to act as: given, or a fresh `agent_<unix nanos>`.
-    pub fn agent_id(&self) -> String {
-        self.agent.clone().unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            format!("agent_{nanos}")
-        })
+    /// The agent id to act as, and whether it was given (not generated).
+    pub fn agent_id(&self) -> (String, bool) {
+        match &self.agent {
+            Some(agent) => (agent.clone(), true),
+            None => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                (format!("agent_{nanos}"), false)
+            }
+        }
     }
 }
 
@@ -100,35 +240,31 @@ fn status_parser() -> impl TypedValueParser<Value = Status> {
     PossibleValuesParser::new(Status::NAMES).map(|s| s.parse().expect("a possible value"))
 }
 
-/// `10s`, `250ms`, `1m 30s`, ISO 8601 `PT10S`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let signed = match text.trim().parse::<u64>() {
-        Ok(secs) => return Ok(Duration::from_secs(secs)),
-        Err(_) => text
-            .parse::<jiff::SignedDuration>()
-            .map_err(|e| format!("`{text}` is not a duration like 500ms, 10s or 1m: {e}"))?,
-    };
-    Duration::try_from(signed)
-        .map_err(|_| format!("`{text}` is negative; a duration must be positive"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
     fn the_cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn retry_flags_make_the_policy() {
+        let cli = Cli::try_parse_from(["coord", "claim", "t", "--retry", "4"]).unwrap();
+        let Command::Claim { retry, .. } = cli.command else {
+            panic!()
+        };
+        assert_eq!(retry.policy().max_retries, Some(4));
+        let cli = Cli::try_parse_from(["coord", "next", "--wait-for", "2s"]).unwrap();
+        let Command::Next { retry, .. } = cli.command else {
+            panic!()
+        };
+        assert_eq!(retry.policy().max_wait, Some(Duration::from_secs(2)));
+        assert!(
+            Cli::try_parse_from(["coord", "claim", "t", "--retry", "1", "--wait-for", "1s"])
+                .is_err()
+        );
     }
 }

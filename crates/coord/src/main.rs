@@ -7,56 +7,146 @@ mod cli;
 mod output;
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
-use coord_core::{ClaimRequest, CoordError, Filter, Store, Update};
-use coord_file::{FileStore, FileStoreOptions};
+use coord_core::{
+    Action, Actor, AgentRegistration, ClaimRequest, CoordError, Filter, NextRequest, PostRequest,
+    Store, Timestamp,
+};
+use coord_file::{FileStore, FileStoreOptions, Warning};
+use serde_json::json;
 
-use cli::{Cli, Command};
+use cli::{AgentCommand, Cli, Command, HoldArgs};
 use output::Output;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    let (agent, agent_given) = cli.agent_id();
     let store = FileStore::with_options(
         &cli.dir,
         FileStoreOptions {
             lock_timeout: cli.lock_timeout,
+            allow_unsafe_filesystem: cli.allow_unsafe_filesystem,
+            // A generated id names this one call, not an agent worth listing.
+            track_agents: agent_given,
+            on_warning: Arc::new(|w: &Warning| output::warn(w.kind, &w.message)),
             ..FileStoreOptions::default()
         },
     );
-    match run(&cli, &store) {
+    if let Command::Log { follow } = cli.command {
+        return output::follow_log(&store, follow);
+    }
+    match run(&cli, &store, &agent) {
         Ok(out) => output::print(&out),
-        Err(error) => output::fail(&error),
+        Err(error) => output::fail(&hint(error, agent_given)),
     }
 }
 
-fn run(cli: &Cli, store: &dyn Store) -> Result<Output, CoordError> {
+/// A generated agent id can never own an existing claim: say so.
+fn hint(error: CoordError, agent_given: bool) -> CoordError {
+    match error {
+        CoordError::NotOwner {
+            work_item_id,
+            owner,
+            agent,
+        } if !agent_given => CoordError::NotOwner {
+            work_item_id,
+            owner,
+            agent: format!("{agent} (no --agent or COORD_AGENT_ID was given)"),
+        },
+        other => other,
+    }
+}
+
+fn act(
+    store: &dyn Store,
+    id: &str,
+    action: Action,
+    agent: &str,
+    hold: &HoldArgs,
+) -> Result<Output, CoordError> {
+    let actor = Actor::new(agent).fence(hold.fence).force(hold.force);
+    Ok(Output::One(Box::new(store.act(id, &action, &actor)?)))
+}
+
+fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> {
     Ok(match &cli.command {
         Command::Claim {
             work_type,
             description,
             priority,
+            lease,
+            retry,
         } => {
-            let request = ClaimRequest::new(cli.agent_id(), work_type.as_str())
+            let request = ClaimRequest::new(agent, work_type.as_str())
                 .description(description.clone().unwrap_or_default())
-                .priority(*priority);
-            Output::One(Box::new(store.claim(&request)?))
+                .priority(*priority)
+                .lease(lease.lease);
+            Output::One(Box::new(retry.policy().run(|| store.claim(&request))?))
         }
-        Command::Progress { id, percent } => Output::One(Box::new(
-            store.update(id, &Update::Progress { percent: *percent })?,
-        )),
-        Command::Complete { id, result } => {
-            let update = Update::Complete {
+        Command::Post {
+            work_type,
+            description,
+            priority,
+            after,
+            max_attempts,
+        } => {
+            let request = PostRequest::new(agent, work_type.as_str())
+                .description(description.as_str())
+                .priority(*priority)
+                .after(after.iter().cloned())
+                .max_attempts(*max_attempts);
+            Output::One(Box::new(store.post(&request)?))
+        }
+        Command::Next {
+            work_types,
+            lease,
+            retry,
+        } => {
+            let request = NextRequest::new(agent)
+                .work_types(work_types.iter().cloned())
+                .lease(lease.lease);
+            Output::One(Box::new(retry.policy().run(|| store.next(&request))?))
+        }
+        Command::Heartbeat { id, lease, hold } => {
+            act(store, id, Action::Heartbeat { lease: *lease }, agent, hold)?
+        }
+        Command::Progress { id, percent, hold } => act(
+            store,
+            id,
+            Action::Progress { percent: *percent },
+            agent,
+            hold,
+        )?,
+        Command::Complete { id, result, hold } => act(
+            store,
+            id,
+            Action::Complete {
                 result: result.clone(),
-            };
-            Output::One(Box::new(store.update(id, &update)?))
-        }
-        Command::Fail { id, reason } => {
-            let update = Update::Fail {
+            },
+            agent,
+            hold,
+        )?,
+        Command::Fail {
+            id,
+            reason,
+            requeue,
+            hold,
+        } => {
+            let action = Action::Fail {
                 reason: reason.clone(),
+                requeue: *requeue,
             };
-            Output::One(Box::new(store.update(id, &update)?))
+            act(store, id, action, agent, hold)?
+        }
+        Command::Release { id, hold } => act(store, id, Action::Release, agent, hold)?,
+        Command::Reap => Output::Many(store.reap(agent)?),
+        Command::Cleanup { older_than } => {
+            let ids = store.cleanup(agent, *older_than)?;
+            Output::Value(json!({"archived": ids.len(), "work_item_ids": ids}))
         }
         Command::List {
             status,
@@ -68,7 +158,35 @@ fn run(cli: &Cli, store: &dyn Store) -> Result<Output, CoordError> {
             owner: owner.clone(),
         })?),
         Command::Show { id } => Output::One(Box::new(store.get(id)?)),
+        Command::Agent {
+            command: AgentCommand::Register { team, capacity },
+        } => {
+            let registration = AgentRegistration {
+                agent_id: agent.to_owned(),
+                team: team.clone(),
+                capacity: *capacity,
+            };
+            Output::Value(agent_json(
+                &store.register_agent(&registration)?,
+                Duration::MAX,
+            ))
+        }
+        Command::Agents { stale_after } => Output::Value(serde_json::Value::Array(
+            store
+                .agents()?
+                .iter()
+                .map(|a| agent_json(a, *stale_after))
+                .collect(),
+        )),
+        Command::Log { .. } => unreachable!("handled before"),
     })
+}
+
+/// An agent as printed: its record plus `status` (`active` or `stale`).
+fn agent_json(agent: &coord_core::AgentRecord, stale_after: Duration) -> serde_json::Value {
+    let mut value = serde_json::to_value(agent).expect("an agent always serialises");
+    value["status"] = json!(agent.status(Timestamp::now(), stale_after));
+    value
 }
 
 /// Logs go to stderr, and only when asked for with `COORD_LOG` (for example

@@ -2,13 +2,15 @@
 
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use coord_core::{Claim, CoordError, ErrorKind};
+use coord_core::{Claim, CoordError, ErrorKind, Store};
 use serde_json::{Value, json};
 
 pub enum Output {
     One(Box<Claim>),
     Many(Vec<Claim>),
+    Value(Value),
 }
 
 /// The exit code of each error kind: part of the CLI contract.
@@ -19,29 +21,72 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
         ErrorKind::LockTimeout => 5,
         ErrorKind::ValidationFailed => 6,
         ErrorKind::FileRead | ErrorKind::AtomicWriteFailed => 7,
+        ErrorKind::LeaseExpired => 8,
+        ErrorKind::NotOwner => 9,
+        ErrorKind::NothingToTake => 10,
+        ErrorKind::UnsafeFilesystem => 11,
         _ => 1,
     }
 }
 
-/// Prints `out` as one line of compact JSON. A closed pipe (`| head`) is
-/// not an error; any other failure to write is.
+/// Prints `out` as one line of compact JSON.
 pub fn print(out: &Output) -> ExitCode {
     let line = match out {
         Output::One(claim) => serde_json::to_string(claim),
         Output::Many(claims) => serde_json::to_string(claims),
+        Output::Value(value) => serde_json::to_string(value),
     }
     .expect("claims always serialise");
+    match print_line(&line) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+/// Writes one line to stdout. A closed pipe (`| head`) ends quietly with
+/// success; any other failure to write is an error.
+fn print_line(line: &str) -> Result<(), ExitCode> {
     let mut stdout = io::stdout().lock();
     match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(ExitCode::SUCCESS),
         Err(e) => {
-            eprintln!(
-                "{}",
-                json!({"error": "output_failed", "message": format!("cannot write to stdout: {e}")})
-            );
-            ExitCode::FAILURE
+            let message = format!("cannot write to stdout: {e}");
+            eprintln!("{}", json!({"error": "output_failed", "message": message}));
+            Err(ExitCode::FAILURE)
         }
+    }
+}
+
+/// A warning: one line of JSON on stderr, `{"warning": KIND, "message": ...}`.
+pub fn warn(kind: &str, message: &str) {
+    let _ = writeln!(
+        io::stderr().lock(),
+        "{}",
+        json!({"warning": kind, "message": message})
+    );
+}
+
+/// Prints the event log, one event per line; with `follow`, keeps polling
+/// for new events until stdout closes or the process is stopped.
+pub fn follow_log(store: &dyn Store, follow: bool) -> ExitCode {
+    let mut cursor = 0;
+    loop {
+        let page = match store.events(cursor) {
+            Ok(page) => page,
+            Err(e) => return fail(&e),
+        };
+        for event in &page.events {
+            let line = serde_json::to_string(event).expect("an event always serialises");
+            if let Err(code) = print_line(&line) {
+                return code;
+            }
+        }
+        cursor = page.cursor;
+        if !follow {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -51,6 +96,7 @@ pub fn fail(error: &CoordError) -> ExitCode {
         "error": error.kind().as_str(),
         "message": error.to_string(),
     });
+    let path = |p: &std::path::Path| json!(p.display().to_string());
     let extra: Vec<(&str, Value)> = match error {
         CoordError::Conflict {
             work_type,
@@ -59,13 +105,32 @@ pub fn fail(error: &CoordError) -> ExitCode {
             ("work_type", json!(work_type)),
             ("conflicting_work_item_id", json!(conflicting_work_item_id)),
         ],
-        CoordError::NotFound { work_item_id } => vec![("work_item_id", json!(work_item_id))],
-        CoordError::LockTimeout { path, waited } => vec![
-            ("path", json!(path.display().to_string())),
-            ("waited_ms", json!(waited.as_millis() as u64)),
+        CoordError::NotFound { work_item_id } | CoordError::LeaseExpired { work_item_id, .. } => {
+            vec![("work_item_id", json!(work_item_id))]
+        }
+        CoordError::LockTimeout { path: p, waited } => {
+            vec![
+                ("path", path(p)),
+                ("waited_ms", json!(waited.as_millis() as u64)),
+            ]
+        }
+        CoordError::FileRead { path: p, .. } | CoordError::AtomicWriteFailed { path: p, .. } => {
+            vec![("path", path(p))]
+        }
+        CoordError::NotOwner {
+            work_item_id,
+            owner,
+            ..
+        } => vec![
+            ("work_item_id", json!(work_item_id)),
+            ("owner", json!(owner)),
         ],
-        CoordError::FileRead { path, .. } | CoordError::AtomicWriteFailed { path, .. } => {
-            vec![("path", json!(path.display().to_string()))]
+        CoordError::NothingToTake { work_types } => vec![("work_types", json!(work_types))],
+        CoordError::UnsafeFilesystem {
+            path: p,
+            filesystem,
+        } => {
+            vec![("path", path(p)), ("filesystem", json!(filesystem))]
         }
         _ => Vec::new(),
     };

@@ -12,7 +12,8 @@ use serde_json::Value;
 const CLAIMS: &str = "work_claims.json";
 
 /// A coordination directory and a way to run `coord` against it in a
-/// normalised environment (no COORD_* variables from the caller).
+/// normalised environment: no COORD_* variables from the caller, and
+/// `COORD_AGENT_ID=agent_test` unless a test says otherwise.
 struct Env {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
@@ -87,8 +88,10 @@ impl Env {
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_coord"));
         cmd.args(args)
-            .env_remove("COORD_AGENT_ID")
+            .env("COORD_AGENT_ID", "agent_test")
             .env_remove("COORD_LOG")
+            .env_remove("COORD_FENCE")
+            .env_remove("COORD_CRASH_AT")
             .env("COORD_DIR", &self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -187,7 +190,13 @@ fn seed_1_a_single_agent_claims() {
 #[test]
 fn seed_2_the_file_is_valid_json_with_every_required_field() {
     let env = Env::new();
-    let claim = env.run(&["claim", "docs"]).expect_ok();
+    let claim: Run = env
+        .command(&["claim", "docs"])
+        .env_remove("COORD_AGENT_ID")
+        .output()
+        .unwrap()
+        .into();
+    let claim = claim.expect_ok();
     assert!(
         is_id(&claim["agent_id"], "agent_"),
         "a generated agent id: {claim}"
@@ -362,8 +371,13 @@ fn list_filters_by_status_work_type_and_owner() {
     let a = env.run(&["--agent", "alice", "claim", "build"]).expect_ok();
     env.run(&["--agent", "bob", "claim", "build"]).expect_ok();
     env.run(&["--agent", "bob", "claim", "test"]).expect_ok();
-    env.run(&["complete", a["work_item_id"].as_str().unwrap()])
-        .expect_ok();
+    env.run(&[
+        "--agent",
+        "alice",
+        "complete",
+        a["work_item_id"].as_str().unwrap(),
+    ])
+    .expect_ok();
 
     let count = |args: &[&str]| env.run(args).expect_ok().as_array().unwrap().len();
     assert_eq!(count(&["list"]), 3);
@@ -608,12 +622,16 @@ fn usage_errors_keep_the_parsers_exit_2() {
 fn files_of_the_older_tools_keep_unknown_fields_and_active_statuses() {
     let env = Env::new();
     fs::create_dir_all(&env.dir).unwrap();
-    let legacy = r#"[
-  {"work_item_id": "work_1", "agent_id": "agent_sh", "reactor_id": "r1", "work_type": "lint", "description": "from bash",
-   "priority": "high", "team": "core", "claimed_at": "2025-01-01T00:00:00Z", "estimated_duration": "30m",
-   "status": "active", "telemetry": {"trace_id": "t-1"}}
-]"#;
-    fs::write(env.claims_path(), legacy).unwrap();
+    // Claimed by the shell helper a minute ago, for 30 minutes.
+    let claimed_at = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+    let legacy = format!(
+        r#"[
+  {{"work_item_id": "work_1", "agent_id": "agent_sh", "reactor_id": "r1", "work_type": "lint", "description": "from bash",
+   "priority": "high", "team": "core", "claimed_at": "{claimed_at}", "estimated_duration": "30m",
+   "status": "active", "telemetry": {{"trace_id": "t-1"}}}}
+]"#
+    );
+    fs::write(env.claims_path(), &legacy).unwrap();
     env.run(&["claim", "lint", "-p", "high"])
         .expect_error("coordination_conflict", 3);
     env.run(&["claim", "lint"]).expect_ok();

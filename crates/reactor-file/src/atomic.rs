@@ -56,15 +56,26 @@ pub struct WriteFailure {
 }
 
 /// Writes files atomically; carries the optional fault injector.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct AtomicWriter {
     faults: Option<FaultInjector>,
+    durable: bool,
+}
+
+impl Default for AtomicWriter {
+    fn default() -> Self {
+        AtomicWriter {
+            faults: None,
+            durable: true,
+        }
+    }
 }
 
 impl fmt::Debug for AtomicWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AtomicWriter")
             .field("faults", &self.faults.is_some())
+            .field("durable", &self.durable)
             .finish()
     }
 }
@@ -131,7 +142,16 @@ impl AtomicWriter {
     pub fn with_faults(faults: FaultInjector) -> Self {
         Self {
             faults: Some(faults),
+            durable: true,
         }
+    }
+
+    /// Skips both fsyncs: still atomic (a reader sees the old file or the
+    /// new one), but a power loss may lose the write. For advisory files.
+    #[must_use]
+    pub fn without_sync(mut self) -> Self {
+        self.durable = false;
+        self
     }
 
     fn check(&self, target: &Path, stage: WriteStage) -> Result<(), WriteFailure> {
@@ -178,7 +198,9 @@ impl AtomicWriter {
         file.write_all(bytes).map_err(fail(WriteStage::WriteTemp))?;
 
         self.check(target, WriteStage::SyncTemp)?;
-        file.sync_all().map_err(fail(WriteStage::SyncTemp))?;
+        if self.durable {
+            file.sync_all().map_err(fail(WriteStage::SyncTemp))?;
+        }
         drop(file);
 
         self.check(target, WriteStage::Rename)?;
@@ -187,6 +209,9 @@ impl AtomicWriter {
         guard.0 = None;
 
         self.check(target, WriteStage::SyncDir)?;
+        if !self.durable {
+            return Ok(());
+        }
         sync_dir(dir).map_err(|source| WriteFailure {
             stage: WriteStage::SyncDir,
             source,
@@ -206,6 +231,25 @@ impl AtomicWriter {
             },
         }
     }
+}
+
+/// Moves `path` (`<stem>.<ext>`) aside to `<stem>.<unix nanos>.<ext>` in the
+/// same directory, durably, and returns the new name. For size-rotated
+/// append-only files; call it under the lock their writers share.
+pub fn rotate(path: &Path, ext: &str) -> io::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the file has no UTF-8 name"))?;
+    let stem = name.strip_suffix(&format!(".{ext}")).unwrap_or(name);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let rotated = parent_dir(path).join(format!("{stem}.{nanos}.{ext}"));
+    #[allow(clippy::disallowed_methods)] // this module is the one place that renames
+    fs::rename(path, &rotated)?;
+    sync_dir(parent_dir(path))?;
+    Ok(rotated)
 }
 
 fn parent_dir(target: &Path) -> &Path {

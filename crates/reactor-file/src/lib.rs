@@ -18,7 +18,7 @@ mod error;
 mod steps;
 
 pub use atomic::{
-    AtomicWriter, FaultInjector, WriteFailure, WriteStage, is_temp_of, remove_stale_temps,
+    AtomicWriter, FaultInjector, WriteFailure, WriteStage, is_temp_of, remove_stale_temps, rotate,
 };
 pub use error::FileError;
 pub use steps::{AtomicWrite, DirStatus, EnsureDir, FileSnapshot, ReadFile, Written};

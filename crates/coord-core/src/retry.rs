@@ -1,0 +1,189 @@
+//! Retrying a claim or `next` with exponential backoff and full jitter.
+//!
+//! backon supplies the exponential schedule and the retry loop; full jitter
+//! (sleep a uniform random time up to the schedule's delay, as in AWS's
+//! "Exponential Backoff and Jitter") and the overall deadline are adaptors
+//! on that schedule.
+
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, BlockingRetryable, ExponentialBuilder};
+
+use crate::error::{CoordError, ErrorKind};
+
+/// How long and how often to retry. The default does not retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (`None`: as many as `max_wait` allows).
+    pub max_retries: Option<u32>,
+    /// The most time to spend retrying, sleeps included.
+    pub max_wait: Option<Duration>,
+    /// The first delay's upper bound; each retry doubles it.
+    pub min_delay: Duration,
+    /// The largest delay's upper bound.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: Some(0),
+            max_wait: None,
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Up to `n` retries.
+    pub fn retries(n: u32) -> Self {
+        RetryPolicy {
+            max_retries: Some(n),
+            ..Self::default()
+        }
+    }
+
+    /// Retries until `wait` has passed.
+    pub fn wait_for(wait: Duration) -> Self {
+        RetryPolicy {
+            max_retries: None,
+            max_wait: Some(wait),
+            ..Self::default()
+        }
+    }
+
+    /// The errors that another attempt may cure: the way was blocked, not
+    /// wrong.
+    pub fn is_retryable(error: &CoordError) -> bool {
+        matches!(
+            error.kind(),
+            ErrorKind::Conflict | ErrorKind::LockTimeout | ErrorKind::NothingToTake
+        )
+    }
+
+    /// The delays to sleep between attempts.
+    fn delays(&self) -> impl Iterator<Item = Duration> + Send + Sync + Unpin + use<> {
+        let mut schedule = ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_factor(2.0);
+        schedule = match self.max_retries {
+            Some(n) => schedule.with_max_times(n as usize),
+            None => schedule.without_max_times(),
+        };
+        let deadline = self.max_wait.map(|w| Instant::now() + w);
+        schedule
+            .build()
+            .map(|cap| cap.mul_f64(fastrand::f64()))
+            .map_while(move |delay| match deadline {
+                None => Some(delay),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    (!left.is_zero()).then(|| delay.min(left))
+                }
+            })
+    }
+
+    /// Runs `op`, retrying retryable errors as the policy allows; returns the
+    /// first success or the last error.
+    pub fn run<T>(&self, op: impl FnMut() -> Result<T, CoordError>) -> Result<T, CoordError> {
+        op.retry(self.delays())
+            .sleep(std::thread::sleep)
+            .when(Self::is_retryable)
+            .call()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn conflict() -> CoordError {
+        CoordError::Conflict {
+            work_type: "t".into(),
+            conflicting_work_item_id: "w".into(),
+        }
+    }
+
+    #[test]
+    fn retries_retryable_errors_until_success() {
+        let calls = Cell::new(0);
+        let policy = RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            ..RetryPolicy::retries(5)
+        };
+        let out = policy.run(|| {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 {
+                Err(conflict())
+            } else {
+                Ok(calls.get())
+            }
+        });
+        assert_eq!(out.unwrap(), 3);
+    }
+
+    #[test]
+    fn stops_after_max_retries_and_on_other_errors() {
+        let calls = Cell::new(0);
+        let policy = RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            ..RetryPolicy::retries(2)
+        };
+        let err = policy
+            .run(|| -> Result<(), _> {
+                calls.set(calls.get() + 1);
+                Err(conflict())
+            })
+            .unwrap_err();
+        assert_eq!((err.kind(), calls.get()), (ErrorKind::Conflict, 3));
+
+        calls.set(0);
+        let err = RetryPolicy::retries(5)
+            .run(|| -> Result<(), _> {
+                calls.set(calls.get() + 1);
+                Err(CoordError::validation("bad"))
+            })
+            .unwrap_err();
+        assert_eq!((err.kind(), calls.get()), (ErrorKind::ValidationFailed, 1));
+    }
+
+    #[test]
+    fn wait_for_bounds_the_total_time() {
+        let started = Instant::now();
+        let policy = RetryPolicy::wait_for(Duration::from_millis(200));
+        let err = policy
+            .run(|| -> Result<(), _> { Err(conflict()) })
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(150) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
+
+    #[test]
+    fn delays_are_fully_jittered_below_the_exponential_cap() {
+        let policy = RetryPolicy {
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(80),
+            ..RetryPolicy::retries(6)
+        };
+        let delays: Vec<Duration> = policy.delays().collect();
+        assert_eq!(delays.len(), 6);
+        let caps = [10, 20, 40, 80, 80, 80];
+        for (d, cap) in delays.iter().zip(caps) {
+            assert!(*d <= Duration::from_millis(cap), "{delays:?}");
+        }
+        // Full jitter spreads delays over [0, cap]: across many draws some
+        // fall in the lower half of their cap.
+        let low = (0..50)
+            .flat_map(|_| policy.delays().zip(caps))
+            .filter(|(d, cap)| *d < Duration::from_millis(*cap) / 2)
+            .count();
+        assert!(low > 0);
+    }
+}

@@ -1,0 +1,242 @@
+//! `work_claims.archive.jsonl`: finished items moved out of the claims file,
+//! one whole object per line, append-only.
+//!
+//! A move is guarded by `cleanup.intent.json` (see [`recover`]) so that after
+//! any crash every item is in exactly one of the two files.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use coord_core::CoordError;
+use reactor::{Inputs, Step};
+use reactor_file::{AtomicWriter, read_optional};
+use serde::{Deserialize, Serialize};
+
+use crate::claims_doc::ClaimsDoc;
+use crate::crash;
+use crate::flow::{FlowError, Selection, file_error};
+use crate::store::CLAIMS_FILE;
+
+pub const ARCHIVE: &str = "work_claims.archive.jsonl";
+pub const CLEANUP_INTENT: &str = "cleanup.intent.json";
+
+/// What a cleanup is about to do: which ids move, and where the archive
+/// ended before it started appending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Intent {
+    pub archive_len: u64,
+    pub work_item_ids: Vec<String>,
+}
+
+fn write_error(path: &Path, source: io::Error) -> CoordError {
+    CoordError::AtomicWriteFailed {
+        path: path.to_owned(),
+        source: source.into(),
+    }
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), CoordError> {
+    match OpenOptions::new().write(true).open(path) {
+        Ok(file) => {
+            if file.metadata().map_err(|e| write_error(path, e))?.len() > len {
+                file.set_len(len)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| write_error(path, e))?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(write_error(path, e)),
+    }
+}
+
+fn remove_intent(dir: &Path) -> Result<(), CoordError> {
+    let path = dir.join(CLEANUP_INTENT);
+    match fs::remove_file(&path) {
+        Ok(()) => fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| write_error(&path, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(write_error(&path, e)),
+    }
+}
+
+/// How a half-done cleanup was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// The claims file still held the items: the archive was cut back.
+    RolledBack,
+    /// The claims file no longer held them: the move was complete.
+    RolledForward,
+}
+
+/// Settles a cleanup that a killed writer left half-done. Call it under the
+/// directory lock before reading the claims file for a change.
+///
+/// The claims file is rewritten in one atomic rename, so the moving ids are
+/// either all still in it (the archive append may be partial: cut it back to
+/// its length before) or all gone (the move finished: forget the intent).
+pub(crate) fn recover(dir: &Path) -> Result<Option<Recovery>, CoordError> {
+    let intent_path = dir.join(CLEANUP_INTENT);
+    let Some(bytes) = read_optional(&intent_path).map_err(file_error)? else {
+        return Ok(None);
+    };
+    let intent: Intent = serde_json::from_slice(&bytes).map_err(|e| {
+        CoordError::validation(format!(
+            "{} is not a valid cleanup intent ({e}); coord will not guess how to settle it",
+            intent_path.display()
+        ))
+    })?;
+    let claims_path = dir.join(CLAIMS_FILE);
+    let claims_bytes = read_optional(&claims_path).map_err(file_error)?;
+    let claims = ClaimsDoc::parse(&claims_path, claims_bytes.as_deref())?;
+    let still_there = intent
+        .work_item_ids
+        .iter()
+        .any(|id| claims.position(id).is_some());
+    if still_there {
+        truncate(&dir.join(ARCHIVE), intent.archive_len)?;
+    }
+    remove_intent(dir)?;
+    Ok(Some(if still_there {
+        Recovery::RolledBack
+    } else {
+        Recovery::RolledForward
+    }))
+}
+
+/// The `write_cleanup_intent` step: rotates the archive if it is too big,
+/// then records the intent durably. Undo removes it.
+pub(crate) struct WriteIntent {
+    pub dir: PathBuf,
+    pub rotate_at: u64,
+    pub writer: AtomicWriter,
+}
+
+impl Step<FlowError> for WriteIntent {
+    type Output = Option<Intent>;
+
+    fn run(&mut self, inputs: &Inputs<'_>) -> Result<Option<Intent>, FlowError> {
+        let selection = inputs.get::<Selection>("select_finished_items")?;
+        if selection.ids.is_empty() {
+            return Ok(None);
+        }
+        let archive = self.dir.join(ARCHIVE);
+        let archive_len = match fs::metadata(&archive) {
+            Ok(m) if m.len() >= self.rotate_at => {
+                reactor_file::rotate(&archive, "jsonl").map_err(|e| write_error(&archive, e))?;
+                0
+            }
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(write_error(&archive, e).into()),
+        };
+        let intent = Intent {
+            archive_len,
+            work_item_ids: selection.ids.clone(),
+        };
+        let path = self.dir.join(CLEANUP_INTENT);
+        let bytes = serde_json::to_vec(&intent).expect("an intent always serialises");
+        self.writer
+            .write(&path, &bytes)
+            .map_err(|f| write_error(&path, f.source))?;
+        crash::point("cleanup:intent-written");
+        Ok(Some(intent))
+    }
+
+    fn undo(&mut self, _output: &Option<Intent>, _inputs: &Inputs<'_>) -> Result<(), FlowError> {
+        remove_intent(&self.dir).map_err(FlowError::from)
+    }
+}
+
+/// The `append_to_archive` step: appends the selected records and fsyncs.
+/// Undo cuts the archive back to its length before.
+pub(crate) struct AppendToArchive {
+    pub dir: PathBuf,
+}
+
+impl Step<FlowError> for AppendToArchive {
+    type Output = ();
+
+    fn run(&mut self, inputs: &Inputs<'_>) -> Result<(), FlowError> {
+        let selection = inputs.get::<Selection>("select_finished_items")?;
+        if inputs
+            .get::<Option<Intent>>("write_cleanup_intent")?
+            .is_none()
+        {
+            return Ok(());
+        }
+        let path = self.dir.join(ARCHIVE);
+        let mut bytes = Vec::with_capacity(selection.lines.iter().map(|l| l.len() + 1).sum());
+        for line in &selection.lines {
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+        }
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|e| write_error(&path, e))?;
+        // Written in two halves so a test can kill the writer in between.
+        let (first, second) = bytes.split_at(bytes.len() / 2);
+        file.write_all(first).map_err(|e| write_error(&path, e))?;
+        crash::point("cleanup:archive-partial");
+        file.write_all(second)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| write_error(&path, e))?;
+        crash::point("cleanup:archive-appended");
+        Ok(())
+    }
+
+    fn undo(&mut self, _output: &(), inputs: &Inputs<'_>) -> Result<(), FlowError> {
+        match inputs.get::<Option<Intent>>("write_cleanup_intent")? {
+            Some(intent) => {
+                truncate(&self.dir.join(ARCHIVE), intent.archive_len).map_err(FlowError::from)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// The `remove_cleanup_intent` step: the move is complete.
+pub(crate) struct RemoveIntent {
+    pub dir: PathBuf,
+}
+
+impl Step<FlowError> for RemoveIntent {
+    type Output = ();
+
+    fn run(&mut self, inputs: &Inputs<'_>) -> Result<(), FlowError> {
+        if inputs
+            .get::<Option<Intent>>("write_cleanup_intent")?
+            .is_none()
+        {
+            return Ok(());
+        }
+        crash::point("cleanup:claims-written");
+        remove_intent(&self.dir).map_err(FlowError::from)
+    }
+}
+
+/// Every archived record, as JSON objects (for `coord` readers and tests).
+pub(crate) fn read_all(dir: &Path) -> Result<Vec<serde_json::Value>, CoordError> {
+    let path = dir.join(ARCHIVE);
+    let Some(bytes) = read_optional(&path).map_err(file_error)? else {
+        return Ok(Vec::new());
+    };
+    bytes
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|(n, line)| {
+            serde_json::from_slice(line).map_err(|e| {
+                CoordError::validation(format!(
+                    "{} line {}: not a JSON object ({e})",
+                    path.display(),
+                    n + 1
+                ))
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,263 @@
+//! `coordination_events.jsonl`: one JSON object per line, appended under the
+//! directory lock right after the change it records commits.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use coord_core::{CoordError, Event, EventPage};
+use reactor::{Inputs, Step};
+
+use crate::flow::{FlowError, Planned};
+
+pub const EVENT_LOG: &str = "coordination_events.jsonl";
+
+fn io_error(path: &Path, source: io::Error) -> CoordError {
+    CoordError::AtomicWriteFailed {
+        path: path.to_owned(),
+        source: source.into(),
+    }
+}
+
+/// The byte length of `file` up to and including its last newline: what a
+/// writer killed mid-line left after it is cut off before appending.
+fn complete_len(file: &mut File) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let buf = &mut chunk[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(buf)?;
+        if let Some(i) = buf.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// Appends `events` to the log at `path`, rotating it first when it has
+/// grown past `rotate_at` bytes. Returns the length before the append (for
+/// undo). Durable when it returns.
+pub(crate) fn append(path: &Path, events: &[Event], rotate_at: u64) -> Result<u64, CoordError> {
+    if fs::metadata(path).is_ok_and(|m| m.len() >= rotate_at) {
+        reactor_file::rotate(path, "jsonl").map_err(|e| io_error(path, e))?;
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
+    let len = complete_len(&mut file).map_err(|e| io_error(path, e))?;
+    if len < file.metadata().map_err(|e| io_error(path, e))?.len() {
+        file.set_len(len).map_err(|e| io_error(path, e))?;
+    }
+    let mut lines = Vec::with_capacity(events.len() * 256);
+    for event in events {
+        serde_json::to_writer(&mut lines, event).expect("an event always serialises");
+        lines.push(b'\n');
+    }
+    file.write_all(&lines).map_err(|e| io_error(path, e))?;
+    file.sync_data().map_err(|e| io_error(path, e))?;
+    Ok(len)
+}
+
+/// The `append_event_log` step: appends the plan's events; undo cuts the
+/// log back to where it was.
+pub(crate) struct AppendEvents<P> {
+    path: PathBuf,
+    plan_from: &'static str,
+    rotate_at: u64,
+    _plan: std::marker::PhantomData<fn() -> P>,
+}
+
+impl<P> AppendEvents<P> {
+    pub(crate) fn new(path: PathBuf, plan_from: &'static str, rotate_at: u64) -> Self {
+        AppendEvents {
+            path,
+            plan_from,
+            rotate_at,
+            _plan: std::marker::PhantomData,
+        }
+    }
+}
+
+/// Where the log stood before the step appended to it.
+pub(crate) struct Appended {
+    len_before: Option<u64>,
+}
+
+impl<P: Planned> Step<FlowError> for AppendEvents<P> {
+    type Output = Appended;
+
+    fn run(&mut self, inputs: &Inputs<'_>) -> Result<Appended, FlowError> {
+        let plan = inputs.get::<P>(self.plan_from)?.plan();
+        if plan.events.is_empty() {
+            return Ok(Appended { len_before: None });
+        }
+        let len_before = append(&self.path, &plan.events, self.rotate_at)?;
+        Ok(Appended {
+            len_before: Some(len_before),
+        })
+    }
+
+    fn undo(&mut self, output: &Appended, _inputs: &Inputs<'_>) -> Result<(), FlowError> {
+        let Some(len) = output.len_before else {
+            return Ok(());
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| io_error(&self.path, e))?;
+        file.set_len(len)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| io_error(&self.path, e))?;
+        Ok(())
+    }
+}
+
+/// The events after byte `cursor` of the log. A cursor past the end means
+/// the log was rotated: reading starts again at the top of the new one. A
+/// line still being written (no newline yet) is left for the next read.
+pub(crate) fn read(path: &Path, cursor: u64) -> Result<EventPage, CoordError> {
+    let read_error = |source: io::Error| CoordError::FileRead {
+        path: path.to_owned(),
+        source: source.into(),
+    };
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(EventPage {
+                events: Vec::new(),
+                cursor: 0,
+            });
+        }
+        Err(e) => return Err(read_error(e)),
+    };
+    let len = file.metadata().map_err(read_error)?.len();
+    let start = if cursor > len { 0 } else { cursor };
+    file.seek(SeekFrom::Start(start)).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(read_error)?;
+    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let mut events = Vec::new();
+    let mut offset = start;
+    for line in bytes[..complete].split_inclusive(|b| *b == b'\n') {
+        let text = &line[..line.len() - 1];
+        if !text.iter().all(u8::is_ascii_whitespace) {
+            let event = serde_json::from_slice(text).map_err(|e| {
+                CoordError::validation(format!(
+                    "{} has a line that is not an event at byte {offset}: {e}",
+                    path.display()
+                ))
+            })?;
+            events.push(event);
+        }
+        offset += line.len() as u64;
+    }
+    Ok(EventPage {
+        events,
+        cursor: start + complete as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coord_core::{EventKind, Timestamp};
+
+    fn event(n: u64) -> Event {
+        Event {
+            time: Timestamp::now(),
+            agent: Some("a".into()),
+            work_item_id: Some(format!("work_{n}")),
+            from: None,
+            to: Some(coord_core::Status::Pending),
+            fence: Some(n),
+            event: EventKind::Posted,
+            work_type: None,
+            priority: None,
+            reason: None,
+            forced: false,
+        }
+    }
+
+    #[test]
+    fn appends_read_back_and_a_cursor_reads_only_newer_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENT_LOG);
+        assert_eq!(read(&path, 0).unwrap().events, vec![]);
+        append(&path, &[event(1), event(2)], u64::MAX).unwrap();
+        let page = read(&path, 0).unwrap();
+        assert_eq!(
+            page.events,
+            vec![
+                event_like(&page.events[0], 1),
+                event_like(&page.events[1], 2)
+            ]
+        );
+        append(&path, &[event(3)], u64::MAX).unwrap();
+        let newer = read(&path, page.cursor).unwrap();
+        assert_eq!(newer.events.len(), 1);
+        assert_eq!(newer.events[0].fence, Some(3));
+    }
+
+    fn event_like(e: &Event, n: u64) -> Event {
+        Event {
+            time: e.time,
+            ..event(n)
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_before_the_next_append_and_skipped_by_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENT_LOG);
+        append(&path, &[event(1)], u64::MAX).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"time\": \"2025-").unwrap();
+        assert_eq!(
+            read(&path, 0).unwrap().events.len(),
+            1,
+            "the torn line is not read"
+        );
+        append(&path, &[event(2)], u64::MAX).unwrap();
+        let all = read(&path, 0).unwrap().events;
+        assert_eq!(
+            all.iter().map(|e| e.fence).collect::<Vec<_>>(),
+            [Some(1), Some(2)]
+        );
+    }
+
+    #[test]
+    fn the_log_rotates_by_size_and_readers_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENT_LOG);
+        append(&path, &[event(1), event(2)], 1).unwrap();
+        let cursor = read(&path, 0).unwrap().cursor;
+        append(&path, &[event(3)], 1).unwrap();
+        let rotated: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("coordination_events.") && n != EVENT_LOG)
+            .collect();
+        assert_eq!(rotated.len(), 1, "{rotated:?}");
+        let page = read(&path, cursor).unwrap();
+        assert_eq!(
+            page.events.iter().map(|e| e.fence).collect::<Vec<_>>(),
+            [Some(3)]
+        );
+    }
+
+    #[test]
+    fn a_line_that_is_not_an_event_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENT_LOG);
+        fs::write(&path, "not json\n").unwrap();
+        let err = read(&path, 0).unwrap_err();
+        assert!(err.to_string().contains("byte 0"), "{err}");
+    }
+}

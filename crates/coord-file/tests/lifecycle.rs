@@ -1,0 +1,612 @@
+//! Leases, the queue, retries, cleanup, the event log and the agent registry,
+//! through the library with a clock the test moves; and a property test
+//! that random operation sequences keep the store's invariants.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use coord_core::{
+    Action, Actor, AgentRegistration, Claim, ClaimRequest, ErrorKind, EventKind, Filter,
+    NextRequest, PostRequest, Priority, Status, Store,
+};
+use coord_file::{CLAIMS_FILE, FileStore, FileStoreOptions, STATE_FILE};
+use proptest::prelude::*;
+
+mod support;
+use support::{Clock, at_time};
+
+const MIN: Duration = Duration::from_secs(60);
+
+fn setup() -> (tempfile::TempDir, Clock, FileStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::new("2026-01-01T00:00:00Z");
+    let store = FileStore::with_options(dir.path(), at_time(clock.clone()));
+    (dir, clock, store)
+}
+
+fn high(agent: &str, work_type: &str) -> ClaimRequest {
+    ClaimRequest::new(agent, work_type)
+        .priority(Priority::High)
+        .lease(MIN)
+}
+
+fn events(store: &FileStore) -> Vec<coord_core::Event> {
+    store.events(0).unwrap().events
+}
+
+#[test]
+fn a_lapsed_lease_frees_the_work_and_fences_off_the_old_owner() {
+    let (_dir, clock, store) = setup();
+    let old = store.claim(&high("alice", "deploy")).unwrap();
+    assert_eq!(
+        store.claim(&high("bob", "deploy")).unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+
+    clock.advance(MIN + Duration::from_secs(1));
+    // Expired whether or not it was written down: bob can claim at once.
+    let new = store.claim(&high("bob", "deploy")).unwrap();
+    assert!(new.fence > old.fence, "fences only grow");
+    // ...and bob's change wrote alice's expiry down, with an event.
+    let alice = store.get(&old.work_item_id).unwrap();
+    assert_eq!(alice.status, Status::Expired);
+    assert!(alice.reason.as_deref().unwrap().contains("lease expired"));
+    let expired: Vec<_> = events(&store)
+        .into_iter()
+        .filter(|e| e.event == EventKind::Expired)
+        .collect();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].agent.as_deref(), Some("alice"));
+    assert_eq!(
+        (expired[0].from, expired[0].to),
+        (Some(Status::InProgress), Some(Status::Expired))
+    );
+
+    // Alice's late completion is refused, and changes nothing.
+    for action in [
+        Action::Complete { result: None },
+        Action::Heartbeat { lease: None },
+    ] {
+        let err = store
+            .act(&old.work_item_id, &action, &Actor::new("alice"))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::LeaseExpired, "{action:?}");
+    }
+    assert_eq!(
+        store.get(&old.work_item_id).unwrap().status,
+        Status::Expired
+    );
+}
+
+#[test]
+fn heartbeats_and_progress_keep_a_lease_alive() {
+    let (_dir, clock, store) = setup();
+    let c = store.claim(&high("alice", "deploy")).unwrap();
+    let me = Actor::new("alice");
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(50));
+        store
+            .act(&c.work_item_id, &Action::Heartbeat { lease: None }, &me)
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(50));
+    store
+        .act(&c.work_item_id, &Action::Progress { percent: 80 }, &me)
+        .unwrap();
+    clock.advance(Duration::from_secs(50));
+    assert_eq!(
+        store.claim(&high("bob", "deploy")).unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    store
+        .act(&c.work_item_id, &Action::Complete { result: None }, &me)
+        .unwrap();
+    let kinds: Vec<EventKind> = events(&store).iter().map(|e| e.event).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Claimed,
+            EventKind::Progress,
+            EventKind::Completed
+        ],
+        "heartbeats are not logged"
+    );
+}
+
+#[test]
+fn only_the_owner_acts_and_force_is_recorded() {
+    let (_dir, _clock, store) = setup();
+    let c = store.claim(&high("alice", "deploy")).unwrap();
+    let err = store
+        .act(
+            &c.work_item_id,
+            &Action::Complete { result: None },
+            &Actor::new("bob"),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotOwner);
+    let done = store
+        .act(
+            &c.work_item_id,
+            &Action::Complete { result: None },
+            &Actor::new("bob").force(true),
+        )
+        .unwrap();
+    assert_eq!(done.status, Status::Completed);
+    let last = events(&store).pop().unwrap();
+    assert!(last.forced);
+    assert_eq!(last.agent.as_deref(), Some("bob"));
+}
+
+#[test]
+fn next_takes_by_priority_then_age_and_says_when_nothing_is_left() {
+    let (_dir, clock, store) = setup();
+    let post = |t: &str, p: Priority| {
+        clock.advance(Duration::from_millis(1));
+        store
+            .post(&PostRequest::new("boss", t).priority(p))
+            .unwrap()
+    };
+    let low = post("docs", Priority::Low);
+    let med_old = post("build", Priority::Medium);
+    let _med_new = post("build", Priority::Medium);
+    let crit = post("fix", Priority::Critical);
+    let take = || store.next(&NextRequest::new("worker").lease(MIN));
+    assert_eq!(take().unwrap().work_item_id, crit.work_item_id);
+    assert_eq!(take().unwrap().work_item_id, med_old.work_item_id);
+    take().unwrap();
+    let only_docs = store
+        .next(&NextRequest::new("w").work_types(["docs"]))
+        .unwrap();
+    assert_eq!(only_docs.work_item_id, low.work_item_id);
+    assert_eq!(take().unwrap_err().kind(), ErrorKind::NothingToTake);
+}
+
+#[test]
+fn dependencies_hold_items_back_until_completed() {
+    let (_dir, _clock, store) = setup();
+    let first = store.post(&PostRequest::new("boss", "step1")).unwrap();
+    let second = store
+        .post(&PostRequest::new("boss", "step2").after([first.work_item_id.clone()]))
+        .unwrap();
+    let err = store
+        .post(&PostRequest::new("boss", "x").after(["work_nope"]))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+
+    let taken = store.next(&NextRequest::new("w")).unwrap();
+    assert_eq!(taken.work_item_id, first.work_item_id);
+    assert_eq!(
+        store.next(&NextRequest::new("w")).unwrap_err().kind(),
+        ErrorKind::NothingToTake
+    );
+    store
+        .act(
+            &first.work_item_id,
+            &Action::Complete { result: None },
+            &Actor::new("w"),
+        )
+        .unwrap();
+    assert_eq!(
+        store.next(&NextRequest::new("w")).unwrap().work_item_id,
+        second.work_item_id
+    );
+}
+
+#[test]
+fn failed_items_are_retried_until_max_attempts_then_stay_failed() {
+    let (_dir, clock, store) = setup();
+    let item = store
+        .post(&PostRequest::new("boss", "flaky").max_attempts(3))
+        .unwrap();
+    let requeue = Action::Fail {
+        reason: Some("boom".into()),
+        requeue: true,
+    };
+    for attempt in 1..=3 {
+        let taken = store.next(&NextRequest::new("w").lease(MIN)).unwrap();
+        assert_eq!(
+            (taken.work_item_id.as_str(), taken.attempt),
+            (item.work_item_id.as_str(), Some(attempt))
+        );
+        if attempt == 2 {
+            // A lapsed lease counts as a failed attempt too.
+            clock.advance(MIN * 2);
+            store.reap("janitor").unwrap();
+        } else {
+            store
+                .act(&item.work_item_id, &requeue, &Actor::new("w"))
+                .unwrap();
+        }
+    }
+    let last = store.get(&item.work_item_id).unwrap();
+    assert_eq!((last.status, last.attempt), (Status::Failed, Some(3)));
+    assert_eq!(
+        store.next(&NextRequest::new("w")).unwrap_err().kind(),
+        ErrorKind::NothingToTake
+    );
+    let kinds: Vec<EventKind> = events(&store).iter().map(|e| e.event).collect();
+    use EventKind::*;
+    assert_eq!(
+        kinds,
+        [Posted, Claimed, Requeued, Claimed, Expired, Claimed, Failed]
+    );
+}
+
+#[test]
+fn release_hands_work_back_for_someone_else() {
+    let (_dir, _clock, store) = setup();
+    let item = store.post(&PostRequest::new("boss", "t")).unwrap();
+    let a = store.next(&NextRequest::new("alice")).unwrap();
+    store
+        .act(&item.work_item_id, &Action::Release, &Actor::new("alice"))
+        .unwrap();
+    let b = store.next(&NextRequest::new("bob")).unwrap();
+    assert_eq!(b.work_item_id, item.work_item_id);
+    assert_eq!(b.attempt, Some(1), "a release is not a failed attempt");
+    assert!(b.fence > a.fence);
+    // Alice, holding the old fence, is fenced off even though she names it.
+    let err = store
+        .act(
+            &item.work_item_id,
+            &Action::Complete { result: None },
+            &Actor::new("alice").fence(a.fence),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseExpired);
+}
+
+fn archive_ids(dir: &Path) -> Vec<String> {
+    FileStore::new(dir)
+        .archived()
+        .unwrap()
+        .iter()
+        .map(|v| v["work_item_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn cleanup_moves_old_finished_items_and_fences_never_go_back() {
+    let (dir, clock, store) = setup();
+    let done = store.claim(&high("a", "x")).unwrap();
+    store
+        .act(
+            &done.work_item_id,
+            &Action::Complete { result: None },
+            &Actor::new("a"),
+        )
+        .unwrap();
+    let live = store
+        .claim(&high("a", "y").lease(Duration::from_secs(7200)))
+        .unwrap();
+    clock.advance(Duration::from_secs(3600));
+    let recent = store.claim(&high("a", "z")).unwrap();
+    store
+        .act(
+            &recent.work_item_id,
+            &Action::Fail {
+                reason: None,
+                requeue: false,
+            },
+            &Actor::new("a"),
+        )
+        .unwrap();
+
+    let moved = store.cleanup("a", Duration::from_secs(1800)).unwrap();
+    assert_eq!(moved, std::slice::from_ref(&done.work_item_id));
+    assert_eq!(
+        archive_ids(dir.path()),
+        std::slice::from_ref(&done.work_item_id)
+    );
+    let left: Vec<String> = store
+        .list(&Filter::default())
+        .unwrap()
+        .into_iter()
+        .map(|c| c.work_item_id)
+        .collect();
+    assert_eq!(
+        left,
+        [live.work_item_id.clone(), recent.work_item_id.clone()]
+    );
+    assert!(!dir.path().join(coord_file::CLEANUP_INTENT).exists());
+
+    // Archive everything, then claim again: the fence still grows.
+    store
+        .act(
+            &live.work_item_id,
+            &Action::Complete { result: None },
+            &Actor::new("a"),
+        )
+        .unwrap();
+    store.cleanup("a", Duration::ZERO).unwrap();
+    assert_eq!(store.list(&Filter::default()).unwrap(), vec![]);
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join(STATE_FILE)).unwrap()).unwrap();
+    assert_eq!(state["fence"], recent.fence.unwrap());
+    let again = store.claim(&high("a", "x")).unwrap();
+    assert_eq!(again.fence, Some(recent.fence.unwrap() + 1));
+}
+
+#[test]
+fn cleanup_keeps_items_that_pending_work_depends_on() {
+    let (dir, _clock, store) = setup();
+    let dep = store.post(&PostRequest::new("b", "first")).unwrap();
+    store
+        .post(&PostRequest::new("b", "second").after([dep.work_item_id.clone()]))
+        .unwrap();
+    store
+        .next(&NextRequest::new("w").work_types(["first"]))
+        .unwrap();
+    store
+        .act(
+            &dep.work_item_id,
+            &Action::Complete { result: None },
+            &Actor::new("w"),
+        )
+        .unwrap();
+    assert!(store.cleanup("b", Duration::ZERO).unwrap().is_empty());
+    assert!(archive_ids(dir.path()).is_empty());
+    let second = store.next(&NextRequest::new("w")).unwrap();
+    assert_eq!(second.work_type, "second");
+}
+
+#[test]
+fn automatic_compaction_keeps_the_claims_file_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::new("2026-01-01T00:00:00Z");
+    let store = FileStore::with_options(
+        dir.path(),
+        FileStoreOptions {
+            compact_at: 10,
+            compact_keep: 3,
+            ..at_time(clock.clone())
+        },
+    );
+    let mut all = Vec::new();
+    for _ in 0..40 {
+        clock.advance(Duration::from_millis(10));
+        let c = store.claim(&ClaimRequest::new("a", "t")).unwrap();
+        store
+            .act(
+                &c.work_item_id,
+                &Action::Complete { result: None },
+                &Actor::new("a"),
+            )
+            .unwrap();
+        all.push(c.work_item_id);
+        let in_file = store.list(&Filter::default()).unwrap().len();
+        assert!(in_file <= 11, "{in_file} finished items in the claims file");
+    }
+    let in_file: Vec<String> = store
+        .list(&Filter::default())
+        .unwrap()
+        .into_iter()
+        .map(|c| c.work_item_id)
+        .collect();
+    let archived = archive_ids(dir.path());
+    let mut both: Vec<String> = in_file.iter().chain(&archived).cloned().collect();
+    both.sort();
+    let mut expected = all.clone();
+    expected.sort();
+    assert_eq!(both, expected, "every item in exactly one place");
+    assert_eq!(in_file, all[all.len() - in_file.len()..], "the newest stay");
+}
+
+#[test]
+fn agents_are_registered_seen_and_go_stale() {
+    let (_dir, clock, store) = setup();
+    store
+        .register_agent(&AgentRegistration {
+            agent_id: "alice".into(),
+            team: Some("platform".into()),
+            capacity: Some(4),
+        })
+        .unwrap();
+    clock.advance(Duration::from_secs(600));
+    store.claim(&ClaimRequest::new("bob", "t")).unwrap();
+    let agents = store.agents().unwrap();
+    let by_id: HashMap<&str, &coord_core::AgentRecord> =
+        agents.iter().map(|a| (a.agent_id.as_str(), a)).collect();
+    assert_eq!(by_id["alice"].team.as_deref(), Some("platform"));
+    assert_eq!(by_id["alice"].capacity, Some(4));
+    let now = clock.now();
+    assert_eq!(
+        by_id["alice"].status(now, Duration::from_secs(300)),
+        "stale"
+    );
+    assert_eq!(by_id["bob"].status(now, Duration::from_secs(300)), "active");
+}
+
+#[test]
+fn claims_of_the_older_tools_lapse_after_their_estimated_duration() {
+    let (dir, clock, store) = setup();
+    let legacy = r#"[{"work_item_id": "work_1", "agent_id": "agent_sh", "work_type": "lint", "priority": "high",
+      "claimed_at": "2026-01-01T00:00:00Z", "estimated_duration": "10m", "status": "active"}]"#;
+    fs::write(dir.path().join(CLAIMS_FILE), legacy).unwrap();
+    assert_eq!(
+        store.claim(&high("me", "lint")).unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    clock.advance(Duration::from_secs(601));
+    store.claim(&high("me", "lint")).unwrap();
+    assert_eq!(store.get("work_1").unwrap().status, Status::Expired);
+}
+
+// ---------------------------------------------------------------------------
+// Random sequences of operations with a moving clock.
+
+#[derive(Debug, Clone)]
+enum Op {
+    Claim {
+        agent: u8,
+        work_type: u8,
+        priority: Priority,
+        lease_s: u64,
+    },
+    Post {
+        work_type: u8,
+        priority: Priority,
+        after_prev: bool,
+    },
+    Next {
+        agent: u8,
+        lease_s: u64,
+    },
+    Heartbeat {
+        item: usize,
+    },
+    Progress {
+        item: usize,
+        percent: i64,
+    },
+    Complete {
+        item: usize,
+        force: bool,
+    },
+    Fail {
+        item: usize,
+        requeue: bool,
+    },
+    Release {
+        item: usize,
+    },
+    Wait {
+        s: u64,
+    },
+    Cleanup {
+        older_than_s: u64,
+    },
+    Reap,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let priority = prop::sample::select(Priority::ALL.to_vec());
+    prop_oneof![
+        3 => (0u8..3, 0u8..2, priority.clone(), 1u64..120).prop_map(|(agent, work_type, priority, lease_s)| Op::Claim { agent, work_type, priority, lease_s }),
+        3 => (0u8..2, priority, any::<bool>()).prop_map(|(work_type, priority, after_prev)| Op::Post { work_type, priority, after_prev }),
+        3 => (0u8..3, 1u64..120).prop_map(|(agent, lease_s)| Op::Next { agent, lease_s }),
+        1 => any::<usize>().prop_map(|item| Op::Heartbeat { item }),
+        1 => (any::<usize>(), -5i64..110).prop_map(|(item, percent)| Op::Progress { item, percent }),
+        2 => (any::<usize>(), prop::bool::weighted(0.1)).prop_map(|(item, force)| Op::Complete { item, force }),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(item, requeue)| Op::Fail { item, requeue }),
+        1 => any::<usize>().prop_map(|item| Op::Release { item }),
+        2 => (1u64..90).prop_map(|s| Op::Wait { s }),
+        1 => (0u64..200).prop_map(|older_than_s| Op::Cleanup { older_than_s }),
+        1 => Just(Op::Reap),
+    ]
+}
+
+/// Checks what must hold after every operation.
+fn check(dir: &Path, store: &FileStore, clock: &Clock, created: &HashSet<String>) {
+    let now = clock.now();
+    let claims: Vec<Claim> = store.list(&Filter::default()).unwrap();
+    let archived = archive_ids(dir);
+    let in_claims: HashSet<String> = claims.iter().map(|c| c.work_item_id.clone()).collect();
+    assert_eq!(
+        in_claims.len(),
+        claims.len(),
+        "no id twice in the claims file"
+    );
+    let in_archive: HashSet<String> = archived.iter().cloned().collect();
+    assert_eq!(
+        in_archive.len(),
+        archived.len(),
+        "no id twice in the archive"
+    );
+    assert!(in_claims.is_disjoint(&in_archive), "no item in both files");
+    let everywhere: HashSet<String> = in_claims.union(&in_archive).cloned().collect();
+    assert_eq!(&everywhere, created, "every item in exactly one place");
+
+    let mut exclusive: HashMap<&str, usize> = HashMap::new();
+    let mut holders: HashMap<u64, &str> = HashMap::new();
+    for c in &claims {
+        if c.head().is_live(now) && c.priority >= Priority::High {
+            *exclusive.entry(&c.work_type).or_default() += 1;
+        }
+        if c.status == Status::InProgress {
+            let fence = c.fence.expect("an in-progress item has a fence");
+            assert!(
+                holders.insert(fence, &c.work_item_id).is_none(),
+                "two items at fence {fence}"
+            );
+            assert!(c.agent_id.is_some(), "an in-progress item has an owner");
+        }
+        if c.status == Status::Pending {
+            assert!(c.agent_id.is_none(), "a pending item has no owner");
+        }
+    }
+    assert!(
+        exclusive.values().all(|n| *n <= 1),
+        "at most one live exclusive claim per work type: {exclusive:?}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_operations_keep_every_invariant(ops in prop::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::new("2026-01-01T00:00:00Z");
+        let store = FileStore::with_options(dir.path(), FileStoreOptions { compact_at: 6, compact_keep: 2, ..at_time(clock.clone()) });
+        let mut created: HashSet<String> = HashSet::new();
+        let mut ids: Vec<String> = Vec::new();
+        let mut last_fence = 0u64;
+        let agent = |n: u8| format!("agent_{n}");
+        for op in ops {
+            let pick = |item: usize| if ids.is_empty() { "work_missing".to_owned() } else { ids[item % ids.len()].clone() };
+            // Acts as whoever holds the item, so most actions can succeed.
+            let owner = |id: &str| store.get(id).ok().and_then(|c| c.agent_id).unwrap_or_else(|| "agent_0".into());
+            let result: Result<Option<Claim>, coord_core::CoordError> = match op {
+                Op::Claim { agent: a, work_type, priority, lease_s } => store
+                    .claim(&ClaimRequest::new(agent(a), format!("type_{work_type}")).priority(priority).lease(Duration::from_secs(lease_s)))
+                    .map(Some),
+                Op::Post { work_type, priority, after_prev } => {
+                    let mut req = PostRequest::new("poster", format!("type_{work_type}")).priority(priority);
+                    if after_prev && let Some(prev) = ids.last() {
+                        req = req.after([prev.clone()]);
+                    }
+                    store.post(&req).map(Some)
+                }
+                Op::Next { agent: a, lease_s } => store.next(&NextRequest::new(agent(a)).lease(Duration::from_secs(lease_s))).map(Some),
+                Op::Heartbeat { item } => { let id = pick(item); let o = owner(&id); store.act(&id, &Action::Heartbeat { lease: None }, &Actor::new(&o)).map(Some) }
+                Op::Progress { item, percent } => { let id = pick(item); let o = owner(&id); store.act(&id, &Action::Progress { percent }, &Actor::new(&o)).map(Some) }
+                Op::Complete { item, force } => {
+                    let id = pick(item);
+                    let o = if force { "intruder".to_owned() } else { owner(&id) };
+                    store.act(&id, &Action::Complete { result: None }, &Actor::new(&o).force(force)).map(Some)
+                }
+                Op::Fail { item, requeue } => { let id = pick(item); let o = owner(&id); store.act(&id, &Action::Fail { reason: None, requeue }, &Actor::new(&o)).map(Some) }
+                Op::Release { item } => { let id = pick(item); let o = owner(&id); store.act(&id, &Action::Release, &Actor::new(&o)).map(Some) }
+                Op::Wait { s } => { clock.advance(Duration::from_secs(s)); Ok(None) }
+                Op::Cleanup { older_than_s } => store.cleanup("janitor", Duration::from_secs(older_than_s)).map(|_| None),
+                Op::Reap => store.reap("janitor").map(|_| None),
+            };
+            match result {
+                Ok(Some(c)) => {
+                    if created.insert(c.work_item_id.clone()) {
+                        ids.push(c.work_item_id.clone());
+                    }
+                    if matches!(op, Op::Claim { .. } | Op::Next { .. }) {
+                        let fence = c.fence.unwrap();
+                        prop_assert!(fence > last_fence, "fence {fence} after {last_fence}");
+                        last_fence = fence;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => prop_assert!(
+                    matches!(e.kind(), ErrorKind::Conflict | ErrorKind::NotFound | ErrorKind::ValidationFailed
+                        | ErrorKind::LeaseExpired | ErrorKind::NotOwner | ErrorKind::NothingToTake),
+                    "unexpected error kind: {e}"
+                ),
+            }
+            check(dir.path(), &store, &clock, &created);
+        }
+        // The event log agrees: fences of acquisitions strictly increase.
+        let fences: Vec<u64> = store.events(0).unwrap().events.iter()
+            .filter(|e| e.event == EventKind::Claimed).filter_map(|e| e.fence).collect();
+        prop_assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+    }
+}
