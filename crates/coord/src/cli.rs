@@ -37,6 +37,27 @@ pub struct Cli {
     #[arg(long, global = true, env = "COORD_ALLOW_UNSAFE_FILESYSTEM")]
     pub allow_unsafe_filesystem: bool,
 
+    /// Automatic compaction: when more finished items than this are in the
+    /// claims file, all but the newest --compact-keep move to the archive
+    #[arg(
+        long,
+        global = true,
+        env = "COORD_COMPACT_AT",
+        value_name = "N",
+        default_value_t = 256
+    )]
+    pub compact_at: usize,
+
+    /// How many finished items automatic compaction leaves in the claims file
+    #[arg(
+        long,
+        global = true,
+        env = "COORD_COMPACT_KEEP",
+        value_name = "N",
+        default_value_t = 64
+    )]
+    pub compact_keep: usize,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -30,6 +30,8 @@ fn main() -> ExitCode {
         FileStoreOptions {
             lock_timeout: cli.lock_timeout,
             allow_unsafe_filesystem: cli.allow_unsafe_filesystem,
+            compact_at: cli.compact_at,
+            compact_keep: cli.compact_keep,
             // A generated id names this one call, not an agent worth listing.
             track_agents: agent_given,
             on_warning: Arc::new(|w: &Warning| output::warn(w.kind, &w.message)),

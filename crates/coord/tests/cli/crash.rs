@@ -1,0 +1,136 @@
+//! Cleanup killed with SIGKILL at its critical points, and at random
+//! moments: no item is ever lost or left in both the claims file and the
+//! archive once the next writer has settled the interrupted move.
+
+use std::collections::HashSet;
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// A directory with `n` completed items (and one live one).
+fn finished_items(n: usize) -> (Env, HashSet<String>) {
+    let env = Env::new();
+    let mut ids = HashSet::new();
+    for i in 0..n {
+        let id = id_of(&env.run(&["claim", "job", &format!("job {i}")]).expect_ok());
+        env.run(&["complete", &id]).expect_ok();
+        ids.insert(id);
+    }
+    ids.insert(id_of(&env.run(&["claim", "still running"]).expect_ok()));
+    (env, ids)
+}
+
+/// Every item is in exactly one of the claims file and the archive.
+fn assert_each_item_in_one_place(env: &Env, all: &HashSet<String>) {
+    let in_claims: Vec<String> = env.records().iter().map(id_of).collect();
+    let in_archive: Vec<String> = env.archive().iter().map(id_of).collect();
+    let claims_set: HashSet<String> = in_claims.iter().cloned().collect();
+    let archive_set: HashSet<String> = in_archive.iter().cloned().collect();
+    assert_eq!(
+        claims_set.len(),
+        in_claims.len(),
+        "an id twice in the claims file"
+    );
+    assert_eq!(
+        archive_set.len(),
+        in_archive.len(),
+        "an id twice in the archive"
+    );
+    assert!(
+        claims_set.is_disjoint(&archive_set),
+        "items in both files: {:?}",
+        claims_set.intersection(&archive_set)
+    );
+    let union: HashSet<String> = claims_set.union(&archive_set).cloned().collect();
+    assert_eq!(&union, all, "items lost");
+}
+
+#[test]
+fn cleanup_killed_at_each_critical_point_loses_and_duplicates_nothing() {
+    for point in [
+        "cleanup:intent-written",
+        "cleanup:archive-partial",
+        "cleanup:archive-appended",
+        "cleanup:claims-written",
+    ] {
+        let (env, all) = finished_items(6);
+        let killed = env
+            .command(&["cleanup", "--older-than", "0s"])
+            .env("COORD_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert_eq!(
+            killed.status.signal(),
+            Some(9),
+            "{point}: the crash point was reached"
+        );
+        assert!(
+            env.dir.join("cleanup.intent.json").exists(),
+            "{point}: the intent survives the crash"
+        );
+
+        // The next writer settles the move, whatever command it runs.
+        let settle = env.run(&["reap"]);
+        settle.expect_ok();
+        // The killed writer also left the shell tools' lock file with its
+        // dead pid; that is broken (and said) too.
+        let warnings: Vec<Value> = settle
+            .stderr
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let kinds: Vec<&str> = warnings
+            .iter()
+            .map(|w| w["warning"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["lock_broken", "cleanup_recovered"], "{point}");
+        assert!(!env.dir.join("cleanup.intent.json").exists());
+        assert_each_item_in_one_place(&env, &all);
+        let rolled_forward = point == "cleanup:claims-written";
+        assert_eq!(
+            env.archive().len(),
+            if rolled_forward { 6 } else { 0 },
+            "{point}"
+        );
+
+        // And a cleanup after it completes the job exactly once.
+        env.run(&["cleanup", "--older-than", "0s"]).expect_ok();
+        assert_each_item_in_one_place(&env, &all);
+        assert_eq!(env.archive().len(), 6, "{point}");
+        assert_eq!(env.records().len(), 1, "{point}: only the live item stays");
+    }
+}
+
+#[test]
+fn cleanup_killed_at_random_moments_loses_and_duplicates_nothing() {
+    let (env, mut all) = finished_items(40);
+    let mut rng = 0x9E37_79B9_7F4A_7C15_u64;
+    for round in 0..15 {
+        // xorshift: a fixed sequence, so a failure repeats.
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let delay = Duration::from_micros(rng % 6000);
+        let mut child = env.spawn(&["cleanup", "--older-than", "0s"]);
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        child.wait().unwrap();
+        // A writer settles any interrupted move; then check.
+        env.run(&["reap"]).expect_ok();
+        assert_each_item_in_one_place(&env, &all);
+        if round % 5 == 4 {
+            // More finished items, so later rounds have something to move.
+            for _ in 0..3 {
+                let id = id_of(&env.run(&["claim", "job"]).expect_ok());
+                env.run(&["complete", &id]).expect_ok();
+                all.insert(id);
+            }
+        }
+    }
+    env.run(&["cleanup", "--older-than", "0s"]).expect_ok();
+    assert_each_item_in_one_place(&env, &all);
+    assert_eq!(env.records().len(), 1, "only the live item stays");
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests of the `coord` binary, with real processes. One test
+//! binary (modules below) so the suite links once.
+
+mod contract;
+mod crash;
+mod lifecycle;
+mod support;
