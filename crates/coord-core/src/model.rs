@@ -140,6 +140,9 @@ pub struct Claim {
     pub attempt: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// A requeued item is not taken again before this time (retry backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -185,6 +188,8 @@ pub struct ClaimHead {
     pub posted_at: Option<Timestamp>,
     #[serde(default)]
     pub depends_on: Vec<String>,
+    #[serde(default)]
+    pub retry_at: Option<Timestamp>,
     #[serde(default)]
     pub completed_at: Option<Timestamp>,
     #[serde(default)]
@@ -257,6 +262,7 @@ impl Claim {
             estimated_duration: self.extra.get("estimated_duration").cloned(),
             posted_at: self.posted_at,
             depends_on: self.depends_on.clone(),
+            retry_at: self.retry_at,
             completed_at: self.completed_at,
             failed_at: self.failed_at,
             expired_at: self.expired_at,
@@ -289,6 +295,7 @@ impl Claim {
             depends_on: Vec::new(),
             attempt: None,
             max_attempts: None,
+            retry_at: None,
             progress: None,
             last_update: None,
             completed_at: None,
@@ -552,6 +559,7 @@ mod tests {
             estimated_duration: estimate,
             posted_at: None,
             depends_on: Vec::new(),
+            retry_at: None,
             completed_at: None,
             failed_at: None,
             expired_at: None,

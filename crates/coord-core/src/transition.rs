@@ -79,6 +79,7 @@ pub enum Action {
     Fail {
         reason: Option<String>,
         requeue: bool,
+        retry_after: Option<Duration>,
     },
     /// Hand the item back to `pending` (not counted as an attempt).
     Release,
@@ -206,6 +207,7 @@ pub fn take(
     c.reason = None;
     c.result = None;
     c.progress = None;
+    c.retry_at = None;
     let event = Event::change(EventKind::Claimed, &request.agent_id, Some(item), &c, now);
     Ok(Change {
         claim: c,
@@ -307,12 +309,17 @@ pub fn apply(
             }
             EventKind::Completed
         }
-        Action::Fail { reason, requeue } => {
+        Action::Fail {
+            reason,
+            requeue,
+            retry_after,
+        } => {
             if reason.is_some() {
                 c.reason.clone_from(reason);
             }
             if *requeue && next_attempt(&mut c) {
                 unhold(&mut c);
+                c.retry_at = retry_after.map(|d| now.saturating_add(d));
                 EventKind::Requeued
             } else {
                 c.status = Status::Failed;
@@ -374,9 +381,10 @@ pub fn expire(claim: &Claim, now: Timestamp) -> Option<Change> {
     })
 }
 
-/// The item `next` should take among `heads`: pending, of a requested work
-/// type, every dependency completed, no conflict with a live claim; highest
-/// priority first, then the oldest. Returns its position in `heads`.
+/// The item `next` should take among `heads`: pending, past its `retry_at`,
+/// of a requested work type, every dependency completed, no conflict with a
+/// live claim; highest priority first, then the oldest. Returns its position
+/// in `heads`.
 pub fn pick_next<'h>(
     heads: impl IntoIterator<Item = &'h ClaimHead>,
     request: &NextRequest,
@@ -398,7 +406,8 @@ pub fn pick_next<'h>(
     };
     let mut best: Option<usize> = None;
     for (i, h) in heads.iter().enumerate() {
-        if h.status != Status::Pending || !wanted(h) || !ready(h) {
+        let backing_off = h.retry_at.is_some_and(|t| t > now);
+        if h.status != Status::Pending || backing_off || !wanted(h) || !ready(h) {
             continue;
         }
         if find_conflict(policy, Slot::from(*h), live.iter().copied(), now).is_some() {
@@ -540,6 +549,7 @@ mod tests {
             Action::Fail {
                 reason: None,
                 requeue: false,
+                retry_after: None,
             },
             Action::Release,
         ] {
@@ -588,6 +598,7 @@ mod tests {
             &Action::Fail {
                 reason: None,
                 requeue: false,
+                retry_after: None,
             },
             &alice(),
             at(1001),
@@ -640,6 +651,7 @@ mod tests {
         let requeue = Action::Fail {
             reason: Some("flaky".into()),
             requeue: true,
+            retry_after: None,
         };
         let change = apply(&item, &requeue, &alice(), at(1001)).unwrap();
         assert_eq!(change.event.unwrap().event, EventKind::Requeued);
@@ -667,6 +679,23 @@ mod tests {
         let gone = expire(&again, at(1160)).unwrap().claim;
         assert_eq!(gone.status, Status::Failed);
         assert!(gone.reason.unwrap().contains("no attempts left"));
+    }
+
+    #[test]
+    fn a_requeued_item_waits_out_its_backoff() {
+        let item = taken(&posted(3), 1, at(1000));
+        let requeue = Action::Fail {
+            reason: None,
+            requeue: true,
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        let back = apply(&item, &requeue, &alice(), at(1001)).unwrap().claim;
+        assert_eq!(back.retry_at, Some(at(1031)));
+        let heads = [back.head()];
+        let req = NextRequest::new("a");
+        assert_eq!(pick_next(&heads, &req, &SeedPolicy, at(1030)), None);
+        assert_eq!(pick_next(&heads, &req, &SeedPolicy, at(1031)), Some(0));
+        assert_eq!(taken(&back, 2, at(1031)).retry_at, None);
     }
 
     #[test]

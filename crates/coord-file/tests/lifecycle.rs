@@ -204,6 +204,7 @@ fn failed_items_are_retried_until_max_attempts_then_stay_failed() {
     let requeue = Action::Fail {
         reason: Some("boom".into()),
         requeue: true,
+        retry_after: None,
     };
     for attempt in 1..=3 {
         let taken = store.next(&NextRequest::new("w").lease(MIN)).unwrap();
@@ -289,6 +290,7 @@ fn cleanup_moves_old_finished_items_and_fences_never_go_back() {
             &Action::Fail {
                 reason: None,
                 requeue: false,
+                retry_after: None,
             },
             &Actor::new("a"),
         )
@@ -578,7 +580,7 @@ proptest! {
                     let o = if force { "intruder".to_owned() } else { owner(&id) };
                     store.act(&id, &Action::Complete { result: None }, &Actor::new(&o).force(force)).map(Some)
                 }
-                Op::Fail { item, requeue } => { let id = pick(item); let o = owner(&id); store.act(&id, &Action::Fail { reason: None, requeue }, &Actor::new(&o)).map(Some) }
+                Op::Fail { item, requeue } => { let id = pick(item); let o = owner(&id); store.act(&id, &Action::Fail { reason: None, requeue, retry_after: None }, &Actor::new(&o)).map(Some) }
                 Op::Release { item } => { let id = pick(item); let o = owner(&id); store.act(&id, &Action::Release, &Actor::new(&o)).map(Some) }
                 Op::Wait { s } => { clock.advance(Duration::from_secs(s)); Ok(None) }
                 Op::Cleanup { older_than_s } => store.cleanup("janitor", Duration::from_secs(older_than_s)).map(|_| None),

@@ -178,6 +178,9 @@ pub enum Command {
         /// Put it back on the queue while attempts are left
         #[arg(long)]
         requeue: bool,
+        /// With --requeue: not to be taken again before this much time
+        #[arg(long, value_name = "DURATION", requires = "requeue", value_parser = parse_duration)]
+        retry_after: Option<Duration>,
         #[command(flatten)]
         hold: HoldArgs,
     },

@@ -136,11 +136,13 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
             id,
             reason,
             requeue,
+            retry_after,
             hold,
         } => {
             let action = Action::Fail {
                 reason: reason.clone(),
                 requeue: *requeue,
+                retry_after: *retry_after,
             };
             act(store, id, action, agent, hold)?
         }
