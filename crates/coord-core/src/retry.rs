@@ -62,8 +62,9 @@ impl RetryPolicy {
         )
     }
 
-    /// The delays to sleep between attempts.
-    fn delays(&self) -> impl Iterator<Item = Duration> + Send + Sync + Unpin + use<> {
+    /// The delays to sleep between attempts: exponential caps, each drawn
+    /// uniformly from zero to its cap, until the retries or the time run out.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + Send + Sync + Unpin + use<> {
         let mut schedule = ExponentialBuilder::default()
             .with_min_delay(self.min_delay)
             .with_max_delay(self.max_delay)

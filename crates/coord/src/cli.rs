@@ -221,6 +221,64 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
         stale_after: Duration,
     },
+    /// Claim work, run COMMAND under the claim, and record how it ended
+    ///
+    /// The child gets COORD_WORK_ITEM_ID, COORD_AGENT_ID, COORD_FENCE,
+    /// COORD_WORK_TYPE and COORD_DIR; the lease is renewed every third of its
+    /// length while it runs. Exit 0 completes the claim (result: the last
+    /// line of output, or --result), anything else fails it. Exits with the
+    /// child's status (128 + N if killed by signal N).
+    Run {
+        work_type: String,
+        description: Option<String>,
+        #[arg(long, short, default_value = "medium", value_parser = priority_parser())]
+        priority: Priority,
+        #[command(flatten)]
+        lease: LeaseArg,
+        #[command(flatten)]
+        retry: RetryArgs,
+        /// The result to record (default: the child's last line of output)
+        #[arg(long)]
+        result: Option<String>,
+        /// After SIGTERM, how long the child has before SIGKILL
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+        grace: Duration,
+        /// The command and its arguments
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Take queued work and run COMMAND for each item, until stopped
+    ///
+    /// SIGTERM or SIGINT stops taking new work; running children get
+    /// --grace to finish, then are stopped and their items released.
+    /// A second signal stops at once. Failed items go back to the queue with
+    /// backoff until their max attempts are used.
+    Work {
+        /// Only items of these work types (repeatable)
+        #[arg(long = "work-type", value_name = "T")]
+        work_types: Vec<String>,
+        #[command(flatten)]
+        lease: LeaseArg,
+        /// How many items to work on at once
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        concurrency: usize,
+        /// Stop after taking this many items
+        #[arg(long, value_name = "N")]
+        max_items: Option<usize>,
+        /// Stop when there was nothing to take for this long
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        idle_exit: Option<Duration>,
+        /// How long a stop request waits for running children (and SIGTERM
+        /// for SIGKILL)
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        grace: Duration,
+        /// The first retry delay of a failed item; it doubles per attempt
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+        retry_backoff: Duration,
+        /// The command and its arguments
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Print the event log, one JSON object per line
     Log {
         /// Keep printing new events as they are written

@@ -5,6 +5,7 @@
 
 mod cli;
 mod output;
+mod runner;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,8 +39,11 @@ fn main() -> ExitCode {
             ..FileStoreOptions::default()
         },
     );
-    if let Command::Log { follow } = cli.command {
-        return output::follow_log(&store, follow);
+    match &cli.command {
+        Command::Log { follow } => return output::follow_log(&store, *follow),
+        Command::Run { .. } => return runner::run(&cli, &store, &agent),
+        Command::Work { .. } => return runner::work(&cli, &store, &agent),
+        _ => {}
     }
     match run(&cli, &store, &agent) {
         Ok(out) => output::print(&out),
@@ -182,7 +186,9 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
                 .map(|a| agent_json(a, *stale_after))
                 .collect(),
         )),
-        Command::Log { .. } => unreachable!("handled before"),
+        Command::Log { .. } | Command::Run { .. } | Command::Work { .. } => {
+            unreachable!("handled before")
+        }
     })
 }
 

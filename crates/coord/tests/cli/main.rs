@@ -4,4 +4,5 @@
 mod contract;
 mod crash;
 mod lifecycle;
+mod runner;
 mod support;

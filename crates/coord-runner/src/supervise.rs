@@ -1,0 +1,365 @@
+//! One child under one claim.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ExitStatus};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use coord_core::{Action, Actor, Claim, CoordError, DEFAULT_LEASE, ErrorKind, Status, Store};
+
+use crate::child;
+use crate::shutdown::Shutdown;
+
+/// How often the runner looks at the child, its signals and its lease.
+const POLL: Duration = Duration::from_millis(50);
+
+/// How to run the child.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The program and its arguments.
+    pub command: Vec<OsString>,
+    /// Where the child finds the store (e.g. `COORD_DIR`), besides the claim.
+    pub store_env: Vec<(&'static str, String)>,
+    /// After SIGTERM, how long the child has before SIGKILL; in a worker,
+    /// also how long a stop request waits for a running child.
+    pub grace: Duration,
+    /// The `result` of a completed claim (default: the child's last line of
+    /// output, which then passes through the runner).
+    pub result: Option<String>,
+    /// Failures go back to the queue, backing off from this delay (workers).
+    pub requeue_backoff: Option<Duration>,
+    /// An elapsed-time spinner on stderr, when stderr is a terminal.
+    pub spinner: bool,
+}
+
+/// What became of the claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Completed,
+    Failed,
+    /// Failed, and back on the queue for another attempt.
+    Requeued,
+    /// Handed back unfinished (a worker stopping).
+    Released,
+    /// The lease was lost while the child ran: nothing was recorded, the
+    /// new owner (if any) is protected by the fence.
+    LeaseLost,
+}
+
+/// How a supervised run ended.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The child's exit status (`None` if it could not be started).
+    pub status: Option<ExitStatus>,
+    pub finish: Finish,
+    /// Why the lease was lost, or why recording the outcome failed.
+    pub error: Option<CoordError>,
+}
+
+impl RunOutcome {
+    /// The exit code a runner should exit with: the child's code, 128 +
+    /// the signal that killed it, 127 if it could not be started.
+    pub fn exit_code(&self) -> i32 {
+        match self.status {
+            Some(s) => s
+                .code()
+                .or_else(|| s.signal().map(|n| 128 + n))
+                .unwrap_or(1),
+            None => 127,
+        }
+    }
+}
+
+/// Says how a child ended, for a claim's `reason`.
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => "ended in an unknown way".to_owned(),
+    }
+}
+
+fn send(child: &Child, signal: i32) {
+    let (Some(pid), Some(signal)) = (
+        rustix::process::Pid::from_raw(child.id() as i32),
+        rustix::process::Signal::from_named_raw(signal),
+    ) else {
+        return;
+    };
+    // The child is not reaped until we wait for it, so its pid is still its.
+    let _ = rustix::process::kill_process(pid, signal);
+}
+
+/// Renews the lease every third of it until told to stop; reports a lost
+/// lease. Other errors (a busy lock) are retried at the next beat.
+fn heartbeat(
+    store: &(dyn Store + Sync),
+    id: &str,
+    actor: Actor<'_>,
+    lease: Duration,
+    stop: mpsc::Receiver<()>,
+    lost: mpsc::Sender<CoordError>,
+) {
+    let interval = (lease / 3).max(Duration::from_millis(10));
+    loop {
+        match stop.recv_timeout(interval) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        match store.act(id, &Action::Heartbeat { lease: None }, &actor) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::LeaseExpired | ErrorKind::NotOwner | ErrorKind::NotFound
+                ) =>
+            {
+                let _ = lost.send(e);
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, work_item_id = id, "heartbeat failed; retrying"),
+        }
+    }
+}
+
+/// The delay before a failed item may be taken again: exponential in the
+/// attempt, fully jittered, at most five minutes.
+fn requeue_delay(base: Duration, attempt: u32) -> Duration {
+    let cap = base
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(Duration::from_secs(300));
+    cap.mul_f64(fastrand::f64())
+}
+
+/// Runs `options.command` for `claim`, which `agent` holds, and records the
+/// outcome in `store`. `shutdown` carries signals to forward and, in a
+/// worker, the request to stop.
+pub fn supervise(
+    store: &(dyn Store + Sync),
+    claim: &Claim,
+    agent: &str,
+    options: &RunOptions,
+    shutdown: &Shutdown,
+) -> RunOutcome {
+    let id = claim.work_item_id.as_str();
+    let actor = Actor::new(agent).fence(claim.fence);
+    let mut env: Vec<(&str, String)> = vec![
+        ("COORD_WORK_ITEM_ID", id.to_owned()),
+        ("COORD_AGENT_ID", agent.to_owned()),
+        ("COORD_WORK_TYPE", claim.work_type.clone()),
+    ];
+    env.extend(claim.fence.map(|f| ("COORD_FENCE", f.to_string())));
+    env.extend(claim.attempt.map(|a| ("COORD_ATTEMPT", a.to_string())));
+    env.extend(options.store_env.iter().cloned());
+    let capture = options.result.is_none();
+
+    let mut child = match child::spawn(&options.command, &env, capture) {
+        Ok(child) => child,
+        Err(e) => {
+            let reason = format!(
+                "cannot start {:?}: {e}",
+                options.command.first().unwrap_or(&OsString::new())
+            );
+            return finish_failed(store, claim, &actor, options, reason, None);
+        }
+    };
+    let output = child.stdout.take().map(child::pass_through);
+    let spinner = (options.spinner && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(format!("{} {id}", claim.work_type));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
+                .expect("a valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    });
+
+    let lease = claim.lease_ms.map_or(DEFAULT_LEASE, Duration::from_millis);
+    let (status, lost, stopped) = thread::scope(|scope| {
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let (lost_tx, lost_rx) = mpsc::channel();
+        scope.spawn(move || heartbeat(store, id, actor, lease, stop_rx, lost_tx));
+        let result = watch(&mut child, &lost_rx, shutdown, options.grace);
+        drop(stop_tx);
+        result
+    });
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
+    let last_line = output.and_then(|t| t.join().ok().flatten());
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => {
+            return RunOutcome {
+                status: None,
+                finish: Finish::Failed,
+                error: Some(CoordError::validation(format!(
+                    "cannot wait for the child: {e}"
+                ))),
+            };
+        }
+    };
+
+    if let Some(error) = lost {
+        tracing::warn!(work_item_id = id, %error, "lease lost; the child was stopped and nothing was recorded");
+        return RunOutcome {
+            status: Some(status),
+            finish: Finish::LeaseLost,
+            error: Some(error),
+        };
+    }
+    if stopped {
+        let finish = match store.act(id, &Action::Release, &actor) {
+            Ok(_) => Finish::Released,
+            Err(e) => return lost_or_failed(Some(status), e),
+        };
+        return RunOutcome {
+            status: Some(status),
+            finish,
+            error: None,
+        };
+    }
+    if status.success() {
+        let result = options.result.clone().or(last_line);
+        return match store.act(id, &Action::Complete { result }, &actor) {
+            Ok(_) => RunOutcome {
+                status: Some(status),
+                finish: Finish::Completed,
+                error: None,
+            },
+            Err(e) => lost_or_failed(Some(status), e),
+        };
+    }
+    finish_failed(
+        store,
+        claim,
+        &actor,
+        options,
+        describe(status),
+        Some(status),
+    )
+}
+
+/// Waits for the child, forwarding signals; stops it when the lease is
+/// lost or (in a worker) a stop request outlives the grace period. Returns
+/// its status, the lost-lease error if any, and whether a stop request
+/// ended it.
+fn watch(
+    child: &mut Child,
+    lost_rx: &mpsc::Receiver<CoordError>,
+    shutdown: &Shutdown,
+    grace: Duration,
+) -> (std::io::Result<ExitStatus>, Option<CoordError>, bool) {
+    let mut lost = None;
+    let mut stop_requested_at: Option<Instant> = None;
+    let mut term_sent_at: Option<Instant> = None;
+    let mut stopped = false;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return (Ok(status), lost, stopped),
+            Ok(None) => {}
+            Err(e) => return (Err(e), lost, stopped),
+        }
+        for signal in shutdown.take_forwarded() {
+            send(child, signal);
+        }
+        // Waiting on the heartbeat's channel is also the poll interval.
+        match lost.is_none().then(|| lost_rx.recv_timeout(POLL)) {
+            Some(Ok(error)) => {
+                // Stop the child at once: its work no longer counts.
+                lost = Some(error);
+                send(child, signal_hook::consts::SIGTERM);
+                term_sent_at = Some(Instant::now());
+            }
+            Some(Err(RecvTimeoutError::Timeout)) => {}
+            Some(Err(RecvTimeoutError::Disconnected)) | None => thread::sleep(POLL),
+        }
+        if shutdown.is_requested() && lost.is_none() && term_sent_at.is_none() {
+            let since = *stop_requested_at.get_or_insert_with(Instant::now);
+            if shutdown.is_urgent() || since.elapsed() >= grace {
+                stopped = true;
+                send(child, signal_hook::consts::SIGTERM);
+                term_sent_at = Some(Instant::now());
+            }
+        }
+        if let Some(at) = term_sent_at
+            && (at.elapsed() >= grace || shutdown.is_urgent())
+        {
+            let _ = child.kill();
+        }
+    }
+}
+
+fn lost_or_failed(status: Option<ExitStatus>, error: CoordError) -> RunOutcome {
+    let finish = if matches!(error.kind(), ErrorKind::LeaseExpired | ErrorKind::NotOwner) {
+        Finish::LeaseLost
+    } else {
+        Finish::Failed
+    };
+    RunOutcome {
+        status,
+        finish,
+        error: Some(error),
+    }
+}
+
+fn finish_failed(
+    store: &(dyn Store + Sync),
+    claim: &Claim,
+    actor: &Actor<'_>,
+    options: &RunOptions,
+    reason: String,
+    status: Option<ExitStatus>,
+) -> RunOutcome {
+    let action = Action::Fail {
+        reason: Some(reason),
+        requeue: options.requeue_backoff.is_some(),
+        retry_after: options
+            .requeue_backoff
+            .map(|base| requeue_delay(base, claim.attempt.unwrap_or(1))),
+    };
+    match store.act(&claim.work_item_id, &action, actor) {
+        Ok(after) => RunOutcome {
+            status,
+            finish: if after.status == Status::Pending {
+                Finish::Requeued
+            } else {
+                Finish::Failed
+            },
+            error: None,
+        },
+        Err(e) => lost_or_failed(status, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requeue_delays_grow_and_stay_capped() {
+        for attempt in 1..40 {
+            let cap = Duration::from_millis(100)
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(Duration::from_secs(300));
+            assert!(requeue_delay(Duration::from_millis(100), attempt) <= cap);
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        let outcome = |raw: i32| RunOutcome {
+            status: Some(ExitStatus::from_raw(raw)),
+            finish: Finish::Failed,
+            error: None,
+        };
+        assert_eq!(outcome(3 << 8).exit_code(), 3);
+        assert_eq!(outcome(9).exit_code(), 137);
+        assert_eq!(describe(ExitStatus::from_raw(9)), "killed by signal 9");
+        assert_eq!(describe(ExitStatus::from_raw(2 << 8)), "exit status 2");
+    }
+}

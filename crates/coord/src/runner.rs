@@ -1,0 +1,142 @@
+//! `coord run` and `coord work`: the CLI side of `coord_runner`.
+
+use std::process::ExitCode;
+
+use coord_core::{ClaimRequest, Store};
+use coord_file::FileStore;
+use coord_runner::{Finish, RunOptions, Shutdown, SignalMode, WorkOptions, watch_signals};
+use serde_json::json;
+
+use crate::cli::{Cli, Command};
+use crate::output;
+
+/// Where a child finds the store: the directory, made absolute so a child
+/// that changes directory still finds it.
+fn store_env(store: &FileStore) -> Vec<(&'static str, String)> {
+    let dir = std::path::absolute(store.dir()).unwrap_or_else(|_| store.dir().to_owned());
+    vec![("COORD_DIR", dir.display().to_string())]
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+pub fn run(cli: &Cli, store: &FileStore, agent: &str) -> ExitCode {
+    let Command::Run {
+        work_type,
+        description,
+        priority,
+        lease,
+        retry,
+        result,
+        grace,
+        command,
+    } = &cli.command
+    else {
+        unreachable!("called for `run`")
+    };
+    let request = ClaimRequest::new(agent, work_type.as_str())
+        .description(description.clone().unwrap_or_default())
+        .priority(*priority)
+        .lease(lease.lease);
+    // A claim that cannot be had runs nothing.
+    let claim = match retry.policy().run(|| store.claim(&request)) {
+        Ok(claim) => claim,
+        Err(e) => return output::fail(&e),
+    };
+    let shutdown = Shutdown::new();
+    let signals = match watch_signals(&shutdown, SignalMode::Forward) {
+        Ok(handle) => handle,
+        Err(e) => {
+            output::warn(
+                "signals_not_forwarded",
+                &format!("cannot watch signals: {e}"),
+            );
+            return output::fail(&coord_core::CoordError::validation(e.to_string()));
+        }
+    };
+    let options = RunOptions {
+        command: command.clone(),
+        store_env: store_env(store),
+        grace: *grace,
+        result: result.clone(),
+        requeue_backoff: None,
+        spinner: true,
+    };
+    let outcome = coord_runner::supervise(
+        store as &(dyn Store + Sync),
+        &claim,
+        agent,
+        &options,
+        &shutdown,
+    );
+    signals.close();
+    match (&outcome.finish, &outcome.error) {
+        (Finish::LeaseLost, Some(e)) => {
+            output::fail(e);
+            ExitCode::from(output::exit_code(coord_core::ErrorKind::LeaseExpired))
+        }
+        // The child ran, but its outcome could not be recorded: say so, and
+        // exit with the error's code so scripts notice.
+        (_, Some(e)) => output::fail(e),
+        _ => exit(outcome.exit_code()),
+    }
+}
+
+pub fn work(cli: &Cli, store: &FileStore, agent: &str) -> ExitCode {
+    let Command::Work {
+        work_types,
+        lease,
+        concurrency,
+        max_items,
+        idle_exit,
+        grace,
+        retry_backoff,
+        command,
+    } = &cli.command
+    else {
+        unreachable!("called for `work`")
+    };
+    let shutdown = Shutdown::new();
+    let signals = match watch_signals(&shutdown, SignalMode::Stop) {
+        Ok(handle) => handle,
+        Err(e) => {
+            return output::fail(&coord_core::CoordError::validation(format!(
+                "cannot watch signals: {e}"
+            )));
+        }
+    };
+    let options = WorkOptions {
+        work_types: work_types.clone(),
+        lease: lease.lease,
+        concurrency: *concurrency,
+        max_items: *max_items,
+        idle_exit: *idle_exit,
+        run: RunOptions {
+            command: command.clone(),
+            store_env: store_env(store),
+            grace: *grace,
+            result: None,
+            requeue_backoff: Some(*retry_backoff),
+            spinner: false,
+        },
+    };
+    let report = coord_runner::work(store as &(dyn Store + Sync), agent, &options, &shutdown);
+    signals.close();
+    let summary = json!({"summary": {
+        "agent_id": agent,
+        "taken": report.taken,
+        "completed": report.completed,
+        "failed": report.failed,
+        "requeued": report.requeued,
+        "released": report.released,
+        "lease_lost": report.lease_lost,
+        "errors": report.errors,
+    }});
+    eprintln!("{summary}");
+    if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
