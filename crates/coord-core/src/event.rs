@@ -30,6 +30,9 @@ pub struct Event {
     pub to: Option<Status>,
     pub fence: Option<u64>,
     pub event: EventKind,
+    /// The store revision of the change; events of one change share it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub work_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,6 +61,7 @@ impl Event {
             to: Some(after.status),
             fence: after.fence.or_else(|| before.and_then(|c| c.fence)),
             event: kind,
+            revision: None,
             work_type: Some(after.work_type.clone()),
             priority: Some(after.priority),
             reason: None,

@@ -125,6 +125,9 @@ pub struct Claim {
     pub origin: Option<Origin>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<u64>,
+    /// The store revision of the record's last change (see the event log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<Timestamp>,
     /// The lease length, which heartbeats and progress renew.
@@ -177,6 +180,8 @@ pub struct ClaimHead {
     pub origin: Option<Origin>,
     #[serde(default)]
     pub fence: Option<u64>,
+    #[serde(default)]
+    pub revision: Option<u64>,
     #[serde(default)]
     pub lease_expires_at: Option<Timestamp>,
     #[serde(default)]
@@ -257,6 +262,7 @@ impl Claim {
             coordination_id: self.coordination_id.clone(),
             origin: self.origin,
             fence: self.fence,
+            revision: self.revision,
             lease_expires_at: self.lease_expires_at,
             claimed_at: self.claimed_at,
             estimated_duration: self.extra.get("estimated_duration").cloned(),
@@ -288,6 +294,7 @@ impl Claim {
             coordination_id: Some(coordination_id),
             origin: None,
             fence: None,
+            revision: None,
             lease_expires_at: None,
             lease_ms: None,
             posted_at: None,
@@ -554,6 +561,7 @@ mod tests {
             coordination_id: None,
             origin: None,
             fence: None,
+            revision: None,
             lease_expires_at: None,
             claimed_at: Some(claimed_at.parse().unwrap()),
             estimated_duration: estimate,

@@ -105,6 +105,18 @@ pub struct Change {
     pub event: Option<Event>,
 }
 
+impl Change {
+    /// Marks the change as part of the store's revision `revision`.
+    #[must_use]
+    pub fn at_revision(mut self, revision: u64) -> Self {
+        self.claim.revision = Some(revision);
+        if let Some(e) = &mut self.event {
+            e.revision = Some(revision);
+        }
+        self
+    }
+}
+
 /// Fresh ids for a new item, minted by the store (see [`crate::unique_id`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewIds {

@@ -21,12 +21,13 @@ use crate::store::CLAIMS_FILE;
 pub const ARCHIVE: &str = "work_claims.archive.jsonl";
 pub const CLEANUP_INTENT: &str = "cleanup.intent.json";
 
-/// What a cleanup is about to do: which ids move, and where the archive
-/// ended before it started appending.
+/// What a cleanup is about to do: which ids move, where the archive ended
+/// before it started appending, and the revision it commits as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Intent {
     pub archive_len: u64,
     pub work_item_ids: Vec<String>,
+    pub revision: u64,
 }
 
 fn write_error(path: &Path, source: io::Error) -> CoordError {
@@ -76,7 +77,9 @@ pub enum Recovery {
 ///
 /// The claims file is rewritten in one atomic rename, so the moving ids are
 /// either all still in it (the archive append may be partial: cut it back to
-/// its length before) or all gone (the move finished: forget the intent).
+/// its length before) or all gone (the move finished: record its revision as
+/// committed and forget the intent). Its events need nothing here: the log
+/// is settled against the committed revision by every change.
 pub(crate) fn recover(dir: &Path) -> Result<Option<Recovery>, CoordError> {
     let intent_path = dir.join(CLEANUP_INTENT);
     let Some(bytes) = read_optional(&intent_path).map_err(file_error)? else {
@@ -97,6 +100,8 @@ pub(crate) fn recover(dir: &Path) -> Result<Option<Recovery>, CoordError> {
         .any(|id| claims.position(id).is_some());
     if still_there {
         truncate(&dir.join(ARCHIVE), intent.archive_len)?;
+    } else {
+        crate::state::raise_revision(dir, intent.revision, &reactor_file::AtomicWriter::new())?;
     }
     remove_intent(dir)?;
     Ok(Some(if still_there {
@@ -135,6 +140,7 @@ impl Step<FlowError> for WriteIntent {
         let intent = Intent {
             archive_len,
             work_item_ids: selection.ids.clone(),
+            revision: selection.revision,
         };
         let path = self.dir.join(CLEANUP_INTENT);
         let bytes = serde_json::to_vec(&intent).expect("an intent always serialises");
@@ -214,7 +220,7 @@ impl Step<FlowError> for RemoveIntent {
         {
             return Ok(());
         }
-        crash::point("cleanup:claims-written");
+        crash::point("cleanup:revision-raised");
         remove_intent(&self.dir).map_err(FlowError::from)
     }
 }

@@ -88,10 +88,17 @@ impl ClaimsDoc {
         decode(path, index, &self.records[index].raw)
     }
 
-    pub(crate) fn draft<'a>(&'a self, path: &'a Path) -> Draft<'a> {
+    /// The largest revision any record carries (0 for the older tools').
+    pub(crate) fn max_revision(&self) -> u64 {
+        self.heads().filter_map(|h| h.revision).max().unwrap_or(0)
+    }
+
+    /// Starts a change that will commit as store revision `revision`.
+    pub(crate) fn draft<'a>(&'a self, path: &'a Path, revision: u64) -> Draft<'a> {
         Draft {
             doc: self,
             path,
+            revision,
             changed: BTreeMap::new(),
             added: Vec::new(),
             removed: BTreeSet::new(),
@@ -105,12 +112,18 @@ impl ClaimsDoc {
 pub(crate) struct Draft<'a> {
     doc: &'a ClaimsDoc,
     path: &'a Path,
+    revision: u64,
     changed: BTreeMap<usize, Record>,
     added: Vec<Record>,
     removed: BTreeSet<usize>,
 }
 
 impl Draft<'_> {
+    /// The revision this change will commit as; stamp it on what it writes.
+    pub(crate) fn revision(&self) -> u64 {
+        self.revision
+    }
+
     fn record(&self, pos: usize) -> &Record {
         let old = self.doc.records.len();
         if pos >= old {
@@ -265,8 +278,8 @@ mod tests {
         for bytes in [None, Some(&b""[..]), Some(&b" \n"[..]), Some(&b"[]"[..])] {
             let doc = ClaimsDoc::parse(path(), bytes).unwrap();
             assert_eq!(doc.heads().count(), 0);
-            assert_eq!(doc.draft(path()).render(), b"[]\n");
-            let mut draft = doc.draft(path());
+            assert_eq!(doc.draft(path(), 1).render(), b"[]\n");
+            let mut draft = doc.draft(path(), 1);
             draft.append(&sample());
             assert_eq!(draft.render().iter().filter(|b| **b == b'\n').count(), 3);
         }
@@ -297,7 +310,7 @@ mod tests {
     fn appending_keeps_every_byte_of_the_other_records() {
         let doc = ClaimsDoc::parse(path(), Some(LEGACY.as_bytes())).unwrap();
         assert_eq!(doc.heads().next().unwrap().status, Status::InProgress);
-        let mut draft = doc.draft(path());
+        let mut draft = doc.draft(path(), 1);
         let pos = draft.append(&sample());
         assert_eq!(draft.claim(pos).unwrap(), sample_at(&draft, pos));
         let out = String::from_utf8(draft.render()).unwrap();
@@ -317,7 +330,7 @@ mod tests {
     #[test]
     fn replacing_writes_only_what_changed() {
         let doc = ClaimsDoc::parse(path(), Some(LEGACY.as_bytes())).unwrap();
-        let mut draft = doc.draft(path());
+        let mut draft = doc.draft(path(), 1);
         let old = draft.claim(0).unwrap();
         let now: Timestamp = "2024-12-15T15:20:00Z".parse().unwrap();
         let actor = Actor::new("agent_1");
@@ -358,7 +371,7 @@ mod tests {
     #[test]
     fn removed_records_leave_the_file_and_come_back_as_one_line() {
         let doc = ClaimsDoc::parse(path(), Some(LEGACY.as_bytes())).unwrap();
-        let mut draft = doc.draft(path());
+        let mut draft = doc.draft(path(), 1);
         draft.append(&sample());
         let line = draft.remove(0);
         assert!(!line.contains('\n'));

@@ -1,5 +1,7 @@
 //! `coordination_events.jsonl`: one JSON object per line, appended under the
-//! directory lock right after the change it records commits.
+//! directory lock just before the change it records commits (write-ahead),
+//! and settled by the next writer: lines of a revision that never committed
+//! are dropped.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -60,8 +62,11 @@ pub(crate) fn append(path: &Path, events: &[Event], rotate_at: u64) -> Result<u6
         serde_json::to_writer(&mut lines, event).expect("an event always serialises");
         lines.push(b'\n');
     }
-    file.write_all(&lines).map_err(|e| io_error(path, e))?;
-    file.sync_data().map_err(|e| io_error(path, e))?;
+    if let Err(e) = file.write_all(&lines).and_then(|()| file.sync_data()) {
+        // Leave no partial line behind a failed append.
+        let _ = file.set_len(len);
+        return Err(io_error(path, e));
+    }
     Ok(len)
 }
 
@@ -99,6 +104,7 @@ impl<P: Planned> Step<FlowError> for AppendEvents<P> {
             return Ok(Appended { len_before: None });
         }
         let len_before = append(&self.path, &plan.events, self.rotate_at)?;
+        crate::crash::point("commit:events-written");
         Ok(Appended {
             len_before: Some(len_before),
         })
@@ -108,6 +114,15 @@ impl<P: Planned> Step<FlowError> for AppendEvents<P> {
         let Some(len) = output.len_before else {
             return Ok(());
         };
+        if len == 0 {
+            // The log was empty or absent: leave none.
+            return match fs::remove_file(&self.path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    Err(io_error(&self.path, e).into())
+                }
+                _ => Ok(()),
+            };
+        }
         let file = OpenOptions::new()
             .write(true)
             .open(&self.path)
@@ -119,10 +134,94 @@ impl<P: Planned> Step<FlowError> for AppendEvents<P> {
     }
 }
 
-/// The events after byte `cursor` of the log. A cursor past the end means
-/// the log was rotated: reading starts again at the top of the new one. A
-/// line still being written (no newline yet) is left for the next read.
-pub(crate) fn read(path: &Path, cursor: u64) -> Result<EventPage, CoordError> {
+/// The part of an event line that settling reads.
+#[derive(serde::Deserialize)]
+struct LineRevision {
+    #[serde(default)]
+    revision: Option<u64>,
+}
+
+/// Drops the log's trailing lines whose revision is above `committed` (a
+/// transaction killed between its write-ahead and its commit) and any torn
+/// last line. Lines without a revision (`lock_broken`) are kept. Returns how
+/// many event lines were dropped.
+pub(crate) fn settle(path: &Path, committed: u64) -> Result<usize, CoordError> {
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_error(path, e)),
+    };
+    let len = file.metadata().map_err(|e| io_error(path, e))?.len();
+    let mut window: u64 = 4096;
+    loop {
+        let start = len.saturating_sub(window);
+        let mut bytes = vec![0u8; (len - start) as usize];
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| io_error(path, e))?;
+        file.read_exact(&mut bytes).map_err(|e| io_error(path, e))?;
+        // Skip the first, partial line of a window that starts mid-file.
+        let first = if start == 0 {
+            0
+        } else {
+            match bytes.iter().position(|b| *b == b'\n') {
+                Some(i) => i + 1,
+                None => {
+                    window *= 4;
+                    continue;
+                }
+            }
+        };
+        let complete = bytes
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1)
+            .max(first);
+        let torn = complete < bytes.len();
+        // Walk back over the uncommitted (and revision-less) lines.
+        let mut suffix_start = complete;
+        let mut keep: Vec<&[u8]> = Vec::new();
+        let mut dropped = 0;
+        let mut found_committed = false;
+        for line in bytes[first..complete]
+            .split_inclusive(|b| *b == b'\n')
+            .rev()
+        {
+            match serde_json::from_slice::<LineRevision>(line).map(|l| l.revision) {
+                Ok(Some(r)) if r > committed => dropped += 1,
+                Ok(None) => keep.push(line),
+                // A committed line, or one that is not ours to judge.
+                _ => {
+                    found_committed = true;
+                    break;
+                }
+            }
+            suffix_start -= line.len();
+        }
+        if !found_committed && start > 0 && (dropped > 0 || !keep.is_empty()) {
+            window *= 4;
+            continue;
+        }
+        if dropped == 0 && !torn {
+            return Ok(0);
+        }
+        let cut = start + suffix_start as u64;
+        file.set_len(cut).map_err(|e| io_error(path, e))?;
+        file.seek(SeekFrom::Start(cut))
+            .map_err(|e| io_error(path, e))?;
+        for line in keep.iter().rev() {
+            file.write_all(line).map_err(|e| io_error(path, e))?;
+        }
+        file.sync_data().map_err(|e| io_error(path, e))?;
+        return Ok(dropped);
+    }
+}
+
+/// The committed events after byte `cursor` of the log. A cursor past the
+/// end means the log was rotated: reading starts again at the top of the new
+/// one. Reading stops before a line still being written (no newline yet) and
+/// before the first event above `committed`, written ahead of a commit that
+/// has not happened (yet, or ever: the next writer drops it).
+pub(crate) fn read(path: &Path, cursor: u64, committed: u64) -> Result<EventPage, CoordError> {
     let read_error = |source: io::Error| CoordError::FileRead {
         path: path.to_owned(),
         source: source.into(),
@@ -148,19 +247,22 @@ pub(crate) fn read(path: &Path, cursor: u64) -> Result<EventPage, CoordError> {
     for line in bytes[..complete].split_inclusive(|b| *b == b'\n') {
         let text = &line[..line.len() - 1];
         if !text.iter().all(u8::is_ascii_whitespace) {
-            let event = serde_json::from_slice(text).map_err(|e| {
+            let event: Event = serde_json::from_slice(text).map_err(|e| {
                 CoordError::validation(format!(
                     "{} has a line that is not an event at byte {offset}: {e}",
                     path.display()
                 ))
             })?;
+            if event.revision.is_some_and(|r| r > committed) {
+                break;
+            }
             events.push(event);
         }
         offset += line.len() as u64;
     }
     Ok(EventPage {
         events,
-        cursor: start + complete as u64,
+        cursor: offset,
     })
 }
 
@@ -178,6 +280,7 @@ mod tests {
             to: Some(coord_core::Status::Pending),
             fence: Some(n),
             event: EventKind::Posted,
+            revision: None,
             work_type: None,
             priority: None,
             reason: None,
@@ -189,9 +292,9 @@ mod tests {
     fn appends_read_back_and_a_cursor_reads_only_newer_events() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(EVENT_LOG);
-        assert_eq!(read(&path, 0).unwrap().events, vec![]);
+        assert_eq!(read(&path, 0, u64::MAX).unwrap().events, vec![]);
         append(&path, &[event(1), event(2)], u64::MAX).unwrap();
-        let page = read(&path, 0).unwrap();
+        let page = read(&path, 0, u64::MAX).unwrap();
         assert_eq!(
             page.events,
             vec![
@@ -200,7 +303,7 @@ mod tests {
             ]
         );
         append(&path, &[event(3)], u64::MAX).unwrap();
-        let newer = read(&path, page.cursor).unwrap();
+        let newer = read(&path, page.cursor, u64::MAX).unwrap();
         assert_eq!(newer.events.len(), 1);
         assert_eq!(newer.events[0].fence, Some(3));
     }
@@ -220,12 +323,12 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"time\": \"2025-").unwrap();
         assert_eq!(
-            read(&path, 0).unwrap().events.len(),
+            read(&path, 0, u64::MAX).unwrap().events.len(),
             1,
             "the torn line is not read"
         );
         append(&path, &[event(2)], u64::MAX).unwrap();
-        let all = read(&path, 0).unwrap().events;
+        let all = read(&path, 0, u64::MAX).unwrap().events;
         assert_eq!(
             all.iter().map(|e| e.fence).collect::<Vec<_>>(),
             [Some(1), Some(2)]
@@ -237,7 +340,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(EVENT_LOG);
         append(&path, &[event(1), event(2)], 1).unwrap();
-        let cursor = read(&path, 0).unwrap().cursor;
+        let cursor = read(&path, 0, u64::MAX).unwrap().cursor;
         append(&path, &[event(3)], 1).unwrap();
         let rotated: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
@@ -245,11 +348,66 @@ mod tests {
             .filter(|n| n.starts_with("coordination_events.") && n != EVENT_LOG)
             .collect();
         assert_eq!(rotated.len(), 1, "{rotated:?}");
-        let page = read(&path, cursor).unwrap();
+        let page = read(&path, cursor, u64::MAX).unwrap();
         assert_eq!(
             page.events.iter().map(|e| e.fence).collect::<Vec<_>>(),
             [Some(3)]
         );
+    }
+
+    fn at(n: u64, revision: Option<u64>) -> Event {
+        Event {
+            revision,
+            ..event(n)
+        }
+    }
+
+    #[test]
+    fn settling_drops_uncommitted_revisions_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENT_LOG);
+        let events = [
+            at(1, Some(1)),
+            at(2, Some(2)),
+            at(3, None),
+            at(4, Some(3)),
+            at(5, Some(3)),
+        ];
+        append(&path, &events, u64::MAX).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"time\": \"torn").unwrap();
+        assert_eq!(
+            settle(&path, 3).unwrap(),
+            0,
+            "revision 3 committed: only the torn line goes"
+        );
+        assert_eq!(read(&path, 0, u64::MAX).unwrap().events.len(), 5);
+        assert_eq!(settle(&path, 2).unwrap(), 2);
+        let left: Vec<Option<u64>> = read(&path, 0, u64::MAX)
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.fence)
+            .collect();
+        assert_eq!(
+            left,
+            [Some(1), Some(2), Some(3)],
+            "the revision-less line stays"
+        );
+        assert_eq!(settle(&path, 2).unwrap(), 0, "settling is idempotent");
+        assert_eq!(settle(&dir.path().join("missing"), 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn settling_looks_back_past_a_small_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENT_LOG);
+        let committed: Vec<Event> = (0..10).map(|n| at(n, Some(1))).collect();
+        let uncommitted: Vec<Event> = (10..200).map(|n| at(n, Some(2))).collect();
+        append(&path, &committed, u64::MAX).unwrap();
+        append(&path, &uncommitted, u64::MAX).unwrap();
+        assert_eq!(settle(&path, 1).unwrap(), 190);
+        assert_eq!(read(&path, 0, u64::MAX).unwrap().events.len(), 10);
     }
 
     #[test]
@@ -257,7 +415,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(EVENT_LOG);
         fs::write(&path, "not json\n").unwrap();
-        let err = read(&path, 0).unwrap_err();
+        let err = read(&path, 0, u64::MAX).unwrap_err();
         assert!(err.to_string().contains("byte 0"), "{err}");
     }
 }

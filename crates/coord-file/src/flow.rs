@@ -161,6 +161,21 @@ fn doc<'a>(inputs: &Inputs<'a>) -> Result<&'a FileSnapshot<ClaimsDoc>, FlowError
     Ok(inputs.get::<FileSnapshot<ClaimsDoc>>("read_existing_claims")?)
 }
 
+/// The store revision every earlier change committed at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Committed(pub u64);
+
+/// A draft over the claims as read, for the next revision. The step must
+/// declare `read_existing_claims` and `settle_event_log`.
+fn open_draft<'a>(inputs: &Inputs<'a>) -> Result<Draft<'a>, FlowError> {
+    let snapshot = doc(inputs)?;
+    let Committed(committed) = *inputs.get::<Committed>("settle_event_log")?;
+    Ok(snapshot.value.draft(&snapshot.path, committed + 1))
+}
+
+/// What every change step reads.
+const READ: [&str; 2] = ["read_existing_claims", "settle_event_log"];
+
 /// Writes down every lapsed lease in `draft` except the one at `except`.
 fn expire_lapsed(
     draft: &mut Draft<'_>,
@@ -177,6 +192,7 @@ fn expire_lapsed(
     for pos in lapsed {
         let old = draft.claim(pos)?;
         if let Some(change) = transition::expire(&old, now) {
+            let change = change.at_revision(draft.revision());
             draft.replace(pos, &old, &change.claim);
             events.extend(change.event);
             expired.push(change.claim);
@@ -203,8 +219,9 @@ fn new_ids(draft: &Draft<'_>) -> NewIds {
     }
 }
 
-/// The two steps every change starts with, and the middleware.
+/// The steps every change starts with, and the middleware.
 fn begin<'a>(ctx: &Ctx<'_>) -> WorkflowBuilder<'a, FlowError> {
+    let dir = ctx.dir.to_owned();
     Workflow::builder()
         .step(
             "ensure_coordination_directory",
@@ -216,6 +233,28 @@ fn begin<'a>(ctx: &Ctx<'_>) -> WorkflowBuilder<'a, FlowError> {
             &["ensure_coordination_directory"],
             ReadFile::new(ctx.claims_path(), |path: &Path, bytes: Option<&[u8]>| {
                 ClaimsDoc::parse(path, bytes).map_err(FlowError::from)
+            }),
+        )
+        .step(
+            "settle_event_log",
+            &["read_existing_claims"],
+            from_fn(move |inputs: &Inputs<'_>| {
+                // What committed: the newest record, or what cleanup
+                // remembered of records it removed. Log lines past it are a
+                // dead writer's write-ahead and go.
+                let committed = doc(inputs)?
+                    .value
+                    .max_revision()
+                    .max(state::read(&dir)?.revision);
+                let dropped = crate::events::settle(&dir.join(EVENT_LOG), committed)?;
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        committed,
+                        "dropped events of a change that never committed"
+                    );
+                }
+                Ok::<_, FlowError>(Committed(committed))
             }),
         )
         .middleware(TracingMiddleware)
@@ -232,27 +271,27 @@ impl Planned for Plan {
     }
 }
 
-/// The two steps every change ends with: the commit and its events. `after`
-/// names steps that must complete before the commit.
+/// The two steps every change ends with: its events, written ahead, then
+/// the commit. `after` names steps that must complete before them.
 fn finish<'a, P: Planned>(
     builder: WorkflowBuilder<'a, FlowError>,
     ctx: &Ctx<'_>,
     plan_step: &'static str,
     after: &[&str],
 ) -> WorkflowBuilder<'a, FlowError> {
-    let mut write_deps = vec![plan_step, "read_existing_claims"];
-    write_deps.extend_from_slice(after);
+    let mut log_deps = vec![plan_step];
+    log_deps.extend_from_slice(after);
     builder
         .step(
-            "write_claims_atomically",
-            &write_deps,
-            AtomicWrite::<P, ClaimsDoc>::new(ctx.claims_path(), plan_step, "read_existing_claims")
-                .with_writer(ctx.options.writer.clone()),
+            "append_event_log",
+            &log_deps,
+            AppendEvents::<P>::new(ctx.dir.join(EVENT_LOG), plan_step, ctx.options.rotate_at),
         )
         .step(
-            "append_event_log",
-            &[plan_step, "write_claims_atomically"],
-            AppendEvents::<P>::new(ctx.dir.join(EVENT_LOG), plan_step, ctx.options.rotate_at),
+            "write_claims_atomically",
+            &[plan_step, "read_existing_claims", "append_event_log"],
+            AtomicWrite::<P, ClaimsDoc>::new(ctx.claims_path(), plan_step, "read_existing_claims")
+                .with_writer(ctx.options.writer.clone()),
         )
 }
 
@@ -299,15 +338,16 @@ pub(crate) fn claim(ctx: &Ctx<'_>, request: &ClaimRequest) -> Result<Plan, Coord
             &[
                 "work_claim",
                 "read_existing_claims",
+                "settle_event_log",
                 "check_coordination_conflicts",
             ],
             from_fn(move |inputs: &Inputs<'_>| {
                 let request = inputs.get::<ClaimRequest>("work_claim")?;
-                let snapshot = doc(inputs)?;
-                let mut draft = snapshot.value.draft(&snapshot.path);
+                let mut draft = open_draft(inputs)?;
                 let (mut events, _) = expire_lapsed(&mut draft, now, None)?;
                 let fence = next_fence(&draft, dir)?;
-                let change = transition::claim(request, new_ids(&draft), fence, now);
+                let change = transition::claim(request, new_ids(&draft), fence, now)
+                    .at_revision(draft.revision());
                 draft.append(&change.claim);
                 events.extend(change.event);
                 Ok::<_, FlowError>(plan(&draft, events, Outcome::One(Box::new(change.claim))))
@@ -327,10 +367,9 @@ pub(crate) fn post(ctx: &Ctx<'_>, request: &PostRequest) -> Result<Plan, CoordEr
     let request = request.clone();
     let builder = begin(ctx).step(
         "create_work_item",
-        &["read_existing_claims"],
+        &READ,
         from_fn(move |inputs: &Inputs<'_>| {
-            let snapshot = doc(inputs)?;
-            let mut draft = snapshot.value.draft(&snapshot.path);
+            let mut draft = open_draft(inputs)?;
             let (mut events, _) = expire_lapsed(&mut draft, now, None)?;
             if let Some(missing) = request
                 .depends_on
@@ -341,7 +380,8 @@ pub(crate) fn post(ctx: &Ctx<'_>, request: &PostRequest) -> Result<Plan, CoordEr
                     work_item_id: missing.clone(),
                 }));
             }
-            let change = transition::post(&request, new_ids(&draft), now);
+            let change =
+                transition::post(&request, new_ids(&draft), now).at_revision(draft.revision());
             draft.append(&change.claim);
             events.extend(change.event);
             Ok(plan(&draft, events, Outcome::One(Box::new(change.claim))))
@@ -357,10 +397,9 @@ pub(crate) fn next(ctx: &Ctx<'_>, request: &NextRequest) -> Result<Plan, CoordEr
     let request = request.clone();
     let builder = begin(ctx).step(
         "take_next_item",
-        &["read_existing_claims"],
+        &READ,
         from_fn(move |inputs: &Inputs<'_>| {
-            let snapshot = doc(inputs)?;
-            let mut draft = snapshot.value.draft(&snapshot.path);
+            let mut draft = open_draft(inputs)?;
             let (mut events, _) = expire_lapsed(&mut draft, now, None)?;
             let positions: Vec<usize> = draft.heads().map(|(p, _)| p).collect();
             let chosen =
@@ -371,7 +410,8 @@ pub(crate) fn next(ctx: &Ctx<'_>, request: &NextRequest) -> Result<Plan, CoordEr
                     })?;
             let item = draft.claim(chosen)?;
             let fence = next_fence(&draft, dir)?;
-            let change = transition::take(&item, &request, fence, now)?;
+            let change =
+                transition::take(&item, &request, fence, now)?.at_revision(draft.revision());
             draft.replace(chosen, &item, &change.claim);
             events.extend(change.event);
             Ok::<_, FlowError>(plan(&draft, events, Outcome::One(Box::new(change.claim))))
@@ -390,10 +430,9 @@ pub(crate) fn act(
     let now = ctx.now;
     let builder = begin(ctx).step(
         "apply_transition",
-        &["read_existing_claims"],
+        &READ,
         from_fn(move |inputs: &Inputs<'_>| {
-            let snapshot = doc(inputs)?;
-            let mut draft = snapshot.value.draft(&snapshot.path);
+            let mut draft = open_draft(inputs)?;
             let pos = draft
                 .position(work_item_id)
                 .ok_or_else(|| CoordError::NotFound {
@@ -402,7 +441,7 @@ pub(crate) fn act(
             let old = draft.claim(pos)?;
             // The target first: a forced change to a lapsed claim acts on it
             // as it stands, before its expiry would be written down.
-            let change = transition::apply(&old, action, actor, now)?;
+            let change = transition::apply(&old, action, actor, now)?.at_revision(draft.revision());
             draft.replace(pos, &old, &change.claim);
             let (mut events, _) = expire_lapsed(&mut draft, now, Some(pos))?;
             events.extend(change.event);
@@ -417,10 +456,9 @@ pub(crate) fn reap(ctx: &Ctx<'_>) -> Result<Plan, CoordError> {
     let now = ctx.now;
     let builder = begin(ctx).step(
         "expire_lapsed_leases",
-        &["read_existing_claims"],
+        &READ,
         from_fn(move |inputs: &Inputs<'_>| {
-            let snapshot = doc(inputs)?;
-            let mut draft = snapshot.value.draft(&snapshot.path);
+            let mut draft = open_draft(inputs)?;
             let (events, expired) = expire_lapsed(&mut draft, now, None)?;
             Ok::<_, FlowError>(plan(&draft, events, Outcome::Many(expired)))
         }),
@@ -444,6 +482,8 @@ pub(crate) struct Selection {
     pub lines: Vec<String>,
     pub ids: Vec<String>,
     pub max_fence: u64,
+    /// The revision this cleanup commits as.
+    pub revision: u64,
 }
 
 impl AsRef<[u8]> for Selection {
@@ -466,10 +506,9 @@ pub(crate) fn cleanup(ctx: &Ctx<'_>, sweep: Sweep) -> Result<Plan, CoordError> {
     let builder = begin(ctx)
         .step(
             "select_finished_items",
-            &["read_existing_claims"],
+            &READ,
             from_fn(move |inputs: &Inputs<'_>| {
-                let snapshot = doc(inputs)?;
-                let mut draft = snapshot.value.draft(&snapshot.path);
+                let mut draft = open_draft(inputs)?;
                 let (events, _) = expire_lapsed(&mut draft, now, None)?;
                 let chosen = choose_finished(&draft, sweep, now);
                 let max_fence = draft.max_fence();
@@ -485,6 +524,7 @@ pub(crate) fn cleanup(ctx: &Ctx<'_>, sweep: Sweep) -> Result<Plan, CoordError> {
                     lines,
                     ids,
                     max_fence,
+                    revision: draft.revision(),
                 })
             }),
         )
@@ -519,8 +559,16 @@ pub(crate) fn cleanup(ctx: &Ctx<'_>, sweep: Sweep) -> Result<Plan, CoordError> {
         &["append_to_archive"],
     )
     .step(
+        "raise_revision_high_water",
+        &["select_finished_items", "write_claims_atomically"],
+        RaiseRevision {
+            dir: ctx.dir.to_owned(),
+            writer: ctx.options.writer.clone(),
+        },
+    )
+    .step(
         "remove_cleanup_intent",
-        &["write_cleanup_intent", "append_event_log"],
+        &["write_cleanup_intent", "raise_revision_high_water"],
         RemoveIntent {
             dir: ctx.dir.to_owned(),
         },
@@ -579,14 +627,34 @@ impl reactor::Step<FlowError> for RaiseFence {
         }
         let current = state::read(&self.dir)?;
         if selection.max_fence > current.fence {
-            state::write(
-                &self.dir,
-                state::State {
-                    fence: selection.max_fence,
-                },
-                &self.writer,
-            )?;
+            let raised = state::State {
+                fence: selection.max_fence,
+                ..current
+            };
+            state::write(&self.dir, raised, &self.writer)?;
         }
+        Ok(())
+    }
+}
+
+/// The `raise_revision_high_water` step: once a cleanup committed, the
+/// state file remembers its revision, which the records it removed may
+/// have been the only ones to carry. (Its intent covers a crash before.)
+struct RaiseRevision {
+    dir: std::path::PathBuf,
+    writer: reactor_file::AtomicWriter,
+}
+
+impl reactor::Step<FlowError> for RaiseRevision {
+    type Output = ();
+
+    fn run(&mut self, inputs: &Inputs<'_>) -> Result<(), FlowError> {
+        let selection = inputs.get::<Selection>("select_finished_items")?;
+        if selection.ids.is_empty() {
+            return Ok(());
+        }
+        crate::crash::point("cleanup:claims-written");
+        state::raise_revision(&self.dir, selection.revision, &self.writer)?;
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
-//! `coord_state.json`: what the store must remember beyond its items. Today
-//! that is the fence high-water mark, raised before cleanup removes any
-//! record, so fences never go back.
+//! `coord_state.json`: what the store must remember beyond its items: the
+//! fence and revision high-water marks, raised around cleanup (which removes
+//! records), so neither ever goes back.
 
 use std::path::Path;
 
@@ -14,6 +14,9 @@ pub const STATE_FILE: &str = "coord_state.json";
 pub(crate) struct State {
     /// No fence at or below this was or will be handed out again.
     pub fence: u64,
+    /// Every revision at or below this has committed.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 pub(crate) fn read(dir: &Path) -> Result<State, CoordError> {
@@ -37,4 +40,24 @@ pub(crate) fn write(dir: &Path, state: State, writer: &AtomicWriter) -> Result<(
             path,
             source: Box::new(f.source),
         })
+}
+
+/// Records that `revision` committed, unless the state already says so.
+pub(crate) fn raise_revision(
+    dir: &Path,
+    revision: u64,
+    writer: &AtomicWriter,
+) -> Result<(), CoordError> {
+    let current = read(dir)?;
+    if revision > current.revision {
+        write(
+            dir,
+            State {
+                revision,
+                ..current
+            },
+            writer,
+        )?;
+    }
+    Ok(())
 }

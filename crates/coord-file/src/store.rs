@@ -153,6 +153,7 @@ impl FileStore {
                 to: None,
                 fence: None,
                 event: EventKind::LockBroken,
+                revision: None,
                 work_type: None,
                 priority: None,
                 reason: Some(message.clone()),
@@ -314,6 +315,11 @@ impl Store for FileStore {
     }
 
     fn events(&self, cursor: u64) -> Result<EventPage, CoordError> {
-        events::read(&self.dir.join(events::EVENT_LOG), cursor)
+        // Only what committed: the claims file and the state file say how far.
+        let committed = self
+            .snapshot()?
+            .max_revision()
+            .max(crate::state::read(&self.dir)?.revision);
+        events::read(&self.dir.join(events::EVENT_LOG), cursor, committed)
     }
 }

@@ -394,16 +394,21 @@ fn a_failed_write_is_exit_7_atomic_write_failed_and_keeps_the_file() {
             Ok(())
         });
     }
+    let events_before = fs::read(env.dir.join("coordination_events.jsonl")).unwrap();
     let run: Run = cmd.output().unwrap().into();
     let err = run.expect_error("atomic_write_failed", 7);
+    // The event log is written ahead of the claims file, so it hits the
+    // limit first; either way nothing of the change may remain.
+    let path = err["path"].as_str().unwrap();
     assert!(
-        err["message"]
-            .as_str()
-            .unwrap()
-            .contains("writing the temp file"),
+        path.ends_with("coordination_events.jsonl") || path.ends_with(CLAIMS),
         "{err}"
     );
     assert_eq!(fs::read(env.claims_path()).unwrap(), before);
+    assert_eq!(
+        fs::read(env.dir.join("coordination_events.jsonl")).unwrap(),
+        events_before
+    );
     let leftovers: Vec<_> = fs::read_dir(&env.dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

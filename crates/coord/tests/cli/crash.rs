@@ -55,6 +55,7 @@ fn cleanup_killed_at_each_critical_point_loses_and_duplicates_nothing() {
         "cleanup:archive-partial",
         "cleanup:archive-appended",
         "cleanup:claims-written",
+        "cleanup:revision-raised",
     ] {
         let (env, all) = finished_items(6);
         let killed = env
@@ -89,7 +90,7 @@ fn cleanup_killed_at_each_critical_point_loses_and_duplicates_nothing() {
         assert_eq!(kinds, ["lock_broken", "cleanup_recovered"], "{point}");
         assert!(!env.dir.join("cleanup.intent.json").exists());
         assert_each_item_in_one_place(&env, &all);
-        let rolled_forward = point == "cleanup:claims-written";
+        let rolled_forward = matches!(point, "cleanup:claims-written" | "cleanup:revision-raised");
         assert_eq!(
             env.archive().len(),
             if rolled_forward { 6 } else { 0 },
@@ -133,4 +134,50 @@ fn cleanup_killed_at_random_moments_loses_and_duplicates_nothing() {
     env.run(&["cleanup", "--older-than", "0s"]).expect_ok();
     assert_each_item_in_one_place(&env, &all);
     assert_eq!(env.records().len(), 1, "only the live item stays");
+}
+
+#[test]
+fn a_writer_killed_between_its_events_and_its_commit_leaves_no_trace_in_the_log() {
+    let env = Env::new();
+    let first = id_of(&env.run(&["claim", "job"]).expect_ok());
+    let killed = env
+        .command(&["claim", "job"])
+        .env("COORD_CRASH_AT", "commit:events-written")
+        .output()
+        .unwrap();
+    assert_eq!(killed.status.signal(), Some(9));
+    // The write-ahead line is in the file, but no reader shows it...
+    let raw = std::fs::read_to_string(env.dir.join("coordination_events.jsonl")).unwrap();
+    assert_eq!(raw.lines().count(), 2);
+    let shown: Vec<Value> = env
+        .run(&["log"])
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0]["work_item_id"], first.as_str());
+    assert_eq!(env.records().len(), 1, "the claim never committed");
+    // ...and the next writer drops it for good (and breaks the dead
+    // writer's shell-tool lock file, which it logs).
+    let second = id_of(&env.run(&["claim", "job"]).expect_ok());
+    let events: Vec<Value> = env
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] != "lock_broken")
+        .collect();
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|e| e["work_item_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [first.as_str(), second.as_str()]);
+    let revisions: Vec<u64> = events
+        .iter()
+        .map(|e| e["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        revisions,
+        [1, 2],
+        "the dead writer's revision was never committed, so it is reused"
+    );
 }
