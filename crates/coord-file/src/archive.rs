@@ -111,6 +111,46 @@ pub(crate) fn recover(dir: &Path) -> Result<Option<Recovery>, CoordError> {
     }))
 }
 
+/// Refuses to append to an archive whose last line is not a whole JSON
+/// object: it is not what coord wrote, and appending would bury it.
+fn check_tail(path: &Path) -> Result<(), CoordError> {
+    let bytes = match read_tail(path, 64 * 1024) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(write_error(path, e)),
+    };
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let whole = bytes.ends_with(b"\n") && {
+        let body = &bytes[..bytes.len() - 1];
+        let last = body
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(body, |i| &body[i + 1..]);
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(last).is_ok()
+    };
+    if whole {
+        Ok(())
+    } else {
+        Err(CoordError::validation(format!(
+            "{} does not end with a whole archived item; coord will not append to it",
+            path.display()
+        )))
+    }
+}
+
+/// The last `max` bytes of a file.
+fn read_tail(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(max)))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// The `write_cleanup_intent` step: rotates the archive if it is too big,
 /// then records the intent durably. Undo removes it.
 pub(crate) struct WriteIntent {
@@ -128,6 +168,7 @@ impl Step<FlowError> for WriteIntent {
             return Ok(None);
         }
         let archive = self.dir.join(ARCHIVE);
+        check_tail(&archive)?;
         let archive_len = match fs::metadata(&archive) {
             Ok(m) if m.len() >= self.rotate_at => {
                 reactor_file::rotate(&archive, "jsonl").map_err(|e| write_error(&archive, e))?;

@@ -21,23 +21,61 @@ fn io_error(path: &Path, source: io::Error) -> CoordError {
     }
 }
 
-/// The byte length of `file` up to and including its last newline: what a
-/// writer killed mid-line left after it is cut off before appending.
-fn complete_len(file: &mut File) -> io::Result<u64> {
-    let len = file.metadata()?.len();
-    let mut end = len;
-    let mut chunk = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(chunk.len() as u64);
-        let buf = &mut chunk[..(end - start) as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(buf)?;
-        if let Some(i) = buf.iter().rposition(|b| *b == b'\n') {
-            return Ok(start + i as u64 + 1);
+/// Every line coord writes starts like this (`time` is the first field).
+const LINE_START: &[u8] = b"{\"time\":\"";
+
+fn not_ours(path: &Path, what: &str) -> CoordError {
+    CoordError::validation(format!(
+        "{} {what}; coord will not write to a log it cannot read",
+        path.display()
+    ))
+}
+
+/// The end of the log's last whole line, after cutting a torn tail that a
+/// killed writer left. Only what looks like coord's own partial line, after
+/// a whole event line (or alone), is cut; anything else is an error.
+fn repair_tail(path: &Path, file: &mut File) -> Result<u64, CoordError> {
+    let io = |e| io_error(path, e);
+    let len = file.metadata().map_err(io)?.len();
+    let mut window: u64 = 4096;
+    loop {
+        let start = len.saturating_sub(window);
+        let mut bytes = vec![0u8; (len - start) as usize];
+        file.seek(SeekFrom::Start(start)).map_err(io)?;
+        file.read_exact(&mut bytes).map_err(io)?;
+        let Some(last_newline) = bytes.iter().rposition(|b| *b == b'\n') else {
+            if start > 0 {
+                window *= 4;
+                continue;
+            }
+            // No whole line at all: an empty log, or a lone torn line.
+            return if bytes.is_empty() || bytes.starts_with(LINE_START) {
+                file.set_len(0).map_err(io)?;
+                Ok(0)
+            } else {
+                Err(not_ours(path, "does not start with an event"))
+            };
+        };
+        let end = start + last_newline as u64 + 1;
+        if end == len {
+            return Ok(len);
         }
-        end = start;
+        let line_start = bytes[..last_newline]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        if line_start == 0 && start > 0 {
+            window *= 4;
+            continue;
+        }
+        let last_line_is_event =
+            serde_json::from_slice::<Event>(&bytes[line_start..last_newline]).is_ok();
+        if last_line_is_event && bytes[last_newline + 1..].starts_with(LINE_START) {
+            file.set_len(end).map_err(io)?;
+            return Ok(end);
+        }
+        return Err(not_ours(path, "ends with something that is not an event"));
     }
-    Ok(0)
 }
 
 /// Appends `events` to the log at `path`, rotating it first when it has
@@ -53,10 +91,7 @@ pub(crate) fn append(path: &Path, events: &[Event], rotate_at: u64) -> Result<u6
         .create(true)
         .open(path)
         .map_err(|e| io_error(path, e))?;
-    let len = complete_len(&mut file).map_err(|e| io_error(path, e))?;
-    if len < file.metadata().map_err(|e| io_error(path, e))?.len() {
-        file.set_len(len).map_err(|e| io_error(path, e))?;
-    }
+    let len = repair_tail(path, &mut file)?;
     let mut lines = Vec::with_capacity(events.len() * 256);
     for event in events {
         serde_json::to_writer(&mut lines, event).expect("an event always serialises");
@@ -134,13 +169,6 @@ impl<P: Planned> Step<FlowError> for AppendEvents<P> {
     }
 }
 
-/// The part of an event line that settling reads.
-#[derive(serde::Deserialize)]
-struct LineRevision {
-    #[serde(default)]
-    revision: Option<u64>,
-}
-
 /// Drops the log's trailing lines whose revision is above `committed` (a
 /// transaction killed between its write-ahead and its commit) and any torn
 /// last line. Lines without a revision (`lock_broken`) are kept. Returns how
@@ -151,7 +179,7 @@ pub(crate) fn settle(path: &Path, committed: u64) -> Result<usize, CoordError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(io_error(path, e)),
     };
-    let len = file.metadata().map_err(|e| io_error(path, e))?.len();
+    let len = repair_tail(path, &mut file)?;
     let mut window: u64 = 4096;
     loop {
         let start = len.saturating_sub(window);
@@ -160,37 +188,26 @@ pub(crate) fn settle(path: &Path, committed: u64) -> Result<usize, CoordError> {
             .map_err(|e| io_error(path, e))?;
         file.read_exact(&mut bytes).map_err(|e| io_error(path, e))?;
         // Skip the first, partial line of a window that starts mid-file.
-        let first = if start == 0 {
-            0
-        } else {
-            match bytes.iter().position(|b| *b == b'\n') {
-                Some(i) => i + 1,
-                None => {
-                    window *= 4;
-                    continue;
-                }
+        let first = match (start, bytes.iter().position(|b| *b == b'\n')) {
+            (0, _) => 0,
+            (_, Some(i)) => i + 1,
+            (_, None) => {
+                window *= 4;
+                continue;
             }
         };
-        let complete = bytes
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |i| i + 1)
-            .max(first);
-        let torn = complete < bytes.len();
         // Walk back over the uncommitted (and revision-less) lines.
-        let mut suffix_start = complete;
+        let mut suffix_start = bytes.len();
         let mut keep: Vec<&[u8]> = Vec::new();
         let mut dropped = 0;
         let mut found_committed = false;
-        for line in bytes[first..complete]
-            .split_inclusive(|b| *b == b'\n')
-            .rev()
-        {
-            match serde_json::from_slice::<LineRevision>(line).map(|l| l.revision) {
-                Ok(Some(r)) if r > committed => dropped += 1,
-                Ok(None) => keep.push(line),
-                // A committed line, or one that is not ours to judge.
-                _ => {
+        for line in bytes[first..].split_inclusive(|b| *b == b'\n').rev() {
+            let event: Event = serde_json::from_slice(line)
+                .map_err(|e| not_ours(path, &format!("has a line that is not an event ({e})")))?;
+            match event.revision {
+                Some(r) if r > committed => dropped += 1,
+                None => keep.push(line),
+                Some(_) => {
                     found_committed = true;
                     break;
                 }
@@ -201,7 +218,7 @@ pub(crate) fn settle(path: &Path, committed: u64) -> Result<usize, CoordError> {
             window *= 4;
             continue;
         }
-        if dropped == 0 && !torn {
+        if dropped == 0 {
             return Ok(0);
         }
         let cut = start + suffix_start as u64;
@@ -321,7 +338,7 @@ mod tests {
         let path = dir.path().join(EVENT_LOG);
         append(&path, &[event(1)], u64::MAX).unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"time\": \"2025-").unwrap();
+        f.write_all(b"{\"time\":\"2025-").unwrap();
         assert_eq!(
             read(&path, 0, u64::MAX).unwrap().events.len(),
             1,
@@ -375,7 +392,7 @@ mod tests {
         ];
         append(&path, &events, u64::MAX).unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"time\": \"torn").unwrap();
+        f.write_all(b"{\"time\":\"2026-01-01T00:").unwrap();
         assert_eq!(
             settle(&path, 3).unwrap(),
             0,
@@ -408,6 +425,28 @@ mod tests {
         append(&path, &uncommitted, u64::MAX).unwrap();
         assert_eq!(settle(&path, 1).unwrap(), 190);
         assert_eq!(read(&path, 0, u64::MAX).unwrap().events.len(), 10);
+    }
+
+    #[test]
+    fn a_log_that_is_not_ours_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENT_LOG);
+        // Every change settles the log before it appends: both refuse.
+        for garbage in [
+            &b"garbage without a newline"[..],
+            b"not json\n{\"time\":\"x",
+            b"{\"a\":1}\n",
+        ] {
+            fs::write(&path, garbage).unwrap();
+            let err = settle(&path, 0).unwrap_err();
+            assert_eq!(err.kind(), coord_core::ErrorKind::ValidationFailed, "{err}");
+            assert!(err.to_string().contains("will not write"), "{err}");
+            assert_eq!(fs::read(&path).unwrap(), garbage);
+            if !garbage.ends_with(b"\n") {
+                append(&path, &[event(1)], u64::MAX).unwrap_err();
+                assert_eq!(fs::read(&path).unwrap(), garbage);
+            }
+        }
     }
 
     #[test]
