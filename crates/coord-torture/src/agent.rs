@@ -1,0 +1,168 @@
+//! One agent: random operations through the library, each logged before it
+//! starts and when it is acknowledged, until it is killed.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use coord_core::{
+    Action, Actor, Claim, ClaimRequest, CoordError, NextRequest, PostRequest, Priority, Store,
+};
+use coord_file::{FileStore, FileStoreOptions};
+use serde_json::{Value, json};
+
+const WORK_TYPES: [&str; 4] = ["build", "test", "deploy", "docs"];
+
+struct Held {
+    id: String,
+    fence: Option<u64>,
+}
+
+pub fn run(dir: &Path, agent: &str, seed: u64, log: &Path) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let store = FileStore::with_options(
+        dir,
+        FileStoreOptions {
+            lock_timeout: Duration::from_secs(30),
+            compact_at: 40,
+            compact_keep: 10,
+            on_warning: std::sync::Arc::new(|_| {}),
+            ..FileStoreOptions::default()
+        },
+    );
+    let mut out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("the agent log");
+    let mut held: Vec<Held> = Vec::new();
+    let mut posted: Vec<String> = Vec::new();
+    for seq in 0u64.. {
+        let priority = Priority::ALL[rng.usize(..4)];
+        let work_type = WORK_TYPES[rng.usize(..WORK_TYPES.len())];
+        let lease = Duration::from_millis(rng.u64(300..1500));
+        let roll = rng.u32(..100);
+        // Acting on an item needs one; without, take work instead.
+        let pick = (!held.is_empty()).then(|| rng.usize(..held.len()));
+        let (op, detail) = match (roll, pick) {
+            (0..20, _) | (55..95, None) => (
+                "claim",
+                json!({"work_type": work_type, "priority": priority}),
+            ),
+            (20..35, _) => (
+                "post",
+                json!({"work_type": work_type, "priority": priority}),
+            ),
+            (35..55, _) => ("next", json!({})),
+            (55..63, Some(_)) => ("heartbeat", json!({})),
+            (63..70, Some(_)) => ("progress", json!({})),
+            (70..82, Some(_)) => ("complete", json!({})),
+            (82..90, Some(_)) => ("fail", json!({"requeue": rng.bool()})),
+            (90..95, Some(_)) => ("release", json!({})),
+            (95..98, _) => ("cleanup", json!({})),
+            _ => ("reap", json!({})),
+        };
+        let target = pick.filter(|_| {
+            matches!(
+                op,
+                "heartbeat" | "progress" | "complete" | "fail" | "release"
+            )
+        });
+        let item = target.map(|i| held[i].id.clone());
+        log_line(
+            &mut out,
+            &json!({"seq": seq, "phase": "start", "op": op, "item": item, "detail": detail}),
+        );
+        let actor_fence = target.and_then(|i| held[i].fence);
+        let act = |action: Action| {
+            let id = item.as_deref().expect("acting ops have an item");
+            store.act(id, &action, &Actor::new(agent).fence(actor_fence))
+        };
+        let result: Result<Value, CoordError> = match op {
+            "claim" => store
+                .claim(
+                    &ClaimRequest::new(agent, work_type)
+                        .priority(priority)
+                        .lease(lease),
+                )
+                .map(|c| claim_json(&c)),
+            "post" => {
+                let mut req = PostRequest::new(agent, work_type).priority(priority);
+                if rng.u8(..4) == 0
+                    && let Some(dep) = posted.last()
+                {
+                    req = req.after([dep.clone()]);
+                }
+                store.post(&req).map(|c| claim_json(&c))
+            }
+            "next" => store
+                .next(&NextRequest::new(agent).lease(lease))
+                .map(|c| claim_json(&c)),
+            "heartbeat" => act(Action::Heartbeat { lease: None }).map(|c| claim_json(&c)),
+            "progress" => act(Action::Progress {
+                percent: rng.i64(0..=100),
+            })
+            .map(|c| claim_json(&c)),
+            "complete" => act(Action::Complete {
+                result: Some(format!("done by {agent}")),
+            })
+            .map(|c| claim_json(&c)),
+            "fail" => act(Action::Fail {
+                reason: Some("torture".into()),
+                requeue: detail["requeue"].as_bool().unwrap_or(false),
+                retry_after: None,
+            })
+            .map(|c| claim_json(&c)),
+            "release" => act(Action::Release).map(|c| claim_json(&c)),
+            "cleanup" => store
+                .cleanup(agent, Duration::from_millis(rng.u64(0..2000)))
+                .map(|ids| json!({"archived": ids})),
+            _ => store
+                .reap(agent)
+                .map(|items| json!({"expired": items.iter().map(claim_json).collect::<Vec<_>>()})),
+        };
+        match &result {
+            Ok(value) => {
+                log_line(
+                    &mut out,
+                    &json!({"seq": seq, "phase": "ack", "op": op, "result": value}),
+                );
+                match op {
+                    "claim" | "next" => held.push(Held {
+                        id: value["work_item_id"].as_str().expect("an id").to_owned(),
+                        fence: value["fence"].as_u64(),
+                    }),
+                    "post" => {
+                        posted.push(value["work_item_id"].as_str().expect("an id").to_owned())
+                    }
+                    "complete" | "fail" | "release" => {
+                        held.retain(|h| Some(&h.id) != item.as_ref())
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) => {
+                log_line(
+                    &mut out,
+                    &json!({"seq": seq, "phase": "error", "op": op, "kind": e.kind().as_str(), "message": e.to_string()}),
+                );
+                if item.is_some() {
+                    held.retain(|h| Some(&h.id) != item.as_ref());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.u64(0..4)));
+    }
+}
+
+fn claim_json(claim: &Claim) -> Value {
+    serde_json::to_value(claim).expect("a claim serialises")
+}
+
+fn log_line(out: &mut std::fs::File, value: &Value) {
+    let mut line = serde_json::to_vec(value).expect("JSON");
+    line.push(b'\n');
+    // One write per line: a kill leaves at most one torn last line.
+    out.write_all(&line).expect("the agent log is writable");
+}
