@@ -155,6 +155,10 @@ fn is_alive(pid: i32) -> bool {
 }
 
 impl LegacyLock {
+    /// Creates the lock file with our pid in it, in one step: the pid goes
+    /// into a file of our own first, which is then hard-linked to the lock
+    /// name (`link` fails if the name exists). A writer killed at any moment
+    /// so never leaves an empty lock file, whose owner no one could tell.
     fn acquire(dir: &Path, deadline: Instant, timeout: Duration) -> Result<LegacyLock, CoordError> {
         let path = dir.join(LEGACY_LOCK_FILE);
         let content = format!("{}\n", std::process::id());
@@ -163,18 +167,12 @@ impl LegacyLock {
             path: path.clone(),
             source: source.into(),
         };
-        loop {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    file.write_all(content.as_bytes()).map_err(io_error)?;
-                    return Ok(LegacyLock {
-                        path,
-                        content,
-                        broken,
-                    });
-                }
+        let staging = Self::sweep_and_stage(dir, &content).map_err(io_error)?;
+        let result = loop {
+            match fs::hard_link(&staging, &path) {
+                Ok(()) => break Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io_error(e)),
+                Err(e) => break Err(io_error(e)),
             }
             if let Some(holder) = Self::dead_holder(&path) {
                 tracing::warn!(lock = %path.display(), %holder, "breaking a stale shell-tool lock");
@@ -184,18 +182,36 @@ impl LegacyLock {
                         holder,
                     }),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_error(e)),
+                    Err(e) => break Err(io_error(e)),
                 }
                 continue;
             }
             if Instant::now() >= deadline {
-                return Err(CoordError::LockTimeout {
-                    path,
+                break Err(CoordError::LockTimeout {
+                    path: path.clone(),
                     waited: timeout,
                 });
             }
             thread::sleep(Duration::from_millis(5));
+        };
+        let _ = fs::remove_file(&staging);
+        result.map(|()| LegacyLock { path, content, broken })
+    }
+
+    /// Removes staging files other coord processes left when they were
+    /// killed (we hold the flock, so none is in use), and writes ours.
+    fn sweep_and_stage(dir: &Path, content: &str) -> io::Result<PathBuf> {
+        let prefix = format!(".{LEGACY_LOCK_FILE}.");
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+                let _ = fs::remove_file(entry.path());
+            }
         }
+        let staging = dir.join(format!("{prefix}{}", std::process::id()));
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&staging)?;
+        file.write_all(content.as_bytes())?;
+        Ok(staging)
     }
 
     /// What a lock file says of its holder, if that holder is gone: a pid
