@@ -9,6 +9,9 @@ use reactor_file::{AtomicWriter, read_optional};
 
 pub const AGENT_FILE: &str = "agent_status.json";
 
+/// How stale `last_seen` may get before a change by the agent rewrites it.
+const SEEN_PRECISION: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(crate) fn read(dir: &Path) -> Result<Vec<AgentRecord>, CoordError> {
     let path = dir.join(AGENT_FILE);
     match read_optional(&path).map_err(crate::flow::file_error)? {
@@ -31,10 +34,10 @@ pub(crate) fn touch(
     now: Timestamp,
 ) -> Result<AgentRecord, CoordError> {
     let mut agents = read(dir)?;
-    let index = match agents
+    let known = agents
         .iter()
-        .position(|a| a.agent_id == registration.agent_id)
-    {
+        .position(|a| a.agent_id == registration.agent_id);
+    let index = match known {
         Some(i) => i,
         None => {
             agents.push(AgentRecord {
@@ -49,6 +52,12 @@ pub(crate) fn touch(
         }
     };
     let agent = &mut agents[index];
+    // `last_seen` is kept to the second: an agent acting many times a second
+    // does not rewrite the registry each time.
+    let fresh = known.is_some() && agent.last_seen.saturating_add(SEEN_PRECISION) > now;
+    if fresh && registration.team.is_none() && registration.capacity.is_none() {
+        return Ok(agent.clone());
+    }
     agent.last_seen = now;
     if registration.team.is_some() || registration.capacity.is_some() {
         agent.registered_at.get_or_insert(now);

@@ -226,7 +226,11 @@ fn begin<'a>(ctx: &Ctx<'_>) -> WorkflowBuilder<'a, FlowError> {
         .step(
             "ensure_coordination_directory",
             &[],
-            EnsureDir::new(ctx.dir).sweeping_temps_of(CLAIMS_FILE),
+            crate::SWEPT
+                .iter()
+                .fold(EnsureDir::new(ctx.dir), |step, name| {
+                    step.sweeping_temps_of(*name)
+                }),
         )
         .step(
             "read_existing_claims",

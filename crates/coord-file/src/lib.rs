@@ -32,3 +32,13 @@ pub use lock::{LEGACY_LOCK_FILE, LOCK_FILE};
 pub use state::STATE_FILE;
 pub use store::{CLAIMS_FILE, Clock, FileStore, FileStoreOptions, Warning, WarningSink};
 pub use telemetry::TracingMiddleware;
+
+/// The files coord replaces through temp (or staging) files: a change sweeps
+/// what killed writers of any of them left behind.
+const SWEPT: [&str; 5] = [
+    CLAIMS_FILE,
+    AGENT_FILE,
+    STATE_FILE,
+    CLEANUP_INTENT,
+    LEGACY_LOCK_FILE,
+];

@@ -195,21 +195,24 @@ impl LegacyLock {
             thread::sleep(Duration::from_millis(5));
         };
         let _ = fs::remove_file(&staging);
-        result.map(|()| LegacyLock { path, content, broken })
+        result.map(|()| LegacyLock {
+            path,
+            content,
+            broken,
+        })
     }
 
-    /// Removes staging files other coord processes left when they were
-    /// killed (we hold the flock, so none is in use), and writes ours.
+    /// Writes our staging file. Those of killed coord processes are swept
+    /// with the other temp files by the next change (`sweep_stale_files`).
     fn sweep_and_stage(dir: &Path, content: &str) -> io::Result<PathBuf> {
-        let prefix = format!(".{LEGACY_LOCK_FILE}.");
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            if entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
+        // Named like a temp file of the lock file, so the sweep finds it.
+        let prefix = reactor_file::temp_name_prefix(LEGACY_LOCK_FILE);
         let staging = dir.join(format!("{prefix}{}", std::process::id()));
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&staging)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&staging)?;
         file.write_all(content.as_bytes())?;
         Ok(staging)
     }

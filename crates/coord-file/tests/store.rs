@@ -270,12 +270,21 @@ fn a_corrupt_claims_file_is_never_overwritten() {
 #[test]
 fn stale_temp_files_of_a_killed_writer_are_removed_by_the_next_writer() {
     let dir = tempfile::tempdir().unwrap();
-    let stale = dir
-        .path()
-        .join(format!(".{CLAIMS_FILE}.coord-tmp.99999.1.0"));
-    fs::write(&stale, "half a file").unwrap();
+    let stale = [
+        format!(".{CLAIMS_FILE}.coord-tmp.99999.1.0"),
+        ".agent_status.json.coord-tmp.99999.1.0".to_owned(),
+        ".coord_state.json.coord-tmp.99999.1.0".to_owned(),
+        ".work_claims.json.lock.coord-tmp.99999".to_owned(),
+    ];
+    for name in &stale {
+        fs::write(dir.path().join(name), "half a file").unwrap();
+    }
+    fs::write(dir.path().join("notes.txt"), "not coord's").unwrap();
     FileStore::new(dir.path())
         .claim(&ClaimRequest::new("a", "t"))
         .unwrap();
-    assert!(!stale.exists());
+    for name in &stale {
+        assert!(!dir.path().join(name).exists(), "{name} was not swept");
+    }
+    assert!(dir.path().join("notes.txt").exists());
 }

@@ -93,15 +93,26 @@ pub fn is_temp_of(file_name: &str, target_name: &str) -> bool {
     file_name.starts_with(&temp_prefix(target_name))
 }
 
-/// Removes the temp files that writers of `target_name` in `dir` left
-/// behind. Only call this while holding the lock that every writer of the
-/// target holds, or it may delete a live writer's temp file.
-pub fn remove_stale_temps(dir: &Path, target_name: &str) -> io::Result<Vec<PathBuf>> {
+/// The temp name prefix of `target_name`, for writers that stage files by
+/// the same convention (so [`remove_stale_temps`] sweeps them too).
+pub fn temp_name_prefix(target_name: &str) -> String {
+    temp_prefix(target_name)
+}
+
+/// Removes the temp files that writers of any of `target_names` in `dir`
+/// left behind, in one pass over the directory. Only call this while holding
+/// the lock that every writer of the targets holds, or it may delete a live
+/// writer's temp file.
+pub fn remove_stale_temps(dir: &Path, target_names: &[&str]) -> io::Result<Vec<PathBuf>> {
+    let prefixes: Vec<String> = target_names.iter().map(|t| temp_prefix(t)).collect();
     let mut removed = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        if name.to_str().is_some_and(|n| is_temp_of(n, target_name)) {
+        if name
+            .to_str()
+            .is_some_and(|n| prefixes.iter().any(|p| n.starts_with(p)))
+        {
             // remove_file never follows a symlink: it removes the link itself.
             match fs::remove_file(entry.path()) {
                 Ok(()) => removed.push(entry.path()),

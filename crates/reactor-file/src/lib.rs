@@ -19,6 +19,7 @@ mod steps;
 
 pub use atomic::{
     AtomicWriter, FaultInjector, WriteFailure, WriteStage, is_temp_of, remove_stale_temps, rotate,
+    temp_name_prefix,
 };
 pub use error::FileError;
 pub use steps::{AtomicWrite, DirStatus, EnsureDir, FileSnapshot, ReadFile, Written};

@@ -13,7 +13,7 @@ use crate::{ensure_dir, read_optional};
 #[derive(Debug, Clone)]
 pub struct EnsureDir {
     path: PathBuf,
-    sweep_temps_of: Option<String>,
+    sweep_temps_of: Vec<String>,
 }
 
 /// What [`EnsureDir`] did.
@@ -27,15 +27,16 @@ impl EnsureDir {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
-            sweep_temps_of: None,
+            sweep_temps_of: Vec::new(),
         }
     }
 
     /// Also removes the temp files that killed writers of `target_name` left
-    /// in the directory. Only safe under the lock all those writers take.
+    /// in the directory (call it once per target). Only safe under the lock
+    /// all those writers take.
     #[must_use]
     pub fn sweeping_temps_of(mut self, target_name: impl Into<String>) -> Self {
-        self.sweep_temps_of = Some(target_name.into());
+        self.sweep_temps_of.push(target_name.into());
         self
     }
 }
@@ -46,12 +47,14 @@ impl<E: From<FileError>> Step<E> for EnsureDir {
     fn run(&mut self, _inputs: &Inputs<'_>) -> Result<DirStatus, E> {
         let path = &self.path;
         let created = ensure_dir(path)?;
-        let removed_temps = match &self.sweep_temps_of {
-            Some(target) => remove_stale_temps(path, target).map_err(|source| FileError::Read {
+        let targets: Vec<&str> = self.sweep_temps_of.iter().map(String::as_str).collect();
+        let removed_temps = if targets.is_empty() {
+            Vec::new()
+        } else {
+            remove_stale_temps(path, &targets).map_err(|source| FileError::Read {
                 path: path.clone(),
                 source,
-            })?,
-            None => Vec::new(),
+            })?
         };
         Ok(DirStatus {
             created,

@@ -207,7 +207,7 @@ fn stale_temp_files_are_swept_without_following_symlinks() {
     fs::write(dir.path().join(".other.json.coord-tmp.1.1.1"), "not ours").unwrap();
     fs::write(dir.path().join("notes.txt"), "user file").unwrap();
 
-    let removed = remove_stale_temps(dir.path(), "data.json").unwrap();
+    let removed = remove_stale_temps(dir.path(), &["data.json"]).unwrap();
     assert_eq!(removed.len(), 2);
     assert_eq!(
         names_in(dir.path()),

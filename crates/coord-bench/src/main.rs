@@ -1,0 +1,523 @@
+//! `coord-bench`: how fast coord is, as ratios against baselines measured
+//! in the same run (these machines are shared and noisy).
+//!
+//! ```text
+//! cargo build --release --bins && ./target/release/coord-bench [--quick] [SCENARIO ...]
+//! ```
+//!
+//! Scenarios: `durable` (one claimer vs the bare durable-update loop),
+//! `contention` (1/4/16/64 processes), `growth` (live and finished items),
+//! `process` (a `coord claim` invocation vs a minimal program and `true`),
+//! `postgres` (not yet: there is no PostgreSQL store). Each prints a table;
+//! all results go to one JSON file.
+
+mod bare;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use coord_core::transition::{self, Action, Actor, NewIds};
+use coord_core::{ClaimRequest, Store, Timestamp};
+use coord_file::{CLAIMS_FILE, FileStore, FileStoreOptions};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(name = "coord-bench")]
+struct Cli {
+    #[command(subcommand)]
+    worker: Option<Worker>,
+    /// Smaller sizes, for a smoke run
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the JSON results
+    #[arg(long, default_value = "target/coord-bench.json")]
+    out: PathBuf,
+    /// Where to make the benchmark directories (default: the system temp dir)
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Which scenarios to run (default: all)
+    scenarios: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Worker {
+    /// One contention worker (started by the benchmark)
+    Worker {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        pairs: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(Worker::Worker {
+        dir,
+        agent,
+        pairs,
+        out,
+    }) = cli.worker
+    {
+        contention_worker(&dir, &agent, pairs, &out);
+        return;
+    }
+    let base = cli.base.clone().unwrap_or_else(std::env::temp_dir);
+    let wanted = |name: &str| cli.scenarios.is_empty() || cli.scenarios.iter().any(|s| s == name);
+    let machine = machine(&base);
+    println!(
+        "coord-bench on {}",
+        machine["summary"].as_str().unwrap_or_default()
+    );
+    let mut results = serde_json::Map::new();
+    let mut single_rate = None;
+    if wanted("durable") {
+        let r = durable(&base, cli.quick);
+        single_rate = r["coord_transitions_per_s"].as_f64();
+        results.insert("durable".into(), r);
+    }
+    if wanted("contention") {
+        results.insert(
+            "contention".into(),
+            contention(&base, cli.quick, single_rate),
+        );
+    }
+    if wanted("growth") {
+        results.insert("growth".into(), growth(&base, cli.quick));
+    }
+    if wanted("process") {
+        results.insert("process".into(), process(&base, cli.quick));
+    }
+    if wanted("postgres") {
+        println!("\n## postgres\nskipped: coord has no PostgreSQL store yet");
+        results.insert(
+            "postgres".into(),
+            json!({"skipped": "no PostgreSQL store yet"}),
+        );
+    }
+    let report = json!({"machine": machine, "quick": cli.quick, "results": results});
+    if let Some(parent) = cli.out.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(
+        &cli.out,
+        serde_json::to_string_pretty(&report).expect("JSON"),
+    )
+    .expect("the results file");
+    println!("\nresults written to {}", cli.out.display());
+}
+
+fn machine(base: &Path) -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    #[allow(clippy::unnecessary_cast)] // f_type's type differs by platform
+    let fs = rustix::fs::statfs(base).map_or(0, |s| s.f_type as i64);
+    let fs_name = match fs {
+        0xEF53 => "ext4",
+        0x0102_1994 => "tmpfs",
+        0x5846_5342 => "xfs",
+        0x9123_683E => "btrfs",
+        0x794C_7630 => "overlayfs",
+        _ => "other",
+    };
+    json!({
+        "cpu": cpu, "cores": cores, "kernel": kernel, "filesystem": fs_name, "base": base.display().to_string(),
+        "date": Timestamp::now().to_string(),
+        "summary": format!("{cpu}, {cores} cores, Linux {kernel}, {fs_name} at {}", base.display()),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn dir_in(base: &Path) -> tempfile::TempDir {
+    tempfile::tempdir_in(base).expect("a benchmark directory")
+}
+
+/// A store as the CLI makes one for an agent that gives its id.
+fn store(dir: &Path) -> FileStore {
+    FileStore::with_options(
+        dir,
+        FileStoreOptions {
+            lock_timeout: Duration::from_secs(300),
+            on_warning: std::sync::Arc::new(|_| {}),
+            ..FileStoreOptions::default()
+        },
+    )
+}
+
+/// One claim and its completion: two durable transitions.
+fn claim_and_complete(
+    store: &FileStore,
+    agent: &str,
+) -> Result<(Duration, Duration), coord_core::CoordError> {
+    let t = Instant::now();
+    let c = store.claim(&ClaimRequest::new(agent, "bench"))?;
+    let claimed = t.elapsed();
+    let t = Instant::now();
+    store.act(
+        &c.work_item_id,
+        &Action::Complete { result: None },
+        &Actor::new(agent),
+    )?;
+    Ok((claimed, t.elapsed()))
+}
+
+const SMALL_FILE: &[u8] = br#"[
+  {"work_item_id":"work_1795678013567912756","agent_id":"agent_alice","work_type":"deploy","description":"ship release 1.4","priority":"high","claimed_at":"2026-11-26T07:26:53.567792Z","status":"in_progress","coordination_id":"coord_1795678013567912756","origin":"claim","fence":1,"revision":1,"lease_expires_at":"2026-11-26T07:56:53.567792Z","lease_ms":1800000}
+]
+"#;
+
+/// Scenario 1: durable single-claimer throughput vs the bare loop.
+fn durable(base: &Path, quick: bool) -> Value {
+    let n = if quick { 60 } else { 300 };
+    let (mut bare_rates, mut coord_rates) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let dir = dir_in(base);
+        let lock = bare::lock_file(dir.path()).expect("a lock file");
+        let t = Instant::now();
+        for _ in 0..n {
+            bare::durable_update(dir.path(), &lock, SMALL_FILE).expect("a bare update");
+        }
+        bare_rates.push(n as f64 / t.elapsed().as_secs_f64());
+
+        let dir = dir_in(base);
+        let store = store(dir.path());
+        let t = Instant::now();
+        for _ in 0..n / 2 {
+            claim_and_complete(&store, "bench").expect("a claim");
+        }
+        coord_rates.push((n / 2 * 2) as f64 / t.elapsed().as_secs_f64());
+    }
+    let (bare, coord) = (median(bare_rates), median(coord_rates));
+    let ratio = coord / bare;
+    println!("\n## durable: one claimer, {n} transitions per round, median of 3 rounds");
+    println!("{:<44} {:>12}", "", "per second");
+    println!(
+        "{:<44} {:>12.0}",
+        "bare loop (lock, write, fsync, rename, fsync dir)", bare
+    );
+    println!(
+        "{:<44} {:>12.0}",
+        "coord transitions (claim, complete)", coord
+    );
+    println!(
+        "{:<44} {:>12.2}   (target >= 0.80)",
+        "ratio coord / bare", ratio
+    );
+    json!({"transitions_per_round": n, "bare_updates_per_s": bare, "coord_transitions_per_s": coord, "ratio": ratio, "target": 0.8})
+}
+
+/// Scenario 2: P processes each claiming and completing on one directory.
+fn contention(base: &Path, quick: bool, single_rate: Option<f64>) -> Value {
+    let total = if quick { 120 } else { 480 };
+    let me = std::env::current_exe().expect("our own path");
+    let mut rows = Vec::new();
+    println!(
+        "\n## contention: P processes claiming and completing on one directory ({total} transitions in all)"
+    );
+    println!(
+        "{:>4} {:>14} {:>10} {:>10} {:>9} {:>10}",
+        "P", "transitions/s", "p50 ms", "p99 ms", "failures", "vs single"
+    );
+    let mut single = single_rate;
+    for p in [1usize, 4, 16, 64] {
+        let dir = dir_in(base);
+        let pairs = (total / 2 / p).max(2);
+        let mut workers: Vec<_> = (0..p)
+            .map(|i| {
+                Command::new(&me)
+                    .args([
+                        "worker",
+                        "--agent",
+                        &format!("worker_{i}"),
+                        "--pairs",
+                        &pairs.to_string(),
+                        "--dir",
+                    ])
+                    .arg(dir.path())
+                    .arg("--out")
+                    .arg(dir.path().join(format!("latency_{i}.json")))
+                    .stdin(Stdio::piped())
+                    .spawn()
+                    .expect("a worker starts")
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200)); // let them all start
+        let t = Instant::now();
+        for w in &mut workers {
+            // The go signal: workers wait for their stdin to close.
+            drop(w.stdin.take());
+        }
+        for w in &mut workers {
+            assert!(
+                w.wait().expect("a worker ends").success(),
+                "a worker failed"
+            );
+        }
+        let wall = t.elapsed().as_secs_f64();
+        let mut latencies = Vec::new();
+        let mut failures = 0;
+        for i in 0..p {
+            let r: Value = serde_json::from_slice(
+                &std::fs::read(dir.path().join(format!("latency_{i}.json"))).expect("results"),
+            )
+            .expect("JSON");
+            latencies.extend(
+                r["latencies_us"]
+                    .as_array()
+                    .expect("latencies")
+                    .iter()
+                    .filter_map(Value::as_f64),
+            );
+            failures += r["errors"].as_u64().unwrap_or(0);
+        }
+        latencies.sort_by(f64::total_cmp);
+        let rate = (pairs * p * 2) as f64 / wall;
+        let single_rate = *single.get_or_insert(rate);
+        let (p50, p99) = (
+            percentile(&latencies, 0.5) / 1000.0,
+            percentile(&latencies, 0.99) / 1000.0,
+        );
+        println!(
+            "{p:>4} {rate:>14.0} {p50:>10.2} {p99:>10.2} {failures:>9} {:>10.2}",
+            rate / single_rate
+        );
+        rows.push(json!({"processes": p, "transitions": pairs * p * 2, "transitions_per_s": rate, "p50_ms": p50, "p99_ms": p99,
+            "failures": failures, "ratio_to_single": rate / single_rate}));
+    }
+    println!("target: 16 processes keep >= 0.70 of the single claimer's rate; no failures");
+    json!({"rows": rows, "target_ratio_at_16": 0.7})
+}
+
+fn contention_worker(dir: &Path, agent: &str, pairs: usize, out: &Path) {
+    let mut go = [0u8; 1];
+    let _ = std::io::stdin().read(&mut go);
+    let store = store(dir);
+    let mut latencies = Vec::with_capacity(pairs * 2);
+    let mut errors = 0;
+    for _ in 0..pairs {
+        match claim_and_complete(&store, agent) {
+            Ok((a, b)) => latencies.extend([a.as_secs_f64() * 1e6, b.as_secs_f64() * 1e6]),
+            Err(_) => errors += 1,
+        }
+    }
+    let mut f = std::fs::File::create(out).expect("the results file");
+    f.write_all(
+        json!({"latencies_us": latencies, "errors": errors})
+            .to_string()
+            .as_bytes(),
+    )
+    .expect("written");
+}
+
+/// A claims file with `live` in-progress and `finished` completed items.
+fn seeded_claims(live: usize, finished: usize) -> Vec<u8> {
+    let now = Timestamp::now();
+    let mut out = b"[".to_vec();
+    for i in 0..live + finished {
+        let ids = NewIds {
+            work_item_id: format!("work_{}", 1_000_000 + i),
+            coordination_id: format!("coord_{}", 1_000_000 + i),
+        };
+        let req = ClaimRequest::new(format!("agent_{}", i % 50), format!("type_{}", i % 20))
+            .description("a benchmark item of a typical size, with a sentence of description")
+            .lease(Duration::from_secs(86_400));
+        let mut claim = transition::claim(&req, ids, i as u64 + 1, now).claim;
+        if i >= live {
+            let done = transition::apply(
+                &claim,
+                &Action::Complete {
+                    result: Some("ok".into()),
+                },
+                &Actor::new(claim.agent_id.as_deref().unwrap_or("")),
+                now,
+            )
+            .expect("complete");
+            claim = done.claim;
+        }
+        out.extend_from_slice(if i == 0 { b"\n  " } else { b",\n  " });
+        out.extend_from_slice(serde_json::to_string(&claim).expect("JSON").as_bytes());
+    }
+    out.extend_from_slice(b"\n]\n");
+    out
+}
+
+/// p50 of `m` timed claims in `dir` (after two unmeasured ones).
+fn claim_p50(dir: &Path, m: usize) -> f64 {
+    let store = store(dir);
+    for _ in 0..2 {
+        store
+            .claim(&ClaimRequest::new("bench", "bench"))
+            .expect("a claim");
+    }
+    let mut times: Vec<f64> = (0..m)
+        .map(|_| {
+            let t = Instant::now();
+            store
+                .claim(&ClaimRequest::new("bench", "bench"))
+                .expect("a claim");
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    percentile(&times, 0.5)
+}
+
+/// p50 of `m` bare durable rewrites of `bytes`.
+fn bare_p50(base: &Path, bytes: &[u8], m: usize) -> f64 {
+    let dir = dir_in(base);
+    let lock = bare::lock_file(dir.path()).expect("a lock file");
+    let mut times: Vec<f64> = (0..m)
+        .map(|_| {
+            let t = Instant::now();
+            bare::durable_update(dir.path(), &lock, bytes).expect("a bare update");
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    percentile(&times, 0.5)
+}
+
+/// Scenario 3: claim latency as the store grows.
+fn growth(base: &Path, quick: bool) -> Value {
+    let m = if quick { 15 } else { 41 };
+    let finished = if quick { 20_000 } else { 100_000 };
+    println!(
+        "\n## growth: claim latency (p50 of {m}) vs a bare durable rewrite of a file of the same size"
+    );
+    println!(
+        "{:>8} {:>10} {:>10} {:>14} {:>9}",
+        "live", "finished", "file KB", "claim p50 ms", "vs bare"
+    );
+    let mut rows = Vec::new();
+    let mut p50_by_live = Vec::new();
+    for (live, done) in [(10, 0), (1_000, 0), (10_000, 0), (10, finished)] {
+        let dir = dir_in(base);
+        let bytes = seeded_claims(live, done);
+        std::fs::write(dir.path().join(CLAIMS_FILE), &bytes).expect("seeded");
+        let claim = claim_p50(dir.path(), m);
+        // Compare with a file the size of the claims file as measured.
+        let size = std::fs::metadata(dir.path().join(CLAIMS_FILE))
+            .map_or(bytes.len() as u64, |md| md.len());
+        let bare = bare_p50(base, &vec![b' '; size as usize], m);
+        println!(
+            "{live:>8} {done:>10} {:>10} {:>14.2} {:>9.2}",
+            size / 1024,
+            claim / 1000.0,
+            claim / bare
+        );
+        if done == 0 {
+            p50_by_live.push((live, claim));
+        }
+        rows.push(json!({"live": live, "finished": done, "file_bytes": size, "claim_p50_us": claim, "bare_rewrite_p50_us": bare, "ratio_to_bare": claim / bare}));
+    }
+    let none = rows[0]["claim_p50_us"].as_f64().unwrap_or(1.0);
+    let with_finished = rows[3]["claim_p50_us"].as_f64().unwrap_or(0.0);
+    let slope = (p50_by_live[2].1 - p50_by_live[1].1)
+        / ((p50_by_live[2].0 - p50_by_live[1].0) as f64 / 1000.0);
+    println!(
+        "finished items: p50 with {finished} finished / p50 with none = {:.2} (target <= 1.5)",
+        with_finished / none
+    );
+    println!(
+        "at 10,000 live items a claim costs {:.2}x a bare rewrite of the same file (target <= 1.5)",
+        rows[2]["ratio_to_bare"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "complexity: linear in live items, {slope:.0} us per 1,000 live items (the file is rewritten whole)"
+    );
+    json!({"rows": rows, "finished_ratio": with_finished / none, "us_per_1000_live": slope,
+        "targets": {"finished_ratio": 1.5, "ratio_to_bare_at_10000": 1.5}})
+}
+
+/// Scenario 5: one `coord claim` process vs a minimal durable update and `true`.
+fn process(base: &Path, quick: bool) -> Value {
+    let n = if quick { 30 } else { 150 };
+    let bin = std::env::current_exe().expect("our own path");
+    let coord = bin.with_file_name("coord");
+    let once = bin.with_file_name("durable-once");
+    println!("\n## process: {n} sequential invocations each");
+    if !coord.exists() || !once.exists() {
+        println!("skipped: build the binaries first (cargo build --release --bins)");
+        return json!({"skipped": "binaries not built"});
+    }
+    let time = |mut make: Box<dyn FnMut() -> Command>| {
+        let t = Instant::now();
+        for _ in 0..n {
+            let status = make().stdout(Stdio::null()).status().expect("it runs");
+            assert!(status.success());
+        }
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    let (mut truth, mut bare, mut claims) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        truth.push(time(Box::new(|| Command::new("true"))));
+        let d = dir_in(base);
+        let p = d.path().to_owned();
+        let once = once.clone();
+        bare.push(time(Box::new(move || {
+            let mut c = Command::new(&once);
+            c.arg(&p);
+            c
+        })));
+        let d2 = dir_in(base);
+        let p2 = d2.path().to_owned();
+        let coord = coord.clone();
+        claims.push(time(Box::new(move || {
+            let mut c = Command::new(&coord);
+            c.args(["--agent", "bench", "claim", "bench"])
+                .env("COORD_DIR", &p2);
+            c
+        })));
+        drop((d, d2));
+    }
+    let (truth, bare, claims) = (median(truth), median(bare), median(claims));
+    println!("{:<40} {:>12}", "", "per second");
+    println!("{:<40} {:>12.0}", "true", truth);
+    println!(
+        "{:<40} {:>12.0}",
+        "durable-once (one bare durable update)", bare
+    );
+    println!("{:<40} {:>12.0}", "coord claim", claims);
+    println!(
+        "{:<40} {:>12.2}   (target >= 0.60, aim 0.80)",
+        "ratio coord claim / durable-once",
+        claims / bare
+    );
+    println!(
+        "{:<40} {:>12.2}",
+        "ratio coord claim / true",
+        claims / truth
+    );
+    json!({"invocations": n, "true_per_s": truth, "durable_once_per_s": bare, "coord_claim_per_s": claims,
+        "ratio_to_durable_once": claims / bare, "ratio_to_true": claims / truth, "target": 0.6, "aim": 0.8})
+}
