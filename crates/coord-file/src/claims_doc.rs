@@ -7,21 +7,24 @@
 //! a large file.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ops::Range;
 use std::path::Path;
 
 use coord_core::{Claim, ClaimHead, CoordError};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-#[derive(Clone)]
+/// A record changed or added by a draft: its new bytes and head.
 struct Record {
     raw: Box<RawValue>,
     head: ClaimHead,
 }
 
-/// The parsed claims file, as read.
+/// The parsed claims file, as read: the bytes once, and for each record its
+/// span in them and its decoded head.
 pub(crate) struct ClaimsDoc {
-    records: Vec<Record>,
+    bytes: String,
+    records: Vec<(Range<usize>, ClaimHead)>,
 }
 
 fn invalid(path: &Path, what: impl std::fmt::Display) -> CoordError {
@@ -31,8 +34,8 @@ fn invalid(path: &Path, what: impl std::fmt::Display) -> CoordError {
     ))
 }
 
-fn decode(path: &Path, index: usize, raw: &RawValue) -> Result<Claim, CoordError> {
-    serde_json::from_str(raw.get()).map_err(|e| invalid(path, format_args!("record {index}: {e}")))
+fn decode(path: &Path, index: usize, raw: &str) -> Result<Claim, CoordError> {
+    serde_json::from_str(raw).map_err(|e| invalid(path, format_args!("record {index}: {e}")))
 }
 
 fn encode(value: &impl serde::Serialize) -> Box<RawValue> {
@@ -46,46 +49,68 @@ impl ClaimsDoc {
         let bytes = bytes.unwrap_or_default();
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(ClaimsDoc {
+                bytes: String::new(),
                 records: Vec::new(),
             });
         }
-        let raws: Vec<Box<RawValue>> = serde_json::from_slice(bytes).map_err(|e| {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| {
+                invalid(
+                    path,
+                    format_args!("expected a JSON array of claim objects (not UTF-8: {e})"),
+                )
+            })?
+            .to_owned();
+        // Borrowed raw values point into `text`: their spans are where the
+        // records are, so nothing is copied per record.
+        let raws: Vec<&RawValue> = serde_json::from_str(&text).map_err(|e| {
             invalid(
                 path,
                 format_args!("expected a JSON array of claim objects ({e})"),
             )
         })?;
+        let base = text.as_ptr() as usize;
         let records = raws
-            .into_iter()
+            .iter()
             .enumerate()
             .map(|(i, raw)| {
-                if !raw.get().starts_with('{') {
+                let raw = raw.get();
+                if !raw.starts_with('{') {
                     return Err(invalid(
                         path,
                         format_args!("record {i} is not a JSON object"),
                     ));
                 }
-                let head: ClaimHead = serde_json::from_str(raw.get())
+                let head: ClaimHead = serde_json::from_str(raw)
                     .map_err(|e| invalid(path, format_args!("record {i}: {e}")))?;
-                Ok(Record { raw, head })
+                let start = raw.as_ptr() as usize - base;
+                Ok((start..start + raw.len(), head))
             })
             .collect::<Result<_, _>>()?;
-        Ok(ClaimsDoc { records })
+        drop(raws);
+        Ok(ClaimsDoc {
+            bytes: text,
+            records,
+        })
+    }
+
+    fn raw(&self, index: usize) -> &str {
+        &self.bytes[self.records[index].0.clone()]
     }
 
     pub(crate) fn heads(&self) -> impl Iterator<Item = &ClaimHead> {
-        self.records.iter().map(|r| &r.head)
+        self.records.iter().map(|(_, h)| h)
     }
 
     pub(crate) fn position(&self, work_item_id: &str) -> Option<usize> {
         self.records
             .iter()
-            .position(|r| r.head.work_item_id == work_item_id)
+            .position(|(_, h)| h.work_item_id == work_item_id)
     }
 
     /// Decodes the whole record at `index`.
     pub(crate) fn claim(&self, path: &Path, index: usize) -> Result<Claim, CoordError> {
-        decode(path, index, &self.records[index].raw)
+        decode(path, index, self.raw(index))
     }
 
     /// The largest revision any record carries (0 for the older tools').
@@ -124,12 +149,16 @@ impl Draft<'_> {
         self.revision
     }
 
-    fn record(&self, pos: usize) -> &Record {
+    fn record(&self, pos: usize) -> (&str, &ClaimHead) {
         let old = self.doc.records.len();
-        if pos >= old {
-            &self.added[pos - old]
+        let record = if pos >= old {
+            Some(&self.added[pos - old])
         } else {
-            self.changed.get(&pos).unwrap_or(&self.doc.records[pos])
+            self.changed.get(&pos)
+        };
+        match record {
+            Some(r) => (r.raw.get(), &r.head),
+            None => (self.doc.raw(pos), &self.doc.records[pos].1),
         }
     }
 
@@ -138,7 +167,7 @@ impl Draft<'_> {
         let old = self.doc.records.len();
         (0..old + self.added.len())
             .filter(|p| !self.removed.contains(p))
-            .map(|p| (p, &self.record(p).head))
+            .map(|p| (p, self.record(p).1))
     }
 
     pub(crate) fn position(&self, work_item_id: &str) -> Option<usize> {
@@ -148,13 +177,13 @@ impl Draft<'_> {
     }
 
     pub(crate) fn claim(&self, pos: usize) -> Result<Claim, CoordError> {
-        decode(self.path, pos, &self.record(pos).raw)
+        decode(self.path, pos, self.record(pos).0)
     }
 
     /// Ids and coordination ids in use, for minting new ones.
-    pub(crate) fn ids(&self) -> HashSet<String> {
+    pub(crate) fn ids(&self) -> HashSet<&str> {
         self.heads()
-            .flat_map(|(_, h)| [Some(h.work_item_id.clone()), h.coordination_id.clone()])
+            .flat_map(|(_, h)| [Some(h.work_item_id.as_str()), h.coordination_id.as_deref()])
             .flatten()
             .collect()
     }
@@ -175,7 +204,7 @@ impl Draft<'_> {
         };
         let (before, after) = (as_map(old), as_map(new));
         let mut fields: Map<String, Value> =
-            serde_json::from_str(self.record(pos).raw.get()).expect("parsed as an object before");
+            serde_json::from_str(self.record(pos).0).expect("parsed as an object before");
         for (key, value) in &after {
             if before.get(key) != Some(value) {
                 fields.insert(key.clone(), value.clone());
@@ -207,7 +236,7 @@ impl Draft<'_> {
     /// Drops the record at `pos`, returning it as one line of JSON (the
     /// object as it stood, whitespace removed).
     pub(crate) fn remove(&mut self, pos: usize) -> String {
-        let raw = self.record(pos).raw.get();
+        let raw = self.record(pos).0;
         let line = if raw.contains('\n') {
             let value: Value = serde_json::from_str(raw).expect("parsed before");
             serde_json::to_string(&value).expect("a JSON value always serialises")
@@ -220,13 +249,13 @@ impl Draft<'_> {
 
     /// The file's bytes: `[`, one record per line, `]`.
     pub(crate) fn render(&self) -> Vec<u8> {
-        let records: Vec<&RawValue> = self.heads().map(|(p, _)| &*self.record(p).raw).collect();
-        let size: usize = records.iter().map(|r| r.get().len() + 4).sum::<usize>() + 4;
+        let records: Vec<&str> = self.heads().map(|(p, _)| self.record(p).0).collect();
+        let size: usize = records.iter().map(|r| r.len() + 4).sum::<usize>() + 4;
         let mut out = Vec::with_capacity(size);
         out.push(b'[');
         for (n, raw) in records.iter().enumerate() {
             out.extend_from_slice(if n == 0 { b"\n  " } else { b",\n  " });
-            out.extend_from_slice(raw.get().as_bytes());
+            out.extend_from_slice(raw.as_bytes());
         }
         out.extend_from_slice(if records.is_empty() { b"]\n" } else { b"\n]\n" });
         out
