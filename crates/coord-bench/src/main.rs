@@ -164,10 +164,16 @@ fn dir_in(base: &Path) -> tempfile::TempDir {
 
 /// A store as the CLI makes one for an agent that gives its id.
 fn store(dir: &Path) -> FileStore {
+    store_with(dir, true)
+}
+
+/// The same, with or without the shell tools' lock file protocol.
+fn store_with(dir: &Path, shell_lock: bool) -> FileStore {
     FileStore::with_options(
         dir,
         FileStoreOptions {
             lock_timeout: Duration::from_secs(300),
+            shell_lock,
             on_warning: std::sync::Arc::new(|_| {}),
             ..FileStoreOptions::default()
         },
@@ -199,7 +205,16 @@ const SMALL_FILE: &[u8] = br#"[
 /// Scenario 1: durable single-claimer throughput vs the bare loop.
 fn durable(base: &Path, quick: bool) -> Value {
     let n = if quick { 60 } else { 300 };
-    let (mut bare_rates, mut coord_rates) = (Vec::new(), Vec::new());
+    let (mut bare_rates, mut coord_rates, mut lean_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let coord_rate = |shell_lock: bool| {
+        let dir = dir_in(base);
+        let store = store_with(dir.path(), shell_lock);
+        let t = Instant::now();
+        for _ in 0..n / 2 {
+            claim_and_complete(&store, "bench").expect("a claim");
+        }
+        (n / 2 * 2) as f64 / t.elapsed().as_secs_f64()
+    };
     for _ in 0..3 {
         let dir = dir_in(base);
         let lock = bare::lock_file(dir.path()).expect("a lock file");
@@ -208,16 +223,10 @@ fn durable(base: &Path, quick: bool) -> Value {
             bare::durable_update(dir.path(), &lock, SMALL_FILE).expect("a bare update");
         }
         bare_rates.push(n as f64 / t.elapsed().as_secs_f64());
-
-        let dir = dir_in(base);
-        let store = store(dir.path());
-        let t = Instant::now();
-        for _ in 0..n / 2 {
-            claim_and_complete(&store, "bench").expect("a claim");
-        }
-        coord_rates.push((n / 2 * 2) as f64 / t.elapsed().as_secs_f64());
+        coord_rates.push(coord_rate(true));
+        lean_rates.push(coord_rate(false));
     }
-    let (bare, coord) = (median(bare_rates), median(coord_rates));
+    let (bare, coord, lean) = (median(bare_rates), median(coord_rates), median(lean_rates));
     let ratio = coord / bare;
     println!("\n## durable: one claimer, {n} transitions per round, median of 3 rounds");
     println!("{:<44} {:>12}", "", "per second");
@@ -230,10 +239,20 @@ fn durable(base: &Path, quick: bool) -> Value {
         "coord transitions (claim, complete)", coord
     );
     println!(
+        "{:<44} {:>12.0}",
+        "coord without the shell-tool lock file", lean
+    );
+    println!(
         "{:<44} {:>12.2}   (target >= 0.80)",
         "ratio coord / bare", ratio
     );
-    json!({"transitions_per_round": n, "bare_updates_per_s": bare, "coord_transitions_per_s": coord, "ratio": ratio, "target": 0.8})
+    println!(
+        "{:<44} {:>12.2}",
+        "ratio coord without shell lock / bare",
+        lean / bare
+    );
+    json!({"transitions_per_round": n, "bare_updates_per_s": bare, "coord_transitions_per_s": coord, "ratio": ratio,
+        "coord_without_shell_lock_per_s": lean, "ratio_without_shell_lock": lean / bare, "target": 0.8})
 }
 
 /// Scenario 2: P processes each claiming and completing on one directory.

@@ -78,10 +78,24 @@ fn repair_tail(path: &Path, file: &mut File) -> Result<u64, CoordError> {
     }
 }
 
+/// How the log is written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogOptions {
+    /// Rotate the log once it has grown past this many bytes.
+    pub rotate_at: u64,
+    /// fdatasync every append (else the page cache holds it, which survives
+    /// any process crash but not an OS crash or power loss).
+    pub sync: bool,
+}
+
 /// Appends `events` to the log at `path`, rotating it first when it has
-/// grown past `rotate_at` bytes. Returns the length before the append (for
-/// undo). Durable when it returns.
-pub(crate) fn append(path: &Path, events: &[Event], rotate_at: u64) -> Result<u64, CoordError> {
+/// grown too big. Returns the length before the append (for undo).
+pub(crate) fn append(
+    path: &Path,
+    events: &[Event],
+    options: LogOptions,
+) -> Result<u64, CoordError> {
+    let rotate_at = options.rotate_at;
     if fs::metadata(path).is_ok_and(|m| m.len() >= rotate_at) {
         reactor_file::rotate(path, "jsonl").map_err(|e| io_error(path, e))?;
     }
@@ -97,7 +111,14 @@ pub(crate) fn append(path: &Path, events: &[Event], rotate_at: u64) -> Result<u6
         serde_json::to_writer(&mut lines, event).expect("an event always serialises");
         lines.push(b'\n');
     }
-    if let Err(e) = file.write_all(&lines).and_then(|()| file.sync_data()) {
+    let written = file.write_all(&lines).and_then(|()| {
+        if options.sync {
+            file.sync_data()
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = written {
         // Leave no partial line behind a failed append.
         let _ = file.set_len(len);
         return Err(io_error(path, e));
@@ -110,16 +131,16 @@ pub(crate) fn append(path: &Path, events: &[Event], rotate_at: u64) -> Result<u6
 pub(crate) struct AppendEvents<P> {
     path: PathBuf,
     plan_from: &'static str,
-    rotate_at: u64,
+    options: LogOptions,
     _plan: std::marker::PhantomData<fn() -> P>,
 }
 
 impl<P> AppendEvents<P> {
-    pub(crate) fn new(path: PathBuf, plan_from: &'static str, rotate_at: u64) -> Self {
+    pub(crate) fn new(path: PathBuf, plan_from: &'static str, options: LogOptions) -> Self {
         AppendEvents {
             path,
             plan_from,
-            rotate_at,
+            options,
             _plan: std::marker::PhantomData,
         }
     }
@@ -138,7 +159,7 @@ impl<P: Planned> Step<FlowError> for AppendEvents<P> {
         if plan.events.is_empty() {
             return Ok(Appended { len_before: None });
         }
-        let len_before = append(&self.path, &plan.events, self.rotate_at)?;
+        let len_before = append(&self.path, &plan.events, self.options)?;
         crate::crash::point("commit:events-written");
         Ok(Appended {
             len_before: Some(len_before),
@@ -288,6 +309,11 @@ mod tests {
     use super::*;
     use coord_core::{EventKind, Timestamp};
 
+    const NO_ROTATION: LogOptions = LogOptions {
+        rotate_at: u64::MAX,
+        sync: false,
+    };
+
     fn event(n: u64) -> Event {
         Event {
             time: Timestamp::now(),
@@ -310,7 +336,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(EVENT_LOG);
         assert_eq!(read(&path, 0, u64::MAX).unwrap().events, vec![]);
-        append(&path, &[event(1), event(2)], u64::MAX).unwrap();
+        append(&path, &[event(1), event(2)], NO_ROTATION).unwrap();
         let page = read(&path, 0, u64::MAX).unwrap();
         assert_eq!(
             page.events,
@@ -319,7 +345,7 @@ mod tests {
                 event_like(&page.events[1], 2)
             ]
         );
-        append(&path, &[event(3)], u64::MAX).unwrap();
+        append(&path, &[event(3)], NO_ROTATION).unwrap();
         let newer = read(&path, page.cursor, u64::MAX).unwrap();
         assert_eq!(newer.events.len(), 1);
         assert_eq!(newer.events[0].fence, Some(3));
@@ -336,7 +362,7 @@ mod tests {
     fn a_torn_last_line_is_cut_before_the_next_append_and_skipped_by_readers() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(EVENT_LOG);
-        append(&path, &[event(1)], u64::MAX).unwrap();
+        append(&path, &[event(1)], NO_ROTATION).unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"time\":\"2025-").unwrap();
         assert_eq!(
@@ -344,7 +370,7 @@ mod tests {
             1,
             "the torn line is not read"
         );
-        append(&path, &[event(2)], u64::MAX).unwrap();
+        append(&path, &[event(2)], NO_ROTATION).unwrap();
         let all = read(&path, 0, u64::MAX).unwrap().events;
         assert_eq!(
             all.iter().map(|e| e.fence).collect::<Vec<_>>(),
@@ -356,9 +382,25 @@ mod tests {
     fn the_log_rotates_by_size_and_readers_follow() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(EVENT_LOG);
-        append(&path, &[event(1), event(2)], 1).unwrap();
+        append(
+            &path,
+            &[event(1), event(2)],
+            LogOptions {
+                rotate_at: 1,
+                sync: true,
+            },
+        )
+        .unwrap();
         let cursor = read(&path, 0, u64::MAX).unwrap().cursor;
-        append(&path, &[event(3)], 1).unwrap();
+        append(
+            &path,
+            &[event(3)],
+            LogOptions {
+                rotate_at: 1,
+                sync: true,
+            },
+        )
+        .unwrap();
         let rotated: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -390,7 +432,7 @@ mod tests {
             at(4, Some(3)),
             at(5, Some(3)),
         ];
-        append(&path, &events, u64::MAX).unwrap();
+        append(&path, &events, NO_ROTATION).unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"time\":\"2026-01-01T00:").unwrap();
         assert_eq!(
@@ -421,8 +463,8 @@ mod tests {
         let path = dir.path().join(EVENT_LOG);
         let committed: Vec<Event> = (0..10).map(|n| at(n, Some(1))).collect();
         let uncommitted: Vec<Event> = (10..200).map(|n| at(n, Some(2))).collect();
-        append(&path, &committed, u64::MAX).unwrap();
-        append(&path, &uncommitted, u64::MAX).unwrap();
+        append(&path, &committed, NO_ROTATION).unwrap();
+        append(&path, &uncommitted, NO_ROTATION).unwrap();
         assert_eq!(settle(&path, 1).unwrap(), 190);
         assert_eq!(read(&path, 0, u64::MAX).unwrap().events.len(), 10);
     }
@@ -443,7 +485,7 @@ mod tests {
             assert!(err.to_string().contains("will not write"), "{err}");
             assert_eq!(fs::read(&path).unwrap(), garbage);
             if !garbage.ends_with(b"\n") {
-                append(&path, &[event(1)], u64::MAX).unwrap_err();
+                append(&path, &[event(1)], NO_ROTATION).unwrap_err();
                 assert_eq!(fs::read(&path).unwrap(), garbage);
             }
         }

@@ -289,7 +289,7 @@ fn finish<'a, P: Planned>(
         .step(
             "append_event_log",
             &log_deps,
-            AppendEvents::<P>::new(ctx.dir.join(EVENT_LOG), plan_step, ctx.options.rotate_at),
+            AppendEvents::<P>::new(ctx.dir.join(EVENT_LOG), plan_step, ctx.options.log()),
         )
         .step(
             "write_claims_atomically",

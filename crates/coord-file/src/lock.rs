@@ -51,7 +51,7 @@ const UNREADABLE_LEGACY_LOCK_AGE: Duration = Duration::from_secs(60);
 pub struct DirLock {
     _file: File,
     path: PathBuf,
-    legacy: LegacyLock,
+    legacy: Option<LegacyLock>,
 }
 
 /// A shell tool's lock file that was removed because its owner was dead.
@@ -64,11 +64,15 @@ pub struct BrokenLock {
 
 impl DirLock {
     /// Takes the lock of `dir` (which must exist), waiting up to `timeout`
-    /// for both the flock and the shell tools' lock file.
-    pub fn acquire(dir: &Path, timeout: Duration) -> Result<DirLock, CoordError> {
+    /// for the flock and, with `shell_lock`, the shell tools' lock file.
+    pub fn acquire(dir: &Path, timeout: Duration, shell_lock: bool) -> Result<DirLock, CoordError> {
         let deadline = Instant::now() + timeout;
         let (file, path) = Self::flock(dir, timeout)?;
-        let legacy = LegacyLock::acquire(dir, deadline, timeout)?;
+        let legacy = if shell_lock {
+            Some(LegacyLock::acquire(dir, deadline, timeout)?)
+        } else {
+            None
+        };
         Ok(DirLock {
             _file: file,
             path,
@@ -78,7 +82,7 @@ impl DirLock {
 
     /// The shell tools' lock files this acquisition broke.
     pub fn broken(&self) -> &[BrokenLock] {
-        &self.legacy.broken
+        self.legacy.as_ref().map_or(&[], |l| &l.broken)
     }
 
     #[allow(clippy::disallowed_methods)] // this is the lock module
@@ -257,22 +261,22 @@ mod tests {
     #[test]
     fn a_second_holder_waits_and_then_times_out() {
         let dir = tempfile::tempdir().unwrap();
-        let held = DirLock::acquire(dir.path(), Duration::ZERO).unwrap();
+        let held = DirLock::acquire(dir.path(), Duration::ZERO, true).unwrap();
         let started = Instant::now();
-        let err = DirLock::acquire(dir.path(), Duration::from_millis(150)).unwrap_err();
+        let err = DirLock::acquire(dir.path(), Duration::from_millis(150), true).unwrap_err();
         assert!(matches!(err, CoordError::LockTimeout { .. }), "{err:?}");
         assert!(started.elapsed() >= Duration::from_millis(150));
         drop(held);
-        DirLock::acquire(dir.path(), Duration::ZERO).expect("free again after drop");
+        DirLock::acquire(dir.path(), Duration::ZERO, true).expect("free again after drop");
     }
 
     #[test]
     fn a_waiter_gets_the_lock_when_it_is_released() {
         let dir = tempfile::tempdir().unwrap();
-        let held = DirLock::acquire(dir.path(), Duration::ZERO).unwrap();
+        let held = DirLock::acquire(dir.path(), Duration::ZERO, true).unwrap();
         let d = dir.path().to_owned();
         let waiter =
-            thread::spawn(move || DirLock::acquire(&d, Duration::from_secs(10)).map(|_| ()));
+            thread::spawn(move || DirLock::acquire(&d, Duration::from_secs(10), true).map(|_| ()));
         thread::sleep(Duration::from_millis(50));
         drop(held);
         waiter.join().unwrap().expect("acquired after release");
@@ -282,7 +286,7 @@ mod tests {
     fn the_shell_tools_lock_file_is_held_with_our_pid_and_removed() {
         let dir = tempfile::tempdir().unwrap();
         let legacy = dir.path().join(LEGACY_LOCK_FILE);
-        let held = DirLock::acquire(dir.path(), Duration::ZERO).unwrap();
+        let held = DirLock::acquire(dir.path(), Duration::ZERO, true).unwrap();
         assert_eq!(
             fs::read_to_string(&legacy).unwrap().trim(),
             std::process::id().to_string()
@@ -301,7 +305,7 @@ mod tests {
         let legacy = dir.path().join(LEGACY_LOCK_FILE);
         // Our own pid is certainly alive.
         fs::write(&legacy, format!("{}\n", std::process::id())).unwrap();
-        let err = DirLock::acquire(dir.path(), Duration::from_millis(100)).unwrap_err();
+        let err = DirLock::acquire(dir.path(), Duration::from_millis(100), true).unwrap_err();
         assert!(
             matches!(err, CoordError::LockTimeout { ref path, .. } if path == &legacy),
             "{err:?}"
@@ -314,7 +318,7 @@ mod tests {
                 fs::remove_file(legacy).unwrap();
             })
         };
-        let held = DirLock::acquire(dir.path(), Duration::from_secs(5)).unwrap();
+        let held = DirLock::acquire(dir.path(), Duration::from_secs(5), true).unwrap();
         assert!(held.broken().is_empty());
         remover.join().unwrap();
     }
@@ -328,7 +332,7 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         fs::write(&legacy, format!("{pid}\n")).unwrap();
-        let held = DirLock::acquire(dir.path(), Duration::from_secs(1)).unwrap();
+        let held = DirLock::acquire(dir.path(), Duration::from_secs(1), true).unwrap();
         assert_eq!(held.broken().len(), 1);
         assert!(held.broken()[0].holder.contains(&pid.to_string()));
     }
@@ -336,11 +340,11 @@ mod tests {
     #[test]
     fn a_waiter_that_gave_up_does_not_keep_the_lock() {
         let dir = tempfile::tempdir().unwrap();
-        let held = DirLock::acquire(dir.path(), Duration::ZERO).unwrap();
-        DirLock::acquire(dir.path(), Duration::from_millis(20)).unwrap_err();
+        let held = DirLock::acquire(dir.path(), Duration::ZERO, true).unwrap();
+        DirLock::acquire(dir.path(), Duration::from_millis(20), true).unwrap_err();
         drop(held);
         // The abandoned helper thread may grab the lock for an instant;
         // it must let go straight away.
-        DirLock::acquire(dir.path(), Duration::from_secs(5)).expect("released by the helper");
+        DirLock::acquire(dir.path(), Duration::from_secs(5), true).expect("released by the helper");
     }
 }

@@ -52,10 +52,19 @@ pub struct FileStoreOptions {
     pub compact_keep: usize,
     /// The event log and the archive are rotated past this size (64 MiB).
     pub rotate_at: u64,
+    /// fdatasync the event log before each change commits (default off).
+    /// Off, the log survives any process crash and never shows a change that
+    /// did not commit, but an OS crash or power loss can lose its last
+    /// lines (never the changes). On, it costs a third sync per change.
+    pub sync_events: bool,
     /// Run on a network file system anyway (unsafe across machines).
     pub allow_unsafe_filesystem: bool,
     /// Record acting agents in `agent_status.json` (default on).
     pub track_agents: bool,
+    /// Also hold the older shell tools' `work_claims.json.lock` while
+    /// writing (default on). Off saves a file creation and deletion per
+    /// change, for directories no shell tool uses.
+    pub shell_lock: bool,
     pub on_warning: WarningSink,
 }
 
@@ -69,9 +78,20 @@ impl Default for FileStoreOptions {
             compact_at: 256,
             compact_keep: 64,
             rotate_at: 64 * 1024 * 1024,
+            sync_events: false,
             allow_unsafe_filesystem: false,
             track_agents: true,
+            shell_lock: true,
             on_warning: Arc::new(|w: &Warning| tracing::warn!(kind = w.kind, "{}", w.message)),
+        }
+    }
+}
+
+impl FileStoreOptions {
+    pub(crate) fn log(&self) -> crate::events::LogOptions {
+        crate::events::LogOptions {
+            rotate_at: self.rotate_at,
+            sync: self.sync_events,
         }
     }
 }
@@ -85,8 +105,10 @@ impl fmt::Debug for FileStoreOptions {
             .field("compact_at", &self.compact_at)
             .field("compact_keep", &self.compact_keep)
             .field("rotate_at", &self.rotate_at)
+            .field("sync_events", &self.sync_events)
             .field("allow_unsafe_filesystem", &self.allow_unsafe_filesystem)
             .field("track_agents", &self.track_agents)
+            .field("shell_lock", &self.shell_lock)
             .finish_non_exhaustive()
     }
 }
@@ -137,7 +159,11 @@ impl FileStore {
         if !self.options.allow_unsafe_filesystem {
             fs_check::check(&self.dir)?;
         }
-        let lock = DirLock::acquire(&self.dir, self.options.lock_timeout)?;
+        let lock = DirLock::acquire(
+            &self.dir,
+            self.options.lock_timeout,
+            self.options.shell_lock,
+        )?;
         let now = (self.options.clock)();
         for broken in lock.broken() {
             let message = format!(
@@ -162,7 +188,7 @@ impl FileStore {
             events::append(
                 &self.dir.join(events::EVENT_LOG),
                 &[event],
-                self.options.rotate_at,
+                self.options.log(),
             )?;
             self.warn("lock_broken", message);
         }
@@ -306,7 +332,11 @@ impl Store for FileStore {
         if !self.options.allow_unsafe_filesystem {
             fs_check::check(&self.dir)?;
         }
-        let _lock = DirLock::acquire(&self.dir, self.options.lock_timeout)?;
+        let _lock = DirLock::acquire(
+            &self.dir,
+            self.options.lock_timeout,
+            self.options.shell_lock,
+        )?;
         agents::touch(&self.dir, registration, (self.options.clock)())
     }
 

@@ -37,6 +37,17 @@ pub struct Cli {
     #[arg(long, global = true, env = "COORD_ALLOW_UNSAFE_FILESYSTEM")]
     pub allow_unsafe_filesystem: bool,
 
+    /// Do not hold the older shell tools' work_claims.json.lock while
+    /// writing: faster, for directories no shell tool uses
+    #[arg(long, global = true, env = "COORD_NO_SHELL_LOCK")]
+    pub no_shell_lock: bool,
+
+    /// fdatasync the event log before each change commits: its last lines
+    /// then survive an OS crash or power loss too (the changes always do),
+    /// at the cost of a third sync per change
+    #[arg(long, global = true, env = "COORD_SYNC_EVENTS")]
+    pub sync_events: bool,
+
     /// Automatic compaction: when more finished items than this are in the
     /// claims file, all but the newest --compact-keep move to the archive
     #[arg(

@@ -32,6 +32,8 @@ fn main() -> ExitCode {
             lock_timeout: cli.lock_timeout,
             allow_unsafe_filesystem: cli.allow_unsafe_filesystem,
             compact_at: cli.compact_at,
+            sync_events: cli.sync_events,
+            shell_lock: !cli.no_shell_lock,
             compact_keep: cli.compact_keep,
             // A generated id names this one call, not an agent worth listing.
             track_agents: agent_given,
