@@ -61,6 +61,12 @@ impl ClaimsDoc {
                 )
             })?
             .to_owned();
+        if let Some(records) = Self::parse_own_layout(path, &text)? {
+            return Ok(ClaimsDoc {
+                bytes: text,
+                records,
+            });
+        }
         // Borrowed raw values point into `text`: their spans are where the
         // records are, so nothing is copied per record.
         let raws: Vec<&RawValue> = serde_json::from_str(&text).map_err(|e| {
@@ -92,6 +98,40 @@ impl ClaimsDoc {
             bytes: text,
             records,
         })
+    }
+
+    /// The layout coord writes, `[`, then one `  {record}` per line with a
+    /// comma after all but the last, then `]`, read in one pass: each line is
+    /// decoded once, as the record it must be. `None` for any other layout
+    /// (another tool's formatting), which the general parser reads.
+    #[allow(clippy::type_complexity)]
+    fn parse_own_layout(
+        path: &Path,
+        text: &str,
+    ) -> Result<Option<Vec<(Range<usize>, ClaimHead)>>, CoordError> {
+        let Some(body) = text
+            .strip_prefix("[\n")
+            .and_then(|b| b.strip_suffix("\n]\n"))
+        else {
+            return Ok(None);
+        };
+        let mut records = Vec::with_capacity(body.len() / 300 + 1);
+        let mut offset = 2;
+        let mut lines = body.split('\n').peekable();
+        while let Some(line) = lines.next() {
+            let last = lines.peek().is_none();
+            let record = match (line.strip_prefix("  "), last) {
+                (Some(r), true) if r.starts_with('{') && r.ends_with('}') => r,
+                (Some(r), false) if r.starts_with('{') && r.ends_with("},") => &r[..r.len() - 1],
+                _ => return Ok(None),
+            };
+            let head: ClaimHead = serde_json::from_str(record)
+                .map_err(|e| invalid(path, format_args!("record {}: {e}", records.len())))?;
+            let start = offset + 2;
+            records.push((start..start + record.len(), head));
+            offset += line.len() + 1;
+        }
+        Ok(Some(records))
     }
 
     fn raw(&self, index: usize) -> &str {
@@ -395,6 +435,53 @@ mod tests {
         draft.replace(0, &new, &done);
         assert_eq!(draft.claim(0).unwrap().status, Status::Completed);
         assert_eq!(draft.claim(0).unwrap().extra["team"], "blue");
+    }
+
+    #[test]
+    fn coords_own_layout_reads_the_same_as_any_other() {
+        // Another tool's pretty-printed record is not coord's layout...
+        assert!(
+            ClaimsDoc::parse_own_layout(path(), LEGACY)
+                .unwrap()
+                .is_none()
+        );
+        // ...but the same record compacted, beside one coord wrote, is.
+        let legacy: Value = serde_json::from_str(LEGACY).unwrap();
+        let compact = format!(
+            "[\n  {},\n  {}\n]\n",
+            legacy[0],
+            serde_json::to_string(&sample()).unwrap()
+        );
+        let own = compact.into_bytes();
+        let fast = ClaimsDoc::parse(path(), Some(&own)).unwrap();
+        assert!(
+            ClaimsDoc::parse_own_layout(path(), std::str::from_utf8(&own).unwrap())
+                .unwrap()
+                .is_some()
+        );
+        // The same records, reformatted, take the general path.
+        let value: Value = serde_json::from_slice(&own).unwrap();
+        let pretty = serde_json::to_vec_pretty(&value).unwrap();
+        assert!(
+            ClaimsDoc::parse_own_layout(path(), std::str::from_utf8(&pretty).unwrap())
+                .unwrap()
+                .is_none()
+        );
+        let general = ClaimsDoc::parse(path(), Some(&pretty)).unwrap();
+        let heads = |d: &ClaimsDoc| d.heads().cloned().collect::<Vec<_>>();
+        assert_eq!(heads(&fast), heads(&general));
+        for i in 0..2 {
+            assert_eq!(
+                fast.claim(path(), i).unwrap(),
+                general.claim(path(), i).unwrap()
+            );
+        }
+        // A damaged record in coord's layout is still an error, not a fallback.
+        let damaged =
+            String::from_utf8(own)
+                .unwrap()
+                .replacen("\"work_type\"", "\"work_type\":1,\"x\"", 1);
+        assert!(ClaimsDoc::parse(path(), Some(damaged.as_bytes())).is_err());
     }
 
     #[test]
