@@ -110,7 +110,9 @@ fn parse_own_form(s: &str) -> Option<Timestamp> {
         return None;
     }
     let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
-    Timestamp::from_unix_nanos(i128::from(seconds) * 1_000_000_000 + i128::from(micros) * 1000)
+    // Already whole microseconds: no truncation, no 128-bit arithmetic.
+    let nanos = i32::try_from(micros * 1000).ok()?;
+    jiff::Timestamp::new(seconds, nanos).ok().map(Timestamp)
 }
 
 impl FromStr for Timestamp {

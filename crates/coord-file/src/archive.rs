@@ -93,7 +93,10 @@ pub(crate) fn recover(dir: &Path) -> Result<Option<Recovery>, CoordError> {
     })?;
     let claims_path = dir.join(CLAIMS_FILE);
     let claims_bytes = read_optional(&claims_path).map_err(file_error)?;
-    let claims = ClaimsDoc::parse(&claims_path, claims_bytes.as_deref())?;
+    let claims = ClaimsDoc::parse(
+        &claims_path,
+        claims_bytes.map(reactor_file::Contents::new).as_ref(),
+    )?;
     let still_there = intent
         .work_item_ids
         .iter()

@@ -6,11 +6,12 @@
 //! them) keep every byte, and a claim costs little more than the I/O even in
 //! a large file.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
 
 use coord_core::{Claim, ClaimHead, CoordError};
+use reactor_file::Contents;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -23,7 +24,7 @@ struct Record {
 /// The parsed claims file, as read: the bytes once, and for each record its
 /// span in them and its decoded head.
 pub(crate) struct ClaimsDoc {
-    bytes: String,
+    bytes: Contents,
     records: Vec<(Range<usize>, ClaimHead)>,
 }
 
@@ -34,8 +35,8 @@ fn invalid(path: &Path, what: impl std::fmt::Display) -> CoordError {
     ))
 }
 
-fn decode(path: &Path, index: usize, raw: &str) -> Result<Claim, CoordError> {
-    serde_json::from_str(raw).map_err(|e| invalid(path, format_args!("record {index}: {e}")))
+fn decode(path: &Path, index: usize, raw: &[u8]) -> Result<Claim, CoordError> {
+    serde_json::from_slice(raw).map_err(|e| invalid(path, format_args!("record {index}: {e}")))
 }
 
 fn encode(value: &impl serde::Serialize) -> Box<RawValue> {
@@ -45,31 +46,29 @@ fn encode(value: &impl serde::Serialize) -> Box<RawValue> {
 
 impl ClaimsDoc {
     /// Parses the file's bytes; a missing or blank file is an empty store.
-    pub(crate) fn parse(path: &Path, bytes: Option<&[u8]>) -> Result<ClaimsDoc, CoordError> {
-        let bytes = bytes.unwrap_or_default();
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+    /// The document keeps the shared bytes and points into them.
+    pub(crate) fn parse(path: &Path, bytes: Option<&Contents>) -> Result<ClaimsDoc, CoordError> {
+        let Some(bytes) = bytes.filter(|b| !b.iter().all(u8::is_ascii_whitespace)) else {
             return Ok(ClaimsDoc {
-                bytes: String::new(),
+                bytes: Contents::default(),
                 records: Vec::new(),
             });
-        }
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| {
-                invalid(
-                    path,
-                    format_args!("expected a JSON array of claim objects (not UTF-8: {e})"),
-                )
-            })?
-            .to_owned();
-        if let Some(records) = Self::parse_own_layout(path, &text)? {
+        };
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            invalid(
+                path,
+                format_args!("expected a JSON array of claim objects (not UTF-8: {e})"),
+            )
+        })?;
+        if let Some(records) = Self::parse_own_layout(path, text)? {
             return Ok(ClaimsDoc {
-                bytes: text,
+                bytes: bytes.clone(),
                 records,
             });
         }
-        // Borrowed raw values point into `text`: their spans are where the
+        // Borrowed raw values point into the bytes: their spans are where the
         // records are, so nothing is copied per record.
-        let raws: Vec<&RawValue> = serde_json::from_str(&text).map_err(|e| {
+        let raws: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
             invalid(
                 path,
                 format_args!("expected a JSON array of claim objects ({e})"),
@@ -93,9 +92,8 @@ impl ClaimsDoc {
                 Ok((start..start + raw.len(), head))
             })
             .collect::<Result<_, _>>()?;
-        drop(raws);
         Ok(ClaimsDoc {
-            bytes: text,
+            bytes: bytes.clone(),
             records,
         })
     }
@@ -134,7 +132,7 @@ impl ClaimsDoc {
         Ok(Some(records))
     }
 
-    fn raw(&self, index: usize) -> &str {
+    fn raw(&self, index: usize) -> &[u8] {
         &self.bytes[self.records[index].0.clone()]
     }
 
@@ -189,15 +187,17 @@ impl Draft<'_> {
         self.revision
     }
 
-    fn record(&self, pos: usize) -> (&str, &ClaimHead) {
+    fn record(&self, pos: usize) -> (&[u8], &ClaimHead) {
         let old = self.doc.records.len();
         let record = if pos >= old {
             Some(&self.added[pos - old])
+        } else if self.changed.is_empty() {
+            None
         } else {
             self.changed.get(&pos)
         };
         match record {
-            Some(r) => (r.raw.get(), &r.head),
+            Some(r) => (r.raw.get().as_bytes(), &r.head),
             None => (self.doc.raw(pos), &self.doc.records[pos].1),
         }
     }
@@ -206,7 +206,7 @@ impl Draft<'_> {
     pub(crate) fn heads(&self) -> impl Iterator<Item = (usize, &ClaimHead)> {
         let old = self.doc.records.len();
         (0..old + self.added.len())
-            .filter(|p| !self.removed.contains(p))
+            .filter(|p| self.removed.is_empty() || !self.removed.contains(p))
             .map(|p| (p, self.record(p).1))
     }
 
@@ -220,12 +220,12 @@ impl Draft<'_> {
         decode(self.path, pos, self.record(pos).0)
     }
 
-    /// Ids and coordination ids in use, for minting new ones.
-    pub(crate) fn ids(&self) -> HashSet<&str> {
+    /// Whether a work item id or coordination id is in use. A scan, not a
+    /// set: minting an id asks once or twice, so hashing every id would cost
+    /// more than it saves.
+    pub(crate) fn id_in_use(&self, id: &str) -> bool {
         self.heads()
-            .flat_map(|(_, h)| [Some(h.work_item_id.as_str()), h.coordination_id.as_deref()])
-            .flatten()
-            .collect()
+            .any(|(_, h)| h.work_item_id == id || h.coordination_id.as_deref() == Some(id))
     }
 
     /// The largest fence any record carries.
@@ -244,7 +244,7 @@ impl Draft<'_> {
         };
         let (before, after) = (as_map(old), as_map(new));
         let mut fields: Map<String, Value> =
-            serde_json::from_str(self.record(pos).0).expect("parsed as an object before");
+            serde_json::from_slice(self.record(pos).0).expect("parsed as an object before");
         for (key, value) in &after {
             if before.get(key) != Some(value) {
                 fields.insert(key.clone(), value.clone());
@@ -277,11 +277,11 @@ impl Draft<'_> {
     /// object as it stood, whitespace removed).
     pub(crate) fn remove(&mut self, pos: usize) -> String {
         let raw = self.record(pos).0;
-        let line = if raw.contains('\n') {
-            let value: Value = serde_json::from_str(raw).expect("parsed before");
+        let line = if raw.contains(&b'\n') {
+            let value: Value = serde_json::from_slice(raw).expect("parsed before");
             serde_json::to_string(&value).expect("a JSON value always serialises")
         } else {
-            raw.to_owned()
+            String::from_utf8(raw.to_vec()).expect("validated as UTF-8 when parsed")
         };
         self.removed.insert(pos);
         line
@@ -289,13 +289,13 @@ impl Draft<'_> {
 
     /// The file's bytes: `[`, one record per line, `]`.
     pub(crate) fn render(&self) -> Vec<u8> {
-        let records: Vec<&str> = self.heads().map(|(p, _)| self.record(p).0).collect();
+        let records: Vec<&[u8]> = self.heads().map(|(p, _)| self.record(p).0).collect();
         let size: usize = records.iter().map(|r| r.len() + 4).sum::<usize>() + 4;
         let mut out = Vec::with_capacity(size);
         out.push(b'[');
         for (n, raw) in records.iter().enumerate() {
             out.extend_from_slice(if n == 0 { b"\n  " } else { b",\n  " });
-            out.extend_from_slice(raw.as_bytes());
+            out.extend_from_slice(raw);
         }
         out.extend_from_slice(if records.is_empty() { b"]\n" } else { b"\n]\n" });
         out
@@ -328,6 +328,10 @@ mod tests {
         Path::new("work_claims.json")
     }
 
+    fn contents(bytes: impl AsRef<[u8]>) -> Contents {
+        Contents::new(bytes.as_ref().to_vec())
+    }
+
     fn sample() -> Claim {
         let ids = NewIds {
             work_item_id: "work_2".into(),
@@ -345,7 +349,7 @@ mod tests {
     #[test]
     fn missing_blank_and_empty_files_are_empty_stores() {
         for bytes in [None, Some(&b""[..]), Some(&b" \n"[..]), Some(&b"[]"[..])] {
-            let doc = ClaimsDoc::parse(path(), bytes).unwrap();
+            let doc = ClaimsDoc::parse(path(), bytes.map(contents).as_ref()).unwrap();
             assert_eq!(doc.heads().count(), 0);
             assert_eq!(doc.draft(path(), 1).render(), b"[]\n");
             let mut draft = doc.draft(path(), 1);
@@ -367,7 +371,7 @@ mod tests {
             ),
         ];
         for (bytes, expected) in cases {
-            let err = ClaimsDoc::parse(path(), Some(bytes.as_bytes()))
+            let err = ClaimsDoc::parse(path(), Some(&contents(bytes.as_bytes())))
                 .err()
                 .expect(bytes);
             assert_eq!(err.kind(), coord_core::ErrorKind::ValidationFailed);
@@ -377,7 +381,7 @@ mod tests {
 
     #[test]
     fn appending_keeps_every_byte_of_the_other_records() {
-        let doc = ClaimsDoc::parse(path(), Some(LEGACY.as_bytes())).unwrap();
+        let doc = ClaimsDoc::parse(path(), Some(&contents(LEGACY.as_bytes()))).unwrap();
         assert_eq!(doc.heads().next().unwrap().status, Status::InProgress);
         let mut draft = doc.draft(path(), 1);
         let pos = draft.append(&sample());
@@ -385,7 +389,7 @@ mod tests {
         let out = String::from_utf8(draft.render()).unwrap();
         let legacy_record = &LEGACY[LEGACY.find('{').unwrap()..=LEGACY.rfind('}').unwrap()];
         assert!(out.contains(legacy_record), "{out}");
-        let reparsed = ClaimsDoc::parse(path(), Some(out.as_bytes())).unwrap();
+        let reparsed = ClaimsDoc::parse(path(), Some(&contents(out.as_bytes()))).unwrap();
         assert_eq!(reparsed.heads().count(), 2);
     }
 
@@ -398,7 +402,7 @@ mod tests {
 
     #[test]
     fn replacing_writes_only_what_changed() {
-        let doc = ClaimsDoc::parse(path(), Some(LEGACY.as_bytes())).unwrap();
+        let doc = ClaimsDoc::parse(path(), Some(&contents(LEGACY.as_bytes()))).unwrap();
         let mut draft = doc.draft(path(), 1);
         let old = draft.claim(0).unwrap();
         let now: Timestamp = "2024-12-15T15:20:00Z".parse().unwrap();
@@ -453,7 +457,7 @@ mod tests {
             serde_json::to_string(&sample()).unwrap()
         );
         let own = compact.into_bytes();
-        let fast = ClaimsDoc::parse(path(), Some(&own)).unwrap();
+        let fast = ClaimsDoc::parse(path(), Some(&contents(&own))).unwrap();
         assert!(
             ClaimsDoc::parse_own_layout(path(), std::str::from_utf8(&own).unwrap())
                 .unwrap()
@@ -467,7 +471,7 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        let general = ClaimsDoc::parse(path(), Some(&pretty)).unwrap();
+        let general = ClaimsDoc::parse(path(), Some(&contents(&pretty))).unwrap();
         let heads = |d: &ClaimsDoc| d.heads().cloned().collect::<Vec<_>>();
         assert_eq!(heads(&fast), heads(&general));
         for i in 0..2 {
@@ -481,12 +485,12 @@ mod tests {
             String::from_utf8(own)
                 .unwrap()
                 .replacen("\"work_type\"", "\"work_type\":1,\"x\"", 1);
-        assert!(ClaimsDoc::parse(path(), Some(damaged.as_bytes())).is_err());
+        assert!(ClaimsDoc::parse(path(), Some(&contents(damaged.as_bytes()))).is_err());
     }
 
     #[test]
     fn removed_records_leave_the_file_and_come_back_as_one_line() {
-        let doc = ClaimsDoc::parse(path(), Some(LEGACY.as_bytes())).unwrap();
+        let doc = ClaimsDoc::parse(path(), Some(&contents(LEGACY.as_bytes()))).unwrap();
         let mut draft = doc.draft(path(), 1);
         draft.append(&sample());
         let line = draft.remove(0);

@@ -208,14 +208,13 @@ fn next_fence(draft: &Draft<'_>, dir: &Path) -> Result<u64, CoordError> {
 
 /// Ids for a new item, unique in the file even within one nanosecond.
 fn new_ids(draft: &Draft<'_>) -> NewIds {
-    let taken = draft.ids();
     // Ids carry the clock's full nanoseconds; timestamps keep microseconds.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);
     NewIds {
-        work_item_id: unique_id("work", nanos, |id| taken.contains(id)),
-        coordination_id: unique_id("coord", nanos, |id| taken.contains(id)),
+        work_item_id: unique_id("work", nanos, |id| draft.id_in_use(id)),
+        coordination_id: unique_id("coord", nanos, |id| draft.id_in_use(id)),
     }
 }
 
@@ -235,9 +234,12 @@ fn begin<'a>(ctx: &Ctx<'_>) -> WorkflowBuilder<'a, FlowError> {
         .step(
             "read_existing_claims",
             &["ensure_coordination_directory"],
-            ReadFile::new(ctx.claims_path(), |path: &Path, bytes: Option<&[u8]>| {
-                ClaimsDoc::parse(path, bytes).map_err(FlowError::from)
-            }),
+            ReadFile::new(
+                ctx.claims_path(),
+                |path: &Path, bytes: Option<&reactor_file::Contents>| {
+                    ClaimsDoc::parse(path, bytes).map_err(FlowError::from)
+                },
+            ),
         )
         .step(
             "settle_event_log",

@@ -238,7 +238,7 @@ impl FileStore {
     fn snapshot(&self) -> Result<ClaimsDoc, CoordError> {
         let path = self.claims_path();
         let bytes = read_optional(&path).map_err(file_error)?;
-        ClaimsDoc::parse(&path, bytes.as_deref())
+        ClaimsDoc::parse(&path, bytes.map(reactor_file::Contents::new).as_ref())
     }
 
     /// Every archived item as it stood when it was archived (the current

@@ -22,7 +22,7 @@ pub use atomic::{
     temp_name_prefix,
 };
 pub use error::FileError;
-pub use steps::{AtomicWrite, DirStatus, EnsureDir, FileSnapshot, ReadFile, Written};
+pub use steps::{AtomicWrite, Contents, DirStatus, EnsureDir, FileSnapshot, ReadFile, Written};
 
 /// Reads `path`, treating a missing file as `None`.
 pub fn read_optional(path: &std::path::Path) -> Result<Option<Vec<u8>>, FileError> {

@@ -87,17 +87,22 @@ impl<E: From<FileError>> Step<E> for EnsureDir {
     }
 }
 
+/// A file's bytes, shared without copying between a snapshot and whatever
+/// the caller's parse keeps of them.
+pub type Contents = std::sync::Arc<Vec<u8>>;
+
 /// A file as it was read: its exact bytes (`None` when it did not exist)
 /// and the caller's parse of them.
 #[derive(Debug, Clone)]
 pub struct FileSnapshot<T> {
     pub path: PathBuf,
-    pub bytes: Option<Vec<u8>>,
+    pub bytes: Option<Contents>,
     pub value: T,
 }
 
 /// Reads a file and parses it with a caller's function, which also sees a
-/// missing file (as `None`) and decides what that means.
+/// missing file (as `None`) and decides what that means. The function gets
+/// the shared bytes, so what it builds can point into them without a copy.
 pub struct ReadFile<T, P> {
     path: PathBuf,
     parse: P,
@@ -126,13 +131,13 @@ impl<E, T, P> Step<E> for ReadFile<T, P>
 where
     E: From<FileError>,
     T: 'static,
-    P: FnMut(&Path, Option<&[u8]>) -> Result<T, E>,
+    P: FnMut(&Path, Option<&Contents>) -> Result<T, E>,
 {
     type Output = FileSnapshot<T>;
 
     fn run(&mut self, _inputs: &Inputs<'_>) -> Result<FileSnapshot<T>, E> {
-        let bytes = read_optional(&self.path)?;
-        let value = (self.parse)(&self.path, bytes.as_deref())?;
+        let bytes = read_optional(&self.path)?.map(Contents::new);
+        let value = (self.parse)(&self.path, bytes.as_ref())?;
         Ok(FileSnapshot {
             path: self.path.clone(),
             bytes,
@@ -206,7 +211,7 @@ impl<C, T> AtomicWrite<C, T> {
     {
         let previous = inputs.get::<FileSnapshot<T>>(&self.previous_from)?;
         self.writer
-            .restore(&self.path, previous.bytes.as_deref())
+            .restore(&self.path, previous.bytes.as_deref().map(Vec::as_slice))
             .map_err(|source| {
                 FileError::Restore {
                     path: self.path.clone(),

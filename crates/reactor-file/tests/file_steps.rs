@@ -59,8 +59,8 @@ fn write_workflow(path: &Path, writer: AtomicWriter, then_fail: bool) -> Workflo
         .step(
             "read",
             &[],
-            ReadFile::new(path, |_: &Path, b: Option<&[u8]>| {
-                Ok::<_, Error>(b.map(<[u8]>::len))
+            ReadFile::new(path, |_: &Path, b: Option<&reactor_file::Contents>| {
+                Ok::<_, Error>(b.map(|b| b.len()))
             }),
         )
         .step(
@@ -285,7 +285,7 @@ fn read_file_keeps_bytes_and_reports_read_errors() {
         .step(
             "read",
             &[],
-            ReadFile::new(&path, |_: &Path, b: Option<&[u8]>| {
+            ReadFile::new(&path, |_: &Path, b: Option<&reactor_file::Contents>| {
                 Ok::<_, Error>(b.unwrap().len())
             }),
         )
@@ -293,7 +293,7 @@ fn read_file_keeps_bytes_and_reports_read_errors() {
         .unwrap()
         .run(Values::new())
         .unwrap();
-    assert_eq!(snap.bytes.as_deref(), Some(&b"abc"[..]));
+    assert_eq!(snap.bytes.as_deref().map(Vec::as_slice), Some(&b"abc"[..]));
     assert_eq!(snap.value, 3);
 
     // A directory where the file should be cannot be read.
@@ -301,7 +301,10 @@ fn read_file_keeps_bytes_and_reports_read_errors() {
         .step(
             "read",
             &[],
-            ReadFile::new(dir.path(), |_: &Path, _: Option<&[u8]>| Ok::<_, Error>(())),
+            ReadFile::new(
+                dir.path(),
+                |_: &Path, _: Option<&reactor_file::Contents>| Ok::<_, Error>(()),
+            ),
         )
         .build()
         .unwrap()
