@@ -29,7 +29,6 @@
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -112,24 +111,25 @@ impl DirLock {
             return Err(timed_out());
         }
         tracing::info!(lock = %path.display(), "waiting for another coord process to release the lock");
-        // std has no timed flock, and polling try_lock wakes late and burns
-        // CPU under contention. A helper thread blocks in the kernel's queue
-        // instead; the clone shares the open file description, and with it
-        // the lock. If we give up first, the thread's send fails when it
-        // finally gets the lock, and dropping its descriptor releases it.
-        let waiter = file.try_clone().map_err(read_error)?;
-        let (tx, rx) = mpsc::sync_channel(1);
-        thread::Builder::new()
-            .name("coord-lock-wait".into())
-            .spawn(move || {
-                let result = waiter.lock().map(|()| waiter);
-                let _ = tx.send(result);
-            })
-            .map_err(read_error)?;
-        match rx.recv_timeout(timeout) {
-            Ok(Ok(waiter)) => Ok((waiter, path)),
-            Ok(Err(e)) => Err(read_error(e)),
-            Err(_) => Err(timed_out()),
+        // Poll from this thread rather than block in another: a waiter that
+        // wins is already running, so the lock never sits held by a process
+        // that is still waiting to be scheduled (which, with many waiters on
+        // few cores, cost more than the polling). Sleeps start short and grow,
+        // with jitter so waiters do not move in step.
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(50);
+        loop {
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            thread::sleep(pause.mul_f64(0.5 + fastrand::f64()).min(left));
+            pause = (pause * 2).min(Duration::from_millis(2));
+            match file.try_lock() {
+                Ok(()) => return Ok((file, path)),
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(read_error(e)),
+            }
         }
     }
 
@@ -343,8 +343,7 @@ mod tests {
         let held = DirLock::acquire(dir.path(), Duration::ZERO, true).unwrap();
         DirLock::acquire(dir.path(), Duration::from_millis(20), true).unwrap_err();
         drop(held);
-        // The abandoned helper thread may grab the lock for an instant;
-        // it must let go straight away.
-        DirLock::acquire(dir.path(), Duration::from_secs(5), true).expect("released by the helper");
+        // Giving up leaves nothing behind that holds or waits for the lock.
+        DirLock::acquire(dir.path(), Duration::ZERO, true).expect("free at once");
     }
 }
