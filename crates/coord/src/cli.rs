@@ -3,7 +3,9 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use coord_core::{DEFAULT_MAX_ATTEMPTS, Priority, RetryPolicy, Status, parse_duration};
+use coord_core::{
+    ClaimRequest, DEFAULT_MAX_ATTEMPTS, Priority, RetryPolicy, Status, parse_duration,
+};
 
 /// Claim work safely among many agents, through a shared coordination
 /// directory.
@@ -73,6 +75,30 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// What to claim, and how hard to try (`claim` and `run`).
+#[derive(Debug, Args)]
+pub struct ClaimArgs {
+    /// The kind of work (high and critical work is exclusive per type)
+    pub work_type: String,
+    /// What the work is about
+    pub description: Option<String>,
+    #[arg(long, short, default_value = "medium", value_parser = priority_parser())]
+    pub priority: Priority,
+    #[command(flatten)]
+    pub lease: LeaseArg,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+}
+
+impl ClaimArgs {
+    pub fn request(&self, agent: &str) -> ClaimRequest {
+        ClaimRequest::new(agent, self.work_type.as_str())
+            .description(self.description.clone().unwrap_or_default())
+            .priority(self.priority)
+            .lease(self.lease.lease)
+    }
+}
+
 /// How to hold on to a claim.
 #[derive(Debug, Args)]
 pub struct LeaseArg {
@@ -119,16 +145,8 @@ pub struct HoldArgs {
 pub enum Command {
     /// Claim a work item on the spot; prints the new claim
     Claim {
-        /// The kind of work (high and critical work is exclusive per type)
-        work_type: String,
-        /// What the work is about
-        description: Option<String>,
-        #[arg(long, short, default_value = "medium", value_parser = priority_parser())]
-        priority: Priority,
         #[command(flatten)]
-        lease: LeaseArg,
-        #[command(flatten)]
-        retry: RetryArgs,
+        what: ClaimArgs,
     },
     /// Add a pending work item to the queue; prints it
     Post {
@@ -240,14 +258,8 @@ pub enum Command {
     /// line of output, or --result), anything else fails it. Exits with the
     /// child's status (128 + N if killed by signal N).
     Run {
-        work_type: String,
-        description: Option<String>,
-        #[arg(long, short, default_value = "medium", value_parser = priority_parser())]
-        priority: Priority,
         #[command(flatten)]
-        lease: LeaseArg,
-        #[command(flatten)]
-        retry: RetryArgs,
+        what: ClaimArgs,
         /// The result to record (default: the child's last line of output)
         #[arg(long)]
         result: Option<String>,
@@ -346,10 +358,10 @@ mod tests {
     #[test]
     fn retry_flags_make_the_policy() {
         let cli = Cli::try_parse_from(["coord", "claim", "t", "--retry", "4"]).unwrap();
-        let Command::Claim { retry, .. } = cli.command else {
+        let Command::Claim { what } = cli.command else {
             panic!()
         };
-        assert_eq!(retry.policy().max_retries, Some(4));
+        assert_eq!(what.retry.policy().max_retries, Some(4));
         let cli = Cli::try_parse_from(["coord", "next", "--wait-for", "2s"]).unwrap();
         let Command::Next { retry, .. } = cli.command else {
             panic!()

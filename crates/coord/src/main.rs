@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use coord_core::{
-    Action, Actor, AgentRegistration, ClaimRequest, CoordError, Filter, NextRequest, PostRequest,
-    Store, Timestamp,
+    Action, Actor, AgentRegistration, CoordError, Filter, NextRequest, PostRequest, Store,
+    Timestamp,
 };
 use coord_file::{FileStore, FileStoreOptions, Warning};
 use serde_json::json;
@@ -82,18 +82,9 @@ fn act(
 
 fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> {
     Ok(match &cli.command {
-        Command::Claim {
-            work_type,
-            description,
-            priority,
-            lease,
-            retry,
-        } => {
-            let request = ClaimRequest::new(agent, work_type.as_str())
-                .description(description.clone().unwrap_or_default())
-                .priority(*priority)
-                .lease(lease.lease);
-            Output::One(Box::new(retry.policy().run(|| store.claim(&request))?))
+        Command::Claim { what } => {
+            let request = what.request(agent);
+            Output::One(Box::new(what.retry.policy().run(|| store.claim(&request))?))
         }
         Command::Post {
             work_type,

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use coord_core::{ClaimRequest, Store};
+use coord_core::Store;
 use coord_file::FileStore;
 use coord_runner::{Finish, RunOptions, Shutdown, SignalMode, WorkOptions, watch_signals};
 use serde_json::json;
@@ -23,11 +23,7 @@ fn exit(code: i32) -> ExitCode {
 
 pub fn run(cli: &Cli, store: &FileStore, agent: &str) -> ExitCode {
     let Command::Run {
-        work_type,
-        description,
-        priority,
-        lease,
-        retry,
+        what,
         result,
         grace,
         command,
@@ -35,12 +31,9 @@ pub fn run(cli: &Cli, store: &FileStore, agent: &str) -> ExitCode {
     else {
         unreachable!("called for `run`")
     };
-    let request = ClaimRequest::new(agent, work_type.as_str())
-        .description(description.clone().unwrap_or_default())
-        .priority(*priority)
-        .lease(lease.lease);
+    let request = what.request(agent);
     // A claim that cannot be had runs nothing.
-    let claim = match retry.policy().run(|| store.claim(&request)) {
+    let claim = match what.retry.policy().run(|| store.claim(&request)) {
         Ok(claim) => claim,
         Err(e) => return output::fail(&e),
     };
