@@ -10,7 +10,7 @@ use reactor_file::{AtomicWriter, read_optional};
 pub const AGENT_FILE: &str = "agent_status.json";
 
 /// How stale `last_seen` may get before a change by the agent rewrites it.
-const SEEN_PRECISION: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const SEEN_PRECISION: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(crate) fn read(dir: &Path) -> Result<Vec<AgentRecord>, CoordError> {
     let path = dir.join(AGENT_FILE);

@@ -156,12 +156,19 @@ impl ClaimsDoc {
         self.heads().filter_map(|h| h.revision).max().unwrap_or(0)
     }
 
-    /// Starts a change that will commit as store revision `revision`.
-    pub(crate) fn draft<'a>(&'a self, path: &'a Path, revision: u64) -> Draft<'a> {
+    /// Starts a change that will commit as store revision `revision`, with
+    /// no fence at or below `fence_floor` to be handed out.
+    pub(crate) fn draft<'a>(
+        &'a self,
+        path: &'a Path,
+        revision: u64,
+        fence_floor: u64,
+    ) -> Draft<'a> {
         Draft {
             doc: self,
             path,
             revision,
+            fence_floor,
             changed: BTreeMap::new(),
             added: Vec::new(),
             removed: BTreeSet::new(),
@@ -176,6 +183,7 @@ pub(crate) struct Draft<'a> {
     doc: &'a ClaimsDoc,
     path: &'a Path,
     revision: u64,
+    fence_floor: u64,
     changed: BTreeMap<usize, Record>,
     added: Vec<Record>,
     removed: BTreeSet<usize>,
@@ -231,6 +239,12 @@ impl Draft<'_> {
     /// The largest fence any record carries.
     pub(crate) fn max_fence(&self) -> u64 {
         self.heads().filter_map(|(_, h)| h.fence).max().unwrap_or(0)
+    }
+
+    /// The fence for the next acquisition: above every fence in the file and
+    /// the high-water mark of those cleanup removed.
+    pub(crate) fn next_fence(&self) -> u64 {
+        self.max_fence().max(self.fence_floor) + 1
     }
 
     /// Writes over the record at `pos` only the fields that differ between
@@ -351,8 +365,8 @@ mod tests {
         for bytes in [None, Some(&b""[..]), Some(&b" \n"[..]), Some(&b"[]"[..])] {
             let doc = ClaimsDoc::parse(path(), bytes.map(contents).as_ref()).unwrap();
             assert_eq!(doc.heads().count(), 0);
-            assert_eq!(doc.draft(path(), 1).render(), b"[]\n");
-            let mut draft = doc.draft(path(), 1);
+            assert_eq!(doc.draft(path(), 1, 0).render(), b"[]\n");
+            let mut draft = doc.draft(path(), 1, 0);
             draft.append(&sample());
             assert_eq!(draft.render().iter().filter(|b| **b == b'\n').count(), 3);
         }
@@ -383,7 +397,7 @@ mod tests {
     fn appending_keeps_every_byte_of_the_other_records() {
         let doc = ClaimsDoc::parse(path(), Some(&contents(LEGACY.as_bytes()))).unwrap();
         assert_eq!(doc.heads().next().unwrap().status, Status::InProgress);
-        let mut draft = doc.draft(path(), 1);
+        let mut draft = doc.draft(path(), 1, 0);
         let pos = draft.append(&sample());
         assert_eq!(draft.claim(pos).unwrap(), sample_at(&draft, pos));
         let out = String::from_utf8(draft.render()).unwrap();
@@ -403,7 +417,7 @@ mod tests {
     #[test]
     fn replacing_writes_only_what_changed() {
         let doc = ClaimsDoc::parse(path(), Some(&contents(LEGACY.as_bytes()))).unwrap();
-        let mut draft = doc.draft(path(), 1);
+        let mut draft = doc.draft(path(), 1, 0);
         let old = draft.claim(0).unwrap();
         let now: Timestamp = "2024-12-15T15:20:00Z".parse().unwrap();
         let actor = Actor::new("agent_1");
@@ -491,7 +505,7 @@ mod tests {
     #[test]
     fn removed_records_leave_the_file_and_come_back_as_one_line() {
         let doc = ClaimsDoc::parse(path(), Some(&contents(LEGACY.as_bytes()))).unwrap();
-        let mut draft = doc.draft(path(), 1);
+        let mut draft = doc.draft(path(), 1, 0);
         draft.append(&sample());
         let line = draft.remove(0);
         assert!(!line.contains('\n'));

@@ -86,6 +86,9 @@ pub(crate) struct LogOptions {
     /// fdatasync every append (else the page cache holds it, which survives
     /// any process crash but not an OS crash or power loss).
     pub sync: bool,
+    /// The log was settled under the lock just before (inside a change):
+    /// its tail is known to be whole.
+    pub settled: bool,
 }
 
 /// Appends `events` to the log at `path`, rotating it first when it has
@@ -95,17 +98,28 @@ pub(crate) fn append(
     events: &[Event],
     options: LogOptions,
 ) -> Result<u64, CoordError> {
-    let rotate_at = options.rotate_at;
-    if fs::metadata(path).is_ok_and(|m| m.len() >= rotate_at) {
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| io_error(path, e))
+    };
+    let mut file = open()?;
+    let size = file.metadata().map_err(|e| io_error(path, e))?.len();
+    if size >= options.rotate_at {
+        drop(file);
         reactor_file::rotate(path, "jsonl").map_err(|e| io_error(path, e))?;
+        file = open()?;
     }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(|e| io_error(path, e))?;
-    let len = repair_tail(path, &mut file)?;
+    // A settled log (this change's own settle step ran under the same lock)
+    // needs no second look at its tail.
+    let len = if options.settled && size < options.rotate_at {
+        size
+    } else {
+        repair_tail(path, &mut file)?
+    };
     let mut lines = Vec::with_capacity(events.len() * 256);
     for event in events {
         serde_json::to_writer(&mut lines, event).expect("an event always serialises");
@@ -312,6 +326,7 @@ mod tests {
     const NO_ROTATION: LogOptions = LogOptions {
         rotate_at: u64::MAX,
         sync: false,
+        settled: false,
     };
 
     fn event(n: u64) -> Event {
@@ -388,6 +403,7 @@ mod tests {
             LogOptions {
                 rotate_at: 1,
                 sync: true,
+                settled: false,
             },
         )
         .unwrap();
@@ -398,6 +414,7 @@ mod tests {
             LogOptions {
                 rotate_at: 1,
                 sync: true,
+                settled: false,
             },
         )
         .unwrap();

@@ -161,16 +161,24 @@ fn doc<'a>(inputs: &Inputs<'a>) -> Result<&'a FileSnapshot<ClaimsDoc>, FlowError
     Ok(inputs.get::<FileSnapshot<ClaimsDoc>>("read_existing_claims")?)
 }
 
-/// The store revision every earlier change committed at.
+/// What every earlier change committed: the store revision, and the fence
+/// high-water mark the state file keeps for records cleanup removed.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Committed(pub u64);
+pub(crate) struct Committed {
+    pub revision: u64,
+    pub fence_floor: u64,
+}
 
 /// A draft over the claims as read, for the next revision. The step must
 /// declare `read_existing_claims` and `settle_event_log`.
 fn open_draft<'a>(inputs: &Inputs<'a>) -> Result<Draft<'a>, FlowError> {
     let snapshot = doc(inputs)?;
-    let Committed(committed) = *inputs.get::<Committed>("settle_event_log")?;
-    Ok(snapshot.value.draft(&snapshot.path, committed + 1))
+    let committed = *inputs.get::<Committed>("settle_event_log")?;
+    Ok(snapshot.value.draft(
+        &snapshot.path,
+        committed.revision + 1,
+        committed.fence_floor,
+    ))
 }
 
 /// What every change step reads.
@@ -199,11 +207,6 @@ fn expire_lapsed(
         }
     }
     Ok((events, expired))
-}
-
-/// The next fence: above every fence in the file and the high-water mark.
-fn next_fence(draft: &Draft<'_>, dir: &Path) -> Result<u64, CoordError> {
-    Ok(draft.max_fence().max(state::read(dir)?.fence) + 1)
 }
 
 /// Ids for a new item, unique in the file even within one nanosecond.
@@ -248,10 +251,8 @@ fn begin<'a>(ctx: &Ctx<'_>) -> WorkflowBuilder<'a, FlowError> {
                 // What committed: the newest record, or what cleanup
                 // remembered of records it removed. Log lines past it are a
                 // dead writer's write-ahead and go.
-                let committed = doc(inputs)?
-                    .value
-                    .max_revision()
-                    .max(state::read(&dir)?.revision);
+                let state = state::read(&dir)?;
+                let committed = doc(inputs)?.value.max_revision().max(state.revision);
                 let dropped = crate::events::settle(&dir.join(EVENT_LOG), committed)?;
                 if dropped > 0 {
                     tracing::warn!(
@@ -260,7 +261,10 @@ fn begin<'a>(ctx: &Ctx<'_>) -> WorkflowBuilder<'a, FlowError> {
                         "dropped events of a change that never committed"
                     );
                 }
-                Ok::<_, FlowError>(Committed(committed))
+                Ok::<_, FlowError>(Committed {
+                    revision: committed,
+                    fence_floor: state.fence,
+                })
             }),
         )
         .middleware(TracingMiddleware)
@@ -317,7 +321,7 @@ fn run(
 
 /// The CoordinationReactor: claims `request` on the spot.
 pub(crate) fn claim(ctx: &Ctx<'_>, request: &ClaimRequest) -> Result<Plan, CoordError> {
-    let (now, dir) = (ctx.now, ctx.dir);
+    let now = ctx.now;
     let policy = ctx.options.policy.as_ref();
     let builder = begin(ctx)
         .input("work_claim")
@@ -351,7 +355,7 @@ pub(crate) fn claim(ctx: &Ctx<'_>, request: &ClaimRequest) -> Result<Plan, Coord
                 let request = inputs.get::<ClaimRequest>("work_claim")?;
                 let mut draft = open_draft(inputs)?;
                 let (mut events, _) = expire_lapsed(&mut draft, now, None)?;
-                let fence = next_fence(&draft, dir)?;
+                let fence = draft.next_fence();
                 let change = transition::claim(request, new_ids(&draft), fence, now)
                     .at_revision(draft.revision());
                 draft.append(&change.claim);
@@ -398,7 +402,7 @@ pub(crate) fn post(ctx: &Ctx<'_>, request: &PostRequest) -> Result<Plan, CoordEr
 
 /// Takes the best ready pending item.
 pub(crate) fn next(ctx: &Ctx<'_>, request: &NextRequest) -> Result<Plan, CoordError> {
-    let (now, dir) = (ctx.now, ctx.dir);
+    let now = ctx.now;
     let policy = ctx.options.policy.as_ref();
     let request = request.clone();
     let builder = begin(ctx).step(
@@ -415,7 +419,7 @@ pub(crate) fn next(ctx: &Ctx<'_>, request: &NextRequest) -> Result<Plan, CoordEr
                         work_types: request.work_types.clone(),
                     })?;
             let item = draft.claim(chosen)?;
-            let fence = next_fence(&draft, dir)?;
+            let fence = draft.next_fence();
             let change =
                 transition::take(&item, &request, fence, now)?.at_revision(draft.revision());
             draft.replace(chosen, &item, &change.claim);

@@ -142,7 +142,9 @@ impl DirLock {
 #[derive(Debug)]
 struct LegacyLock {
     path: PathBuf,
-    content: String,
+    /// The inode our lock file got: on release, a file of another inode at
+    /// the path is someone else's (a shell tool broke ours), not ours to delete.
+    inode: u64,
     broken: Vec<BrokenLock>,
 }
 
@@ -171,7 +173,7 @@ impl LegacyLock {
             path: path.clone(),
             source: source.into(),
         };
-        let staging = Self::sweep_and_stage(dir, &content).map_err(io_error)?;
+        let (staging, inode) = Self::sweep_and_stage(dir, &content).map_err(io_error)?;
         let result = loop {
             match fs::hard_link(&staging, &path) {
                 Ok(()) => break Ok(()),
@@ -201,14 +203,16 @@ impl LegacyLock {
         let _ = fs::remove_file(&staging);
         result.map(|()| LegacyLock {
             path,
-            content,
+            inode,
             broken,
         })
     }
 
     /// Writes our staging file. Those of killed coord processes are swept
     /// with the other temp files by the next change (`sweep_stale_files`).
-    fn sweep_and_stage(dir: &Path, content: &str) -> io::Result<PathBuf> {
+    /// Writes our staging file; returns its path and inode.
+    fn sweep_and_stage(dir: &Path, content: &str) -> io::Result<(PathBuf, u64)> {
+        use std::os::unix::fs::MetadataExt;
         // Named like a temp file of the lock file, so the sweep finds it.
         let prefix = reactor_file::temp_name_prefix(LEGACY_LOCK_FILE);
         let staging = dir.join(format!("{prefix}{}", std::process::id()));
@@ -218,7 +222,7 @@ impl LegacyLock {
             .truncate(true)
             .open(&staging)?;
         file.write_all(content.as_bytes())?;
-        Ok(staging)
+        Ok((staging, file.metadata()?.ino()))
     }
 
     /// What a lock file says of its holder, if that holder is gone: a pid
@@ -247,7 +251,8 @@ impl Drop for LegacyLock {
     fn drop(&mut self) {
         // Only remove the file if it is still ours: a shell tool may have
         // broken our lock (say, after our pid looked dead to it).
-        if fs::read_to_string(&self.path).is_ok_and(|t| t == self.content) {
+        use std::os::unix::fs::MetadataExt;
+        if fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
             let _ = fs::remove_file(&self.path);
         }
     }

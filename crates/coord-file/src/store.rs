@@ -1,6 +1,7 @@
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coord_core::transition::{Action, Actor};
@@ -88,10 +89,20 @@ impl Default for FileStoreOptions {
 }
 
 impl FileStoreOptions {
+    /// How a change appends to the log (after its own settle step).
     pub(crate) fn log(&self) -> crate::events::LogOptions {
         crate::events::LogOptions {
             rotate_at: self.rotate_at,
             sync: self.sync_events,
+            settled: true,
+        }
+    }
+
+    /// How to append outside a change, where the tail may be torn.
+    fn unsettled_log(&self) -> crate::events::LogOptions {
+        crate::events::LogOptions {
+            settled: false,
+            ..self.log()
         }
     }
 }
@@ -118,6 +129,9 @@ impl fmt::Debug for FileStoreOptions {
 pub struct FileStore {
     dir: PathBuf,
     options: FileStoreOptions,
+    /// When this store last recorded each agent: a long-lived process need
+    /// not read the registry to learn that it is up to date.
+    recorded: Arc<Mutex<HashMap<String, Timestamp>>>,
 }
 
 impl FileStore {
@@ -129,6 +143,7 @@ impl FileStore {
         FileStore {
             dir: dir.into(),
             options,
+            recorded: Arc::default(),
         }
     }
 
@@ -188,7 +203,7 @@ impl FileStore {
             events::append(
                 &self.dir.join(events::EVENT_LOG),
                 &[event],
-                self.options.log(),
+                self.options.unsettled_log(),
             )?;
             self.warn("lock_broken", message);
         }
@@ -223,6 +238,14 @@ impl FileStore {
     }
 
     fn touch_agent(&self, agent: &str, now: Timestamp) {
+        let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        if recorded
+            .get(agent)
+            .is_some_and(|at| at.saturating_add(agents::SEEN_PRECISION) > now)
+        {
+            return;
+        }
+        recorded.insert(agent.to_owned(), now);
         let seen = AgentRegistration {
             agent_id: agent.to_owned(),
             team: None,
