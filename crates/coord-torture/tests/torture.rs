@@ -24,7 +24,9 @@ fn twenty_agents_killed_at_random_lose_and_double_nothing() {
         })
         .unwrap_or_default();
     assert!(
-        counts.len() >= 2 && counts[0] >= 10 && counts[1] >= 1,
-        "kills and self-kills: {stdout}"
+        // Self-kills at crash points are likely but not certain in 6 s; the
+        // CLI crash tests cover each point deterministically.
+        counts.len() >= 2 && counts[0] >= 10,
+        "kills: {stdout}"
     );
 }
