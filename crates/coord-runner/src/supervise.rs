@@ -8,7 +8,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use coord_core::{Action, Actor, Claim, CoordError, DEFAULT_LEASE, ErrorKind, Status, Store};
+use coord_core::{
+    Action, Actor, Claim, CoordError, DEFAULT_LEASE, ErrorKind, RetryPolicy, Status, Store,
+};
 
 use crate::child;
 use crate::shutdown::Shutdown;
@@ -125,6 +127,20 @@ fn heartbeat(
     }
 }
 
+/// How long recording a child's outcome keeps trying through a busy lock.
+const RECORD_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Records how the child ended. A busy lock is waited out (with backoff,
+/// for a while): giving up would leave the claim to lapse with its lease.
+fn record(
+    store: &(dyn Store + Sync),
+    id: &str,
+    action: &Action,
+    actor: &Actor<'_>,
+) -> Result<Claim, CoordError> {
+    RetryPolicy::wait_for(RECORD_PATIENCE).run(|| store.act(id, action, actor))
+}
+
 /// The delay before a failed item may be taken again: exponential in the
 /// attempt, fully jittered, at most five minutes.
 fn requeue_delay(base: Duration, attempt: u32) -> Duration {
@@ -213,7 +229,7 @@ pub fn supervise(
         };
     }
     if stopped {
-        let finish = match store.act(id, &Action::Release, &actor) {
+        let finish = match record(store, id, &Action::Release, &actor) {
             Ok(_) => Finish::Released,
             Err(e) => return lost_or_failed(Some(status), e),
         };
@@ -225,7 +241,7 @@ pub fn supervise(
     }
     if status.success() {
         let result = options.result.clone().or(last_line);
-        return match store.act(id, &Action::Complete { result }, &actor) {
+        return match record(store, id, &Action::Complete { result }, &actor) {
             Ok(_) => RunOutcome {
                 status: Some(status),
                 finish: Finish::Completed,
@@ -322,7 +338,7 @@ fn finish_failed(
             .requeue_backoff
             .map(|base| requeue_delay(base, claim.attempt.unwrap_or(1))),
     };
-    match store.act(&claim.work_item_id, &action, actor) {
+    match record(store, &claim.work_item_id, &action, actor) {
         Ok(after) => RunOutcome {
             status,
             finish: if after.status == Status::Pending {

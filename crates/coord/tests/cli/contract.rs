@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -415,20 +414,6 @@ fn a_failed_write_is_exit_7_atomic_write_failed_and_keeps_the_file() {
         .filter(|n| n.contains("coord-tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-}
-
-/// Holds the directory lock the way another coord process would.
-#[allow(clippy::disallowed_methods)] // the test plays another process holding the lock
-fn hold_lock(dir: &Path) -> fs::File {
-    fs::create_dir_all(dir).unwrap();
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("coord.lock"))
-        .unwrap();
-    file.lock().unwrap();
-    file
 }
 
 #[test]

@@ -451,3 +451,29 @@ fn max_items_bounds_a_worker() {
         .count();
     assert_eq!(done, 3);
 }
+
+#[test]
+fn a_busy_lock_when_the_child_ends_is_waited_out_not_given_up() {
+    let env = Env::new();
+    fs::create_dir_all(&env.dir).unwrap();
+    let ready = env.dir.join("ready");
+    let script = format!("touch {}; sleep 0.5", ready.display());
+    let runner = env.spawn(&[
+        "--lock-timeout",
+        "200ms",
+        "run",
+        "build",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    wait_until("the child to start", || ready.exists());
+    // Another process holds the directory lock past the child's end.
+    let held = hold_lock(&env.dir);
+    thread::sleep(Duration::from_millis(1500));
+    drop(held);
+    let run: Run = runner.wait_with_output().unwrap().into();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(only_item(&env)["status"], "completed");
+}

@@ -204,3 +204,17 @@ impl Env {
             .into()
     }
 }
+
+/// Holds the directory lock the way another coord process would.
+#[allow(clippy::disallowed_methods)] // the test plays another process holding the lock
+pub fn hold_lock(dir: &std::path::Path) -> fs::File {
+    fs::create_dir_all(dir).unwrap();
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("coord.lock"))
+        .unwrap();
+    file.lock().unwrap();
+    file
+}
