@@ -25,8 +25,13 @@ pub struct Cli {
     )]
     pub dir: PathBuf,
 
-    /// This agent's id [default: a new agent_<unix nanos>]
-    #[arg(long, global = true, env = "COORD_AGENT_ID")]
+    /// This agent's id (default: a new `agent_<unix nanos>` per call).
+    #[arg(
+        long,
+        global = true,
+        env = "COORD_AGENT_ID",
+        help = "This agent's id [default: a new agent_<unix nanos>]"
+    )]
     pub agent: Option<String>,
 
     /// How long to wait for the directory lock (e.g. 500ms, 10s, 1m)
