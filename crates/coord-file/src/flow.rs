@@ -5,19 +5,23 @@
 //! claim (the CoordinationReactor)     every other change
 //!   ensure_coordination_directory       ensure_coordination_directory
 //!   read_existing_claims                read_existing_claims
+//!   settle_event_log                    settle_event_log
 //!   check_coordination_conflicts        <the change: take_next_item, apply_transition,
 //!   create_updated_claims                create_work_item, expire_lapsed_leases>
-//!   write_claims_atomically             write_claims_atomically
 //!   append_event_log                    append_event_log
+//!   write_claims_atomically             write_claims_atomically
 //!
 //! cleanup
-//!   ensure_coordination_directory, read_existing_claims, select_finished_items,
-//!   raise_fence_high_water, write_cleanup_intent, append_to_archive,
-//!   write_claims_atomically, append_event_log, remove_cleanup_intent
+//!   ensure_coordination_directory, read_existing_claims, settle_event_log,
+//!   select_finished_items, raise_fence_high_water, write_cleanup_intent,
+//!   append_to_archive, append_event_log, write_claims_atomically,
+//!   raise_revision_high_water, remove_cleanup_intent
 //! ```
 //!
-//! The claim workflow keeps the seed's five steps and adds the event log.
-//! Every change also writes down the leases that lapsed since the last one.
+//! The claim workflow keeps the seed's five steps; `settle_event_log` and
+//! `append_event_log` keep the event log exact (write-ahead, settled by the
+//! next writer). Every change also writes down the leases that lapsed since
+//! the last one.
 
 use std::fmt;
 use std::path::Path;
