@@ -117,22 +117,16 @@ pub(crate) fn recover(dir: &Path) -> Result<Option<Recovery>, CoordError> {
 /// Refuses to append to an archive whose last line is not a whole JSON
 /// object: it is not what coord wrote, and appending would bury it.
 fn check_tail(path: &Path) -> Result<(), CoordError> {
-    let bytes = match read_tail(path, 64 * 1024) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+    let last = match last_line(path) {
+        Ok(Some(line)) => line,
+        Ok(None) => return Ok(()),
         Err(e) => return Err(write_error(path, e)),
     };
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    let whole = bytes.ends_with(b"\n") && {
-        let body = &bytes[..bytes.len() - 1];
-        let last = body
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(body, |i| &body[i + 1..]);
-        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(last).is_ok()
-    };
+    let whole = last.ends_with(b"\n")
+        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
+            &last[..last.len() - 1],
+        )
+        .is_ok();
     if whole {
         Ok(())
     } else {
@@ -143,15 +137,34 @@ fn check_tail(path: &Path) -> Result<(), CoordError> {
     }
 }
 
-/// The last `max` bytes of a file.
-fn read_tail(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+/// The file's last line (with its newline, if it has one); `None` for an
+/// empty or missing file. Reads back from the end in growing windows, so a
+/// line of any length is read whole.
+fn last_line(path: &Path) -> io::Result<Option<Vec<u8>>> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut file = fs::File::open(path)?;
+    let mut file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let len = file.metadata()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(max)))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut window: u64 = 64 * 1024;
+    loop {
+        let start = len.saturating_sub(window);
+        let mut bytes = vec![0u8; (len - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut bytes)?;
+        // The newline that ends the line before the last one, if in view.
+        let body_end = bytes.len() - usize::from(bytes.ends_with(b"\n"));
+        match bytes[..body_end].iter().rposition(|b| *b == b'\n') {
+            Some(i) => return Ok(Some(bytes[i + 1..].to_vec())),
+            None if start == 0 => return Ok(Some(bytes)),
+            None => window *= 4,
+        }
+    }
 }
 
 /// The `write_cleanup_intent` step: rotates the archive if it is too big,

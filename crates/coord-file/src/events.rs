@@ -222,11 +222,12 @@ pub(crate) fn settle(path: &Path, committed: u64) -> Result<usize, CoordError> {
         file.seek(SeekFrom::Start(start))
             .map_err(|e| io_error(path, e))?;
         file.read_exact(&mut bytes).map_err(|e| io_error(path, e))?;
-        // Skip the first, partial line of a window that starts mid-file.
+        // Skip the first, partial line of a window that starts mid-file; a
+        // window holding no whole line (a line longer than the window) grows.
         let first = match (start, bytes.iter().position(|b| *b == b'\n')) {
             (0, _) => 0,
-            (_, Some(i)) => i + 1,
-            (_, None) => {
+            (_, Some(i)) if i + 1 < bytes.len() => i + 1,
+            _ => {
                 window *= 4;
                 continue;
             }
@@ -472,6 +473,23 @@ mod tests {
         );
         assert_eq!(settle(&path, 2).unwrap(), 0, "settling is idempotent");
         assert_eq!(settle(&dir.path().join("missing"), 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn settling_checks_a_last_line_longer_than_its_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENT_LOG);
+        let long = Event {
+            reason: Some("x".repeat(20_000)),
+            ..at(2, Some(2))
+        };
+        append(&path, &[at(1, Some(1)), long], NO_ROTATION).unwrap();
+        assert_eq!(
+            settle(&path, 1).unwrap(),
+            1,
+            "the long uncommitted line goes"
+        );
+        assert_eq!(read(&path, 0, u64::MAX).unwrap().events.len(), 1);
     }
 
     #[test]

@@ -612,3 +612,26 @@ proptest! {
         prop_assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
     }
 }
+
+#[test]
+fn cleanup_appends_after_an_archived_item_of_any_size() {
+    let (dir, _clock, store) = setup();
+    for size in [200_000, 10] {
+        let c = store
+            .claim(&ClaimRequest::new("a", "t").description("x".repeat(size)))
+            .unwrap();
+        store
+            .act(
+                &c.work_item_id,
+                &Action::Complete { result: None },
+                &Actor::new("a"),
+            )
+            .unwrap();
+        assert_eq!(
+            store.cleanup("a", Duration::ZERO).unwrap().len(),
+            1,
+            "description of {size} bytes"
+        );
+    }
+    assert_eq!(archive_ids(dir.path()).len(), 2);
+}
