@@ -269,28 +269,37 @@ pub(crate) fn settle(path: &Path, committed: u64) -> Result<usize, CoordError> {
     }
 }
 
-/// The committed events after byte `cursor` of the log. A cursor past the
-/// end means the log was rotated: reading starts again at the top of the new
-/// one. Reading stops before a line still being written (no newline yet) and
-/// before the first event above `committed`, written ahead of a commit that
-/// has not happened (yet, or ever: the next writer drops it).
-pub(crate) fn read(path: &Path, cursor: u64, committed: u64) -> Result<EventPage, CoordError> {
+/// A reader's cursor: a byte offset in one log file, tagged with the low
+/// bits of that file's inode, so a reader notices when the log was rotated
+/// under it and can finish the old file first.
+const OFFSET_BITS: u32 = 40;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+
+fn cursor(inode: u64, offset: u64) -> u64 {
+    ((inode & (u64::MAX >> OFFSET_BITS)) << OFFSET_BITS) | (offset & OFFSET_MASK)
+}
+
+fn inode_tag(cursor: u64) -> u64 {
+    cursor >> OFFSET_BITS
+}
+
+/// The committed events of `file` after byte `start`, and where they end.
+/// In the live log, reading stops before a line still being written (no
+/// newline yet) and before the first event above `committed`, written ahead
+/// of a commit that has not happened (yet, or ever: the next writer drops
+/// it). In a rotated log nothing will be written any more: such events are
+/// skipped.
+fn read_from(
+    path: &Path,
+    file: &mut File,
+    start: u64,
+    committed: u64,
+    live: bool,
+) -> Result<(Vec<Event>, u64), CoordError> {
     let read_error = |source: io::Error| CoordError::FileRead {
         path: path.to_owned(),
         source: source.into(),
     };
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(EventPage {
-                events: Vec::new(),
-                cursor: 0,
-            });
-        }
-        Err(e) => return Err(read_error(e)),
-    };
-    let len = file.metadata().map_err(read_error)?.len();
-    let start = if cursor > len { 0 } else { cursor };
     file.seek(SeekFrom::Start(start)).map_err(read_error)?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(read_error)?;
@@ -306,16 +315,76 @@ pub(crate) fn read(path: &Path, cursor: u64, committed: u64) -> Result<EventPage
                     path.display()
                 ))
             })?;
-            if event.revision.is_some_and(|r| r > committed) {
+            let uncommitted = event.revision.is_some_and(|r| r > committed);
+            if uncommitted && live {
                 break;
             }
-            events.push(event);
+            if !uncommitted {
+                events.push(event);
+            }
         }
         offset += line.len() as u64;
     }
+    Ok((events, offset))
+}
+
+/// The rotated log file `cursor` points into, if it is still there.
+fn rotated_file(path: &Path, cursor: u64) -> Option<(PathBuf, File)> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path.parent()?;
+    let stem = path.file_stem()?.to_str()?;
+    let prefix = format!("{stem}.");
+    fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+        let name = entry.file_name();
+        let name = name.to_str()?;
+        if !name.starts_with(&prefix) || !name.ends_with(".jsonl") || name == EVENT_LOG {
+            return None;
+        }
+        let file = File::open(entry.path()).ok()?;
+        let inode = file.metadata().ok()?.ino();
+        (inode_tag(self::cursor(inode, 0)) == inode_tag(cursor)).then(|| (entry.path(), file))
+    })
+}
+
+/// The committed events after `cursor` (0: from the top of the current
+/// log). If the log was rotated since the cursor was taken, the rest of the
+/// rotated file comes first.
+pub(crate) fn read(path: &Path, after: u64, committed: u64) -> Result<EventPage, CoordError> {
+    use std::os::unix::fs::MetadataExt;
+    let read_error = |source: io::Error| CoordError::FileRead {
+        path: path.to_owned(),
+        source: source.into(),
+    };
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(EventPage {
+                events: Vec::new(),
+                cursor: 0,
+            });
+        }
+        Err(e) => return Err(read_error(e)),
+    };
+    let meta = file.metadata().map_err(read_error)?;
+    let inode = meta.ino();
+    let offset = after & OFFSET_MASK;
+    let mut events = Vec::new();
+    let start = if after == 0 {
+        0
+    } else if inode_tag(after) == inode_tag(cursor(inode, 0)) {
+        offset.min(meta.len())
+    } else {
+        // Rotated since: finish the old file, then read the new one whole.
+        if let Some((old_path, mut old)) = rotated_file(path, after) {
+            events = read_from(&old_path, &mut old, offset, committed, false)?.0;
+        }
+        0
+    };
+    let (more, end) = read_from(path, &mut file, start, committed, true)?;
+    events.extend(more);
     Ok(EventPage {
         events,
-        cursor: offset,
+        cursor: cursor(inode, end),
     })
 }
 
@@ -524,6 +593,32 @@ mod tests {
                 assert_eq!(fs::read(&path).unwrap(), garbage);
             }
         }
+    }
+
+    #[test]
+    fn a_follower_reads_across_a_rotation_without_losing_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENT_LOG);
+        append(&path, &[event(1), event(2)], NO_ROTATION).unwrap();
+        let page = read(&path, 0, u64::MAX).unwrap();
+        assert_eq!(page.events.len(), 2);
+        // More lands in the old file, then the log rotates and goes on.
+        append(&path, &[event(3)], NO_ROTATION).unwrap();
+        let rotate_now = LogOptions {
+            rotate_at: 1,
+            ..NO_ROTATION
+        };
+        append(&path, &[event(4)], rotate_now).unwrap();
+        append(&path, &[event(5), event(6)], NO_ROTATION).unwrap();
+        let next = read(&path, page.cursor, u64::MAX).unwrap();
+        let fences: Vec<Option<u64>> = next.events.iter().map(|e| e.fence).collect();
+        assert_eq!(fences, [Some(3), Some(4), Some(5), Some(6)]);
+        assert!(
+            read(&path, next.cursor, u64::MAX)
+                .unwrap()
+                .events
+                .is_empty()
+        );
     }
 
     #[test]
