@@ -44,6 +44,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "COORD_ALLOW_UNSAFE_FILESYSTEM")]
     pub allow_unsafe_filesystem: bool,
 
+    /// Print short lines for people instead of JSON (never for scripts:
+    /// the JSON output is the contract)
+    #[arg(long, global = true)]
+    pub human: bool,
+
     /// Do not hold the older shell tools' work_claims.json.lock while
     /// writing: faster, for directories no shell tool uses
     #[arg(long, global = true, env = "COORD_NO_SHELL_LOCK")]

@@ -24,6 +24,7 @@ use output::Output;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    output::set_human(cli.human);
     init_tracing();
     let (agent, agent_given) = cli.agent_id();
     let store = FileStore::with_options(

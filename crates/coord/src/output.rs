@@ -1,11 +1,75 @@
 //! What goes to stdout and stderr, and the exit codes.
+//!
+//! JSON by default, everywhere (pipes and terminals alike); `--human` swaps
+//! in short lines for people, never for scripts.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use coord_core::{Claim, CoordError, ErrorKind, Store};
+use coord_core::{Claim, CoordError, ErrorKind, Event, Status, Store};
 use serde_json::{Value, json};
+
+/// Whether output is for people (`--human`); set once, at start.
+static HUMAN: AtomicBool = AtomicBool::new(false);
+
+pub fn set_human(on: bool) {
+    HUMAN.store(on, Ordering::Relaxed);
+}
+
+fn human() -> bool {
+    HUMAN.load(Ordering::Relaxed)
+}
+
+/// One work item on one line, for people.
+fn claim_line(c: &Claim) -> String {
+    let mut parts = vec![
+        c.work_item_id.clone(),
+        c.status.to_string(),
+        format!("{} ({})", c.work_type, c.priority),
+    ];
+    parts.extend(c.agent_id.as_ref().map(|a| format!("held by {a}")));
+    parts.extend(c.fence.map(|f| format!("fence {f}")));
+    if c.status == Status::InProgress {
+        parts.extend(c.lease_expires_at.map(|t| format!("lease until {t}")));
+    }
+    parts.extend(c.progress.map(|p| format!("{p}%")));
+    parts.extend(c.result.as_ref().map(|r| format!("result: {r}")));
+    parts.extend(c.reason.as_ref().map(|r| format!("reason: {r}")));
+    if !c.description.is_empty() {
+        parts.push(format!("- {}", c.description));
+    }
+    parts.join("  ")
+}
+
+/// One event on one line, for people.
+fn event_line(e: &Event) -> String {
+    let or_dash = |s: Option<String>| s.unwrap_or_else(|| "-".to_owned());
+    // The event's name as the JSON spells it (`claimed`, `lock_broken`).
+    let kind = serde_json::to_value(e.event)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut line = format!(
+        "{}  {kind}  {}  {} -> {}  by {}",
+        e.time,
+        or_dash(e.work_item_id.clone()),
+        or_dash(e.from.map(|s| s.to_string())),
+        or_dash(e.to.map(|s| s.to_string())),
+        or_dash(e.agent.clone()),
+    );
+    if let Some(f) = e.fence {
+        line.push_str(&format!("  fence {f}"));
+    }
+    if e.forced {
+        line.push_str("  (forced)");
+    }
+    if let Some(r) = &e.reason {
+        line.push_str(&format!("  reason: {r}"));
+    }
+    line
+}
 
 pub enum Output {
     One(Box<Claim>),
@@ -29,8 +93,21 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
     }
 }
 
-/// Prints `out` as one line of compact JSON.
+/// Prints `out` as one line of compact JSON (or, with `--human`, lines
+/// for people).
 pub fn print(out: &Output) -> ExitCode {
+    if human() {
+        let text = match out {
+            Output::One(claim) => claim_line(claim),
+            Output::Many(claims) if claims.is_empty() => "no work items".to_owned(),
+            Output::Many(claims) => claims.iter().map(claim_line).collect::<Vec<_>>().join("\n"),
+            Output::Value(value) => serde_json::to_string_pretty(value).expect("JSON"),
+        };
+        return match print_line(&text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(code) => code,
+        };
+    }
     let line = match out {
         Output::One(claim) => serde_json::to_string(claim),
         Output::Many(claims) => serde_json::to_string(claims),
@@ -77,7 +154,11 @@ pub fn follow_log(store: &dyn Store, follow: bool) -> ExitCode {
             Err(e) => return fail(&e),
         };
         for event in &page.events {
-            let line = serde_json::to_string(event).expect("an event always serialises");
+            let line = if human() {
+                event_line(event)
+            } else {
+                serde_json::to_string(event).expect("an event always serialises")
+            };
             if let Err(code) = print_line(&line) {
                 return code;
             }
@@ -137,6 +218,14 @@ pub fn fail(error: &CoordError) -> ExitCode {
     for (key, value) in extra {
         body[key] = value;
     }
-    let _ = writeln!(io::stderr().lock(), "{body}");
+    if human() {
+        let _ = writeln!(
+            io::stderr().lock(),
+            "error[{}]: {error}",
+            error.kind().as_str()
+        );
+    } else {
+        let _ = writeln!(io::stderr().lock(), "{body}");
+    }
     ExitCode::from(exit_code(error.kind()))
 }

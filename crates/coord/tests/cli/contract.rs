@@ -486,3 +486,40 @@ fn files_of_the_older_tools_keep_unknown_fields_and_active_statuses() {
     );
     assert_eq!(shown["team"], "core", "output keeps other tools' fields");
 }
+
+#[test]
+fn human_output_is_for_people_and_json_stays_the_default() {
+    let env = Env::new();
+    let run = env.run(&["--human", "claim", "deploy", "ship it", "-p", "high"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let id = id_of(&env.records()[0]);
+    assert!(run.stdout.starts_with(&id), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("in_progress  deploy (high)  held by agent_test"),
+        "{run:?}"
+    );
+    assert!(
+        serde_json::from_str::<Value>(&run.stdout).is_err(),
+        "not JSON"
+    );
+
+    let refused = env.run(&["--human", "claim", "deploy", "-p", "critical"]);
+    assert_eq!(refused.code, 3, "exit codes do not change");
+    assert!(
+        refused.stderr.starts_with("error[coordination_conflict]: "),
+        "{refused:?}"
+    );
+
+    let log = env.run(&["--human", "log"]);
+    assert!(
+        log.stdout.contains("  claimed  ") && log.stdout.contains(&id),
+        "{log:?}"
+    );
+    assert_eq!(
+        env.run(&["--human", "list", "--status", "failed"]).stdout,
+        "no work items\n"
+    );
+    // Without the flag, the same commands print JSON, also on a terminal.
+    env.run(&["show", &id]).expect_ok();
+}
