@@ -89,23 +89,19 @@ fn twenty_concurrent_next_callers_take_each_of_200_items_exactly_once() {
             thread::spawn(move || {
                 let mut taken = Vec::new();
                 loop {
-                    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coord"))
-                        .args(["next", "--lock-timeout", "60s"])
-                        .env("COORD_DIR", &dir)
-                        .env("COORD_AGENT_ID", format!("worker_{w}"))
-                        .output()
-                        .unwrap();
-                    match out.status.code() {
-                        Some(0) => {
-                            let item: Value = serde_json::from_slice(&out.stdout).unwrap();
+                    let run = run_in(
+                        &dir,
+                        &format!("worker_{w}"),
+                        &["next", "--lock-timeout", "60s"],
+                    );
+                    match run.code {
+                        0 => {
+                            let item = run.json();
                             assert_eq!(item["agent_id"], format!("worker_{w}"));
                             taken.push(id_of(&item));
                         }
-                        Some(10) => return taken,
-                        other => panic!(
-                            "next failed with {other:?}: {}",
-                            String::from_utf8_lossy(&out.stderr)
-                        ),
+                        10 => return taken,
+                        _ => panic!("next failed: {run:?}"),
                     }
                 }
             })
@@ -170,14 +166,7 @@ fn backoff_retries_succeed_once_the_way_is_clear() {
     let dir = env.dir.clone();
     let releaser = thread::spawn(move || {
         thread::sleep(Duration::from_millis(700));
-        let status = std::process::Command::new(env!("CARGO_BIN_EXE_coord"))
-            .args(["complete", &holder])
-            .env("COORD_DIR", &dir)
-            .env("COORD_AGENT_ID", "holder")
-            .output()
-            .unwrap()
-            .status;
-        assert!(status.success());
+        run_in(&dir, "holder", &["complete", &holder]).expect_ok();
     });
     let started = Instant::now();
     env.run_as("waiter", &["claim", "deploy", "-p", "high", "--retry", "0"])
@@ -199,11 +188,7 @@ fn backoff_retries_succeed_once_the_way_is_clear() {
     let dir = env.dir.clone();
     let poster = thread::spawn(move || {
         thread::sleep(Duration::from_millis(500));
-        std::process::Command::new(env!("CARGO_BIN_EXE_coord"))
-            .args(["post", "later", "arrives late"])
-            .env("COORD_DIR", &dir)
-            .output()
-            .unwrap();
+        run_in(&dir, "poster", &["post", "later", "arrives late"]).expect_ok();
     });
     let taken = env.run_as("w", &["next", "--retry", "30"]).expect_ok();
     assert_eq!(taken["work_type"], "later");
@@ -224,36 +209,23 @@ fn contention_with_retries_loses_no_claim() {
             let dir = env.dir.clone();
             thread::spawn(move || {
                 for _ in 0..3 {
-                    let run = |args: &[&str]| {
-                        std::process::Command::new(env!("CARGO_BIN_EXE_coord"))
-                            .args(args)
-                            .env("COORD_DIR", &dir)
-                            .env("COORD_AGENT_ID", format!("agent_{a}"))
-                            .output()
-                            .unwrap()
-                    };
-                    let out = run(&[
-                        "claim",
-                        "hot",
-                        "-p",
-                        "critical",
-                        "--wait-for",
-                        "60s",
-                        "--lock-timeout",
-                        "60s",
-                    ]);
-                    assert!(
-                        out.status.success(),
-                        "{}",
-                        String::from_utf8_lossy(&out.stderr)
+                    let agent = format!("agent_{a}");
+                    let claimed = run_in(
+                        &dir,
+                        &agent,
+                        &[
+                            "claim",
+                            "hot",
+                            "-p",
+                            "critical",
+                            "--wait-for",
+                            "60s",
+                            "--lock-timeout",
+                            "60s",
+                        ],
                     );
-                    let id = id_of(&serde_json::from_slice(&out.stdout).unwrap());
-                    let out = run(&["complete", &id, "--lock-timeout", "60s"]);
-                    assert!(
-                        out.status.success(),
-                        "{}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
+                    let id = id_of(&claimed.expect_ok());
+                    run_in(&dir, &agent, &["complete", &id, "--lock-timeout", "60s"]).expect_ok();
                 }
             })
         })
@@ -543,17 +515,12 @@ fn coord_and_the_shell_tools_share_a_directory_without_lost_updates() {
             let dir = env.dir.clone();
             thread::spawn(move || {
                 for _ in 0..5 {
-                    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coord"))
-                        .args(["claim", "rust", "--lock-timeout", "60s"])
-                        .env("COORD_DIR", &dir)
-                        .env("COORD_AGENT_ID", format!("coord_{i}"))
-                        .output()
-                        .unwrap();
-                    assert!(
-                        out.status.success(),
-                        "{}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
+                    run_in(
+                        &dir,
+                        &format!("coord_{i}"),
+                        &["claim", "rust", "--lock-timeout", "60s"],
+                    )
+                    .expect_ok();
                 }
             })
         })

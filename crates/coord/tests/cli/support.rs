@@ -77,6 +77,27 @@ impl From<Output> for Run {
     }
 }
 
+/// `coord args` against `dir` as `agent`, in the normalised environment.
+/// Free of `Env`, so threads that only hold the directory can use it.
+pub fn command_in(dir: &std::path::Path, agent: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coord"));
+    cmd.args(args)
+        .env("COORD_AGENT_ID", agent)
+        .env_remove("COORD_LOG")
+        .env_remove("COORD_FENCE")
+        .env_remove("COORD_CRASH_AT")
+        .env("COORD_DIR", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs [`command_in`] to completion.
+pub fn run_in(dir: &std::path::Path, agent: &str, args: &[&str]) -> Run {
+    command_in(dir, agent, args).output().unwrap().into()
+}
+
 impl Env {
     pub fn new() -> Env {
         let tmp = tempfile::tempdir().unwrap();
@@ -85,17 +106,7 @@ impl Env {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coord"));
-        cmd.args(args)
-            .env("COORD_AGENT_ID", "agent_test")
-            .env_remove("COORD_LOG")
-            .env_remove("COORD_FENCE")
-            .env_remove("COORD_CRASH_AT")
-            .env("COORD_DIR", &self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd
+        command_in(&self.dir, "agent_test", args)
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
@@ -197,11 +208,7 @@ impl Env {
 
     /// Runs `args` as `agent`.
     pub fn run_as(&self, agent: &str, args: &[&str]) -> Run {
-        self.command(args)
-            .env("COORD_AGENT_ID", agent)
-            .output()
-            .unwrap()
-            .into()
+        run_in(&self.dir, agent, args)
     }
 }
 
