@@ -48,6 +48,15 @@ pub enum CoordError {
         path.display()
     )]
     UnsafeFilesystem { path: PathBuf, filesystem: String },
+    /// The database could not be reached, or refused a statement for a
+    /// reason that is not coord's to decide (the change did not commit, or
+    /// its outcome is unknown if the connection broke during the commit).
+    #[error("database error: {message}")]
+    Database {
+        message: String,
+        #[source]
+        source: Option<Source>,
+    },
 }
 
 fn describe_types(types: &[String]) -> String {
@@ -72,6 +81,7 @@ pub enum ErrorKind {
     NotOwner,
     NothingToTake,
     UnsafeFilesystem,
+    Database,
 }
 
 impl ErrorKind {
@@ -87,6 +97,7 @@ impl ErrorKind {
             ErrorKind::NotOwner => "not_owner",
             ErrorKind::NothingToTake => "nothing_to_take",
             ErrorKind::UnsafeFilesystem => "unsafe_filesystem",
+            ErrorKind::Database => "database_error",
         }
     }
 }
@@ -110,6 +121,7 @@ impl CoordError {
             CoordError::NotOwner { .. } => ErrorKind::NotOwner,
             CoordError::NothingToTake { .. } => ErrorKind::NothingToTake,
             CoordError::UnsafeFilesystem { .. } => ErrorKind::UnsafeFilesystem,
+            CoordError::Database { .. } => ErrorKind::Database,
         }
     }
 }

@@ -27,7 +27,7 @@ mod store;
 mod time;
 pub mod transition;
 
-pub use agents::{AgentRecord, AgentRegistration};
+pub use agents::{AgentRecord, AgentRegistration, SEEN_PRECISION};
 pub use duration::parse_duration;
 pub use error::{CoordError, ErrorKind};
 pub use event::{Event, EventKind};
@@ -36,7 +36,9 @@ pub use model::{
     Claim, ClaimHead, ClaimRequest, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, Filter, NextRequest,
     Origin, PostRequest, Priority, Status, validate_name,
 };
-pub use policy::{ConflictPolicy, ExclusivePerWorkType, SeedPolicy, Slot, find_conflict};
+pub use policy::{
+    ConflictPolicy, ExclusivePerWorkType, SeedPolicy, Slot, find_conflict, needs_exclusion,
+};
 pub use retry::RetryPolicy;
 pub use store::{EventPage, Store};
 pub use time::Timestamp;

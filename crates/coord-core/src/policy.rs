@@ -61,6 +61,21 @@ pub fn find_conflict<'h>(
         .find(|h| h.is_live(now) && policy.conflicts(new, Slot::from(*h)))
 }
 
+/// Whether a claim in `slot` could conflict, either way round, with any
+/// claim of its own work type. A store that coordinates through locks per
+/// work type (PostgreSQL) takes none for a claim that could not conflict;
+/// it assumes, as both built-in policies do, that conflicts stay within one
+/// work type.
+pub fn needs_exclusion(policy: &dyn ConflictPolicy, slot: Slot<'_>) -> bool {
+    Priority::ALL.iter().any(|&priority| {
+        let other = Slot {
+            work_type: slot.work_type,
+            priority,
+        };
+        policy.conflicts(slot, other) || policy.conflicts(other, slot)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,16 @@ impl Timestamp {
         self.0.as_nanosecond()
     }
 
+    /// Microseconds since the Unix epoch: the unit coord keeps times in,
+    /// so this is exact (a database column can hold it as a `bigint`).
+    pub fn as_unix_micros(self) -> i64 {
+        i64::try_from(self.as_unix_nanos() / 1000).expect("jiff's range fits i64 microseconds")
+    }
+
+    pub fn from_unix_micros(micros: i64) -> Option<Self> {
+        Self::from_unix_nanos(i128::from(micros) * 1000)
+    }
+
     /// `self + duration`, saturating at the ends of the supported range.
     pub fn saturating_add(self, duration: std::time::Duration) -> Self {
         let d = jiff::SignedDuration::try_from(duration).unwrap_or(jiff::SignedDuration::MAX);

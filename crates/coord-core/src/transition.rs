@@ -404,11 +404,26 @@ pub fn pick_next<'h>(
     now: Timestamp,
 ) -> Option<usize> {
     let heads: Vec<&ClaimHead> = heads.into_iter().collect();
-    let status: HashMap<&str, Status> = heads
+    pick_next_from(&heads, [], request, policy, now)
+}
+
+/// [`pick_next`] for a store that reads only part of its items: it chooses
+/// among `candidates` and returns a position in them; `context` holds the
+/// other items the choice depends on (the candidates' dependencies, the live
+/// claims of their work types), which are never chosen themselves.
+pub fn pick_next_from<'h>(
+    candidates: &[&'h ClaimHead],
+    context: impl IntoIterator<Item = &'h ClaimHead>,
+    request: &NextRequest,
+    policy: &dyn ConflictPolicy,
+    now: Timestamp,
+) -> Option<usize> {
+    let known: Vec<&ClaimHead> = candidates.iter().copied().chain(context).collect();
+    let status: HashMap<&str, Status> = known
         .iter()
         .map(|h| (h.work_item_id.as_str(), h.status))
         .collect();
-    let live: Vec<&ClaimHead> = heads.iter().copied().filter(|h| h.is_live(now)).collect();
+    let live: Vec<&ClaimHead> = known.iter().copied().filter(|h| h.is_live(now)).collect();
     let wanted =
         |h: &ClaimHead| request.work_types.is_empty() || request.work_types.contains(&h.work_type);
     let ready = |h: &ClaimHead| {
@@ -417,7 +432,7 @@ pub fn pick_next<'h>(
             .all(|d| status.get(d.as_str()) == Some(&Status::Completed))
     };
     let mut best: Option<usize> = None;
-    for (i, h) in heads.iter().enumerate() {
+    for (i, h) in candidates.iter().enumerate() {
         let backing_off = h.retry_at.is_some_and(|t| t > now);
         if h.status != Status::Pending || backing_off || !wanted(h) || !ready(h) {
             continue;
@@ -426,7 +441,7 @@ pub fn pick_next<'h>(
             continue;
         }
         let better = best.is_none_or(|b| {
-            let other = heads[b];
+            let other = candidates[b];
             h.priority > other.priority
                 || (h.priority == other.priority && h.posted_at < other.posted_at)
         });

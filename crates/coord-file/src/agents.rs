@@ -9,8 +9,7 @@ use reactor_file::{AtomicWriter, read_optional};
 
 pub const AGENT_FILE: &str = "agent_status.json";
 
-/// How stale `last_seen` may get before a change by the agent rewrites it.
-pub(crate) const SEEN_PRECISION: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) use coord_core::SEEN_PRECISION;
 
 pub(crate) fn read(dir: &Path) -> Result<Vec<AgentRecord>, CoordError> {
     let path = dir.join(AGENT_FILE);
@@ -37,38 +36,13 @@ pub(crate) fn touch(
     let known = agents
         .iter()
         .position(|a| a.agent_id == registration.agent_id);
-    let index = match known {
-        Some(i) => i,
-        None => {
-            agents.push(AgentRecord {
-                agent_id: registration.agent_id.clone(),
-                team: None,
-                capacity: None,
-                registered_at: None,
-                last_seen: now,
-                extra: serde_json::Map::new(),
-            });
-            agents.len() - 1
-        }
+    let Some(record) = AgentRecord::seen(known.map(|i| &agents[i]), registration, now) else {
+        return Ok(agents.swap_remove(known.expect("only a known agent is up to date")));
     };
-    let agent = &mut agents[index];
-    // `last_seen` is kept to the second: an agent acting many times a second
-    // does not rewrite the registry each time.
-    let fresh = known.is_some() && agent.last_seen.saturating_add(SEEN_PRECISION) > now;
-    if fresh && registration.team.is_none() && registration.capacity.is_none() {
-        return Ok(agent.clone());
+    match known {
+        Some(i) => agents[i] = record.clone(),
+        None => agents.push(record.clone()),
     }
-    agent.last_seen = now;
-    if registration.team.is_some() || registration.capacity.is_some() {
-        agent.registered_at.get_or_insert(now);
-    }
-    if registration.team.is_some() {
-        agent.team.clone_from(&registration.team);
-    }
-    if registration.capacity.is_some() {
-        agent.capacity = registration.capacity;
-    }
-    let record = agent.clone();
     let mut bytes = b"[".to_vec();
     for (n, a) in agents.iter().enumerate() {
         bytes.extend_from_slice(if n == 0 { b"\n  " } else { b",\n  " });

@@ -1,6 +1,8 @@
-//! Leases, the queue, retries, cleanup, the event log and the agent registry,
-//! through the library with a clock the test moves; and a property test
-//! that random operation sequences keep the store's invariants.
+//! What only the coordination directory does (the state file, automatic
+//! compaction, the older tools' records, the archive's lines), through the
+//! library with a clock the test moves; and a property test that random
+//! operation sequences keep the store's invariants. What every store does
+//! is in the conformance suite (`tests/conformance.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -8,8 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use coord_core::{
-    Action, Actor, AgentRegistration, Claim, ClaimRequest, ErrorKind, EventKind, Filter,
-    NextRequest, PostRequest, Priority, Status, Store,
+    Action, Actor, Claim, ClaimRequest, ErrorKind, EventKind, Filter, NextRequest, PostRequest,
+    Priority, Status, Store,
 };
 use coord_file::{CLAIMS_FILE, FileStore, FileStoreOptions, STATE_FILE};
 use proptest::prelude::*;
@@ -32,233 +34,6 @@ fn high(agent: &str, work_type: &str) -> ClaimRequest {
         .lease(MIN)
 }
 
-fn events(store: &FileStore) -> Vec<coord_core::Event> {
-    store.events(0).unwrap().events
-}
-
-#[test]
-fn a_lapsed_lease_frees_the_work_and_fences_off_the_old_owner() {
-    let (_dir, clock, store) = setup();
-    let old = store.claim(&high("alice", "deploy")).unwrap();
-    assert_eq!(
-        store.claim(&high("bob", "deploy")).unwrap_err().kind(),
-        ErrorKind::Conflict
-    );
-
-    clock.advance(MIN + Duration::from_secs(1));
-    // Expired whether or not it was written down: bob can claim at once.
-    let new = store.claim(&high("bob", "deploy")).unwrap();
-    assert!(new.fence > old.fence, "fences only grow");
-    // ...and bob's change wrote alice's expiry down, with an event.
-    let alice = store.get(&old.work_item_id).unwrap();
-    assert_eq!(alice.status, Status::Expired);
-    assert!(alice.reason.as_deref().unwrap().contains("lease expired"));
-    let expired: Vec<_> = events(&store)
-        .into_iter()
-        .filter(|e| e.event == EventKind::Expired)
-        .collect();
-    assert_eq!(expired.len(), 1);
-    assert_eq!(expired[0].agent.as_deref(), Some("alice"));
-    assert_eq!(
-        (expired[0].from, expired[0].to),
-        (Some(Status::InProgress), Some(Status::Expired))
-    );
-
-    // Alice's late completion is refused, and changes nothing.
-    for action in [
-        Action::Complete { result: None },
-        Action::Heartbeat { lease: None },
-    ] {
-        let err = store
-            .act(&old.work_item_id, &action, &Actor::new("alice"))
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::LeaseExpired, "{action:?}");
-    }
-    assert_eq!(
-        store.get(&old.work_item_id).unwrap().status,
-        Status::Expired
-    );
-}
-
-#[test]
-fn heartbeats_and_progress_keep_a_lease_alive() {
-    let (_dir, clock, store) = setup();
-    let c = store.claim(&high("alice", "deploy")).unwrap();
-    let me = Actor::new("alice");
-    for _ in 0..3 {
-        clock.advance(Duration::from_secs(50));
-        store
-            .act(&c.work_item_id, &Action::Heartbeat { lease: None }, &me)
-            .unwrap();
-    }
-    clock.advance(Duration::from_secs(50));
-    store
-        .act(&c.work_item_id, &Action::Progress { percent: 80 }, &me)
-        .unwrap();
-    clock.advance(Duration::from_secs(50));
-    assert_eq!(
-        store.claim(&high("bob", "deploy")).unwrap_err().kind(),
-        ErrorKind::Conflict
-    );
-    store
-        .act(&c.work_item_id, &Action::Complete { result: None }, &me)
-        .unwrap();
-    let kinds: Vec<EventKind> = events(&store).iter().map(|e| e.event).collect();
-    assert_eq!(
-        kinds,
-        [
-            EventKind::Claimed,
-            EventKind::Progress,
-            EventKind::Completed
-        ],
-        "heartbeats are not logged"
-    );
-}
-
-#[test]
-fn only_the_owner_acts_and_force_is_recorded() {
-    let (_dir, _clock, store) = setup();
-    let c = store.claim(&high("alice", "deploy")).unwrap();
-    let err = store
-        .act(
-            &c.work_item_id,
-            &Action::Complete { result: None },
-            &Actor::new("bob"),
-        )
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NotOwner);
-    let done = store
-        .act(
-            &c.work_item_id,
-            &Action::Complete { result: None },
-            &Actor::new("bob").force(true),
-        )
-        .unwrap();
-    assert_eq!(done.status, Status::Completed);
-    let last = events(&store).pop().unwrap();
-    assert!(last.forced);
-    assert_eq!(last.agent.as_deref(), Some("bob"));
-}
-
-#[test]
-fn next_takes_by_priority_then_age_and_says_when_nothing_is_left() {
-    let (_dir, clock, store) = setup();
-    let post = |t: &str, p: Priority| {
-        clock.advance(Duration::from_millis(1));
-        store
-            .post(&PostRequest::new("boss", t).priority(p))
-            .unwrap()
-    };
-    let low = post("docs", Priority::Low);
-    let med_old = post("build", Priority::Medium);
-    let _med_new = post("build", Priority::Medium);
-    let crit = post("fix", Priority::Critical);
-    let take = || store.next(&NextRequest::new("worker").lease(MIN));
-    assert_eq!(take().unwrap().work_item_id, crit.work_item_id);
-    assert_eq!(take().unwrap().work_item_id, med_old.work_item_id);
-    take().unwrap();
-    let only_docs = store
-        .next(&NextRequest::new("w").work_types(["docs"]))
-        .unwrap();
-    assert_eq!(only_docs.work_item_id, low.work_item_id);
-    assert_eq!(take().unwrap_err().kind(), ErrorKind::NothingToTake);
-}
-
-#[test]
-fn dependencies_hold_items_back_until_completed() {
-    let (_dir, _clock, store) = setup();
-    let first = store.post(&PostRequest::new("boss", "step1")).unwrap();
-    let second = store
-        .post(&PostRequest::new("boss", "step2").after([first.work_item_id.clone()]))
-        .unwrap();
-    let err = store
-        .post(&PostRequest::new("boss", "x").after(["work_nope"]))
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NotFound);
-
-    let taken = store.next(&NextRequest::new("w")).unwrap();
-    assert_eq!(taken.work_item_id, first.work_item_id);
-    assert_eq!(
-        store.next(&NextRequest::new("w")).unwrap_err().kind(),
-        ErrorKind::NothingToTake
-    );
-    store
-        .act(
-            &first.work_item_id,
-            &Action::Complete { result: None },
-            &Actor::new("w"),
-        )
-        .unwrap();
-    assert_eq!(
-        store.next(&NextRequest::new("w")).unwrap().work_item_id,
-        second.work_item_id
-    );
-}
-
-#[test]
-fn failed_items_are_retried_until_max_attempts_then_stay_failed() {
-    let (_dir, clock, store) = setup();
-    let item = store
-        .post(&PostRequest::new("boss", "flaky").max_attempts(3))
-        .unwrap();
-    let requeue = Action::Fail {
-        reason: Some("boom".into()),
-        requeue: true,
-        retry_after: None,
-    };
-    for attempt in 1..=3 {
-        let taken = store.next(&NextRequest::new("w").lease(MIN)).unwrap();
-        assert_eq!(
-            (taken.work_item_id.as_str(), taken.attempt),
-            (item.work_item_id.as_str(), Some(attempt))
-        );
-        if attempt == 2 {
-            // A lapsed lease counts as a failed attempt too.
-            clock.advance(MIN * 2);
-            store.reap("janitor").unwrap();
-        } else {
-            store
-                .act(&item.work_item_id, &requeue, &Actor::new("w"))
-                .unwrap();
-        }
-    }
-    let last = store.get(&item.work_item_id).unwrap();
-    assert_eq!((last.status, last.attempt), (Status::Failed, Some(3)));
-    assert_eq!(
-        store.next(&NextRequest::new("w")).unwrap_err().kind(),
-        ErrorKind::NothingToTake
-    );
-    let kinds: Vec<EventKind> = events(&store).iter().map(|e| e.event).collect();
-    use EventKind::*;
-    assert_eq!(
-        kinds,
-        [Posted, Claimed, Requeued, Claimed, Expired, Claimed, Failed]
-    );
-}
-
-#[test]
-fn release_hands_work_back_for_someone_else() {
-    let (_dir, _clock, store) = setup();
-    let item = store.post(&PostRequest::new("boss", "t")).unwrap();
-    let a = store.next(&NextRequest::new("alice")).unwrap();
-    store
-        .act(&item.work_item_id, &Action::Release, &Actor::new("alice"))
-        .unwrap();
-    let b = store.next(&NextRequest::new("bob")).unwrap();
-    assert_eq!(b.work_item_id, item.work_item_id);
-    assert_eq!(b.attempt, Some(1), "a release is not a failed attempt");
-    assert!(b.fence > a.fence);
-    // Alice, holding the old fence, is fenced off even though she names it.
-    let err = store
-        .act(
-            &item.work_item_id,
-            &Action::Complete { result: None },
-            &Actor::new("alice").fence(a.fence),
-        )
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::LeaseExpired);
-}
-
 fn archive_ids(dir: &Path) -> Vec<String> {
     FileStore::new(dir)
         .archived()
@@ -269,7 +44,7 @@ fn archive_ids(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn cleanup_moves_old_finished_items_and_fences_never_go_back() {
+fn cleanup_records_the_fence_high_water_in_the_state_file() {
     let (dir, clock, store) = setup();
     let done = store.claim(&high("a", "x")).unwrap();
     store
@@ -332,29 +107,6 @@ fn cleanup_moves_old_finished_items_and_fences_never_go_back() {
 }
 
 #[test]
-fn cleanup_keeps_items_that_pending_work_depends_on() {
-    let (dir, _clock, store) = setup();
-    let dep = store.post(&PostRequest::new("b", "first")).unwrap();
-    store
-        .post(&PostRequest::new("b", "second").after([dep.work_item_id.clone()]))
-        .unwrap();
-    store
-        .next(&NextRequest::new("w").work_types(["first"]))
-        .unwrap();
-    store
-        .act(
-            &dep.work_item_id,
-            &Action::Complete { result: None },
-            &Actor::new("w"),
-        )
-        .unwrap();
-    assert!(store.cleanup("b", Duration::ZERO).unwrap().is_empty());
-    assert!(archive_ids(dir.path()).is_empty());
-    let second = store.next(&NextRequest::new("w")).unwrap();
-    assert_eq!(second.work_type, "second");
-}
-
-#[test]
 fn automatic_compaction_keeps_the_claims_file_small() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Clock::new("2026-01-01T00:00:00Z");
@@ -394,31 +146,6 @@ fn automatic_compaction_keeps_the_claims_file_small() {
     expected.sort();
     assert_eq!(both, expected, "every item in exactly one place");
     assert_eq!(in_file, all[all.len() - in_file.len()..], "the newest stay");
-}
-
-#[test]
-fn agents_are_registered_seen_and_go_stale() {
-    let (_dir, clock, store) = setup();
-    store
-        .register_agent(&AgentRegistration {
-            agent_id: "alice".into(),
-            team: Some("platform".into()),
-            capacity: Some(4),
-        })
-        .unwrap();
-    clock.advance(Duration::from_secs(600));
-    store.claim(&ClaimRequest::new("bob", "t")).unwrap();
-    let agents = store.agents().unwrap();
-    let by_id: HashMap<&str, &coord_core::AgentRecord> =
-        agents.iter().map(|a| (a.agent_id.as_str(), a)).collect();
-    assert_eq!(by_id["alice"].team.as_deref(), Some("platform"));
-    assert_eq!(by_id["alice"].capacity, Some(4));
-    let now = clock.now();
-    assert_eq!(
-        by_id["alice"].status(now, Duration::from_secs(300)),
-        "stale"
-    );
-    assert_eq!(by_id["bob"].status(now, Duration::from_secs(300)), "active");
 }
 
 #[test]

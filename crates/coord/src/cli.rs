@@ -25,6 +25,18 @@ pub struct Cli {
     )]
     pub dir: PathBuf,
 
+    /// Keep work items in this PostgreSQL database instead of the directory,
+    /// to coordinate agents on many machines (a libpq connection string,
+    /// e.g. postgresql://coord@db.internal/coord or "host=/run/postgresql
+    /// dbname=coord")
+    #[arg(long, global = true, env = "COORD_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// The schema that holds coord's tables in that database (created if
+    /// missing); stores in different schemas are independent
+    #[arg(long, global = true, env = "COORD_SCHEMA", default_value = "coord")]
+    pub schema: String,
+
     /// This agent's id (default: a new `agent_<unix nanos>` per call).
     #[arg(
         long,
@@ -34,7 +46,8 @@ pub struct Cli {
     )]
     pub agent: Option<String>,
 
-    /// How long to wait for the directory lock (e.g. 500ms, 10s, 1m)
+    /// How long to wait for the directory lock, or a database lock (e.g.
+    /// 500ms, 10s, 1m)
     #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub lock_timeout: Duration,
 

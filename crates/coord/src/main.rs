@@ -3,12 +3,12 @@
 //!
 //! Architecture invariant: only this crate decides exit codes and prints.
 
+mod backend;
 mod cli;
 mod output;
 mod runner;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -16,9 +16,9 @@ use coord_core::{
     Action, Actor, AgentRegistration, CoordError, Filter, NextRequest, PostRequest, Store,
     Timestamp,
 };
-use coord_file::{FileStore, FileStoreOptions, Warning};
 use serde_json::json;
 
+use backend::Backend;
 use cli::{AgentCommand, Cli, Command, HoldArgs};
 use output::Output;
 
@@ -27,28 +27,18 @@ fn main() -> ExitCode {
     output::set_human(cli.human);
     init_tracing();
     let (agent, agent_given) = cli.agent_id();
-    let store = FileStore::with_options(
-        &cli.dir,
-        FileStoreOptions {
-            lock_timeout: cli.lock_timeout,
-            allow_unsafe_filesystem: cli.allow_unsafe_filesystem,
-            compact_at: cli.compact_at,
-            sync_events: cli.sync_events,
-            shell_lock: !cli.no_shell_lock,
-            compact_keep: cli.compact_keep,
-            // A generated id names this one call, not an agent worth listing.
-            track_agents: agent_given,
-            on_warning: Arc::new(|w: &Warning| output::warn(w.kind, &w.message)),
-            ..FileStoreOptions::default()
-        },
-    );
+    let backend = match Backend::open(&cli, agent_given) {
+        Ok(backend) => backend,
+        Err(e) => return output::fail(&e),
+    };
+    let store = backend.store();
     match &cli.command {
-        Command::Log { follow } => return output::follow_log(&store, *follow),
-        Command::Run { .. } => return runner::run(&cli, &store, &agent),
-        Command::Work { .. } => return runner::work(&cli, &store, &agent),
+        Command::Log { follow } => return output::follow_log(store, *follow),
+        Command::Run { .. } => return runner::run(&cli, &backend, &agent),
+        Command::Work { .. } => return runner::work(&cli, &backend, &agent),
         _ => {}
     }
-    match run(&cli, &store, &agent) {
+    match run(&cli, store, &agent) {
         Ok(out) => output::print(&out),
         Err(error) => output::fail(&hint(error, agent_given)),
     }

@@ -89,6 +89,7 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
         ErrorKind::NotOwner => 9,
         ErrorKind::NothingToTake => 10,
         ErrorKind::UnsafeFilesystem => 11,
+        ErrorKind::Database => 12,
         _ => 1,
     }
 }

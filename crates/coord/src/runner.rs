@@ -2,26 +2,19 @@
 
 use std::process::ExitCode;
 
-use coord_core::Store;
-use coord_file::FileStore;
 use coord_runner::{Finish, RunOptions, Shutdown, SignalMode, WorkOptions, watch_signals};
 use serde_json::json;
 
+use crate::backend::Backend;
 use crate::cli::{Cli, Command};
 use crate::output;
-
-/// Where a child finds the store: the directory, made absolute so a child
-/// that changes directory still finds it.
-fn store_env(store: &FileStore) -> Vec<(&'static str, String)> {
-    let dir = std::path::absolute(store.dir()).unwrap_or_else(|_| store.dir().to_owned());
-    vec![("COORD_DIR", dir.display().to_string())]
-}
 
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-pub fn run(cli: &Cli, store: &FileStore, agent: &str) -> ExitCode {
+pub fn run(cli: &Cli, backend: &Backend, agent: &str) -> ExitCode {
+    let store = backend.store();
     let Command::Run {
         what,
         result,
@@ -50,19 +43,13 @@ pub fn run(cli: &Cli, store: &FileStore, agent: &str) -> ExitCode {
     };
     let options = RunOptions {
         command: command.clone(),
-        store_env: store_env(store),
+        store_env: backend.child_env(cli),
         grace: *grace,
         result: result.clone(),
         requeue_backoff: None,
         spinner: true,
     };
-    let outcome = coord_runner::supervise(
-        store as &(dyn Store + Sync),
-        &claim,
-        agent,
-        &options,
-        &shutdown,
-    );
+    let outcome = coord_runner::supervise(store, &claim, agent, &options, &shutdown);
     signals.close();
     match (&outcome.finish, &outcome.error) {
         (Finish::LeaseLost, Some(e)) => {
@@ -76,7 +63,8 @@ pub fn run(cli: &Cli, store: &FileStore, agent: &str) -> ExitCode {
     }
 }
 
-pub fn work(cli: &Cli, store: &FileStore, agent: &str) -> ExitCode {
+pub fn work(cli: &Cli, backend: &Backend, agent: &str) -> ExitCode {
+    let store = backend.store();
     let Command::Work {
         work_types,
         lease,
@@ -107,14 +95,14 @@ pub fn work(cli: &Cli, store: &FileStore, agent: &str) -> ExitCode {
         idle_exit: *idle_exit,
         run: RunOptions {
             command: command.clone(),
-            store_env: store_env(store),
+            store_env: backend.child_env(cli),
             grace: *grace,
             result: None,
             requeue_backoff: Some(*retry_backoff),
             spinner: false,
         },
     };
-    let report = coord_runner::work(store as &(dyn Store + Sync), agent, &options, &shutdown);
+    let report = coord_runner::work(store, agent, &options, &shutdown);
     signals.close();
     let summary = json!({"summary": {
         "agent_id": agent,

@@ -4,5 +4,6 @@
 mod contract;
 mod crash;
 mod lifecycle;
+mod pg;
 mod runner;
 mod support;

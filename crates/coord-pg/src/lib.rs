@@ -1,0 +1,27 @@
+//! `coord-pg`: work items in PostgreSQL, for agents on many machines.
+//!
+//! [`PgStore`] implements the same [`coord_core::Store`] trait as the
+//! coordination directory, and the same conformance suite tests both. It
+//! decides every change with [`coord_core::transition`] on rows it has
+//! locked, and lets PostgreSQL make the outcome atomic and durable:
+//!
+//! - one transaction per operation, at READ COMMITTED;
+//! - the item a change acts on is locked with `SELECT ... FOR UPDATE`;
+//! - claims that may exclude each other (high priority, by default) first
+//!   take a transaction-scoped advisory lock on their work type, then lock
+//!   that type's in-progress rows, so two claimers never both see the slot
+//!   free;
+//! - `next` locks its candidates with `FOR UPDATE SKIP LOCKED`, so
+//!   concurrent workers take different items instead of queueing;
+//! - fences and revisions come from sequences, which never go back;
+//! - the event log's cursor is assigned after commit (see
+//!   [`PgStore::events`]), so a follower never skips a late commit.
+//!
+//! Tables live in their own schema (`coord` unless told otherwise); see
+//! `schema.rs`.
+
+mod schema;
+mod store;
+
+pub use schema::SCHEMA_VERSION;
+pub use store::{Clock, PgStore, PgStoreOptions};

@@ -1,0 +1,136 @@
+//! The tables coord keeps in PostgreSQL, and how they come to exist.
+//!
+//! Every table lives in one schema (`coord` by default), so several
+//! independent stores can share a database. The full record of each item is
+//! a `jsonb` document, the same JSON the claims file holds; the columns
+//! beside it are copies of the fields that queries select and order by.
+
+use postgres::Transaction;
+
+/// Bumped when the tables change; a store refuses a database whose schema
+/// is newer than the one it knows.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The first key of every advisory lock coord takes ("coor" in ASCII), so
+/// they do not collide with other applications' locks.
+pub const LOCK_CLASS: i32 = 0x636f_6f72;
+
+const TABLES: &str = r"
+CREATE TABLE IF NOT EXISTS coord_meta (
+    key   text PRIMARY KEY,
+    value bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS coord_claims (
+    work_item_id   text PRIMARY KEY,
+    -- Insertion order: `list` shows items oldest first, like the claims file.
+    seq            bigserial NOT NULL,
+    work_type      text NOT NULL,
+    priority       smallint NOT NULL,
+    status         text NOT NULL,
+    agent_id       text,
+    -- Times in microseconds since the Unix epoch.
+    lease_deadline bigint,
+    posted_at      bigint,
+    retry_at       bigint,
+    finished_at    bigint,
+    depends_on     text[] NOT NULL DEFAULT '{}',
+    doc            jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS coord_claims_live
+    ON coord_claims (work_type) WHERE status = 'in_progress';
+CREATE INDEX IF NOT EXISTS coord_claims_lease
+    ON coord_claims (lease_deadline) WHERE status = 'in_progress';
+CREATE INDEX IF NOT EXISTS coord_claims_pending
+    ON coord_claims (priority DESC, posted_at NULLS FIRST, seq) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS coord_claims_finished
+    ON coord_claims (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS coord_claims_depends_on
+    ON coord_claims USING gin (depends_on) WHERE status IN ('pending', 'in_progress');
+
+-- The event log. `id` is drawn while the writer holds the locks of what it
+-- changed; `seq`, the readers' cursor, is given after commit in `id` order
+-- (see `PgStore::events`), so a follower never skips a late commit.
+CREATE TABLE IF NOT EXISTS coord_events (
+    id  bigserial PRIMARY KEY,
+    seq bigint UNIQUE,
+    doc jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS coord_events_unsequenced ON coord_events (id) WHERE seq IS NULL;
+
+CREATE TABLE IF NOT EXISTS coord_archive (
+    work_item_id text PRIMARY KEY,
+    seq          bigserial NOT NULL,
+    archived_at  bigint NOT NULL,
+    doc          jsonb NOT NULL
+);
+CREATE TABLE IF NOT EXISTS coord_agents (
+    agent_id text PRIMARY KEY,
+    doc      jsonb NOT NULL
+);
+CREATE SEQUENCE IF NOT EXISTS coord_fence;
+CREATE SEQUENCE IF NOT EXISTS coord_revision;
+";
+
+/// Whether `name` may be used as the schema: a plain lower-case SQL
+/// identifier, so it never needs quoting rules beyond double quotes.
+pub fn valid_schema_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+}
+
+/// What `migrate` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrated {
+    Current,
+    /// The database was made by a newer coord, with this schema version.
+    Newer(i64),
+}
+
+/// Creates the schema and tables if missing. Runs under an advisory lock,
+/// because concurrent `CREATE ... IF NOT EXISTS` can still collide.
+pub fn migrate(tx: &mut Transaction<'_>, schema: &str) -> Result<Migrated, postgres::Error> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&LOCK_CLASS, &format!("{schema}#migrate")],
+    )?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET LOCAL search_path TO \"{schema}\";"
+    ))?;
+    tx.batch_execute(TABLES)?;
+    let found: Option<i64> = tx
+        .query_opt(
+            "SELECT value FROM coord_meta WHERE key = 'schema_version'",
+            &[],
+        )?
+        .map(|row| row.get(0));
+    match found {
+        Some(v) if v > SCHEMA_VERSION => Ok(Migrated::Newer(v)),
+        Some(_) => Ok(Migrated::Current),
+        None => {
+            tx.execute(
+                "INSERT INTO coord_meta (key, value) VALUES ('schema_version', $1)",
+                &[&SCHEMA_VERSION],
+            )?;
+            Ok(Migrated::Current)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for ok in ["coord", "_x", "team_2"] {
+            assert!(valid_schema_name(ok), "{ok}");
+        }
+        for bad in ["", "2x", "Coord", "a-b", "a\"b", "a b", &"x".repeat(64)] {
+            assert!(!valid_schema_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The store conformance suite against PostgreSQL: a throwaway cluster for
+//! this test process, and a schema of its own for each test.
+
+use coord_core::Store;
+use coord_pg::{PgStore, PgStoreOptions};
+use coord_testkit::conformance::Harness;
+use coord_testkit::{TestClock, shared_cluster};
+
+struct PgHarness {
+    clock: TestClock,
+    url: String,
+    options: PgStoreOptions,
+    store: PgStore,
+}
+
+fn harness() -> PgHarness {
+    let cluster = shared_cluster();
+    let clock = TestClock::new("2026-01-01T00:00:00Z");
+    let options = PgStoreOptions {
+        schema: cluster.fresh_schema("conformance"),
+        clock: clock.as_fn(),
+        ..PgStoreOptions::default()
+    };
+    let url = cluster.url();
+    let store = PgStore::connect(&url, options.clone()).unwrap();
+    PgHarness {
+        clock,
+        url,
+        options,
+        store,
+    }
+}
+
+impl Harness for PgHarness {
+    fn store(&self) -> &dyn Store {
+        &self.store
+    }
+
+    fn clock(&self) -> &TestClock {
+        &self.clock
+    }
+
+    fn another(&self) -> Box<dyn Store + Send> {
+        Box::new(PgStore::connect(&self.url, self.options.clone()).unwrap())
+    }
+
+    fn archived_ids(&self) -> Vec<String> {
+        self.store
+            .archived()
+            .unwrap()
+            .iter()
+            .map(|v| v["work_item_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+coord_testkit::conformance_suite!(harness);

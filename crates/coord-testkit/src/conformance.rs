@@ -1,0 +1,631 @@
+//! The behaviour every store must show, whatever keeps its items. Each
+//! function is one test; [`conformance_suite!`](crate::conformance_suite)
+//! runs them all against a store.
+//!
+//! A harness gives a fresh, empty store whose clock the test moves, and
+//! more handles on the same store for the tests of concurrent callers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use coord_core::{
+    Action, Actor, AgentRegistration, ClaimRequest, ErrorKind, Event, EventKind, Filter,
+    NextRequest, PostRequest, Priority, Status, Store,
+};
+
+use crate::TestClock;
+
+/// A fresh store for one test.
+pub trait Harness {
+    fn store(&self) -> &dyn Store;
+    fn clock(&self) -> &TestClock;
+    /// Another handle on the same store (its own connection or file
+    /// handles), for a thread of its own.
+    fn another(&self) -> Box<dyn Store + Send>;
+    /// The ids of the archived items, oldest first.
+    fn archived_ids(&self) -> Vec<String>;
+}
+
+/// Runs every conformance test as a `#[test]` of the calling crate.
+/// `$make` is a function returning a fresh [`Harness`].
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        $crate::conformance_suite!(@each $make;
+            a_lapsed_lease_frees_the_work_and_fences_off_the_old_owner,
+            heartbeats_and_progress_keep_a_lease_alive,
+            only_the_owner_acts_and_force_is_recorded,
+            next_takes_by_priority_then_age_and_says_when_nothing_is_left,
+            dependencies_hold_items_back_until_completed,
+            failed_items_are_retried_until_max_attempts_then_stay_failed,
+            retry_after_holds_a_requeued_item_back,
+            release_hands_work_back_for_someone_else,
+            cleanup_moves_old_finished_items_and_fences_never_go_back,
+            cleanup_keeps_items_that_pending_work_depends_on,
+            agents_are_registered_seen_and_go_stale,
+            bad_requests_are_refused_and_change_nothing,
+            list_filters_and_keeps_the_order_of_arrival,
+            concurrent_exclusive_claims_admit_exactly_one,
+            concurrent_claims_that_do_not_conflict_all_succeed,
+            concurrent_workers_take_each_item_exactly_once,
+            the_event_log_replays_to_the_store_and_its_cursor_resumes
+        );
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let harness = $make();
+                $crate::conformance::$name(&harness);
+            }
+        )*
+    };
+}
+
+const MIN: Duration = Duration::from_secs(60);
+
+fn high(agent: &str, work_type: &str) -> ClaimRequest {
+    ClaimRequest::new(agent, work_type)
+        .priority(Priority::High)
+        .lease(MIN)
+}
+
+fn events(store: &dyn Store) -> Vec<Event> {
+    store.events(0).unwrap().events
+}
+
+fn complete(store: &dyn Store, id: &str, agent: &str) {
+    store
+        .act(id, &Action::Complete { result: None }, &Actor::new(agent))
+        .unwrap();
+}
+
+pub fn a_lapsed_lease_frees_the_work_and_fences_off_the_old_owner(h: &dyn Harness) {
+    let store = h.store();
+    let old = store.claim(&high("alice", "deploy")).unwrap();
+    assert_eq!(
+        store.claim(&high("bob", "deploy")).unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+
+    h.clock().advance(MIN + Duration::from_secs(1));
+    // Expired whether or not it was written down: bob can claim at once.
+    let new = store.claim(&high("bob", "deploy")).unwrap();
+    assert!(new.fence > old.fence, "fences only grow");
+    // ...and bob's change wrote alice's expiry down, with an event.
+    let alice = store.get(&old.work_item_id).unwrap();
+    assert_eq!(alice.status, Status::Expired);
+    assert!(alice.reason.as_deref().unwrap().contains("lease expired"));
+    let expired: Vec<_> = events(store)
+        .into_iter()
+        .filter(|e| e.event == EventKind::Expired)
+        .collect();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].agent.as_deref(), Some("alice"));
+    assert_eq!(
+        (expired[0].from, expired[0].to),
+        (Some(Status::InProgress), Some(Status::Expired))
+    );
+
+    // Alice's late completion is refused, and changes nothing.
+    for action in [
+        Action::Complete { result: None },
+        Action::Heartbeat { lease: None },
+    ] {
+        let err = store
+            .act(&old.work_item_id, &action, &Actor::new("alice"))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::LeaseExpired, "{action:?}");
+    }
+    assert_eq!(
+        store.get(&old.work_item_id).unwrap().status,
+        Status::Expired
+    );
+}
+
+pub fn heartbeats_and_progress_keep_a_lease_alive(h: &dyn Harness) {
+    let store = h.store();
+    let c = store.claim(&high("alice", "deploy")).unwrap();
+    let me = Actor::new("alice");
+    for _ in 0..3 {
+        h.clock().advance(Duration::from_secs(50));
+        store
+            .act(&c.work_item_id, &Action::Heartbeat { lease: None }, &me)
+            .unwrap();
+    }
+    h.clock().advance(Duration::from_secs(50));
+    let progressed = store
+        .act(&c.work_item_id, &Action::Progress { percent: 80 }, &me)
+        .unwrap();
+    assert_eq!(progressed.progress, Some(80));
+    h.clock().advance(Duration::from_secs(50));
+    assert_eq!(
+        store.claim(&high("bob", "deploy")).unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    complete(store, &c.work_item_id, "alice");
+    let kinds: Vec<EventKind> = events(store).iter().map(|e| e.event).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Claimed,
+            EventKind::Progress,
+            EventKind::Completed
+        ],
+        "heartbeats are not logged"
+    );
+}
+
+pub fn only_the_owner_acts_and_force_is_recorded(h: &dyn Harness) {
+    let store = h.store();
+    let c = store.claim(&high("alice", "deploy")).unwrap();
+    let err = store
+        .act(
+            &c.work_item_id,
+            &Action::Complete { result: None },
+            &Actor::new("bob"),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotOwner);
+    assert_eq!(
+        store.get(&c.work_item_id).unwrap().status,
+        Status::InProgress
+    );
+    let done = store
+        .act(
+            &c.work_item_id,
+            &Action::Complete { result: None },
+            &Actor::new("bob").force(true),
+        )
+        .unwrap();
+    assert_eq!(done.status, Status::Completed);
+    let last = events(store).pop().unwrap();
+    assert!(last.forced);
+    assert_eq!(last.agent.as_deref(), Some("bob"));
+}
+
+pub fn next_takes_by_priority_then_age_and_says_when_nothing_is_left(h: &dyn Harness) {
+    let store = h.store();
+    let post = |t: &str, p: Priority| {
+        h.clock().advance(Duration::from_millis(1));
+        store
+            .post(&PostRequest::new("boss", t).priority(p))
+            .unwrap()
+    };
+    let low = post("docs", Priority::Low);
+    let med_old = post("build", Priority::Medium);
+    let _med_new = post("build", Priority::Medium);
+    let crit = post("fix", Priority::Critical);
+    let take = || store.next(&NextRequest::new("worker").lease(MIN));
+    assert_eq!(take().unwrap().work_item_id, crit.work_item_id);
+    assert_eq!(take().unwrap().work_item_id, med_old.work_item_id);
+    take().unwrap();
+    let only_docs = store
+        .next(&NextRequest::new("w").work_types(["docs"]))
+        .unwrap();
+    assert_eq!(only_docs.work_item_id, low.work_item_id);
+    assert_eq!(take().unwrap_err().kind(), ErrorKind::NothingToTake);
+}
+
+pub fn dependencies_hold_items_back_until_completed(h: &dyn Harness) {
+    let store = h.store();
+    let first = store.post(&PostRequest::new("boss", "step1")).unwrap();
+    let second = store
+        .post(&PostRequest::new("boss", "step2").after([first.work_item_id.clone()]))
+        .unwrap();
+    let err = store
+        .post(&PostRequest::new("boss", "x").after(["work_nope"]))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+
+    let taken = store.next(&NextRequest::new("w")).unwrap();
+    assert_eq!(taken.work_item_id, first.work_item_id);
+    assert_eq!(
+        store.next(&NextRequest::new("w")).unwrap_err().kind(),
+        ErrorKind::NothingToTake
+    );
+    complete(store, &first.work_item_id, "w");
+    assert_eq!(
+        store.next(&NextRequest::new("w")).unwrap().work_item_id,
+        second.work_item_id
+    );
+}
+
+pub fn failed_items_are_retried_until_max_attempts_then_stay_failed(h: &dyn Harness) {
+    let store = h.store();
+    let item = store
+        .post(&PostRequest::new("boss", "flaky").max_attempts(3))
+        .unwrap();
+    let requeue = Action::Fail {
+        reason: Some("boom".into()),
+        requeue: true,
+        retry_after: None,
+    };
+    for attempt in 1..=3 {
+        let taken = store.next(&NextRequest::new("w").lease(MIN)).unwrap();
+        assert_eq!(
+            (taken.work_item_id.as_str(), taken.attempt),
+            (item.work_item_id.as_str(), Some(attempt))
+        );
+        if attempt == 2 {
+            // A lapsed lease counts as a failed attempt too.
+            h.clock().advance(MIN * 2);
+            let reaped = store.reap("janitor").unwrap();
+            assert_eq!(reaped.len(), 1);
+        } else {
+            store
+                .act(&item.work_item_id, &requeue, &Actor::new("w"))
+                .unwrap();
+        }
+    }
+    let last = store.get(&item.work_item_id).unwrap();
+    assert_eq!((last.status, last.attempt), (Status::Failed, Some(3)));
+    assert_eq!(
+        store.next(&NextRequest::new("w")).unwrap_err().kind(),
+        ErrorKind::NothingToTake
+    );
+    let kinds: Vec<EventKind> = events(store).iter().map(|e| e.event).collect();
+    use EventKind::*;
+    assert_eq!(
+        kinds,
+        [Posted, Claimed, Requeued, Claimed, Expired, Claimed, Failed]
+    );
+}
+
+pub fn retry_after_holds_a_requeued_item_back(h: &dyn Harness) {
+    let store = h.store();
+    let item = store.post(&PostRequest::new("boss", "flaky")).unwrap();
+    store.next(&NextRequest::new("w")).unwrap();
+    store
+        .act(
+            &item.work_item_id,
+            &Action::Fail {
+                reason: None,
+                requeue: true,
+                retry_after: Some(Duration::from_secs(30)),
+            },
+            &Actor::new("w"),
+        )
+        .unwrap();
+    assert_eq!(
+        store.next(&NextRequest::new("w")).unwrap_err().kind(),
+        ErrorKind::NothingToTake
+    );
+    h.clock().advance(Duration::from_secs(31));
+    assert_eq!(
+        store.next(&NextRequest::new("w")).unwrap().work_item_id,
+        item.work_item_id
+    );
+}
+
+pub fn release_hands_work_back_for_someone_else(h: &dyn Harness) {
+    let store = h.store();
+    let item = store.post(&PostRequest::new("boss", "t")).unwrap();
+    let a = store.next(&NextRequest::new("alice")).unwrap();
+    store
+        .act(&item.work_item_id, &Action::Release, &Actor::new("alice"))
+        .unwrap();
+    let b = store.next(&NextRequest::new("bob")).unwrap();
+    assert_eq!(b.work_item_id, item.work_item_id);
+    assert_eq!(b.attempt, Some(1), "a release is not a failed attempt");
+    assert!(b.fence > a.fence);
+    // Alice, holding the old fence, is fenced off even though she names it.
+    let err = store
+        .act(
+            &item.work_item_id,
+            &Action::Complete { result: None },
+            &Actor::new("alice").fence(a.fence),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseExpired);
+}
+
+pub fn cleanup_moves_old_finished_items_and_fences_never_go_back(h: &dyn Harness) {
+    let store = h.store();
+    let done = store.claim(&high("a", "x")).unwrap();
+    complete(store, &done.work_item_id, "a");
+    let live = store
+        .claim(&high("a", "y").lease(Duration::from_secs(7200)))
+        .unwrap();
+    h.clock().advance(Duration::from_secs(3600));
+    let recent = store.claim(&high("a", "z")).unwrap();
+    store
+        .act(
+            &recent.work_item_id,
+            &Action::Fail {
+                reason: None,
+                requeue: false,
+                retry_after: None,
+            },
+            &Actor::new("a"),
+        )
+        .unwrap();
+
+    let moved = store.cleanup("a", Duration::from_secs(1800)).unwrap();
+    assert_eq!(moved, std::slice::from_ref(&done.work_item_id));
+    assert_eq!(h.archived_ids(), std::slice::from_ref(&done.work_item_id));
+    let left: Vec<String> = store
+        .list(&Filter::default())
+        .unwrap()
+        .into_iter()
+        .map(|c| c.work_item_id)
+        .collect();
+    assert_eq!(
+        left,
+        [live.work_item_id.clone(), recent.work_item_id.clone()]
+    );
+    assert_eq!(
+        store.get(&done.work_item_id).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+
+    // Archive everything, then claim again: the fence still grows.
+    complete(store, &live.work_item_id, "a");
+    let all = store.cleanup("a", Duration::ZERO).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(store.list(&Filter::default()).unwrap(), vec![]);
+    let again = store.claim(&high("a", "x")).unwrap();
+    assert!(again.fence > recent.fence);
+    assert!(again.fence > live.fence);
+}
+
+pub fn cleanup_keeps_items_that_pending_work_depends_on(h: &dyn Harness) {
+    let store = h.store();
+    let dep = store.post(&PostRequest::new("b", "first")).unwrap();
+    store
+        .post(&PostRequest::new("b", "second").after([dep.work_item_id.clone()]))
+        .unwrap();
+    store
+        .next(&NextRequest::new("w").work_types(["first"]))
+        .unwrap();
+    complete(store, &dep.work_item_id, "w");
+    assert!(store.cleanup("b", Duration::ZERO).unwrap().is_empty());
+    assert!(h.archived_ids().is_empty());
+    let second = store.next(&NextRequest::new("w")).unwrap();
+    assert_eq!(second.work_type, "second");
+}
+
+pub fn agents_are_registered_seen_and_go_stale(h: &dyn Harness) {
+    let store = h.store();
+    store
+        .register_agent(&AgentRegistration {
+            agent_id: "alice".into(),
+            team: Some("platform".into()),
+            capacity: Some(4),
+        })
+        .unwrap();
+    h.clock().advance(Duration::from_secs(600));
+    store.claim(&ClaimRequest::new("bob", "t")).unwrap();
+    let agents = store.agents().unwrap();
+    let by_id: HashMap<&str, &coord_core::AgentRecord> =
+        agents.iter().map(|a| (a.agent_id.as_str(), a)).collect();
+    assert_eq!(by_id["alice"].team.as_deref(), Some("platform"));
+    assert_eq!(by_id["alice"].capacity, Some(4));
+    let now = h.clock().now();
+    assert_eq!(
+        by_id["alice"].status(now, Duration::from_secs(300)),
+        "stale"
+    );
+    assert_eq!(by_id["bob"].status(now, Duration::from_secs(300)), "active");
+}
+
+pub fn bad_requests_are_refused_and_change_nothing(h: &dyn Harness) {
+    let store = h.store();
+    let kept = store.claim(&high("alice", "deploy")).unwrap();
+    let before = store.list(&Filter::default()).unwrap();
+    let log_before = events(store).len();
+    let refusals = [
+        store.claim(&ClaimRequest::new("", "t")).unwrap_err(),
+        store.claim(&ClaimRequest::new("a", "")).unwrap_err(),
+        store
+            .claim(&ClaimRequest::new("a", "t").lease(Duration::ZERO))
+            .unwrap_err(),
+        store.post(&PostRequest::new("a", "")).unwrap_err(),
+        store
+            .act(
+                &kept.work_item_id,
+                &Action::Progress { percent: 101 },
+                &Actor::new("alice"),
+            )
+            .unwrap_err(),
+    ];
+    for err in refusals {
+        assert_eq!(err.kind(), ErrorKind::ValidationFailed, "{err}");
+    }
+    let missing = store
+        .act(
+            "work_missing",
+            &Action::Complete { result: None },
+            &Actor::new("alice"),
+        )
+        .unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+    assert_eq!(store.list(&Filter::default()).unwrap(), before);
+    assert_eq!(events(store).len(), log_before);
+}
+
+pub fn list_filters_and_keeps_the_order_of_arrival(h: &dyn Harness) {
+    let store = h.store();
+    let mut ids = Vec::new();
+    for (agent, work_type) in [("a", "x"), ("b", "y"), ("a", "y"), ("b", "x")] {
+        h.clock().advance(Duration::from_millis(1));
+        ids.push(
+            store
+                .claim(&ClaimRequest::new(agent, work_type))
+                .unwrap()
+                .work_item_id,
+        );
+    }
+    complete(store, &ids[1], "b");
+    let list = |filter: Filter| -> Vec<String> {
+        store
+            .list(&filter)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.work_item_id)
+            .collect()
+    };
+    assert_eq!(list(Filter::default()), ids);
+    let by_owner = Filter {
+        owner: Some("a".into()),
+        ..Filter::default()
+    };
+    assert_eq!(list(by_owner), [ids[0].clone(), ids[2].clone()]);
+    let by_type_and_status = Filter {
+        work_type: Some("y".into()),
+        status: Some(Status::InProgress),
+        ..Filter::default()
+    };
+    assert_eq!(list(by_type_and_status), [ids[2].clone()]);
+}
+
+/// Runs `f(i, store)` on `n` threads, each with its own handle, all
+/// starting together.
+fn on_threads<T: Send + 'static>(
+    h: &dyn Harness,
+    n: usize,
+    f: impl Fn(usize, &dyn Store) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(n));
+    let f = Arc::new(f);
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let store = h.another();
+            let barrier = Arc::clone(&barrier);
+            let f = Arc::clone(&f);
+            std::thread::spawn(move || {
+                barrier.wait();
+                f(i, store.as_ref())
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+pub fn concurrent_exclusive_claims_admit_exactly_one(h: &dyn Harness) {
+    let results = on_threads(h, 8, |i, store| {
+        store.claim(&high(&format!("agent{i}"), "deploy"))
+    });
+    let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    for r in &results {
+        if let Err(e) = r {
+            assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+        }
+    }
+    let live = h
+        .store()
+        .list(&Filter {
+            status: Some(Status::InProgress),
+            ..Filter::default()
+        })
+        .unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].work_item_id, won[0].work_item_id);
+}
+
+pub fn concurrent_claims_that_do_not_conflict_all_succeed(h: &dyn Harness) {
+    let results = on_threads(h, 8, |i, store| {
+        (0..5)
+            .map(|k| {
+                let request = if i % 2 == 0 {
+                    ClaimRequest::new(format!("agent{i}"), "build").priority(Priority::Medium)
+                } else {
+                    high(&format!("agent{i}"), &format!("deploy{i}_{k}"))
+                };
+                store.claim(&request).map(|c| c.work_item_id)
+            })
+            .collect::<Result<Vec<_>, _>>()
+    });
+    let mut ids = Vec::new();
+    for r in results {
+        ids.extend(r.expect("no claim here conflicts"));
+    }
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 40, "every claim got its own item");
+    assert_eq!(h.store().list(&Filter::default()).unwrap().len(), 40);
+}
+
+pub fn concurrent_workers_take_each_item_exactly_once(h: &dyn Harness) {
+    let store = h.store();
+    let mut posted = HashSet::new();
+    for n in 0..30 {
+        let p = if n % 3 == 0 {
+            Priority::High
+        } else {
+            Priority::Low
+        };
+        posted.insert(
+            store
+                .post(&PostRequest::new("boss", format!("t{}", n % 7)).priority(p))
+                .unwrap()
+                .work_item_id,
+        );
+    }
+    let taken = on_threads(h, 6, |i, store| {
+        let agent = format!("w{i}");
+        let mut mine = Vec::new();
+        loop {
+            match store.next(&NextRequest::new(agent.as_str())) {
+                Ok(c) => {
+                    complete(store, &c.work_item_id, &agent);
+                    mine.push(c.work_item_id);
+                }
+                Err(e) if e.kind() == ErrorKind::NothingToTake => {
+                    // A high item may wait only for one of its type to end.
+                    let left = store
+                        .list(&Filter {
+                            status: Some(Status::Pending),
+                            ..Filter::default()
+                        })
+                        .unwrap();
+                    if left.is_empty() {
+                        return mine;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    let all: Vec<String> = taken.into_iter().flatten().collect();
+    let unique: HashSet<String> = all.iter().cloned().collect();
+    assert_eq!(all.len(), unique.len(), "an item was taken twice");
+    assert_eq!(unique, posted, "every item was taken");
+}
+
+pub fn the_event_log_replays_to_the_store_and_its_cursor_resumes(h: &dyn Harness) {
+    let store = h.store();
+    let a = store.claim(&high("alice", "x")).unwrap();
+    let first = store.events(0).unwrap();
+    assert_eq!(first.events.len(), 1);
+    let none = store.events(first.cursor).unwrap();
+    assert!(none.events.is_empty());
+    assert_eq!(none.cursor, first.cursor);
+
+    on_threads(h, 4, |i, store| {
+        for k in 0..5 {
+            let c = store
+                .claim(&ClaimRequest::new(format!("a{i}"), format!("t{k}")))
+                .unwrap();
+            complete(store, &c.work_item_id, &format!("a{i}"));
+        }
+    });
+    complete(store, &a.work_item_id, "alice");
+    let rest = store.events(first.cursor).unwrap();
+    assert_eq!(rest.events.len(), 4 * 5 * 2 + 1);
+    // Replaying the log gives every item's final status, and each item's
+    // events come in the order they happened.
+    let mut status: HashMap<String, Status> = HashMap::new();
+    for e in first.events.iter().chain(&rest.events) {
+        let id = e.work_item_id.clone().unwrap();
+        assert_eq!(status.get(&id).copied(), e.from, "{e:?}");
+        status.insert(id, e.to.unwrap());
+    }
+    for c in store.list(&Filter::default()).unwrap() {
+        assert_eq!(status[&c.work_item_id], c.status);
+    }
+    let revisions: Vec<u64> = rest.events.iter().map(|e| e.revision.unwrap()).collect();
+    assert!(revisions.iter().all(|r| *r > 0));
+}
