@@ -8,10 +8,12 @@
 //! Scenarios: `durable` (one claimer vs the bare durable-update loop),
 //! `contention` (1/4/16/64 processes), `growth` (live and finished items),
 //! `process` (a `coord claim` invocation vs a minimal program and `true`),
-//! `postgres` (not yet: there is no PostgreSQL store). Each prints a table;
+//! `postgres` (the PostgreSQL store vs `pgbench` on a throwaway server of
+//! its own). Each prints a table;
 //! all results go to one JSON file.
 
 mod bare;
+mod postgres;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -96,11 +98,7 @@ fn main() {
         results.insert("process".into(), process(&base, cli.quick));
     }
     if wanted("postgres") {
-        println!("\n## postgres\nskipped: coord has no PostgreSQL store yet");
-        results.insert(
-            "postgres".into(),
-            json!({"skipped": "no PostgreSQL store yet"}),
-        );
+        results.insert("postgres".into(), postgres::run(cli.quick));
     }
     let report = json!({"machine": machine, "quick": cli.quick, "results": results});
     if let Some(parent) = cli.out.parent() {

@@ -22,6 +22,7 @@
 
 mod schema;
 mod store;
+mod tx;
 
 pub use schema::SCHEMA_VERSION;
 pub use store::{Clock, PgStore, PgStoreOptions};

@@ -5,17 +5,18 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use coord_core::transition::{self, Action, Actor, Change, NewIds};
+use coord_core::transition::{self, Action, Actor};
 use coord_core::{
     AgentRecord, AgentRegistration, Claim, ClaimHead, ClaimRequest, ConflictPolicy, CoordError,
-    Event, EventPage, Filter, NextRequest, PostRequest, Priority, SeedPolicy, Slot, Status, Store,
+    Event, EventPage, Filter, NextRequest, PostRequest, SeedPolicy, Slot, Status, Store,
     Timestamp, find_conflict, needs_exclusion, validate_name,
 };
 use postgres::error::SqlState;
 use postgres::types::Json;
 use postgres::{Client, Config, NoTls, Row, Transaction};
 
-use crate::schema::{self, LOCK_CLASS, Migrated};
+use crate::schema::{self, Migrated};
+use crate::tx::{Tx, claim_from, ids_of, read};
 
 /// The store's clock; tests replace it.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -84,10 +85,10 @@ impl fmt::Debug for PgStore {
 const MAX_ATTEMPTS: u32 = 8;
 
 /// Candidates `next` locks at a time.
-const NEXT_BATCH: i64 = 32;
+const NEXT_BATCH: usize = 32;
 
 /// Why a transaction did not commit.
-enum Fail {
+pub(crate) enum Fail {
     Coord(CoordError),
     Db(postgres::Error),
 }
@@ -136,23 +137,8 @@ impl PgStore {
             client: Mutex::new(None),
             recorded: Mutex::default(),
         };
-        {
-            let mut slot = store.slot();
-            let mut client = store.open()?;
-            let mut tx = client.transaction().map_err(|e| store.db_error(e))?;
-            let migrated = schema::migrate(&mut tx, &store.options.schema)
-                .and_then(|m| tx.commit().map(|()| m))
-                .map_err(|e| store.db_error(e))?;
-            if let Migrated::Newer(version) = migrated {
-                return Err(CoordError::validation(format!(
-                    "the database schema {:?} is at version {version}, newer than this coord \
-                     understands ({}); upgrade coord",
-                    store.options.schema,
-                    schema::SCHEMA_VERSION
-                )));
-            }
-            *slot = Some(client);
-        }
+        let client = store.open()?;
+        *store.slot() = Some(client);
         Ok(store)
     }
 
@@ -164,15 +150,62 @@ impl PgStore {
         self.client.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Opens a connection ready for changes: session settings, the
+    /// tables (made or brought up to date if needed), the prepared
+    /// statements. A store that is up to date costs one round trip.
     fn open(&self) -> Result<Client, CoordError> {
         let mut client = self.config.connect(NoTls).map_err(|e| self.db_error(e))?;
+        let schema = &self.options.schema;
         client
             .batch_execute(&format!(
-                "SET search_path TO \"{}\"; SET lock_timeout = {};",
-                self.options.schema,
+                // Literals in batches rely on standard_conforming_strings.
+                "SET search_path TO \"{schema}\"; SET lock_timeout = {}; \
+                 SET standard_conforming_strings = on;",
                 self.options.lock_timeout.as_millis().max(1)
             ))
             .map_err(|e| self.db_error(e))?;
+        let prepare: String = crate::tx::prepared()
+            .into_iter()
+            .map(|(name, sql)| format!("PREPARE {name} AS {sql};"))
+            .collect();
+        let current = crate::tx::batch(
+            &mut client,
+            &format!(
+                "SELECT value FROM coord_meta WHERE key = 'schema_version' \
+                   AND value = {}; {prepare}",
+                schema::SCHEMA_VERSION
+            ),
+        );
+        let up_to_date = match current {
+            Ok(results) => !results[0].is_empty(),
+            Err(e)
+                if e.code() == Some(&SqlState::UNDEFINED_TABLE)
+                    || e.code() == Some(&SqlState::INVALID_SCHEMA_NAME) =>
+            {
+                false
+            }
+            Err(e) => return Err(self.db_error(e)),
+        };
+        if !up_to_date {
+            // Statements prepared before a failure in the batch stay; start over.
+            client
+                .batch_execute("DEALLOCATE ALL")
+                .map_err(|e| self.db_error(e))?;
+            let mut tx = client.transaction().map_err(|e| self.db_error(e))?;
+            let migrated = schema::migrate(&mut tx, schema)
+                .and_then(|m| tx.commit().map(|()| m))
+                .map_err(|e| self.db_error(e))?;
+            if let Migrated::Newer(version) = migrated {
+                return Err(CoordError::validation(format!(
+                    "the database schema {schema:?} is at version {version}, newer than this \
+                     coord understands ({}); upgrade coord",
+                    schema::SCHEMA_VERSION
+                )));
+            }
+            client
+                .batch_execute(&prepare)
+                .map_err(|e| self.db_error(e))?;
+        }
         Ok(client)
     }
 
@@ -228,45 +261,28 @@ impl PgStore {
         }
     }
 
-    /// Runs a change in one transaction: `body` reads and locks what it
-    /// needs and records its changes; they are written and committed
-    /// together, with the acting agent's `last_seen`.
+    /// Runs a change: `body` opens its transaction with [`Tx::begin`],
+    /// decides, and commits with the `seen` agent it is given (the acting
+    /// agent, when its `last_seen` may need writing). Run again after a
+    /// deadlock or an id clash.
     fn change<T>(
         &self,
         agent: Option<&str>,
-        mut body: impl FnMut(&mut Tx<'_, '_>) -> Result<T, Fail>,
+        mut body: impl FnMut(&mut Client, Timestamp, Option<&str>) -> Result<T, Fail>,
     ) -> Result<T, CoordError> {
-        let mut touched = None;
+        let mut seen_at = None;
         let value = self.with_client(|client| {
             let now = (self.options.clock)();
-            let mut tx = Tx {
-                tx: client.transaction()?,
-                now,
-                options: &self.options,
-                revision: None,
-                changed: HashMap::new(),
-                order: Vec::new(),
-                events: Vec::new(),
-            };
-            let value = body(&mut tx)?;
-            touched = None;
-            if let Some(agent) = agent.filter(|a| self.options.track_agents && self.stale(a, now)) {
-                let seen = AgentRegistration {
-                    agent_id: agent.to_owned(),
-                    team: None,
-                    capacity: None,
-                };
-                upsert_agent(&mut tx.tx, &seen, now)?;
-                touched = Some((agent.to_owned(), now));
-            }
-            tx.commit()?;
+            let seen = agent.filter(|a| self.options.track_agents && self.stale(a, now));
+            let value = body(client, now, seen)?;
+            seen_at = seen.map(|_| now);
             Ok(value)
         })?;
-        if let Some((agent, now)) = touched {
+        if let (Some(agent), Some(now)) = (agent, seen_at) {
             self.recorded
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(agent, now);
+                .insert(agent.to_owned(), now);
         }
         Ok(value)
     }
@@ -292,7 +308,7 @@ impl PgStore {
     }
 }
 
-/// Reads a `doc` column as a claim.
+/// Reads a `doc` column as a claim (extended protocol rows).
 fn claim_of(row: &Row) -> Result<Claim, Fail> {
     row.try_get::<_, Json<Claim>>("doc")
         .map(|j| j.0)
@@ -303,269 +319,9 @@ fn claim_of(row: &Row) -> Result<Claim, Fail> {
         })
 }
 
-fn micros(t: Option<Timestamp>) -> Option<i64> {
-    t.map(Timestamp::as_unix_micros)
-}
-
-fn rank(p: Priority) -> i16 {
-    Priority::ALL.iter().position(|q| *q == p).unwrap_or(0) as i16
-}
-
 /// Two claims that may exclude each other lock the same key.
-fn type_key(schema: &str, work_type: &str) -> String {
+pub(crate) fn type_key(schema: &str, work_type: &str) -> String {
     format!("{schema}/{work_type}")
-}
-
-/// One change in progress: the transaction, and what it will write.
-struct Tx<'c, 'o> {
-    tx: Transaction<'c>,
-    now: Timestamp,
-    options: &'o PgStoreOptions,
-    revision: Option<u64>,
-    /// Items changed so far (their newest state), written at commit.
-    changed: HashMap<String, (Claim, bool)>,
-    /// Ids in `changed`, in the order they were first changed.
-    order: Vec<String>,
-    events: Vec<Event>,
-}
-
-impl Tx<'_, '_> {
-    fn policy(&self) -> &dyn ConflictPolicy {
-        self.options.policy.as_ref()
-    }
-
-    /// This change's revision, drawn on first use.
-    fn revision(&mut self) -> Result<u64, Fail> {
-        if let Some(r) = self.revision {
-            return Ok(r);
-        }
-        let r: i64 = self
-            .tx
-            .query_one("SELECT nextval('coord_revision')", &[])?
-            .get(0);
-        self.revision = Some(r as u64);
-        Ok(r as u64)
-    }
-
-    /// A new fence (and the revision, in the same round trip if not drawn).
-    fn fence(&mut self) -> Result<u64, Fail> {
-        if self.revision.is_none() {
-            let row = self.tx.query_one(
-                "SELECT nextval('coord_revision'), nextval('coord_fence')",
-                &[],
-            )?;
-            self.revision = Some(row.get::<_, i64>(0) as u64);
-            return Ok(row.get::<_, i64>(1) as u64);
-        }
-        let f: i64 = self
-            .tx
-            .query_one("SELECT nextval('coord_fence')", &[])?
-            .get(0);
-        Ok(f as u64)
-    }
-
-    /// The item as this transaction sees it: changed here, or as read.
-    fn current(&self, read: Claim) -> Claim {
-        match self.changed.get(&read.work_item_id) {
-            Some((c, _)) => c.clone(),
-            None => read,
-        }
-    }
-
-    /// Records `change` (stamped with this revision) to be written.
-    fn record(&mut self, change: Change, new: bool) -> Result<Claim, Fail> {
-        let change = change.at_revision(self.revision()?);
-        let id = change.claim.work_item_id.clone();
-        match self.changed.get_mut(&id) {
-            Some(entry) => entry.0 = change.claim.clone(),
-            None => {
-                self.order.push(id.clone());
-                self.changed.insert(id, (change.claim.clone(), new));
-            }
-        }
-        self.events.extend(change.event);
-        Ok(change.claim)
-    }
-
-    /// Writes down lapsed leases, skipping items another transaction holds
-    /// (it will write its own) and `except`.
-    fn reap(&mut self, except: Option<&str>) -> Result<Vec<Claim>, Fail> {
-        let rows = self.tx.query(
-            "SELECT doc FROM coord_claims \
-             WHERE status = 'in_progress' AND lease_deadline <= $1 \
-               AND ($2::text IS NULL OR work_item_id <> $2) \
-             ORDER BY lease_deadline FOR UPDATE SKIP LOCKED",
-            &[&self.now.as_unix_micros(), &except],
-        )?;
-        let mut expired = Vec::new();
-        for row in &rows {
-            let claim = self.current(claim_of(row)?);
-            if let Some(change) = transition::expire(&claim, self.now) {
-                expired.push(self.record(change, false)?);
-            }
-        }
-        Ok(expired)
-    }
-
-    /// Takes exclusion on `work_types`: their advisory locks (in one order,
-    /// so two takers cannot deadlock), then their in-progress rows. Lapsed
-    /// leases among them are written down; returns the live claims.
-    fn exclude(&mut self, work_types: &BTreeSet<&str>) -> Result<Vec<ClaimHead>, Fail> {
-        if work_types.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = work_types
-            .iter()
-            .map(|t| type_key(&self.options.schema, t))
-            .collect();
-        self.tx.execute(
-            "SELECT count(pg_advisory_xact_lock($1, k)) \
-             FROM (SELECT DISTINCT hashtext(t) AS k FROM unnest($2::text[]) AS t ORDER BY 1) AS s",
-            &[&LOCK_CLASS, &keys],
-        )?;
-        let types: Vec<&str> = work_types.iter().copied().collect();
-        let rows = self.tx.query(
-            "SELECT doc FROM coord_claims WHERE status = 'in_progress' AND work_type = ANY($1) \
-             ORDER BY work_item_id FOR UPDATE",
-            &[&types],
-        )?;
-        let mut live = Vec::new();
-        for row in &rows {
-            let claim = self.current(claim_of(row)?);
-            match transition::expire(&claim, self.now) {
-                Some(change) => {
-                    self.record(change, false)?;
-                }
-                None if claim.head().is_live(self.now) => live.push(claim.head()),
-                None => {}
-            }
-        }
-        Ok(live)
-    }
-
-    /// Ids for a new item. Two machines minting the same id in the same
-    /// nanosecond make the insert fail, and the change runs again.
-    fn new_ids(&self) -> NewIds {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
-        let taken = |id: &str| self.changed.contains_key(id);
-        NewIds {
-            work_item_id: coord_core::unique_id("work", nanos, taken),
-            coordination_id: coord_core::unique_id("coord", nanos, taken),
-        }
-    }
-
-    /// Writes every change and event in one statement, then commits.
-    fn commit(self) -> Result<(), postgres::Error> {
-        let Tx {
-            mut tx,
-            changed,
-            order,
-            events,
-            ..
-        } = self;
-        if !changed.is_empty() || !events.is_empty() {
-            let mut new = Columns::default();
-            let mut old = Columns::default();
-            for id in &order {
-                let (claim, is_new) = &changed[id];
-                if *is_new { &mut new } else { &mut old }.push(claim);
-            }
-            let events: Vec<Json<&Event>> = events.iter().map(Json).collect();
-            tx.execute(
-                "WITH new AS ( \
-                   INSERT INTO coord_claims (work_item_id, work_type, priority, status, agent_id, \
-                       lease_deadline, posted_at, retry_at, finished_at, depends_on, doc) \
-                   SELECT v.id, v.work_type, v.priority, v.status, v.agent_id, v.lease_deadline, \
-                       v.posted_at, v.retry_at, v.finished_at, \
-                       ARRAY(SELECT jsonb_array_elements_text(coalesce(v.doc->'depends_on', '[]'))), \
-                       v.doc \
-                   FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[], \
-                       $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::jsonb[]) WITH ORDINALITY \
-                       AS v(id, work_type, priority, status, agent_id, lease_deadline, posted_at, \
-                            retry_at, finished_at, doc, n) \
-                   ORDER BY v.n RETURNING 1 \
-                 ), old AS ( \
-                   UPDATE coord_claims AS c SET status = v.status, agent_id = v.agent_id, \
-                       lease_deadline = v.lease_deadline, retry_at = v.retry_at, \
-                       finished_at = v.finished_at, doc = v.doc \
-                   FROM unnest($11::text[], $12::text[], $13::text[], $14::int8[], $15::int8[], \
-                       $16::int8[], $17::jsonb[]) \
-                       AS v(id, status, agent_id, lease_deadline, retry_at, finished_at, doc) \
-                   WHERE c.work_item_id = v.id RETURNING 1 \
-                 ), log AS ( \
-                   INSERT INTO coord_events (doc) \
-                   SELECT e.doc FROM unnest($18::jsonb[]) WITH ORDINALITY AS e(doc, n) ORDER BY e.n \
-                   RETURNING 1 \
-                 ) \
-                 SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM old), \
-                        (SELECT count(*) FROM log)",
-                &[
-                    &new.ids,
-                    &new.work_types,
-                    &new.priorities,
-                    &new.statuses,
-                    &new.agents,
-                    &new.lease_deadlines,
-                    &new.posted_ats,
-                    &new.retry_ats,
-                    &new.finished_ats,
-                    &new.docs,
-                    &old.ids,
-                    &old.statuses,
-                    &old.agents,
-                    &old.lease_deadlines,
-                    &old.retry_ats,
-                    &old.finished_ats,
-                    &old.docs,
-                    &events,
-                ],
-            )?;
-        }
-        tx.commit()
-    }
-}
-
-/// Claims as the columns of the flush statement.
-#[derive(Default)]
-struct Columns<'a> {
-    ids: Vec<&'a str>,
-    work_types: Vec<&'a str>,
-    priorities: Vec<i16>,
-    statuses: Vec<&'static str>,
-    agents: Vec<Option<&'a str>>,
-    lease_deadlines: Vec<Option<i64>>,
-    posted_ats: Vec<Option<i64>>,
-    retry_ats: Vec<Option<i64>>,
-    finished_ats: Vec<Option<i64>>,
-    docs: Vec<Json<&'a Claim>>,
-}
-
-impl<'a> Columns<'a> {
-    fn push(&mut self, c: &'a Claim) {
-        let head = c.head();
-        self.ids.push(&c.work_item_id);
-        self.work_types.push(&c.work_type);
-        self.priorities.push(rank(c.priority));
-        self.statuses.push(c.status.as_str());
-        self.agents.push(c.agent_id.as_deref());
-        self.lease_deadlines
-            .push(if c.status == Status::InProgress {
-                micros(head.lease_deadline())
-            } else {
-                None
-            });
-        self.posted_ats.push(micros(c.posted_at));
-        self.retry_ats.push(micros(c.retry_at));
-        // A final item without its time counts as finished long ago.
-        self.finished_ats.push(
-            c.status
-                .is_final()
-                .then(|| micros(head.finished_at()).unwrap_or(0)),
-        );
-        self.docs.push(Json(c));
-    }
 }
 
 /// Records `registration` in `coord_agents` and returns the record.
@@ -604,94 +360,94 @@ fn upsert_agent(
 impl Store for PgStore {
     fn claim(&self, request: &ClaimRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.change(Some(&request.agent_id), |tx| {
-            let slot = Slot {
-                work_type: &request.work_type,
-                priority: request.priority,
-            };
-            let mut types = BTreeSet::new();
-            if needs_exclusion(tx.policy(), slot) {
-                types.insert(request.work_type.as_str());
+        let slot = Slot {
+            work_type: &request.work_type,
+            priority: request.priority,
+        };
+        let exclusive = needs_exclusion(self.options.policy.as_ref(), slot);
+        self.change(Some(&request.agent_id), |client, now, seen| {
+            let mut reads = Vec::new();
+            if exclusive {
+                reads.extend(read::exclusion(&self.options.schema, &[&request.work_type]));
             }
-            let live = tx.exclude(&types)?;
-            tx.reap(None)?;
-            if let Some(holder) = find_conflict(tx.policy(), slot, &live, tx.now) {
+            reads.push(read::lapsed(now.as_unix_micros(), None));
+            reads.push(read::numbers(true));
+            let (mut tx, rows) = Tx::begin(client, &self.options, now, &reads)?;
+            let lapsed = if exclusive { 2 } else { 0 };
+            tx.numbers(&rows[lapsed + 1])?;
+            let live = if exclusive {
+                tx.live(&rows[1])?
+            } else {
+                Vec::new()
+            };
+            tx.expire(&rows[lapsed])?;
+            if let Some(holder) = find_conflict(tx.policy(), slot, &live, now) {
                 return Err(CoordError::Conflict {
                     work_type: request.work_type.clone(),
                     conflicting_work_item_id: holder.work_item_id.clone(),
                 }
                 .into());
             }
-            let fence = tx.fence()?;
-            let change = transition::claim(request, tx.new_ids(), fence, tx.now);
-            tx.record(change, true)
+            let change = transition::claim(request, tx.new_ids(), tx.fence(), now);
+            let claim = tx.record(change, true);
+            tx.commit(seen)?;
+            Ok(claim)
         })
     }
 
     fn post(&self, request: &PostRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.change(Some(&request.agent_id), |tx| {
-            if !request.depends_on.is_empty() {
-                // FOR SHARE: a cleanup cannot archive them before we commit.
-                let found: HashSet<String> = tx
-                    .tx
-                    .query(
-                        "SELECT work_item_id FROM coord_claims WHERE work_item_id = ANY($1) \
-                         FOR SHARE",
-                        &[&request.depends_on],
-                    )?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
-                if let Some(missing) = request.depends_on.iter().find(|d| !found.contains(*d)) {
-                    return Err(CoordError::NotFound {
-                        work_item_id: missing.clone(),
-                    }
-                    .into());
+        self.change(Some(&request.agent_id), |client, now, seen| {
+            let deps: Vec<&str> = request.depends_on.iter().map(String::as_str).collect();
+            // FOR SHARE: a cleanup cannot archive them before we commit.
+            let reads = [
+                read::existing_for_share(&deps),
+                read::lapsed(now.as_unix_micros(), None),
+                read::numbers(false),
+            ];
+            let (mut tx, rows) = Tx::begin(client, &self.options, now, &reads)?;
+            let found = ids_of(&rows[0])?;
+            if let Some(missing) = request.depends_on.iter().find(|d| !found.contains(*d)) {
+                return Err(CoordError::NotFound {
+                    work_item_id: missing.clone(),
                 }
+                .into());
             }
-            tx.reap(None)?;
-            let change = transition::post(request, tx.new_ids(), tx.now);
-            tx.record(change, true)
+            tx.numbers(&rows[2])?;
+            tx.expire(&rows[1])?;
+            let claim = tx.record(transition::post(request, tx.new_ids(), now), true);
+            tx.commit(seen)?;
+            Ok(claim)
         })
     }
 
     fn next(&self, request: &NextRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.change(Some(&request.agent_id), |tx| {
-            tx.reap(None)?;
+        self.change(Some(&request.agent_id), |client, now, seen| {
+            let micros = now.as_unix_micros();
+            // The best candidate first: in the common case it is the one.
+            let reads = [
+                read::lapsed(micros, None),
+                read::candidates(micros, &request.work_types, &[], 1),
+                read::numbers(true),
+            ];
+            let (mut tx, rows) = Tx::begin(client, &self.options, now, &reads)?;
+            tx.numbers(&rows[2])?;
+            tx.expire(&rows[0])?;
+            let mut batch = rows.into_iter().nth(1).unwrap_or_default();
             let mut passed: Vec<String> = Vec::new();
+            let mut limit = 1;
             loop {
-                let rows = tx.tx.query(
-                    "SELECT doc FROM coord_claims \
-                     WHERE status = 'pending' AND (retry_at IS NULL OR retry_at <= $1) \
-                       AND (cardinality($2::text[]) = 0 OR work_type = ANY($2)) \
-                       AND NOT (work_item_id = ANY($3)) \
-                     ORDER BY priority DESC, posted_at NULLS FIRST, seq \
-                     LIMIT $4 FOR UPDATE SKIP LOCKED",
-                    &[
-                        &tx.now.as_unix_micros(),
-                        &request.work_types,
-                        &passed,
-                        &NEXT_BATCH,
-                    ],
-                )?;
-                let full_batch = rows.len() as i64 == NEXT_BATCH;
-                let mut candidates: Vec<Claim> = Vec::with_capacity(rows.len() + 1);
-                for row in &rows {
-                    candidates.push(tx.current(claim_of(row)?));
+                let mut candidates: Vec<Claim> = Vec::with_capacity(batch.len() + 1);
+                for row in &batch {
+                    candidates.push(tx.current(claim_from(row)?));
                 }
-                // Items this change itself just put back on the queue.
                 if passed.is_empty() {
-                    let read: HashSet<&str> =
-                        candidates.iter().map(|c| c.work_item_id.as_str()).collect();
+                    let read: HashSet<String> =
+                        candidates.iter().map(|c| c.work_item_id.clone()).collect();
                     let requeued: Vec<Claim> = tx
-                        .order
-                        .iter()
-                        .map(|id| &tx.changed[id].0)
-                        .filter(|c| {
-                            c.status == Status::Pending && !read.contains(c.work_item_id.as_str())
-                        })
+                        .requeued()
+                        .filter(|c| !read.contains(&c.work_item_id))
                         .cloned()
                         .collect();
                     candidates.extend(requeued);
@@ -700,40 +456,58 @@ impl Store for PgStore {
                     break;
                 }
                 let heads: Vec<ClaimHead> = candidates.iter().map(Claim::head).collect();
-                let dependencies: Vec<&str> = heads
+                let dependencies: BTreeSet<&str> = heads
                     .iter()
                     .flat_map(|h| h.depends_on.iter().map(String::as_str))
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
                     .collect();
-                let mut context: Vec<ClaimHead> = Vec::new();
-                if !dependencies.is_empty() {
-                    for row in tx.tx.query(
-                        "SELECT doc FROM coord_claims WHERE work_item_id = ANY($1)",
-                        &[&dependencies],
-                    )? {
-                        context.push(tx.current(claim_of(&row)?).head());
-                    }
-                }
                 let exclusive: BTreeSet<&str> = heads
                     .iter()
                     .filter(|h| needs_exclusion(tx.policy(), Slot::from(*h)))
                     .map(|h| h.work_type.as_str())
                     .collect();
-                context.extend(tx.exclude(&exclusive)?);
-                let refs: Vec<&ClaimHead> = heads.iter().collect();
-                let policy = Arc::clone(&tx.options.policy);
-                if let Some(i) =
-                    transition::pick_next_from(&refs, &context, request, policy.as_ref(), tx.now)
-                {
-                    let fence = tx.fence()?;
-                    let change = transition::take(&candidates[i], request, fence, tx.now)?;
-                    return tx.record(change, false);
+                let mut context: Vec<ClaimHead> = Vec::new();
+                if !dependencies.is_empty() || !exclusive.is_empty() {
+                    let mut more = Vec::new();
+                    if !exclusive.is_empty() {
+                        let types: Vec<&str> = exclusive.iter().copied().collect();
+                        more.extend(read::exclusion(&self.options.schema, &types));
+                    }
+                    if !dependencies.is_empty() {
+                        let ids: Vec<&str> = dependencies.iter().copied().collect();
+                        more.push(read::items(&ids));
+                    }
+                    let results = tx.run(&more)?;
+                    if !exclusive.is_empty() {
+                        context.extend(tx.live(&results[1])?);
+                    }
+                    if !dependencies.is_empty() {
+                        for row in results.last().expect("the dependencies' rows") {
+                            context.push(tx.current(claim_from(row)?).head());
+                        }
+                    }
                 }
-                if !full_batch {
+                let refs: Vec<&ClaimHead> = heads.iter().collect();
+                let policy = Arc::clone(&self.options.policy);
+                if let Some(i) =
+                    transition::pick_next_from(&refs, &context, request, policy.as_ref(), now)
+                {
+                    let change = transition::take(&candidates[i], request, tx.fence(), now)?;
+                    let claim = tx.record(change, false);
+                    tx.commit(seen)?;
+                    return Ok(claim);
+                }
+                if batch.len() < limit {
                     break;
                 }
                 passed.extend(candidates.into_iter().map(|c| c.work_item_id));
+                limit = NEXT_BATCH;
+                // A new fence after the new candidates are locked.
+                let mut results = tx.run(&[
+                    read::candidates(micros, &request.work_types, &passed, limit),
+                    read::numbers(true),
+                ])?;
+                tx.numbers(&results[1])?;
+                batch = results.swap_remove(0);
             }
             Err(CoordError::NothingToTake {
                 work_types: request.work_types.clone(),
@@ -749,71 +523,78 @@ impl Store for PgStore {
         actor: &Actor<'_>,
     ) -> Result<Claim, CoordError> {
         validate_name("the agent id", actor.agent_id)?;
-        self.change(Some(actor.agent_id), |tx| {
-            let row = tx
-                .tx
-                .query_opt(
-                    "SELECT doc FROM coord_claims WHERE work_item_id = $1 FOR UPDATE",
-                    &[&work_item_id],
-                )?
-                .ok_or_else(|| CoordError::NotFound {
-                    work_item_id: work_item_id.to_owned(),
-                })?;
-            let old = claim_of(&row)?;
+        self.change(Some(actor.agent_id), |client, now, seen| {
+            let reads = [
+                read::item(work_item_id),
+                read::lapsed(now.as_unix_micros(), Some(work_item_id)),
+                read::numbers(false),
+            ];
+            let (mut tx, rows) = Tx::begin(client, &self.options, now, &reads)?;
+            let row = rows[0].first().ok_or_else(|| CoordError::NotFound {
+                work_item_id: work_item_id.to_owned(),
+            })?;
+            let old = claim_from(row)?;
             // The target first: a forced change to a lapsed claim acts on it
             // as it stands, before its expiry would be written down.
-            let change = transition::apply(&old, action, actor, tx.now)?;
-            tx.reap(Some(work_item_id))?;
-            tx.record(change, false)
+            let change = transition::apply(&old, action, actor, now)?;
+            tx.numbers(&rows[2])?;
+            tx.expire(&rows[1])?;
+            let claim = tx.record(change, false);
+            tx.commit(seen)?;
+            Ok(claim)
         })
     }
 
     fn reap(&self, agent_id: &str) -> Result<Vec<Claim>, CoordError> {
-        self.change(Some(agent_id), |tx| tx.reap(None))
+        self.change(Some(agent_id), |client, now, seen| {
+            let reads = [
+                read::lapsed(now.as_unix_micros(), None),
+                read::numbers(false),
+            ];
+            let (mut tx, rows) = Tx::begin(client, &self.options, now, &reads)?;
+            tx.numbers(&rows[1])?;
+            let expired = tx.expire(&rows[0])?;
+            tx.commit(seen)?;
+            Ok(expired)
+        })
     }
 
     fn cleanup(&self, agent_id: &str, older_than: Duration) -> Result<Vec<String>, CoordError> {
-        self.change(Some(agent_id), |tx| {
-            let cutoff = tx
-                .now
+        self.change(Some(agent_id), |client, now, seen| {
+            let cutoff = now
                 .as_unix_micros()
                 .saturating_sub(i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX));
-            // Lock first, then decide in a later statement: its snapshot sees
-            // any item that came to depend on these while we waited.
-            let locked: Vec<String> = tx
-                .tx
-                .query(
+            // Lock first, then decide in a later statement: its snapshot
+            // sees any item that came to depend on these while we waited.
+            let reads = [
+                format!(
                     "SELECT work_item_id FROM coord_claims \
-                     WHERE finished_at IS NOT NULL AND finished_at <= $1 FOR UPDATE",
-                    &[&cutoff],
-                )?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            if locked.is_empty() {
-                return Ok(Vec::new());
-            }
-            let now = tx.now.as_unix_micros();
-            let mut moved: Vec<(i64, String)> = tx
-                .tx
-                .query(
+                     WHERE finished_at IS NOT NULL AND finished_at <= {cutoff} FOR UPDATE"
+                ),
+                format!(
                     "WITH moved AS ( \
-                       DELETE FROM coord_claims AS c WHERE c.work_item_id = ANY($1) \
+                       DELETE FROM coord_claims AS c WHERE c.finished_at IS NOT NULL \
+                         AND c.finished_at <= {cutoff} \
                          AND NOT EXISTS (SELECT 1 FROM coord_claims AS p \
                              WHERE p.status IN ('pending', 'in_progress') \
                                AND p.depends_on @> ARRAY[c.work_item_id]) \
                        RETURNING c.work_item_id, c.seq, c.doc) \
                      INSERT INTO coord_archive (work_item_id, archived_at, doc) \
-                     SELECT work_item_id, $2, doc FROM moved ORDER BY seq \
+                     SELECT work_item_id, {}, doc FROM moved ORDER BY seq \
                      ON CONFLICT (work_item_id) DO UPDATE \
                        SET archived_at = excluded.archived_at, doc = excluded.doc \
                      RETURNING seq, work_item_id",
-                    &[&locked, &now],
-                )?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
+                    now.as_unix_micros()
+                ),
+            ];
+            let (tx, rows) = Tx::begin(client, &self.options, now, &reads)?;
+            let mut moved = Vec::with_capacity(rows[1].len());
+            for row in &rows[1] {
+                let seq: i64 = row.get(0).and_then(|s| s.parse().ok()).unwrap_or(0);
+                moved.push((seq, row.get(1).unwrap_or_default().to_owned()));
+            }
             moved.sort();
+            tx.commit(seen)?;
             Ok(moved.into_iter().map(|(_, id)| id).collect())
         })
     }
@@ -891,20 +672,18 @@ impl Store for PgStore {
     /// then reads by `seq`: a late commit gets a later number, never a gap.
     fn events(&self, cursor: u64) -> Result<EventPage, CoordError> {
         self.with_client(|client| {
-            let mut tx = client.transaction()?;
-            tx.execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                &[&LOCK_CLASS, &format!("{}#events", self.options.schema)],
+            crate::tx::batch(
+                client,
+                &format!(
+                    "BEGIN; {}; \
+                     WITH base AS (SELECT coalesce(max(seq), 0) AS b FROM coord_events), \
+                          todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n \
+                                   FROM coord_events WHERE seq IS NULL) \
+                     UPDATE coord_events AS e SET seq = base.b + todo.n \
+                     FROM todo, base WHERE e.id = todo.id; COMMIT",
+                    crate::tx::sequencer_lock(&self.options.schema)
+                ),
             )?;
-            tx.execute(
-                "WITH base AS (SELECT coalesce(max(seq), 0) AS b FROM coord_events), \
-                      todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n \
-                               FROM coord_events WHERE seq IS NULL) \
-                 UPDATE coord_events AS e SET seq = base.b + todo.n \
-                 FROM todo, base WHERE e.id = todo.id",
-                &[],
-            )?;
-            tx.commit()?;
             let after = i64::try_from(cursor).unwrap_or(i64::MAX);
             let rows = client.query(
                 "SELECT seq, doc FROM coord_events WHERE seq > $1 ORDER BY seq",

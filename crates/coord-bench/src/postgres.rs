@@ -1,0 +1,226 @@
+//! The `postgres` scenario: the PostgreSQL store against `pgbench` on the
+//! same throwaway server (fsync on), at the same client counts.
+//!
+//! - Baseline: `pgbench` running a one-row `INSERT` transaction over
+//!   persistent connections (`-c N -j N`), and with a new connection per
+//!   transaction (`-C`).
+//! - coord: N threads, each holding its own `PgStore` (one connection),
+//!   claiming (medium priority, so no claim waits for another), then taking
+//!   posted items with `next`; and `coord claim` processes one after the
+//!   other, each opening its own connection.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use coord_core::{ClaimRequest, ErrorKind, NextRequest, PostRequest, Store};
+use coord_pg::{PgStore, PgStoreOptions};
+use coord_testkit::{PgCluster, PgClusterOptions};
+use serde_json::{Value, json};
+
+/// `pgbench` transactions per second, from its summary line.
+fn pgbench(cluster: &PgCluster, script: &Path, extra: &[String]) -> Result<f64, String> {
+    let out = cluster
+        .server_command("pgbench")
+        .args(["-n", "-h"])
+        .arg(cluster.socket_dir())
+        .args(["-U", "postgres", "-f"])
+        .arg(script)
+        .args(extra)
+        .arg("postgres")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run pgbench: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "pgbench failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("tps = ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .ok_or_else(|| format!("no tps line in pgbench's output: {text}"))
+}
+
+fn psql(cluster: &PgCluster, sql: &str) {
+    let status = cluster
+        .server_command("psql")
+        .args(["-q", "-h"])
+        .arg(cluster.socket_dir())
+        .args(["-U", "postgres", "-d", "postgres", "-c", sql])
+        .stdout(Stdio::null())
+        .status()
+        .expect("psql runs");
+    assert!(status.success(), "psql -c {sql:?} failed");
+}
+
+/// Runs `op` on `clients` threads (each with its own store) for `secs`;
+/// returns operations per second.
+fn for_clients(
+    url: &str,
+    schema: &str,
+    clients: usize,
+    secs: f64,
+    op: impl Fn(&PgStore, usize, usize) -> bool + Send + Sync + 'static,
+) -> f64 {
+    let op = Arc::new(op);
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let deadline = Duration::from_secs_f64(secs);
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let options = PgStoreOptions {
+                schema: schema.to_owned(),
+                ..PgStoreOptions::default()
+            };
+            let store = PgStore::connect(url, options).expect("a bench client connects");
+            let (op, barrier) = (Arc::clone(&op), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                let t = Instant::now();
+                let mut n = 0;
+                while t.elapsed() < deadline && op(&store, i, n) {
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    barrier.wait();
+    let t = Instant::now();
+    let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    total as f64 / t.elapsed().as_secs_f64()
+}
+
+pub fn run(quick: bool) -> Value {
+    println!("\n## postgres: the PostgreSQL store vs pgbench on the same server (fsync on)");
+    let cluster = match PgCluster::start(&PgClusterOptions {
+        durable: true,
+        max_connections: 200,
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("skipped: {e}");
+            return json!({"skipped": e});
+        }
+    };
+    let url = cluster.url();
+    let secs: f64 = if quick { 2.0 } else { 5.0 };
+    let script_dir = tempfile::tempdir().expect("a temp dir");
+    let script = script_dir.path().join("insert.sql");
+    std::fs::write(&script, "INSERT INTO bench_insert (payload) VALUES ('x');\n").unwrap();
+    // pgbench runs as the server's user when we are root: let it read the script.
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(script_dir.path())
+        .status();
+    psql(
+        &cluster,
+        "CREATE TABLE bench_insert (id bigserial PRIMARY KEY, payload text)",
+    );
+
+    println!(
+        "{:>8} {:>12} {:>14} {:>10} {:>12} {:>10}",
+        "clients", "pgbench tps", "coord claim/s", "ratio", "coord next/s", "ratio"
+    );
+    let mut rows = Vec::new();
+    let mut at_16 = None;
+    for clients in [1usize, 4, 16, 64] {
+        let base = match pgbench(
+            &cluster,
+            &script,
+            &[
+                "-c".into(),
+                clients.to_string(),
+                "-j".into(),
+                clients.to_string(),
+                "-T".into(),
+                format!("{}", secs.ceil() as u64),
+            ],
+        ) {
+            Ok(tps) => tps,
+            Err(e) => {
+                println!("skipped: {e}");
+                return json!({"skipped": e});
+            }
+        };
+        let schema = format!("bench_{clients}");
+        let claims = for_clients(&url, &schema, clients, secs, |store, i, n| {
+            store
+                .claim(&ClaimRequest::new(format!("bench_{i}"), "bench").description(n.to_string()))
+                .map_err(|e| panic!("a claim failed: {e}"))
+                .is_ok()
+        });
+        // Enough posted items for `next` to take for the whole interval.
+        let items = ((claims * secs * 1.5) as usize).max(200);
+        for_clients(&url, &schema, clients.min(16), 600.0, move |store, i, n| {
+            let mine = items / clients.min(16) + 1;
+            n < mine
+                && store
+                    .post(&PostRequest::new(format!("boss_{i}"), "job"))
+                    .is_ok()
+        });
+        let nexts = for_clients(&url, &schema, clients, secs, |store, i, _| {
+            match store.next(&NextRequest::new(format!("worker_{i}"))) {
+                Ok(_) => true,
+                Err(e) if e.kind() == ErrorKind::NothingToTake => false,
+                Err(e) => panic!("next failed: {e}"),
+            }
+        });
+        println!(
+            "{clients:>8} {base:>12.0} {claims:>14.0} {:>10.2} {nexts:>12.0} {:>10.2}",
+            claims / base,
+            nexts / base
+        );
+        if clients == 16 {
+            at_16 = Some((claims / base, nexts / base));
+        }
+        rows.push(json!({"clients": clients, "pgbench_tps": base, "claims_per_s": claims,
+            "claim_ratio": claims / base, "next_per_s": nexts, "next_ratio": nexts / base}));
+    }
+    if let Some((c, n)) = at_16 {
+        println!(
+            "at 16 clients: claims {c:.2}, next {n:.2} of pgbench's rate (target >= 0.50)"
+        );
+    }
+
+    // One `coord claim` process per claim, vs pgbench with a new
+    // connection per transaction.
+    let n = if quick { 30 } else { 150 };
+    let coord = std::env::current_exe()
+        .expect("our own path")
+        .with_file_name("coord");
+    let one_shot = if coord.exists() {
+        let base = pgbench(
+            &cluster,
+            &script,
+            &["-C".into(), "-c".into(), "1".into(), "-t".into(), n.to_string()],
+        )
+        .unwrap_or(f64::NAN);
+        let t = Instant::now();
+        for _ in 0..n {
+            let status = Command::new(&coord)
+                .args(["--agent", "bench", "claim", "one_shot"])
+                .env("COORD_DATABASE_URL", &url)
+                .env("COORD_SCHEMA", "bench_cli")
+                .stdout(Stdio::null())
+                .status()
+                .expect("coord runs");
+            assert!(status.success(), "coord claim failed");
+        }
+        let cli = n as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "one-shot: coord claim processes {cli:.0}/s, pgbench -C {base:.0}/s, ratio {:.2}",
+            cli / base
+        );
+        json!({"invocations": n, "coord_claim_per_s": cli, "pgbench_connect_tps": base, "ratio": cli / base})
+    } else {
+        println!("one-shot: skipped (build the binaries first: cargo build --release --bins)");
+        json!({"skipped": "binaries not built"})
+    };
+    json!({"seconds_per_run": secs, "rows": rows, "target_ratio_at_16": 0.5, "one_shot": one_shot})
+}

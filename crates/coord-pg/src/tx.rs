@@ -1,0 +1,525 @@
+//! One change in one transaction, in as few round trips as possible.
+//!
+//! A change's reads and locks go to the server as one batch of statements
+//! (`BEGIN; ...`), its writes and `COMMIT` as another: two round trips for
+//! a claim, `next` or transition in the common case, where pgbench's
+//! one-row insert takes one. The batches use PostgreSQL's simple query
+//! protocol, which runs several statements per message, so values travel
+//! as escaped literals (see [`lit`]); every statement in a batch still gets
+//! its own snapshot, so a row read after a lock is taken sees the commits
+//! the lock waited for.
+
+use std::collections::{BTreeSet, HashMap};
+
+use coord_core::transition::{self, Change, NewIds};
+use coord_core::{
+    AgentRecord, AgentRegistration, Claim, ClaimHead, ConflictPolicy, CoordError, Event, Priority,
+    Status, Timestamp,
+};
+use postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
+use serde::Serialize;
+
+use crate::schema::LOCK_CLASS;
+use crate::store::{Fail, PgStoreOptions};
+
+/// `s` as an SQL string literal. Connections run with
+/// `standard_conforming_strings = on` (see `PgStore::open`), where a quote
+/// doubled is the only escape; backslashes are plain characters.
+pub(crate) fn lit(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push('\'');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+/// `value` as a `jsonb` literal.
+fn json_lit(value: &impl Serialize) -> String {
+    let text = serde_json::to_string(value).expect("coord's values always serialise");
+    format!("{}::jsonb", lit(&text))
+}
+
+/// A text array literal: `ARRAY['a','b']::text[]`.
+fn text_array(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+    let items: Vec<String> = items.into_iter().map(|s| lit(s.as_ref())).collect();
+    format!("ARRAY[{}]::text[]", items.join(","))
+}
+
+pub(crate) fn micros(t: Option<Timestamp>) -> Option<i64> {
+    t.map(Timestamp::as_unix_micros)
+}
+
+/// The `priority` column: higher is more urgent, as `Priority` orders.
+pub(crate) fn rank(p: Priority) -> i16 {
+    Priority::ALL.iter().position(|q| *q == p).unwrap_or(0) as i16
+}
+
+/// Runs `sql` (any number of statements) in one round trip and returns
+/// each statement's rows.
+pub(crate) fn batch(
+    client: &mut Client,
+    sql: &str,
+) -> Result<Vec<Vec<SimpleQueryRow>>, postgres::Error> {
+    let mut results = Vec::new();
+    let mut rows = Vec::new();
+    for message in client.simple_query(sql)? {
+        match message {
+            SimpleQueryMessage::Row(row) => rows.push(row),
+            SimpleQueryMessage::CommandComplete(_) => results.push(std::mem::take(&mut rows)),
+            _ => {}
+        }
+    }
+    Ok(results)
+}
+
+/// The text of column `i`, which the statement guarantees is not NULL.
+fn text(row: &SimpleQueryRow, i: usize) -> Result<&str, Fail> {
+    row.try_get(i)?
+        .ok_or_else(|| Fail::Coord(CoordError::validation("a NOT NULL column came back NULL")))
+}
+
+fn number(row: &SimpleQueryRow, i: usize) -> Result<u64, Fail> {
+    let t = text(row, i)?;
+    t.parse().map_err(|_| {
+        Fail::Coord(CoordError::validation(format!(
+            "expected a number from the database, got {t:?}"
+        )))
+    })
+}
+
+/// A claim from a `doc::text` column.
+pub(crate) fn claim_from(row: &SimpleQueryRow) -> Result<Claim, Fail> {
+    serde_json::from_str(text(row, 0)?).map_err(|e| {
+        Fail::Coord(CoordError::validation(format!(
+            "a row of coord_claims is not a claim coord can read: {e}"
+        )))
+    })
+}
+
+/// The statements every connection prepares once (see `PgStore::open`),
+/// so a batch only names them: PostgreSQL then plans each once per
+/// connection rather than on every change.
+pub(crate) fn prepared() -> Vec<(&'static str, String)> {
+    let claim_row = "id text, work_type text, priority int2, status text, agent_id text, \
+         lease_deadline int8, posted_at int8, retry_at int8, finished_at int8, doc jsonb";
+    vec![
+        (
+            "coord_lapsed(int8, text)",
+            "SELECT doc::text FROM coord_claims \
+             WHERE status = 'in_progress' AND lease_deadline <= $1 \
+               AND ($2::text IS NULL OR work_item_id <> $2) \
+             ORDER BY lease_deadline FOR UPDATE SKIP LOCKED"
+                .to_owned(),
+        ),
+        (
+            "coord_lock_types(text[])",
+            format!(
+                "SELECT count(pg_advisory_xact_lock({LOCK_CLASS}, k)) FROM \
+                 (SELECT DISTINCT hashtext(t) AS k FROM unnest($1) AS t ORDER BY 1) AS s"
+            ),
+        ),
+        (
+            "coord_held(text[])",
+            "SELECT doc::text FROM coord_claims WHERE status = 'in_progress' \
+             AND work_type = ANY($1) ORDER BY work_item_id FOR UPDATE"
+                .to_owned(),
+        ),
+        (
+            "coord_item(text)",
+            "SELECT doc::text FROM coord_claims WHERE work_item_id = $1 FOR UPDATE".to_owned(),
+        ),
+        (
+            "coord_candidates(int8, text[], text[], int4)",
+            "SELECT doc::text FROM coord_claims \
+             WHERE status = 'pending' AND (retry_at IS NULL OR retry_at <= $1) \
+               AND (cardinality($2) = 0 OR work_type = ANY($2)) \
+               AND NOT (work_item_id = ANY($3)) \
+             ORDER BY priority DESC, posted_at NULLS FIRST, seq \
+             LIMIT $4 FOR UPDATE SKIP LOCKED"
+                .to_owned(),
+        ),
+        (
+            "coord_existing(text[])",
+            "SELECT work_item_id FROM coord_claims WHERE work_item_id = ANY($1) FOR SHARE"
+                .to_owned(),
+        ),
+        (
+            "coord_items(text[])",
+            "SELECT doc::text FROM coord_claims WHERE work_item_id = ANY($1)".to_owned(),
+        ),
+        (
+            "coord_numbers",
+            "SELECT nextval('coord_revision')".to_owned(),
+        ),
+        (
+            "coord_numbers_fence",
+            "SELECT nextval('coord_revision'), nextval('coord_fence')".to_owned(),
+        ),
+        (
+            "coord_insert(jsonb)",
+            format!(
+                "INSERT INTO coord_claims (work_item_id, work_type, priority, status, agent_id, \
+                     lease_deadline, posted_at, retry_at, finished_at, depends_on, doc) \
+                 SELECT v.id, v.work_type, v.priority, v.status, v.agent_id, v.lease_deadline, \
+                     v.posted_at, v.retry_at, v.finished_at, \
+                     ARRAY(SELECT jsonb_array_elements_text(coalesce(v.doc->'depends_on', '[]'))), \
+                     v.doc \
+                 FROM jsonb_to_recordset($1) AS v({claim_row})"
+            ),
+        ),
+        (
+            "coord_update(jsonb)",
+            format!(
+                "UPDATE coord_claims AS c SET status = v.status, agent_id = v.agent_id, \
+                     lease_deadline = v.lease_deadline, retry_at = v.retry_at, \
+                     finished_at = v.finished_at, doc = v.doc \
+                 FROM jsonb_to_recordset($1) AS v({claim_row}) WHERE c.work_item_id = v.id"
+            ),
+        ),
+        (
+            "coord_log(jsonb)",
+            "INSERT INTO coord_events (doc) \
+             SELECT e FROM jsonb_array_elements($1) WITH ORDINALITY AS t(e, n) ORDER BY n"
+                .to_owned(),
+        ),
+        (
+            // A new record, or only `last_seen` moved on an existing one:
+            // `AgentRecord::seen` for a plain sighting.
+            "coord_seen(text, jsonb)",
+            "INSERT INTO coord_agents (agent_id, doc) VALUES ($1, $2) \
+             ON CONFLICT (agent_id) DO UPDATE \
+             SET doc = coord_agents.doc || jsonb_build_object('last_seen', excluded.doc->'last_seen')"
+                .to_owned(),
+        ),
+    ]
+}
+
+/// Statements a change's first batch is made of: `EXECUTE`s of the
+/// prepared statements, with literal arguments.
+pub(crate) mod read {
+    use super::{lit, text_array};
+
+    fn opt(s: Option<&str>) -> String {
+        s.map_or_else(|| "NULL".to_owned(), lit)
+    }
+
+    /// The lapsed leases no other transaction holds (it writes its own).
+    pub fn lapsed(now: i64, except: Option<&str>) -> String {
+        format!("EXECUTE coord_lapsed({now}, {})", opt(except))
+    }
+
+    /// Exclusion on `work_types`: their advisory locks (in one order, so
+    /// two takers cannot deadlock), then, in a later statement and so a
+    /// later snapshot, their in-progress rows.
+    pub fn exclusion(schema: &str, work_types: &[&str]) -> [String; 2] {
+        let keys: Vec<String> = work_types
+            .iter()
+            .map(|t| super::super::store::type_key(schema, t))
+            .collect();
+        [
+            format!("EXECUTE coord_lock_types({})", text_array(&keys)),
+            format!("EXECUTE coord_held({})", text_array(work_types)),
+        ]
+    }
+
+    /// One item, locked.
+    pub fn item(id: &str) -> String {
+        format!("EXECUTE coord_item({})", lit(id))
+    }
+
+    /// Pending items `next` may take, best first, locked if free.
+    pub fn candidates(now: i64, work_types: &[String], passed: &[String], limit: usize) -> String {
+        format!(
+            "EXECUTE coord_candidates({now}, {}, {}, {limit})",
+            text_array(work_types),
+            text_array(passed)
+        )
+    }
+
+    /// Which of `ids` exist; `FOR SHARE` keeps them from being archived
+    /// until the transaction ends.
+    pub fn existing_for_share(ids: &[&str]) -> String {
+        format!("EXECUTE coord_existing({})", text_array(ids))
+    }
+
+    /// The items `ids` (not locked: only their status is read).
+    pub fn items(ids: &[&str]) -> String {
+        format!("EXECUTE coord_items({})", text_array(ids))
+    }
+
+    /// The change's revision and, when it takes an item, a fence. Drawn
+    /// after the item is locked, so a later tenure always gets a larger one.
+    pub fn numbers(fence: bool) -> String {
+        if fence {
+            "EXECUTE coord_numbers_fence".to_owned()
+        } else {
+            "EXECUTE coord_numbers".to_owned()
+        }
+    }
+}
+
+/// One change in progress: the open transaction, and what it will write.
+pub(crate) struct Tx<'c, 'o> {
+    client: &'c mut Client,
+    /// Whether `BEGIN` went out and neither `COMMIT` nor `ROLLBACK` did.
+    open: bool,
+    pub now: Timestamp,
+    pub options: &'o PgStoreOptions,
+    revision: Option<u64>,
+    fence: Option<u64>,
+    /// Items changed so far (their newest state, and whether they are
+    /// new), written at commit.
+    changed: HashMap<String, (Claim, bool)>,
+    /// Ids in `changed`, in the order they were first changed.
+    order: Vec<String>,
+    events: Vec<Event>,
+}
+
+impl Drop for Tx<'_, '_> {
+    fn drop(&mut self) {
+        if self.open {
+            // Nothing was committed; a broken connection rolls back anyway.
+            let _ = self.client.simple_query("ROLLBACK");
+        }
+    }
+}
+
+impl<'c, 'o> Tx<'c, 'o> {
+    /// Opens the transaction and runs `statements` in the same round trip.
+    pub fn begin(
+        client: &'c mut Client,
+        options: &'o PgStoreOptions,
+        now: Timestamp,
+        statements: &[String],
+    ) -> Result<(Self, Vec<Vec<SimpleQueryRow>>), Fail> {
+        let tx = Tx {
+            client,
+            open: true,
+            now,
+            options,
+            revision: None,
+            fence: None,
+            changed: HashMap::new(),
+            order: Vec::new(),
+            events: Vec::new(),
+        };
+        let mut sql = String::from("BEGIN;");
+        for s in statements {
+            sql.push_str(s);
+            sql.push(';');
+        }
+        let mut results = batch(tx.client, &sql)?;
+        results.remove(0); // BEGIN's
+        Ok((tx, results))
+    }
+
+    /// Runs more statements in the open transaction, in one round trip.
+    pub fn run(&mut self, statements: &[String]) -> Result<Vec<Vec<SimpleQueryRow>>, Fail> {
+        Ok(batch(self.client, &statements.join(";"))?)
+    }
+
+    pub fn policy(&self) -> &dyn ConflictPolicy {
+        self.options.policy.as_ref()
+    }
+
+    /// Takes the numbers of a [`read::numbers`] statement.
+    pub fn numbers(&mut self, rows: &[SimpleQueryRow]) -> Result<(), Fail> {
+        let row = rows
+            .first()
+            .ok_or_else(|| CoordError::validation("nextval returned no row"))?;
+        self.revision = Some(number(row, 0)?);
+        if row.columns().len() > 1 {
+            self.fence = Some(number(row, 1)?);
+        }
+        Ok(())
+    }
+
+    pub fn fence(&self) -> u64 {
+        self.fence.expect("the fence is drawn with the item's lock")
+    }
+
+    /// The item as this transaction sees it: changed here, or as read.
+    pub fn current(&self, read: Claim) -> Claim {
+        match self.changed.get(&read.work_item_id) {
+            Some((c, _)) => c.clone(),
+            None => read,
+        }
+    }
+
+    /// Items this change itself put back on the queue.
+    pub fn requeued(&self) -> impl Iterator<Item = &Claim> {
+        self.order
+            .iter()
+            .map(|id| &self.changed[id].0)
+            .filter(|c| c.status == Status::Pending)
+    }
+
+    /// Records `change` (stamped with this revision) to be written.
+    pub fn record(&mut self, change: Change, new: bool) -> Claim {
+        let change = change.at_revision(self.revision.expect("numbers are drawn first"));
+        let id = change.claim.work_item_id.clone();
+        match self.changed.get_mut(&id) {
+            Some(entry) => entry.0 = change.claim.clone(),
+            None => {
+                self.order.push(id.clone());
+                self.changed.insert(id, (change.claim.clone(), new));
+            }
+        }
+        self.events.extend(change.event);
+        change.claim
+    }
+
+    /// Writes down the lapsed leases of a [`read::lapsed`] statement.
+    pub fn expire(&mut self, rows: &[SimpleQueryRow]) -> Result<Vec<Claim>, Fail> {
+        let mut expired = Vec::new();
+        for row in rows {
+            let claim = self.current(claim_from(row)?);
+            if let Some(change) = transition::expire(&claim, self.now) {
+                expired.push(self.record(change, false));
+            }
+        }
+        Ok(expired)
+    }
+
+    /// The live claims among the rows of a [`read::exclusion`], writing
+    /// down lapsed ones.
+    pub fn live(&mut self, rows: &[SimpleQueryRow]) -> Result<Vec<ClaimHead>, Fail> {
+        let mut live = Vec::new();
+        for row in rows {
+            let claim = self.current(claim_from(row)?);
+            match transition::expire(&claim, self.now) {
+                Some(change) => {
+                    self.record(change, false);
+                }
+                None if claim.head().is_live(self.now) => live.push(claim.head()),
+                None => {}
+            }
+        }
+        Ok(live)
+    }
+
+    /// Ids for a new item. Two machines minting the same id in the same
+    /// nanosecond make the insert fail, and the change runs again.
+    pub fn new_ids(&self) -> NewIds {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let taken = |id: &str| self.changed.contains_key(id);
+        NewIds {
+            work_item_id: coord_core::unique_id("work", nanos, taken),
+            coordination_id: coord_core::unique_id("coord", nanos, taken),
+        }
+    }
+
+    /// Writes every change and event, records `seen` as active, and
+    /// commits: one round trip.
+    pub fn commit(mut self, seen: Option<&str>) -> Result<(), Fail> {
+        let mut sql = String::new();
+        let (mut new, mut old) = (Vec::new(), Vec::new());
+        for id in &self.order {
+            let (claim, is_new) = &self.changed[id];
+            if *is_new { &mut new } else { &mut old }.push(row_of(claim));
+        }
+        if !new.is_empty() {
+            sql.push_str(&format!("EXECUTE coord_insert({});", json_lit(&new)));
+        }
+        if !old.is_empty() {
+            sql.push_str(&format!("EXECUTE coord_update({});", json_lit(&old)));
+        }
+        if !self.events.is_empty() {
+            sql.push_str(&format!("EXECUTE coord_log({});", json_lit(&self.events)));
+        }
+        if let Some(agent) = seen {
+            sql.push_str(&seen_sql(agent, self.now));
+        }
+        sql.push_str("COMMIT");
+        // A statement that fails skips the rest of the batch, COMMIT too,
+        // and leaves the transaction aborted: Drop then rolls it back.
+        batch(self.client, &sql)?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+/// A claim as the columns of its row.
+#[derive(Serialize)]
+struct ClaimRow<'a> {
+    id: &'a str,
+    work_type: &'a str,
+    priority: i16,
+    status: &'static str,
+    agent_id: Option<&'a str>,
+    lease_deadline: Option<i64>,
+    posted_at: Option<i64>,
+    retry_at: Option<i64>,
+    finished_at: Option<i64>,
+    doc: &'a Claim,
+}
+
+fn row_of(c: &Claim) -> ClaimRow<'_> {
+    let head = c.head();
+    ClaimRow {
+        id: &c.work_item_id,
+        work_type: &c.work_type,
+        priority: rank(c.priority),
+        status: c.status.as_str(),
+        agent_id: c.agent_id.as_deref(),
+        lease_deadline: if c.status == Status::InProgress {
+            micros(head.lease_deadline())
+        } else {
+            None
+        },
+        posted_at: micros(c.posted_at),
+        retry_at: micros(c.retry_at),
+        // A final item without its time counts as finished long ago.
+        finished_at: c
+            .status
+            .is_final()
+            .then(|| micros(head.finished_at()).unwrap_or(0)),
+        doc: c,
+    }
+}
+
+/// Records `agent` as seen at `now` (see `coord_seen`).
+fn seen_sql(agent: &str, now: Timestamp) -> String {
+    let sighting = AgentRegistration {
+        agent_id: agent.to_owned(),
+        team: None,
+        capacity: None,
+    };
+    let record = AgentRecord::seen(None, &sighting, now).expect("a new agent is always recorded");
+    format!("EXECUTE coord_seen({}, {});", lit(agent), json_lit(&record))
+}
+
+/// The ids of `rows` of a `SELECT work_item_id` statement.
+pub(crate) fn ids_of(rows: &[SimpleQueryRow]) -> Result<BTreeSet<String>, Fail> {
+    rows.iter().map(|r| text(r, 0).map(str::to_owned)).collect()
+}
+
+/// The advisory lock that orders readers numbering the event log.
+pub(crate) fn sequencer_lock(schema: &str) -> String {
+    format!(
+        "SELECT pg_advisory_xact_lock({LOCK_CLASS}, hashtext({}))",
+        lit(&format!("{schema}#events"))
+    )
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_double_quotes_and_keep_everything_else() {
+        assert_eq!(lit("plain"), "'plain'");
+        assert_eq!(lit("it's"), "'it''s'");
+        assert_eq!(lit(r"back\slash"), r"'back\slash'");
+        assert_eq!(lit("'; DROP TABLE x; --"), "'''; DROP TABLE x; --'");
+        assert_eq!(text_array(["a", "b'c"]), "ARRAY['a','b''c']::text[]");
+    }
+}
