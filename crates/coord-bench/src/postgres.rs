@@ -112,7 +112,11 @@ pub fn run(quick: bool) -> Value {
     let secs: f64 = if quick { 2.0 } else { 5.0 };
     let script_dir = tempfile::tempdir().expect("a temp dir");
     let script = script_dir.path().join("insert.sql");
-    std::fs::write(&script, "INSERT INTO bench_insert (payload) VALUES ('x');\n").unwrap();
+    std::fs::write(
+        &script,
+        "INSERT INTO bench_insert (payload) VALUES ('x');\n",
+    )
+    .unwrap();
     // pgbench runs as the server's user when we are root: let it read the script.
     let _ = Command::new("chmod")
         .args(["-R", "a+rX"])
@@ -179,13 +183,13 @@ pub fn run(quick: bool) -> Value {
         if clients == 16 {
             at_16 = Some((claims / base, nexts / base));
         }
-        rows.push(json!({"clients": clients, "pgbench_tps": base, "claims_per_s": claims,
-            "claim_ratio": claims / base, "next_per_s": nexts, "next_ratio": nexts / base}));
+        rows.push(
+            json!({"clients": clients, "pgbench_tps": base, "claims_per_s": claims,
+            "claim_ratio": claims / base, "next_per_s": nexts, "next_ratio": nexts / base}),
+        );
     }
     if let Some((c, n)) = at_16 {
-        println!(
-            "at 16 clients: claims {c:.2}, next {n:.2} of pgbench's rate (target >= 0.50)"
-        );
+        println!("at 16 clients: claims {c:.2}, next {n:.2} of pgbench's rate (target >= 0.50)");
     }
 
     // One `coord claim` process per claim, vs pgbench with a new
@@ -198,7 +202,13 @@ pub fn run(quick: bool) -> Value {
         let base = pgbench(
             &cluster,
             &script,
-            &["-C".into(), "-c".into(), "1".into(), "-t".into(), n.to_string()],
+            &[
+                "-C".into(),
+                "-c".into(),
+                "1".into(),
+                "-t".into(),
+                n.to_string(),
+            ],
         )
         .unwrap_or(f64::NAN);
         let t = Instant::now();

@@ -44,17 +44,17 @@ CREATE INDEX IF NOT EXISTS coord_claims_pending
     ON coord_claims (priority DESC, posted_at NULLS FIRST, seq) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS coord_claims_finished
     ON coord_claims (finished_at) WHERE finished_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS coord_claims_depends_on
-    ON coord_claims USING gin (depends_on) WHERE status IN ('pending', 'in_progress');
 
 -- The event log. `id` is drawn while the writer holds the locks of what it
 -- changed; `seq`, the readers' cursor, is given after commit in `id` order
 -- (see `PgStore::events`), so a follower never skips a late commit.
 CREATE TABLE IF NOT EXISTS coord_events (
     id  bigserial PRIMARY KEY,
-    seq bigint UNIQUE,
+    seq bigint,
     doc jsonb NOT NULL
 );
+-- Partial, so a writer's insert (seq still NULL) adds no entry to it.
+CREATE UNIQUE INDEX IF NOT EXISTS coord_events_seq ON coord_events (seq) WHERE seq IS NOT NULL;
 CREATE INDEX IF NOT EXISTS coord_events_unsequenced ON coord_events (id) WHERE seq IS NULL;
 
 CREATE TABLE IF NOT EXISTS coord_archive (
@@ -69,7 +69,22 @@ CREATE TABLE IF NOT EXISTS coord_agents (
 );
 CREATE SEQUENCE IF NOT EXISTS coord_fence;
 CREATE SEQUENCE IF NOT EXISTS coord_revision;
+
+-- A claim's one-round-trip path runs this first: it aborts the
+-- transaction when a lapsed lease is waiting to be written down, and the
+-- claim runs again on the path that writes it down (see `PgStore::claim`).
+CREATE OR REPLACE FUNCTION coord_no_lapsed_leases(now bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM coord_claims
+               WHERE status = 'in_progress' AND lease_deadline <= now) THEN
+        RAISE EXCEPTION 'lapsed leases to write down' USING ERRCODE = 'CDLAP';
+    END IF;
+END $$;
 ";
+
+/// The SQLSTATE `coord_no_lapsed_leases` raises.
+pub const LAPSED_LEASES: &str = "CDLAP";
 
 /// Whether `name` may be used as the schema: a plain lower-case SQL
 /// identifier, so it never needs quoting rules beyond double quotes.

@@ -5,18 +5,18 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use coord_core::transition::{self, Action, Actor};
+use coord_core::transition::{self, Action, Actor, NewIds};
 use coord_core::{
     AgentRecord, AgentRegistration, Claim, ClaimHead, ClaimRequest, ConflictPolicy, CoordError,
-    Event, EventPage, Filter, NextRequest, PostRequest, SeedPolicy, Slot, Status, Store,
-    Timestamp, find_conflict, needs_exclusion, validate_name,
+    Event, EventPage, Filter, NextRequest, PostRequest, SeedPolicy, Slot, Status, Store, Timestamp,
+    find_conflict, needs_exclusion, validate_name,
 };
 use postgres::error::SqlState;
 use postgres::types::Json;
 use postgres::{Client, Config, NoTls, Row, Transaction};
 
-use crate::schema::{self, Migrated};
-use crate::tx::{Tx, claim_from, ids_of, read};
+use crate::schema::{self, LAPSED_LEASES, Migrated};
+use crate::tx::{Tx, claim_from, ids_of, json_lit, read, row_of, seen_sql};
 
 /// The store's clock; tests replace it.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -357,7 +357,65 @@ fn upsert_agent(
     Ok(record)
 }
 
+/// A claim that reads nothing, in one round trip: `BEGIN`, a check that no
+/// lapsed lease waits to be written down, the new row and its event (their
+/// fence and revision drawn by the statement, in the transaction), the
+/// agent's sighting, `COMMIT`. `None` when a lapsed lease waits: nothing
+/// was written, and the caller takes the path that writes it down.
+fn blind_claim(
+    client: &mut Client,
+    request: &ClaimRequest,
+    now: Timestamp,
+    seen: Option<&str>,
+) -> Result<Option<Claim>, Fail> {
+    let nanos = now_nanos();
+    let ids = NewIds {
+        work_item_id: coord_core::unique_id("work", nanos, |_| false),
+        coordination_id: coord_core::unique_id("coord", nanos, |_| false),
+    };
+    // Fence and revision are placeholders the statement replaces.
+    let change = transition::claim(request, ids, 0, now);
+    let mut sql = format!(
+        "BEGIN; SELECT coord_no_lapsed_leases({}); EXECUTE coord_claim_blind({}, {});",
+        now.as_unix_micros(),
+        json_lit(&row_of(&change.claim)),
+        json_lit(&change.event)
+    );
+    if let Some(agent) = seen {
+        sql.push_str(&seen_sql(agent, now));
+    }
+    sql.push_str("COMMIT");
+    match crate::tx::batch(client, &sql) {
+        Ok(results) => {
+            let row = results
+                .get(2)
+                .and_then(|rows| rows.first())
+                .ok_or_else(|| CoordError::validation("the claim statement returned no row"))?;
+            Ok(Some(claim_from(row)?))
+        }
+        Err(e) => {
+            // The transaction is aborted (or gone with the connection).
+            let _ = client.simple_query("ROLLBACK");
+            if e.code().is_some_and(|c| c.code() == LAPSED_LEASES) {
+                Ok(None)
+            } else {
+                Err(e.into())
+            }
+        }
+    }
+}
+
+fn now_nanos() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
 impl Store for PgStore {
+    /// A claim that may exclude none (medium priority, by default) reads
+    /// nothing first: one round trip ([`blind_claim`]). When a lapsed lease
+    /// waits to be written down, it takes the path that reads and writes
+    /// the expiry down, like a claim that may exclude others.
     fn claim(&self, request: &ClaimRequest) -> Result<Claim, CoordError> {
         request.validate()?;
         let slot = Slot {
@@ -366,6 +424,9 @@ impl Store for PgStore {
         };
         let exclusive = needs_exclusion(self.options.policy.as_ref(), slot);
         self.change(Some(&request.agent_id), |client, now, seen| {
+            if !exclusive && let Some(claim) = blind_claim(client, request, now, seen)? {
+                return Ok(claim);
+            }
             let mut reads = Vec::new();
             if exclusive {
                 reads.extend(read::exclusion(&self.options.schema, &[&request.work_type]));

@@ -39,7 +39,7 @@ pub(crate) fn lit(s: &str) -> String {
 }
 
 /// `value` as a `jsonb` literal.
-fn json_lit(value: &impl Serialize) -> String {
+pub(crate) fn json_lit(value: &impl Serialize) -> String {
     let text = serde_json::to_string(value).expect("coord's values always serialise");
     format!("{}::jsonb", lit(&text))
 }
@@ -151,6 +151,28 @@ pub(crate) fn prepared() -> Vec<(&'static str, String)> {
         (
             "coord_items(text[])",
             "SELECT doc::text FROM coord_claims WHERE work_item_id = ANY($1)".to_owned(),
+        ),
+        (
+            // A claim's one-round-trip path (see `PgStore::claim`): the new
+            // row and its event, stamped with a revision and a fence drawn
+            // here, inside the transaction, as `Change::at_revision` and
+            // `transition::claim` would have.
+            "coord_claim_blind(jsonb, jsonb)",
+            format!(
+                "WITH n AS (SELECT nextval('coord_revision') AS r, nextval('coord_fence') AS f), \
+                 v AS (SELECT v.*, n.r, n.f FROM n, jsonb_to_record($1) AS v({claim_row})), \
+                 ins AS ( \
+                   INSERT INTO coord_claims (work_item_id, work_type, priority, status, agent_id, \
+                       lease_deadline, posted_at, retry_at, finished_at, depends_on, doc) \
+                   SELECT v.id, v.work_type, v.priority, v.status, v.agent_id, v.lease_deadline, \
+                       v.posted_at, v.retry_at, v.finished_at, '{{}}', \
+                       v.doc || jsonb_build_object('fence', v.f, 'revision', v.r) \
+                   FROM v RETURNING doc), \
+                 log AS ( \
+                   INSERT INTO coord_events (doc) \
+                   SELECT $2 || jsonb_build_object('fence', v.f, 'revision', v.r) FROM v) \
+                 SELECT doc::text FROM ins"
+            ),
         ),
         (
             "coord_numbers",
@@ -268,6 +290,7 @@ pub(crate) struct Tx<'c, 'o> {
     client: &'c mut Client,
     /// Whether `BEGIN` went out and neither `COMMIT` nor `ROLLBACK` did.
     open: bool,
+
     pub now: Timestamp,
     pub options: &'o PgStoreOptions,
     revision: Option<u64>,
@@ -420,6 +443,7 @@ impl<'c, 'o> Tx<'c, 'o> {
     /// commits: one round trip.
     pub fn commit(mut self, seen: Option<&str>) -> Result<(), Fail> {
         let mut sql = String::new();
+
         let (mut new, mut old) = (Vec::new(), Vec::new());
         for id in &self.order {
             let (claim, is_new) = &self.changed[id];
@@ -448,7 +472,7 @@ impl<'c, 'o> Tx<'c, 'o> {
 
 /// A claim as the columns of its row.
 #[derive(Serialize)]
-struct ClaimRow<'a> {
+pub(crate) struct ClaimRow<'a> {
     id: &'a str,
     work_type: &'a str,
     priority: i16,
@@ -461,7 +485,7 @@ struct ClaimRow<'a> {
     doc: &'a Claim,
 }
 
-fn row_of(c: &Claim) -> ClaimRow<'_> {
+pub(crate) fn row_of(c: &Claim) -> ClaimRow<'_> {
     let head = c.head();
     ClaimRow {
         id: &c.work_item_id,
@@ -486,7 +510,7 @@ fn row_of(c: &Claim) -> ClaimRow<'_> {
 }
 
 /// Records `agent` as seen at `now` (see `coord_seen`).
-fn seen_sql(agent: &str, now: Timestamp) -> String {
+pub(crate) fn seen_sql(agent: &str, now: Timestamp) -> String {
     let sighting = AgentRegistration {
         agent_id: agent.to_owned(),
         team: None,
@@ -508,7 +532,6 @@ pub(crate) fn sequencer_lock(schema: &str) -> String {
         lit(&format!("{schema}#events"))
     )
 }
-
 
 #[cfg(test)]
 mod tests {
