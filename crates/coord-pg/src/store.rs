@@ -537,12 +537,20 @@ impl Store for PgStore {
                         let ids: Vec<&str> = dependencies.iter().copied().collect();
                         more.push(read::items(&ids));
                     }
+                    if !exclusive.is_empty() {
+                        // A fence drawn under the work types' locks: it
+                        // exceeds every fence an exclusive claim of theirs got.
+                        more.push(read::numbers(true));
+                    }
                     let results = tx.run(&more)?;
+                    if !exclusive.is_empty() {
+                        tx.numbers(results.last().expect("the numbers' row"))?;
+                    }
                     if !exclusive.is_empty() {
                         context.extend(tx.live(&results[1])?);
                     }
                     if !dependencies.is_empty() {
-                        for row in results.last().expect("the dependencies' rows") {
+                        for row in &results[if exclusive.is_empty() { 0 } else { 2 }] {
                             context.push(tx.current(claim_from(row)?).head());
                         }
                     }

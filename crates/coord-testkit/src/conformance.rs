@@ -49,7 +49,8 @@ macro_rules! conformance_suite {
             concurrent_exclusive_claims_admit_exactly_one,
             concurrent_claims_that_do_not_conflict_all_succeed,
             concurrent_workers_take_each_item_exactly_once,
-            the_event_log_replays_to_the_store_and_its_cursor_resumes
+            the_event_log_replays_to_the_store_and_its_cursor_resumes,
+            a_follower_reading_while_writers_commit_sees_every_event_once
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -628,4 +629,47 @@ pub fn the_event_log_replays_to_the_store_and_its_cursor_resumes(h: &dyn Harness
     }
     let revisions: Vec<u64> = rest.events.iter().map(|e| e.revision.unwrap()).collect();
     assert!(revisions.iter().all(|r| *r > 0));
+}
+
+pub fn a_follower_reading_while_writers_commit_sees_every_event_once(h: &dyn Harness) {
+    let follower = h.another();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut cursor = 0;
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let page = follower.events(cursor).unwrap();
+                cursor = page.cursor;
+                seen.extend(page.events);
+                if finished {
+                    return seen;
+                }
+            }
+        })
+    };
+    on_threads(h, 6, |i, store| {
+        for k in 0..15 {
+            let agent = format!("a{i}");
+            let c = store
+                .claim(&ClaimRequest::new(agent.as_str(), format!("t{}", k % 3)))
+                .unwrap();
+            complete(store, &c.work_item_id, &agent);
+        }
+    });
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let followed = reader.join().unwrap();
+    let all = events(h.store());
+    assert_eq!(all.len(), 6 * 15 * 2);
+    let key = |e: &Event| (e.work_item_id.clone(), format!("{:?}", e.event), e.revision);
+    let mut followed_keys: Vec<_> = followed.iter().map(key).collect();
+    let mut all_keys: Vec<_> = all.iter().map(key).collect();
+    followed_keys.sort();
+    all_keys.sort();
+    assert_eq!(
+        followed_keys, all_keys,
+        "the follower missed or repeated events"
+    );
 }

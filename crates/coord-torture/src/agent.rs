@@ -9,7 +9,6 @@ use std::time::Duration;
 use coord_core::{
     Action, Actor, Claim, ClaimRequest, CoordError, NextRequest, PostRequest, Priority, Store,
 };
-use coord_file::{FileStore, FileStoreOptions};
 use serde_json::{Value, json};
 
 const WORK_TYPES: [&str; 4] = ["build", "test", "deploy", "docs"];
@@ -19,18 +18,8 @@ struct Held {
     fence: Option<u64>,
 }
 
-pub fn run(dir: &Path, agent: &str, seed: u64, log: &Path) {
+pub fn run(store: &dyn Store, agent: &str, seed: u64, log: &Path) {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let store = FileStore::with_options(
-        dir,
-        FileStoreOptions {
-            lock_timeout: Duration::from_secs(30),
-            compact_at: 40,
-            compact_keep: 10,
-            on_warning: std::sync::Arc::new(|_| {}),
-            ..FileStoreOptions::default()
-        },
-    );
     let mut out = OpenOptions::new()
         .create(true)
         .append(true)

@@ -1,4 +1,4 @@
-//! The checker: after the run, settle the directory like any writer would,
+//! The checker: after the run, settle the store like any writer would,
 //! then verify the store, the event log and every acknowledgement.
 
 use std::collections::{HashMap, HashSet};
@@ -6,7 +6,6 @@ use std::fs;
 use std::path::Path;
 
 use coord_core::{Claim, EventKind, Filter, Priority, Status, Store};
-use coord_file::{FileStore, FileStoreOptions};
 use serde_json::Value;
 
 /// Reads JSON lines, skipping a torn last line (a killed agent's).
@@ -17,18 +16,29 @@ fn json_lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-pub fn check(dir: &Path, logs: &Path) -> Result<String, Vec<String>> {
+/// How the log orders fences and revisions. A coordination directory has
+/// one writer at a time, so they grow along the whole log. PostgreSQL
+/// commits unrelated changes side by side: fences grow along each item's
+/// history and each exclusive work type's, and revisions only name changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Global,
+    PerItemAndWorkType,
+}
+
+/// Checks the store after the run. `settle` is a change any writer would
+/// make (it settles what killed writers left half-done); `archived` reads
+/// the archive.
+pub fn check(
+    store: &dyn Store,
+    archived: impl FnOnce() -> Result<Vec<Value>, coord_core::CoordError>,
+    order: Order,
+    logs: &Path,
+) -> Result<String, Vec<String>> {
     let mut problems = Vec::new();
     if logs.join("bad-samples").exists() {
         problems.push("the claims file did not parse in some samples taken during the run (see logs/bad-sample.json)".to_owned());
     }
-    let store = FileStore::with_options(
-        dir,
-        FileStoreOptions {
-            on_warning: std::sync::Arc::new(|_| {}),
-            ..FileStoreOptions::default()
-        },
-    );
     // A writer settles whatever the killed ones left half-done.
     if let Err(e) = store.reap("checker") {
         return Err(vec![format!(
@@ -37,9 +47,9 @@ pub fn check(dir: &Path, logs: &Path) -> Result<String, Vec<String>> {
     }
     let claims: Vec<Claim> = match store.list(&Filter::default()) {
         Ok(c) => c,
-        Err(e) => return Err(vec![format!("the claims file cannot be read: {e}")]),
+        Err(e) => return Err(vec![format!("the claims cannot be read: {e}")]),
     };
-    let archived: Vec<Value> = match store.archived() {
+    let archived: Vec<Value> = match archived() {
         Ok(a) => a,
         Err(e) => return Err(vec![format!("the archive cannot be read: {e}")]),
     };
@@ -71,13 +81,15 @@ pub fn check(dir: &Path, logs: &Path) -> Result<String, Vec<String>> {
     let mut created: HashSet<String> = HashSet::new();
     let mut logged: HashSet<(String, u64)> = HashSet::new();
     let mut last_fence = 0;
+    let mut item_fence: HashMap<String, u64> = HashMap::new();
+    let mut type_fence: HashMap<String, u64> = HashMap::new();
     let mut last_revision = 0;
     for e in &events {
         let Some(id) = e.work_item_id.clone() else {
             continue;
         };
         let revision = e.revision.unwrap_or(0);
-        if revision < last_revision {
+        if order == Order::Global && revision < last_revision {
             problems.push(format!(
                 "revision {revision} of {id} logged after revision {last_revision}"
             ));
@@ -97,12 +109,28 @@ pub fn check(dir: &Path, logs: &Path) -> Result<String, Vec<String>> {
                     problems.push(format!("{id} created twice"));
                 }
                 let fence = e.fence.unwrap_or(0);
-                if fence <= last_fence {
+                let previous = match order {
+                    Order::Global => last_fence,
+                    Order::PerItemAndWorkType => {
+                        let of_item = item_fence.get(&id).copied().unwrap_or(0);
+                        let of_type = if is_exclusive {
+                            type_fence.get(&work_type).copied().unwrap_or(0)
+                        } else {
+                            0
+                        };
+                        of_item.max(of_type)
+                    }
+                };
+                if fence <= previous {
                     problems.push(format!(
-                        "fence {fence} of {id} does not exceed the previous fence {last_fence}"
+                        "fence {fence} of {id} does not exceed the previous fence {previous}"
                     ));
                 }
                 last_fence = last_fence.max(fence);
+                item_fence.insert(id.clone(), fence);
+                if is_exclusive {
+                    type_fence.insert(work_type.clone(), fence);
+                }
                 let agent = e.agent.clone().unwrap_or_default();
                 if let Some((other, f)) = holder.get(&id) {
                     problems.push(format!(

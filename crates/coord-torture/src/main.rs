@@ -1,11 +1,16 @@
-//! `coord-torture`: N agent processes run random operations on one
-//! coordination directory for T seconds while a killer sends SIGKILL to
-//! random agents (and starts new ones) at random moments. Then a checker
-//! verifies the store, the event log and every acknowledgement the agents
-//! logged. A failing run prints the seed that reproduces its schedule.
+//! `coord-torture`: N agent processes run random operations on one store
+//! for T seconds while a killer sends SIGKILL to random agents (and starts
+//! new ones) at random moments. Then a checker verifies the store, the
+//! event log and every acknowledgement the agents logged. A failing run
+//! prints the seed that reproduces its schedule.
+//!
+//! The store is a coordination directory, or with `--postgres` a throwaway
+//! PostgreSQL cluster (or `--database-url` an existing database), where a
+//! cutter also terminates random agents' database connections.
 //!
 //! ```text
 //! coord-torture [--agents 20] [--seconds 10] [--seed N] [--dir DIR]
+//!               [--postgres | --database-url URL [--schema NAME]]
 //! ```
 
 mod agent;
@@ -18,6 +23,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use coord_core::Store;
+use coord_file::{FileStore, FileStoreOptions};
+use coord_pg::{PgStore, PgStoreOptions};
+use coord_testkit::{PgCluster, PgClusterOptions};
 
 #[derive(Debug, Parser)]
 #[command(name = "coord-torture")]
@@ -33,9 +42,19 @@ struct Cli {
     /// The seed of the whole run (agents' choices and the killer's)
     #[arg(long)]
     seed: Option<u64>,
-    /// The coordination directory (default: a new temporary one, kept on failure)
+    /// Where logs (and the coordination directory) go (default: a new
+    /// temporary directory, kept on failure)
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Run against a throwaway PostgreSQL cluster instead of a directory
+    #[arg(long, conflicts_with = "database_url")]
+    postgres: bool,
+    /// Run against this PostgreSQL database instead of a directory
+    #[arg(long)]
+    database_url: Option<String>,
+    /// The schema to use in that database (default: torture_<seed>)
+    #[arg(long)]
+    schema: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,7 +62,11 @@ enum Role {
     /// One agent (started by the orchestrator)
     Agent {
         #[arg(long)]
-        dir: PathBuf,
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long)]
+        schema: Option<String>,
         #[arg(long)]
         id: String,
         #[arg(long)]
@@ -53,24 +76,146 @@ enum Role {
     },
 }
 
+/// The store under test.
+#[derive(Debug, Clone)]
+enum Target {
+    Dir(PathBuf),
+    Pg { url: String, schema: String },
+}
+
+impl Target {
+    fn open(&self) -> Box<dyn Store> {
+        match self {
+            Target::Dir(dir) => Box::new(FileStore::with_options(
+                dir,
+                FileStoreOptions {
+                    lock_timeout: Duration::from_secs(30),
+                    compact_at: 40,
+                    compact_keep: 10,
+                    on_warning: std::sync::Arc::new(|_| {}),
+                    ..FileStoreOptions::default()
+                },
+            )),
+            Target::Pg { url, schema } => {
+                // The database may be restarting its connections under us.
+                let options = PgStoreOptions {
+                    schema: schema.clone(),
+                    lock_timeout: Duration::from_secs(30),
+                    ..PgStoreOptions::default()
+                };
+                loop {
+                    match PgStore::connect(url, options.clone()) {
+                        Ok(store) => return Box::new(store),
+                        Err(_) => thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        match self {
+            Target::Dir(dir) => vec!["--dir".into(), dir.display().to_string()],
+            Target::Pg { url, schema } => vec![
+                "--database-url".into(),
+                url.clone(),
+                "--schema".into(),
+                schema.clone(),
+            ],
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Role::Agent { dir, id, seed, log }) = cli.role {
-        agent::run(&dir, &id, seed, &log);
+    if let Some(Role::Agent {
+        dir,
+        database_url,
+        schema,
+        id,
+        seed,
+        log,
+    }) = cli.role
+    {
+        let target = match (dir, database_url) {
+            (Some(dir), None) => Target::Dir(dir),
+            (None, Some(url)) => Target::Pg {
+                url,
+                schema: schema.unwrap_or_else(|| "coord".into()),
+            },
+            _ => panic!("an agent needs --dir or --database-url"),
+        };
+        agent::run(target.open().as_ref(), &id, seed, &log);
         return ExitCode::SUCCESS;
     }
     let seed = cli.seed.unwrap_or_else(|| fastrand::u64(..));
     let temp = tempfile::tempdir().expect("a temporary directory");
     let base = cli.dir.clone().unwrap_or_else(|| temp.path().to_owned());
+    let cluster = if cli.postgres {
+        match PgCluster::start(&PgClusterOptions::default()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("coord-torture: cannot start a PostgreSQL cluster: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let url = cluster
+        .as_ref()
+        .map(PgCluster::url)
+        .or(cli.database_url.clone());
+    let target = match url {
+        Some(url) => Target::Pg {
+            url,
+            schema: cli
+                .schema
+                .clone()
+                .unwrap_or_else(|| format!("torture_{seed}")),
+        },
+        None => Target::Dir(base.join("coord")),
+    };
     println!(
-        "coord-torture: seed {seed}, {} agents, {} s, in {}",
+        "coord-torture: seed {seed}, {} agents, {} s, {} (logs in {})",
         cli.agents,
         cli.seconds,
+        match &target {
+            Target::Dir(dir) => format!("directory {}", dir.display()),
+            Target::Pg { schema, .. } => format!("PostgreSQL schema {schema}"),
+        },
         base.display()
     );
-    let report = orchestrate(&base, cli.agents, Duration::from_secs(cli.seconds), seed);
+    let report = orchestrate(
+        &base,
+        &target,
+        cli.agents,
+        Duration::from_secs(cli.seconds),
+        seed,
+    );
     println!("{report}");
-    match check::check(&base.join("coord"), &base.join("logs")) {
+    let store = target.open();
+    let verdict = match &target {
+        Target::Dir(dir) => check::check(
+            store.as_ref(),
+            || FileStore::new(dir).archived(),
+            check::Order::Global,
+            &base.join("logs"),
+        ),
+        Target::Pg { url, schema } => {
+            let options = PgStoreOptions {
+                schema: schema.clone(),
+                ..PgStoreOptions::default()
+            };
+            check::check(
+                store.as_ref(),
+                || PgStore::connect(url, options)?.archived(),
+                check::Order::PerItemAndWorkType,
+                &base.join("logs"),
+            )
+        }
+    };
+    match verdict {
         Ok(summary) => {
             println!("coord-torture: PASS {summary}");
             ExitCode::SUCCESS
@@ -106,11 +251,11 @@ const CRASH_POINTS: [&str; 6] = [
     "cleanup:revision-raised",
 ];
 
-fn spawn_agent(base: &Path, slot: usize, incarnation: usize, seed: u64) -> Child {
+fn spawn_agent(base: &Path, target: &Target, slot: usize, incarnation: usize, seed: u64) -> Child {
     let id = format!("agent_{slot}_{incarnation}");
     let mut rng = fastrand::Rng::with_seed(seed ^ ((slot as u64) << 40) ^ incarnation as u64);
     let mut command = Command::new(std::env::current_exe().expect("our own path"));
-    if rng.u8(..3) == 0 {
+    if matches!(target, Target::Dir(_)) && rng.u8(..3) == 0 {
         command.env(
             "COORD_CRASH_AT",
             CRASH_POINTS[rng.usize(..CRASH_POINTS.len())],
@@ -119,8 +264,8 @@ fn spawn_agent(base: &Path, slot: usize, incarnation: usize, seed: u64) -> Child
         command.env_remove("COORD_CRASH_AT");
     }
     command
-        .args(["agent", "--dir"])
-        .arg(base.join("coord"))
+        .arg("agent")
+        .args(target.args())
         .args(["--id", &id, "--seed"])
         .arg((seed ^ ((slot as u64) << 32) ^ incarnation as u64).to_string())
         .arg("--log")
@@ -131,23 +276,39 @@ fn spawn_agent(base: &Path, slot: usize, incarnation: usize, seed: u64) -> Child
         .expect("an agent starts")
 }
 
-/// Runs the agents, the killer and the sampler; returns a summary line.
-fn orchestrate(base: &Path, agents: usize, duration: Duration, seed: u64) -> String {
-    std::fs::create_dir_all(base.join("coord")).expect("the coordination directory");
+/// Runs the agents, the killer, and the sampler (for a directory) or the
+/// connection cutter (for PostgreSQL); returns a summary line.
+fn orchestrate(
+    base: &Path,
+    target: &Target,
+    agents: usize,
+    duration: Duration,
+    seed: u64,
+) -> String {
+    if let Target::Dir(dir) = target {
+        std::fs::create_dir_all(dir).expect("the coordination directory");
+    } else {
+        // Agents race to make the tables; one store made first avoids it.
+        drop(target.open());
+    }
     std::fs::create_dir_all(base.join("logs")).expect("the log directory");
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut children: Vec<(Child, usize)> = (0..agents)
-        .map(|slot| (spawn_agent(base, slot, 0, seed), 0))
+        .map(|slot| (spawn_agent(base, target, slot, 0, seed), 0))
         .collect();
     let stop = AtomicBool::new(false);
     let samples = AtomicUsize::new(0);
     let bad_samples = AtomicUsize::new(0);
+    let cuts = AtomicUsize::new(0);
     let mut kills = 0;
     let mut crashes = 0;
     thread::scope(|scope| {
         // The claims file must parse at every moment, read without a lock.
         scope.spawn(|| {
-            let path = base.join("coord").join(coord_file::CLAIMS_FILE);
+            let Target::Dir(dir) = target else {
+                return;
+            };
+            let path = dir.join(coord_file::CLAIMS_FILE);
             while !stop.load(Ordering::SeqCst) {
                 if let Ok(bytes) = std::fs::read(&path) {
                     samples.fetch_add(1, Ordering::SeqCst);
@@ -159,6 +320,28 @@ fn orchestrate(base: &Path, agents: usize, duration: Duration, seed: u64) -> Str
                 thread::sleep(Duration::from_millis(5));
             }
         });
+        // Connections cut under random agents, wherever they are.
+        scope.spawn(|| {
+            let Target::Pg { url, .. } = target else {
+                return;
+            };
+            let mut rng = fastrand::Rng::with_seed(seed ^ 0xc07);
+            let Ok(mut client) = postgres::Client::connect(url, postgres::NoTls) else {
+                return;
+            };
+            while !stop.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(rng.u64(20..200)));
+                if let Ok(rows) = client.query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
+                       AND datname = current_database() ORDER BY random() LIMIT 1",
+                    &[],
+                ) && rows.first().is_some_and(|r| r.get::<_, bool>(0))
+                {
+                    cuts.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
         let started = Instant::now();
         while started.elapsed() < duration {
             thread::sleep(Duration::from_millis(rng.u64(20..200)));
@@ -167,7 +350,7 @@ fn orchestrate(base: &Path, agents: usize, duration: Duration, seed: u64) -> Str
                 if let Ok(Some(_)) = child.try_wait() {
                     crashes += 1;
                     *incarnation += 1;
-                    *child = spawn_agent(base, slot, *incarnation, seed);
+                    *child = spawn_agent(base, target, slot, *incarnation, seed);
                 }
             }
             let slot = rng.usize(..agents);
@@ -176,7 +359,7 @@ fn orchestrate(base: &Path, agents: usize, duration: Duration, seed: u64) -> Str
             let _ = child.wait();
             kills += 1;
             *incarnation += 1;
-            *child = spawn_agent(base, slot, *incarnation, seed);
+            *child = spawn_agent(base, target, slot, *incarnation, seed);
         }
         for (child, _) in &mut children {
             let _ = child.kill();
@@ -188,9 +371,15 @@ fn orchestrate(base: &Path, agents: usize, duration: Duration, seed: u64) -> Str
     if bad > 0 {
         std::fs::write(base.join("logs").join("bad-samples"), bad.to_string()).expect("a note");
     }
-    format!(
-        "coord-torture: {kills} kills, {crashes} self-kills at crash points; the claims file parsed in {} of {} samples taken during the run",
-        samples.load(Ordering::SeqCst) - bad,
-        samples.load(Ordering::SeqCst)
-    )
+    match target {
+        Target::Dir(_) => format!(
+            "coord-torture: {kills} kills, {crashes} self-kills at crash points; the claims file parsed in {} of {} samples taken during the run",
+            samples.load(Ordering::SeqCst) - bad,
+            samples.load(Ordering::SeqCst)
+        ),
+        Target::Pg { .. } => format!(
+            "coord-torture: {kills} kills, {} database connections cut",
+            cuts.load(Ordering::SeqCst)
+        ),
+    }
 }
