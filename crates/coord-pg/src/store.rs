@@ -16,7 +16,7 @@ use postgres::types::Json;
 use postgres::{Client, Config, NoTls, Row, Transaction};
 
 use crate::schema::{self, LAPSED_LEASES, Migrated};
-use crate::tx::{Tx, claim_from, ids_of, json_lit, read, row_of, seen_sql};
+use crate::tx::{Conn, Tx, claim_from, ids_of, json_lit, read, row_of, seen_sql};
 
 /// The store's clock; tests replace it.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -68,7 +68,7 @@ impl fmt::Debug for PgStoreOptions {
 pub struct PgStore {
     config: Config,
     options: PgStoreOptions,
-    client: Mutex<Option<Client>>,
+    conn: Mutex<Option<Conn>>,
     /// When this store last recorded each agent (see `SEEN_PRECISION`).
     recorded: Mutex<HashMap<String, Timestamp>>,
 }
@@ -131,14 +131,27 @@ impl PgStore {
                 options.schema
             )));
         }
+        // Session settings travel with the connection's start-up message:
+        // no round trip, and no transaction can undo them.
+        let mut config = config;
+        let settings = format!(
+            "-c search_path={} -c lock_timeout={} -c standard_conforming_strings=on",
+            options.schema,
+            options.lock_timeout.as_millis().max(1)
+        );
+        let options_text = match config.get_options() {
+            Some(theirs) => format!("{theirs} {settings}"),
+            None => settings,
+        };
+        config.options(&options_text);
         let store = PgStore {
             config,
             options,
-            client: Mutex::new(None),
+            conn: Mutex::new(None),
             recorded: Mutex::default(),
         };
-        let client = store.open()?;
-        *store.slot() = Some(client);
+        let conn = store.open()?;
+        *store.slot() = Some(conn);
         Ok(store)
     }
 
@@ -146,36 +159,21 @@ impl PgStore {
         &self.options
     }
 
-    fn slot(&self) -> MutexGuard<'_, Option<Client>> {
-        self.client.lock().unwrap_or_else(|e| e.into_inner())
+    fn slot(&self) -> MutexGuard<'_, Option<Conn>> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Opens a connection ready for changes: session settings, the
-    /// tables (made or brought up to date if needed), the prepared
-    /// statements. A store that is up to date costs one round trip.
-    fn open(&self) -> Result<Client, CoordError> {
-        let mut client = self.config.connect(NoTls).map_err(|e| self.db_error(e))?;
+    /// Opens a connection ready for changes: session settings, and the
+    /// tables (made or brought up to date if needed). A store that is up
+    /// to date costs one round trip after the connection's own start.
+    fn open(&self) -> Result<Conn, CoordError> {
+        let client = self.config.connect(NoTls).map_err(|e| self.db_error(e))?;
+        let mut conn = Conn::new(client);
         let schema = &self.options.schema;
-        client
-            .batch_execute(&format!(
-                // Literals in batches rely on standard_conforming_strings.
-                "SET search_path TO \"{schema}\"; SET lock_timeout = {}; \
-                 SET standard_conforming_strings = on;",
-                self.options.lock_timeout.as_millis().max(1)
-            ))
-            .map_err(|e| self.db_error(e))?;
-        let prepare: String = crate::tx::prepared()
-            .into_iter()
-            .map(|(name, sql)| format!("PREPARE {name} AS {sql};"))
-            .collect();
-        let current = crate::tx::batch(
-            &mut client,
-            &format!(
-                "SELECT value FROM coord_meta WHERE key = 'schema_version' \
-                   AND value = {}; {prepare}",
-                schema::SCHEMA_VERSION
-            ),
-        );
+        let current = conn.batch(&format!(
+            "SELECT value FROM coord_meta WHERE key = 'schema_version' AND value = {}",
+            schema::SCHEMA_VERSION
+        ));
         let up_to_date = match current {
             Ok(results) => !results[0].is_empty(),
             Err(e)
@@ -187,11 +185,7 @@ impl PgStore {
             Err(e) => return Err(self.db_error(e)),
         };
         if !up_to_date {
-            // Statements prepared before a failure in the batch stay; start over.
-            client
-                .batch_execute("DEALLOCATE ALL")
-                .map_err(|e| self.db_error(e))?;
-            let mut tx = client.transaction().map_err(|e| self.db_error(e))?;
+            let mut tx = conn.client.transaction().map_err(|e| self.db_error(e))?;
             let migrated = schema::migrate(&mut tx, schema)
                 .and_then(|m| tx.commit().map(|()| m))
                 .map_err(|e| self.db_error(e))?;
@@ -202,11 +196,8 @@ impl PgStore {
                     schema::SCHEMA_VERSION
                 )));
             }
-            client
-                .batch_execute(&prepare)
-                .map_err(|e| self.db_error(e))?;
         }
-        Ok(client)
+        Ok(conn)
     }
 
     fn db_error(&self, e: postgres::Error) -> CoordError {
@@ -215,6 +206,15 @@ impl PgStore {
                 path: PathBuf::from(format!("postgresql:{}", self.options.schema)),
                 waited: self.options.lock_timeout,
             };
+        }
+        if e.code() == Some(&SqlState::UNTRANSLATABLE_CHARACTER)
+            || e.code() == Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE)
+        {
+            return CoordError::validation(format!(
+                "PostgreSQL cannot store this text (a NUL character?): {}",
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+            ));
         }
         let message = match e.as_db_error() {
             Some(db) => format!("{}: {}", db.code().code(), db.message()),
@@ -237,22 +237,31 @@ impl PgStore {
         &self,
         mut body: impl FnMut(&mut Client) -> Result<T, Fail>,
     ) -> Result<T, CoordError> {
+        self.with_conn(|conn| body(&mut conn.client))
+    }
+
+    /// Runs `body` on the connection (opened again if it broke), running it
+    /// again after a deadlock or an id clash.
+    fn with_conn<T>(
+        &self,
+        mut body: impl FnMut(&mut Conn) -> Result<T, Fail>,
+    ) -> Result<T, CoordError> {
         let mut slot = self.slot();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            if slot.as_ref().is_none_or(Client::is_closed) {
+            if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
                 *slot = Some(self.open()?);
             }
-            let client = slot.as_mut().expect("opened above");
-            match body(client) {
+            let conn = slot.as_mut().expect("opened above");
+            match body(conn) {
                 Ok(value) => return Ok(value),
                 Err(Fail::Coord(e)) => return Err(e),
                 Err(Fail::Db(e)) if retryable(&e) && attempt < MAX_ATTEMPTS => {
                     tracing::debug!("running a transaction again after: {e}");
                 }
                 Err(Fail::Db(e)) => {
-                    if client.is_closed() {
+                    if conn.client.is_closed() {
                         *slot = None;
                     }
                     return Err(self.db_error(e));
@@ -268,13 +277,13 @@ impl PgStore {
     fn change<T>(
         &self,
         agent: Option<&str>,
-        mut body: impl FnMut(&mut Client, Timestamp, Option<&str>) -> Result<T, Fail>,
+        mut body: impl FnMut(&mut Conn, Timestamp, Option<&str>) -> Result<T, Fail>,
     ) -> Result<T, CoordError> {
         let mut seen_at = None;
-        let value = self.with_client(|client| {
+        let value = self.with_conn(|conn| {
             let now = (self.options.clock)();
             let seen = agent.filter(|a| self.options.track_agents && self.stale(a, now));
-            let value = body(client, now, seen)?;
+            let value = body(conn, now, seen)?;
             seen_at = seen.map(|_| now);
             Ok(value)
         })?;
@@ -363,7 +372,7 @@ fn upsert_agent(
 /// agent's sighting, `COMMIT`. `None` when a lapsed lease waits: nothing
 /// was written, and the caller takes the path that writes it down.
 fn blind_claim(
-    client: &mut Client,
+    conn: &mut Conn,
     request: &ClaimRequest,
     now: Timestamp,
     seen: Option<&str>,
@@ -385,7 +394,7 @@ fn blind_claim(
         sql.push_str(&seen_sql(agent, now));
     }
     sql.push_str("COMMIT");
-    match crate::tx::batch(client, &sql) {
+    match conn.batch(&sql) {
         Ok(results) => {
             let row = results
                 .get(2)
@@ -395,7 +404,7 @@ fn blind_claim(
         }
         Err(e) => {
             // The transaction is aborted (or gone with the connection).
-            let _ = client.simple_query("ROLLBACK");
+            let _ = conn.client.simple_query("ROLLBACK");
             if e.code().is_some_and(|c| c.code() == LAPSED_LEASES) {
                 Ok(None)
             } else {
@@ -423,8 +432,8 @@ impl Store for PgStore {
             priority: request.priority,
         };
         let exclusive = needs_exclusion(self.options.policy.as_ref(), slot);
-        self.change(Some(&request.agent_id), |client, now, seen| {
-            if !exclusive && let Some(claim) = blind_claim(client, request, now, seen)? {
+        self.change(Some(&request.agent_id), |conn, now, seen| {
+            if !exclusive && let Some(claim) = blind_claim(conn, request, now, seen)? {
                 return Ok(claim);
             }
             let mut reads = Vec::new();
@@ -433,7 +442,7 @@ impl Store for PgStore {
             }
             reads.push(read::lapsed(now.as_unix_micros(), None));
             reads.push(read::numbers(true));
-            let (mut tx, rows) = Tx::begin(client, &self.options, now, &reads)?;
+            let (mut tx, rows) = Tx::begin(conn, &self.options, now, &reads)?;
             let lapsed = if exclusive { 2 } else { 0 };
             tx.numbers(&rows[lapsed + 1])?;
             let live = if exclusive {
@@ -458,7 +467,7 @@ impl Store for PgStore {
 
     fn post(&self, request: &PostRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.change(Some(&request.agent_id), |client, now, seen| {
+        self.change(Some(&request.agent_id), |conn, now, seen| {
             let deps: Vec<&str> = request.depends_on.iter().map(String::as_str).collect();
             // FOR SHARE: a cleanup cannot archive them before we commit.
             let reads = [
@@ -466,7 +475,7 @@ impl Store for PgStore {
                 read::lapsed(now.as_unix_micros(), None),
                 read::numbers(false),
             ];
-            let (mut tx, rows) = Tx::begin(client, &self.options, now, &reads)?;
+            let (mut tx, rows) = Tx::begin(conn, &self.options, now, &reads)?;
             let found = ids_of(&rows[0])?;
             if let Some(missing) = request.depends_on.iter().find(|d| !found.contains(*d)) {
                 return Err(CoordError::NotFound {
@@ -484,7 +493,7 @@ impl Store for PgStore {
 
     fn next(&self, request: &NextRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.change(Some(&request.agent_id), |client, now, seen| {
+        self.change(Some(&request.agent_id), |conn, now, seen| {
             let micros = now.as_unix_micros();
             // The best candidate first: in the common case it is the one.
             let reads = [
@@ -492,7 +501,7 @@ impl Store for PgStore {
                 read::candidates(micros, &request.work_types, &[], 1),
                 read::numbers(true),
             ];
-            let (mut tx, rows) = Tx::begin(client, &self.options, now, &reads)?;
+            let (mut tx, rows) = Tx::begin(conn, &self.options, now, &reads)?;
             tx.numbers(&rows[2])?;
             tx.expire(&rows[0])?;
             let mut batch = rows.into_iter().nth(1).unwrap_or_default();
@@ -592,13 +601,13 @@ impl Store for PgStore {
         actor: &Actor<'_>,
     ) -> Result<Claim, CoordError> {
         validate_name("the agent id", actor.agent_id)?;
-        self.change(Some(actor.agent_id), |client, now, seen| {
+        self.change(Some(actor.agent_id), |conn, now, seen| {
             let reads = [
                 read::item(work_item_id),
                 read::lapsed(now.as_unix_micros(), Some(work_item_id)),
                 read::numbers(false),
             ];
-            let (mut tx, rows) = Tx::begin(client, &self.options, now, &reads)?;
+            let (mut tx, rows) = Tx::begin(conn, &self.options, now, &reads)?;
             let row = rows[0].first().ok_or_else(|| CoordError::NotFound {
                 work_item_id: work_item_id.to_owned(),
             })?;
@@ -615,12 +624,12 @@ impl Store for PgStore {
     }
 
     fn reap(&self, agent_id: &str) -> Result<Vec<Claim>, CoordError> {
-        self.change(Some(agent_id), |client, now, seen| {
+        self.change(Some(agent_id), |conn, now, seen| {
             let reads = [
                 read::lapsed(now.as_unix_micros(), None),
                 read::numbers(false),
             ];
-            let (mut tx, rows) = Tx::begin(client, &self.options, now, &reads)?;
+            let (mut tx, rows) = Tx::begin(conn, &self.options, now, &reads)?;
             tx.numbers(&rows[1])?;
             let expired = tx.expire(&rows[0])?;
             tx.commit(seen)?;
@@ -629,7 +638,7 @@ impl Store for PgStore {
     }
 
     fn cleanup(&self, agent_id: &str, older_than: Duration) -> Result<Vec<String>, CoordError> {
-        self.change(Some(agent_id), |client, now, seen| {
+        self.change(Some(agent_id), |conn, now, seen| {
             let cutoff = now
                 .as_unix_micros()
                 .saturating_sub(i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX));
@@ -656,7 +665,7 @@ impl Store for PgStore {
                     now.as_unix_micros()
                 ),
             ];
-            let (tx, rows) = Tx::begin(client, &self.options, now, &reads)?;
+            let (tx, rows) = Tx::begin(conn, &self.options, now, &reads)?;
             let mut moved = Vec::with_capacity(rows[1].len());
             for row in &rows[1] {
                 let seq: i64 = row.get(0).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -740,19 +749,22 @@ impl Store for PgStore {
     /// committed events that have no number yet (`seq`, in id order), and
     /// then reads by `seq`: a late commit gets a later number, never a gap.
     fn events(&self, cursor: u64) -> Result<EventPage, CoordError> {
-        self.with_client(|client| {
-            crate::tx::batch(
-                client,
-                &format!(
-                    "BEGIN; {}; \
-                     WITH base AS (SELECT coalesce(max(seq), 0) AS b FROM coord_events), \
-                          todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n \
-                                   FROM coord_events WHERE seq IS NULL) \
-                     UPDATE coord_events AS e SET seq = base.b + todo.n \
-                     FROM todo, base WHERE e.id = todo.id; COMMIT",
-                    crate::tx::sequencer_lock(&self.options.schema)
-                ),
-            )?;
+        self.with_conn(|conn| {
+            let numbered = conn.batch(&format!(
+                "BEGIN; {}; \
+                 WITH base AS (SELECT coalesce(max(seq), 0) AS b FROM coord_events), \
+                      todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n \
+                               FROM coord_events WHERE seq IS NULL) \
+                 UPDATE coord_events AS e SET seq = base.b + todo.n \
+                 FROM todo, base WHERE e.id = todo.id; COMMIT",
+                crate::tx::sequencer_lock(&self.options.schema)
+            ));
+            if let Err(e) = numbered {
+                // A failed statement leaves the transaction open and aborted.
+                let _ = conn.client.simple_query("ROLLBACK");
+                return Err(e.into());
+            }
+            let client = &mut conn.client;
             let after = i64::try_from(cursor).unwrap_or(i64::MAX);
             let rows = client.query(
                 "SELECT seq, doc FROM coord_events WHERE seq > $1 ORDER BY seq",

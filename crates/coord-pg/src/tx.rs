@@ -9,7 +9,8 @@
 //! its own snapshot, so a row read after a lock is taken sees the commits
 //! the lock waited for.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::OnceLock;
 
 use coord_core::transition::{self, Change, NewIds};
 use coord_core::{
@@ -23,7 +24,7 @@ use crate::schema::LOCK_CLASS;
 use crate::store::{Fail, PgStoreOptions};
 
 /// `s` as an SQL string literal. Connections run with
-/// `standard_conforming_strings = on` (see `PgStore::open`), where a quote
+/// `standard_conforming_strings = on` (see `PgStore::connect`), where a quote
 /// doubled is the only escape; backslashes are plain characters.
 pub(crate) fn lit(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -61,7 +62,7 @@ pub(crate) fn rank(p: Priority) -> i16 {
 
 /// Runs `sql` (any number of statements) in one round trip and returns
 /// each statement's rows.
-pub(crate) fn batch(
+fn simple_batch(
     client: &mut Client,
     sql: &str,
 ) -> Result<Vec<Vec<SimpleQueryRow>>, postgres::Error> {
@@ -75,6 +76,92 @@ pub(crate) fn batch(
         }
     }
     Ok(results)
+}
+
+/// A connection, and which of coord's statements it has prepared.
+///
+/// Statements are prepared on first use, in the same round trip that
+/// first runs them: a long-lived worker plans each once, and a one-shot
+/// `coord` process prepares only the one or two it runs.
+pub(crate) struct Conn {
+    pub client: Client,
+    prepared: HashSet<&'static str>,
+    /// A batch with new `PREPARE`s failed: which of them ran is unknown
+    /// until asked.
+    unsure: bool,
+}
+
+impl Conn {
+    pub fn new(client: Client) -> Self {
+        Conn {
+            client,
+            prepared: HashSet::new(),
+            unsure: false,
+        }
+    }
+
+    /// Runs `sql` in one round trip, first preparing the statements it
+    /// `EXECUTE`s that this connection has not prepared yet; returns each of
+    /// `sql`'s statements' rows.
+    pub fn batch(&mut self, sql: &str) -> Result<Vec<Vec<SimpleQueryRow>>, postgres::Error> {
+        if self.unsure {
+            // PREPAREs outlive a failed transaction: ask which exist.
+            let names = simple_batch(&mut self.client, "SELECT name FROM pg_prepared_statements")?;
+            self.prepared = statements()
+                .iter()
+                .map(|s| s.name)
+                .filter(|n| names[0].iter().any(|r| r.get(0) == Some(*n)))
+                .collect();
+            self.unsure = false;
+        }
+        let mut prefix = String::new();
+        let mut new = Vec::new();
+        for name in executed(sql) {
+            if self.prepared.contains(name) || new.contains(&name) {
+                continue;
+            }
+            let statement = statements()
+                .iter()
+                .find(|s| s.name == name)
+                .expect("every EXECUTE names a statement coord prepares");
+            prefix.push_str(&format!(
+                "PREPARE {}{} AS {};",
+                statement.name, statement.params, statement.sql
+            ));
+            new.push(statement.name);
+        }
+        if new.is_empty() {
+            return simple_batch(&mut self.client, sql);
+        }
+        match simple_batch(&mut self.client, &format!("{prefix}{sql}")) {
+            Ok(mut results) => {
+                self.prepared.extend(&new);
+                results.drain(..new.len());
+                Ok(results)
+            }
+            Err(e) => {
+                self.unsure = true;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The names of coord's statements that `sql` runs with `EXECUTE`.
+fn executed(sql: &str) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    let mut rest = sql;
+    while let Some(at) = rest.find("EXECUTE coord_") {
+        let name_start = &rest[at + "EXECUTE ".len()..];
+        let end = name_start
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(name_start.len());
+        if let Some(s) = statements().iter().find(|s| s.name == &name_start[..end]) {
+            names.push(s.name);
+        }
+        rest = &name_start[end..];
+    }
+    names
 }
 
 /// The text of column `i`, which the statement guarantees is not NULL.
@@ -101,10 +188,31 @@ pub(crate) fn claim_from(row: &SimpleQueryRow) -> Result<Claim, Fail> {
     })
 }
 
-/// The statements every connection prepares once (see `PgStore::open`),
-/// so a batch only names them: PostgreSQL then plans each once per
-/// connection rather than on every change.
-pub(crate) fn prepared() -> Vec<(&'static str, String)> {
+/// One of coord's prepared statements.
+pub(crate) struct Statement {
+    pub name: &'static str,
+    /// The parameter types, as `PREPARE` takes them: `(int8, text)`.
+    pub params: &'static str,
+    pub sql: String,
+}
+
+/// The statements batches run by name (see [`Conn::batch`]): PostgreSQL
+/// then plans each once per connection rather than on every change.
+pub(crate) fn statements() -> &'static [Statement] {
+    static STATEMENTS: OnceLock<Vec<Statement>> = OnceLock::new();
+    STATEMENTS.get_or_init(|| {
+        statement_list()
+            .into_iter()
+            .map(|(signature, sql)| {
+                let (name, params) =
+                    signature.split_at(signature.find('(').unwrap_or(signature.len()));
+                Statement { name, params, sql }
+            })
+            .collect()
+    })
+}
+
+fn statement_list() -> Vec<(&'static str, String)> {
     let claim_row = "id text, work_type text, priority int2, status text, agent_id text, \
          lease_deadline int8, posted_at int8, retry_at int8, finished_at int8, doc jsonb";
     vec![
@@ -175,11 +283,11 @@ pub(crate) fn prepared() -> Vec<(&'static str, String)> {
             ),
         ),
         (
-            "coord_numbers",
+            "coord_revision_only",
             "SELECT nextval('coord_revision')".to_owned(),
         ),
         (
-            "coord_numbers_fence",
+            "coord_revision_and_fence",
             "SELECT nextval('coord_revision'), nextval('coord_fence')".to_owned(),
         ),
         (
@@ -278,16 +386,16 @@ pub(crate) mod read {
     /// after the item is locked, so a later tenure always gets a larger one.
     pub fn numbers(fence: bool) -> String {
         if fence {
-            "EXECUTE coord_numbers_fence".to_owned()
+            "EXECUTE coord_revision_and_fence".to_owned()
         } else {
-            "EXECUTE coord_numbers".to_owned()
+            "EXECUTE coord_revision_only".to_owned()
         }
     }
 }
 
 /// One change in progress: the open transaction, and what it will write.
 pub(crate) struct Tx<'c, 'o> {
-    client: &'c mut Client,
+    conn: &'c mut Conn,
     /// Whether `BEGIN` went out and neither `COMMIT` nor `ROLLBACK` did.
     open: bool,
 
@@ -307,7 +415,7 @@ impl Drop for Tx<'_, '_> {
     fn drop(&mut self) {
         if self.open {
             // Nothing was committed; a broken connection rolls back anyway.
-            let _ = self.client.simple_query("ROLLBACK");
+            let _ = self.conn.client.simple_query("ROLLBACK");
         }
     }
 }
@@ -315,13 +423,13 @@ impl Drop for Tx<'_, '_> {
 impl<'c, 'o> Tx<'c, 'o> {
     /// Opens the transaction and runs `statements` in the same round trip.
     pub fn begin(
-        client: &'c mut Client,
+        conn: &'c mut Conn,
         options: &'o PgStoreOptions,
         now: Timestamp,
         statements: &[String],
     ) -> Result<(Self, Vec<Vec<SimpleQueryRow>>), Fail> {
         let tx = Tx {
-            client,
+            conn,
             open: true,
             now,
             options,
@@ -336,14 +444,14 @@ impl<'c, 'o> Tx<'c, 'o> {
             sql.push_str(s);
             sql.push(';');
         }
-        let mut results = batch(tx.client, &sql)?;
+        let mut results = tx.conn.batch(&sql)?;
         results.remove(0); // BEGIN's
         Ok((tx, results))
     }
 
     /// Runs more statements in the open transaction, in one round trip.
     pub fn run(&mut self, statements: &[String]) -> Result<Vec<Vec<SimpleQueryRow>>, Fail> {
-        Ok(batch(self.client, &statements.join(";"))?)
+        Ok(self.conn.batch(&statements.join(";"))?)
     }
 
     pub fn policy(&self) -> &dyn ConflictPolicy {
@@ -464,7 +572,7 @@ impl<'c, 'o> Tx<'c, 'o> {
         sql.push_str("COMMIT");
         // A statement that fails skips the rest of the batch, COMMIT too,
         // and leaves the transaction aborted: Drop then rolls it back.
-        batch(self.client, &sql)?;
+        self.conn.batch(&sql)?;
         self.open = false;
         Ok(())
     }

@@ -50,7 +50,8 @@ macro_rules! conformance_suite {
             concurrent_claims_that_do_not_conflict_all_succeed,
             concurrent_workers_take_each_item_exactly_once,
             the_event_log_replays_to_the_store_and_its_cursor_resumes,
-            a_follower_reading_while_writers_commit_sees_every_event_once
+            a_follower_reading_while_writers_commit_sees_every_event_once,
+            text_a_store_cannot_hold_is_refused_and_changes_nothing
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -672,4 +673,21 @@ pub fn a_follower_reading_while_writers_commit_sees_every_event_once(h: &dyn Har
         followed_keys, all_keys,
         "the follower missed or repeated events"
     );
+}
+
+pub fn text_a_store_cannot_hold_is_refused_and_changes_nothing(h: &dyn Harness) {
+    let store = h.store();
+    // A NUL is valid JSON text (`\u0000`), which PostgreSQL's jsonb refuses;
+    // the directory stores it. Either way: a result or a clear refusal.
+    match store.claim(&ClaimRequest::new("a", "t").description("nul \0 inside")) {
+        Ok(c) => assert_eq!(
+            store.get(&c.work_item_id).unwrap().description,
+            "nul \0 inside"
+        ),
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::ValidationFailed, "{e}");
+            assert!(store.list(&Filter::default()).unwrap().is_empty());
+            assert!(events(store).is_empty());
+        }
+    }
 }

@@ -136,13 +136,19 @@ fn print_line(line: &str) -> Result<(), ExitCode> {
     }
 }
 
+/// Writes `line` and a newline to stderr in one write: stderr is
+/// unbuffered, and a line written piecewise could interleave with another
+/// process's on a shared pipe.
+fn stderr_line(line: &str) {
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    let _ = io::stderr().lock().write_all(buf.as_bytes());
+}
+
 /// A warning: one line of JSON on stderr, `{"warning": KIND, "message": ...}`.
 pub fn warn(kind: &str, message: &str) {
-    let _ = writeln!(
-        io::stderr().lock(),
-        "{}",
-        json!({"warning": kind, "message": message})
-    );
+    stderr_line(&json!({"warning": kind, "message": message}).to_string());
 }
 
 /// Prints the event log, one event per line; with `follow`, keeps polling
@@ -220,13 +226,9 @@ pub fn fail(error: &CoordError) -> ExitCode {
         body[key] = value;
     }
     if human() {
-        let _ = writeln!(
-            io::stderr().lock(),
-            "error[{}]: {error}",
-            error.kind().as_str()
-        );
+        stderr_line(&format!("error[{}]: {error}", error.kind().as_str()));
     } else {
-        let _ = writeln!(io::stderr().lock(), "{body}");
+        stderr_line(&body.to_string());
     }
     ExitCode::from(exit_code(error.kind()))
 }
