@@ -69,22 +69,7 @@ CREATE TABLE IF NOT EXISTS coord_agents (
 );
 CREATE SEQUENCE IF NOT EXISTS coord_fence;
 CREATE SEQUENCE IF NOT EXISTS coord_revision;
-
--- A claim's one-round-trip path runs this first: it aborts the
--- transaction when a lapsed lease is waiting to be written down, and the
--- claim runs again on the path that writes it down (see `PgStore::claim`).
-CREATE OR REPLACE FUNCTION coord_no_lapsed_leases(now bigint) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM coord_claims
-               WHERE status = 'in_progress' AND lease_deadline <= now) THEN
-        RAISE EXCEPTION 'lapsed leases to write down' USING ERRCODE = 'CDLAP';
-    END IF;
-END $$;
 ";
-
-/// The SQLSTATE `coord_no_lapsed_leases` raises.
-pub const LAPSED_LEASES: &str = "CDLAP";
 
 /// Whether `name` may be used as the schema: a plain lower-case SQL
 /// identifier, so it never needs quoting rules beyond double quotes.

@@ -15,7 +15,7 @@ use postgres::error::SqlState;
 use postgres::types::Json;
 use postgres::{Client, Config, NoTls, Row, Transaction};
 
-use crate::schema::{self, LAPSED_LEASES, Migrated};
+use crate::schema::{self, Migrated};
 use crate::tx::{Conn, Tx, claim_from, ids_of, json_lit, read, row_of, seen_sql};
 
 /// The store's clock; tests replace it.
@@ -366,11 +366,13 @@ fn upsert_agent(
     Ok(record)
 }
 
-/// A claim that reads nothing, in one round trip: `BEGIN`, a check that no
-/// lapsed lease waits to be written down, the new row and its event (their
-/// fence and revision drawn by the statement, in the transaction), the
-/// agent's sighting, `COMMIT`. `None` when a lapsed lease waits: nothing
-/// was written, and the caller takes the path that writes it down.
+/// A claim that reads nothing, in one round trip: one statement inserts
+/// the new row and its event (their fence and revision drawn by the
+/// statement), unless a lapsed lease waits to be written down; the agent's
+/// sighting goes with it. A message of several statements is one implicit
+/// transaction, so no `BEGIN` or `COMMIT` is needed. `None` when a lapsed
+/// lease waits: nothing was written, and the caller takes the path that
+/// writes it down.
 fn blind_claim(
     conn: &mut Conn,
     request: &ClaimRequest,
@@ -385,32 +387,18 @@ fn blind_claim(
     // Fence and revision are placeholders the statement replaces.
     let change = transition::claim(request, ids, 0, now);
     let mut sql = format!(
-        "BEGIN; SELECT coord_no_lapsed_leases({}); EXECUTE coord_claim_blind({}, {});",
-        now.as_unix_micros(),
+        "EXECUTE coord_claim_blind({}, {}, {});",
         json_lit(&row_of(&change.claim)),
-        json_lit(&change.event)
+        json_lit(&change.event),
+        now.as_unix_micros()
     );
     if let Some(agent) = seen {
         sql.push_str(&seen_sql(agent, now));
     }
-    sql.push_str("COMMIT");
-    match conn.batch(&sql) {
-        Ok(results) => {
-            let row = results
-                .get(2)
-                .and_then(|rows| rows.first())
-                .ok_or_else(|| CoordError::validation("the claim statement returned no row"))?;
-            Ok(Some(claim_from(row)?))
-        }
-        Err(e) => {
-            // The transaction is aborted (or gone with the connection).
-            let _ = conn.client.simple_query("ROLLBACK");
-            if e.code().is_some_and(|c| c.code() == LAPSED_LEASES) {
-                Ok(None)
-            } else {
-                Err(e.into())
-            }
-        }
+    let results = conn.batch(&sql)?;
+    match results.first().and_then(|rows| rows.first()) {
+        Some(row) => Ok(Some(claim_from(row)?)),
+        None => Ok(None),
     }
 }
 

@@ -264,10 +264,13 @@ fn statement_list() -> Vec<(&'static str, String)> {
             // A claim's one-round-trip path (see `PgStore::claim`): the new
             // row and its event, stamped with a revision and a fence drawn
             // here, inside the transaction, as `Change::at_revision` and
-            // `transition::claim` would have.
-            "coord_claim_blind(jsonb, jsonb)",
+            // `transition::claim` would have. Nothing at all when a lapsed
+            // lease waits to be written down (before `$3`, the time).
+            "coord_claim_blind(jsonb, jsonb, int8)",
             format!(
-                "WITH n AS (SELECT nextval('coord_revision') AS r, nextval('coord_fence') AS f), \
+                "WITH n AS (SELECT nextval('coord_revision') AS r, nextval('coord_fence') AS f \
+                   WHERE NOT EXISTS (SELECT 1 FROM coord_claims \
+                       WHERE status = 'in_progress' AND lease_deadline <= $3)), \
                  v AS (SELECT v.*, n.r, n.f FROM n, jsonb_to_record($1) AS v({claim_row})), \
                  ins AS ( \
                    INSERT INTO coord_claims (work_item_id, work_type, priority, status, agent_id, \

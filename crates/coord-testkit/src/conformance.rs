@@ -51,7 +51,8 @@ macro_rules! conformance_suite {
             concurrent_workers_take_each_item_exactly_once,
             the_event_log_replays_to_the_store_and_its_cursor_resumes,
             a_follower_reading_while_writers_commit_sees_every_event_once,
-            text_a_store_cannot_hold_is_refused_and_changes_nothing
+            text_a_store_cannot_hold_is_refused_and_changes_nothing,
+            every_change_writes_down_the_leases_that_lapsed_before_it
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -690,4 +691,31 @@ pub fn text_a_store_cannot_hold_is_refused_and_changes_nothing(h: &dyn Harness) 
             assert!(events(store).is_empty());
         }
     }
+}
+
+pub fn every_change_writes_down_the_leases_that_lapsed_before_it(h: &dyn Harness) {
+    let store = h.store();
+    let lapsing = store
+        .claim(&ClaimRequest::new("alice", "build").lease(MIN))
+        .unwrap();
+    h.clock().advance(MIN * 2);
+    // A claim that excludes nobody, and reads nothing first where it can.
+    let other = store.claim(&ClaimRequest::new("bob", "build")).unwrap();
+    assert_eq!(
+        store.get(&lapsing.work_item_id).unwrap().status,
+        Status::Expired
+    );
+    let kinds: Vec<(EventKind, String)> = events(store)
+        .into_iter()
+        .map(|e| (e.event, e.work_item_id.unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (EventKind::Claimed, lapsing.work_item_id.clone()),
+            (EventKind::Expired, lapsing.work_item_id.clone()),
+            (EventKind::Claimed, other.work_item_id.clone()),
+        ]
+    );
+    assert!(other.fence > lapsing.fence);
 }
