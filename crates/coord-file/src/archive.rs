@@ -96,6 +96,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Option<Recovery>, CoordError> {
     let claims = ClaimsDoc::parse(
         &claims_path,
         claims_bytes.map(reactor_file::Contents::new).as_ref(),
+        None,
     )?;
     let still_there = intent
         .work_item_ids

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use coord_core::{Claim, ClaimHead, CoordError};
 use reactor_file::Contents;
@@ -22,10 +23,22 @@ struct Record {
 }
 
 /// The parsed claims file, as read: the bytes once, and for each record its
-/// span in them and its decoded head.
+/// span in them and its decoded head. Cheap to clone: a store keeps the last
+/// one it read, so that reading the file again decodes only the records
+/// whose bytes changed (see [`ClaimsDoc::parse`]).
+#[derive(Clone)]
 pub(crate) struct ClaimsDoc {
     bytes: Contents,
-    records: Vec<(Range<usize>, ClaimHead)>,
+    records: Arc<Vec<(Range<usize>, Arc<ClaimHead>)>>,
+}
+
+impl std::fmt::Debug for ClaimsDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimsDoc")
+            .field("bytes", &self.bytes.len())
+            .field("records", &self.records.len())
+            .finish()
+    }
 }
 
 fn invalid(path: &Path, what: impl std::fmt::Display) -> CoordError {
@@ -47,25 +60,36 @@ fn encode(value: &impl serde::Serialize) -> Box<RawValue> {
 impl ClaimsDoc {
     /// Parses the file's bytes; a missing or blank file is an empty store.
     /// The document keeps the shared bytes and points into them.
-    pub(crate) fn parse(path: &Path, bytes: Option<&Contents>) -> Result<ClaimsDoc, CoordError> {
+    ///
+    /// `prior` is a document parsed earlier from this file, if any: a record
+    /// whose bytes lie in the stretch both files begin with (or end with) is
+    /// the same record, and keeps its decoded head. So a long-lived store
+    /// re-reading a big file decodes only what changed since its last read.
+    pub(crate) fn parse(
+        path: &Path,
+        bytes: Option<&Contents>,
+        prior: Option<&ClaimsDoc>,
+    ) -> Result<ClaimsDoc, CoordError> {
         let Some(bytes) = bytes.filter(|b| !b.iter().all(u8::is_ascii_whitespace)) else {
             return Ok(ClaimsDoc {
                 bytes: Contents::default(),
-                records: Vec::new(),
+                records: Arc::default(),
             });
         };
+        // coord's own layout first, on the bytes: a record reused from
+        // `prior` was checked (UTF-8 included) when it was first read.
+        if let Some(records) = Self::parse_own_layout(path, bytes, prior)? {
+            return Ok(ClaimsDoc {
+                bytes: bytes.clone(),
+                records: Arc::new(records),
+            });
+        }
         let text = std::str::from_utf8(bytes).map_err(|e| {
             invalid(
                 path,
                 format_args!("expected a JSON array of claim objects (not UTF-8: {e})"),
             )
         })?;
-        if let Some(records) = Self::parse_own_layout(path, text)? {
-            return Ok(ClaimsDoc {
-                bytes: bytes.clone(),
-                records,
-            });
-        }
         // Borrowed raw values point into the bytes: their spans are where the
         // records are, so nothing is copied per record.
         let raws: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
@@ -89,12 +113,12 @@ impl ClaimsDoc {
                 let head: ClaimHead = serde_json::from_str(raw)
                     .map_err(|e| invalid(path, format_args!("record {i}: {e}")))?;
                 let start = raw.as_ptr() as usize - base;
-                Ok((start..start + raw.len(), head))
+                Ok((start..start + raw.len(), Arc::new(head)))
             })
             .collect::<Result<_, _>>()?;
         Ok(ClaimsDoc {
             bytes: bytes.clone(),
-            records,
+            records: Arc::new(records),
         })
     }
 
@@ -105,29 +129,45 @@ impl ClaimsDoc {
     #[allow(clippy::type_complexity)]
     fn parse_own_layout(
         path: &Path,
-        text: &str,
-    ) -> Result<Option<Vec<(Range<usize>, ClaimHead)>>, CoordError> {
-        let Some(body) = text
-            .strip_prefix("[\n")
-            .and_then(|b| b.strip_suffix("\n]\n"))
+        bytes: &[u8],
+        prior: Option<&ClaimsDoc>,
+    ) -> Result<Option<Vec<(Range<usize>, Arc<ClaimHead>)>>, CoordError> {
+        let Some(body) = bytes
+            .strip_prefix(b"[\n")
+            .and_then(|b| b.strip_suffix(b"\n]\n"))
         else {
             return Ok(None);
         };
         let mut records = Vec::with_capacity(body.len() / 300 + 1);
-        let mut offset = 2;
-        let mut lines = body.split('\n').peekable();
-        while let Some(line) = lines.next() {
-            let last = lines.peek().is_none();
-            let record = match (line.strip_prefix("  "), last) {
-                (Some(r), true) if r.starts_with('{') && r.ends_with('}') => r,
-                (Some(r), false) if r.starts_with('{') && r.ends_with("},") => &r[..r.len() - 1],
+        let mut known = prior.map(|p| Known::new(p, bytes));
+        let mut line_start = 0;
+        let ends = memchr::memchr_iter(b'\n', body).chain([body.len()]);
+        let mut ends = ends.peekable();
+        while let Some(end) = ends.next() {
+            let last = ends.peek().is_none();
+            let line = &body[line_start..end];
+            let record = match (line.strip_prefix(b"  "), last) {
+                (Some(r), true) if r.starts_with(b"{") && r.ends_with(b"}") => r,
+                (Some(r), false) if r.starts_with(b"{") && r.ends_with(b"},") => &r[..r.len() - 1],
                 _ => return Ok(None),
             };
-            let head: ClaimHead = serde_json::from_str(record)
-                .map_err(|e| invalid(path, format_args!("record {}: {e}", records.len())))?;
-            let start = offset + 2;
-            records.push((start..start + record.len(), head));
-            offset += line.len() + 1;
+            // `[` and a newline come before the body, two spaces before a record.
+            let start = 2 + line_start + 2;
+            let span = start..start + record.len();
+            let head = match known.as_mut().and_then(|k| k.head(&span)) {
+                Some(head) => head,
+                None => {
+                    let n = records.len();
+                    let text = std::str::from_utf8(record)
+                        .map_err(|e| invalid(path, format_args!("record {n} is not UTF-8: {e}")))?;
+                    Arc::new(
+                        serde_json::from_str(text)
+                            .map_err(|e| invalid(path, format_args!("record {n}: {e}")))?,
+                    )
+                }
+            };
+            records.push((span, head));
+            line_start = end + 1;
         }
         Ok(Some(records))
     }
@@ -137,7 +177,7 @@ impl ClaimsDoc {
     }
 
     pub(crate) fn heads(&self) -> impl Iterator<Item = &ClaimHead> {
-        self.records.iter().map(|(_, h)| h)
+        self.records.iter().map(|(_, h)| h.as_ref())
     }
 
     pub(crate) fn position(&self, work_item_id: &str) -> Option<usize> {
@@ -176,6 +216,92 @@ impl ClaimsDoc {
     }
 }
 
+/// The records of an earlier parse of the file that are certainly the same
+/// in the new bytes: those inside the prefix both files share, and those
+/// inside the suffix they share (moved by the difference in length).
+struct Known<'p> {
+    records: &'p [(Range<usize>, Arc<ClaimHead>)],
+    /// Length of the common prefix.
+    prefix: usize,
+    /// Where the common suffix starts in the new bytes, and how far records
+    /// there moved from the old bytes.
+    suffix_start: usize,
+    shift: isize,
+    /// The next old record to look at (records come in file order).
+    next: usize,
+}
+
+impl<'p> Known<'p> {
+    fn new(prior: &'p ClaimsDoc, new: &[u8]) -> Self {
+        let old: &[u8] = &prior.bytes;
+        let prefix = common_prefix(old, new);
+        // The suffix may not reach into the prefix of either file.
+        let limit = old.len().min(new.len()) - prefix;
+        let suffix = common_suffix(old, new).min(limit);
+        Known {
+            records: &prior.records,
+            prefix,
+            suffix_start: new.len() - suffix,
+            shift: new.len() as isize - old.len() as isize,
+            next: 0,
+        }
+    }
+
+    /// The head of the record at `span` of the new bytes, if an old record
+    /// had exactly these bytes.
+    fn head(&mut self, span: &Range<usize>) -> Option<Arc<ClaimHead>> {
+        let old_start = if span.end <= self.prefix {
+            span.start
+        } else if span.start >= self.suffix_start {
+            usize::try_from(span.start as isize - self.shift).ok()?
+        } else {
+            return None;
+        };
+        while self
+            .records
+            .get(self.next)
+            .is_some_and(|(r, _)| r.start < old_start)
+        {
+            self.next += 1;
+        }
+        let (r, head) = self.records.get(self.next)?;
+        (r.start == old_start && r.len() == span.len()).then(|| Arc::clone(head))
+    }
+}
+
+/// How many bytes `a` and `b` begin with in common (compared a block at a
+/// time, which the standard library turns into `memcmp`).
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    const BLOCK: usize = 4096;
+    let n = a.len().min(b.len());
+    let mut at = 0;
+    while at + BLOCK <= n && a[at..at + BLOCK] == b[at..at + BLOCK] {
+        at += BLOCK;
+    }
+    at + a[at..n]
+        .iter()
+        .zip(&b[at..n])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// How many bytes `a` and `b` end with in common.
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    const BLOCK: usize = 4096;
+    let n = a.len().min(b.len());
+    let (ea, eb) = (a.len(), b.len());
+    let mut at = 0;
+    while at + BLOCK <= n && a[ea - at - BLOCK..ea - at] == b[eb - at - BLOCK..eb - at] {
+        at += BLOCK;
+    }
+    at + a[..ea - at]
+        .iter()
+        .rev()
+        .zip(b[..eb - at].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
 /// A change in the making over a [`ClaimsDoc`]: records replaced, added and
 /// removed, seen as one list. Positions below the document's length are its
 /// records; positions from there on are the added ones.
@@ -206,7 +332,7 @@ impl Draft<'_> {
         };
         match record {
             Some(r) => (r.raw.get().as_bytes(), &r.head),
-            None => (self.doc.raw(pos), &self.doc.records[pos].1),
+            None => (self.doc.raw(pos), self.doc.records[pos].1.as_ref()),
         }
     }
 
@@ -363,7 +489,7 @@ mod tests {
     #[test]
     fn missing_blank_and_empty_files_are_empty_stores() {
         for bytes in [None, Some(&b""[..]), Some(&b" \n"[..]), Some(&b"[]"[..])] {
-            let doc = ClaimsDoc::parse(path(), bytes.map(contents).as_ref()).unwrap();
+            let doc = ClaimsDoc::parse(path(), bytes.map(contents).as_ref(), None).unwrap();
             assert_eq!(doc.heads().count(), 0);
             assert_eq!(doc.draft(path(), 1, 0).render(), b"[]\n");
             let mut draft = doc.draft(path(), 1, 0);
@@ -385,9 +511,8 @@ mod tests {
             ),
         ];
         for (bytes, expected) in cases {
-            let err = ClaimsDoc::parse(path(), Some(&contents(bytes.as_bytes())))
-                .err()
-                .expect(bytes);
+            let err =
+                ClaimsDoc::parse(path(), Some(&contents(bytes.as_bytes())), None).expect_err(bytes);
             assert_eq!(err.kind(), coord_core::ErrorKind::ValidationFailed);
             assert!(err.to_string().contains(expected), "{bytes}: {err}");
         }
@@ -395,7 +520,7 @@ mod tests {
 
     #[test]
     fn appending_keeps_every_byte_of_the_other_records() {
-        let doc = ClaimsDoc::parse(path(), Some(&contents(LEGACY.as_bytes()))).unwrap();
+        let doc = ClaimsDoc::parse(path(), Some(&contents(LEGACY.as_bytes())), None).unwrap();
         assert_eq!(doc.heads().next().unwrap().status, Status::InProgress);
         let mut draft = doc.draft(path(), 1, 0);
         let pos = draft.append(&sample());
@@ -403,7 +528,7 @@ mod tests {
         let out = String::from_utf8(draft.render()).unwrap();
         let legacy_record = &LEGACY[LEGACY.find('{').unwrap()..=LEGACY.rfind('}').unwrap()];
         assert!(out.contains(legacy_record), "{out}");
-        let reparsed = ClaimsDoc::parse(path(), Some(&contents(out.as_bytes()))).unwrap();
+        let reparsed = ClaimsDoc::parse(path(), Some(&contents(out.as_bytes())), None).unwrap();
         assert_eq!(reparsed.heads().count(), 2);
     }
 
@@ -416,7 +541,7 @@ mod tests {
 
     #[test]
     fn replacing_writes_only_what_changed() {
-        let doc = ClaimsDoc::parse(path(), Some(&contents(LEGACY.as_bytes()))).unwrap();
+        let doc = ClaimsDoc::parse(path(), Some(&contents(LEGACY.as_bytes())), None).unwrap();
         let mut draft = doc.draft(path(), 1, 0);
         let old = draft.claim(0).unwrap();
         let now: Timestamp = "2024-12-15T15:20:00Z".parse().unwrap();
@@ -459,7 +584,7 @@ mod tests {
     fn coords_own_layout_reads_the_same_as_any_other() {
         // Another tool's pretty-printed record is not coord's layout...
         assert!(
-            ClaimsDoc::parse_own_layout(path(), LEGACY)
+            ClaimsDoc::parse_own_layout(path(), LEGACY.as_bytes(), None)
                 .unwrap()
                 .is_none()
         );
@@ -471,9 +596,9 @@ mod tests {
             serde_json::to_string(&sample()).unwrap()
         );
         let own = compact.into_bytes();
-        let fast = ClaimsDoc::parse(path(), Some(&contents(&own))).unwrap();
+        let fast = ClaimsDoc::parse(path(), Some(&contents(&own)), None).unwrap();
         assert!(
-            ClaimsDoc::parse_own_layout(path(), std::str::from_utf8(&own).unwrap())
+            ClaimsDoc::parse_own_layout(path(), &own, None)
                 .unwrap()
                 .is_some()
         );
@@ -481,11 +606,11 @@ mod tests {
         let value: Value = serde_json::from_slice(&own).unwrap();
         let pretty = serde_json::to_vec_pretty(&value).unwrap();
         assert!(
-            ClaimsDoc::parse_own_layout(path(), std::str::from_utf8(&pretty).unwrap())
+            ClaimsDoc::parse_own_layout(path(), &pretty, None)
                 .unwrap()
                 .is_none()
         );
-        let general = ClaimsDoc::parse(path(), Some(&contents(&pretty))).unwrap();
+        let general = ClaimsDoc::parse(path(), Some(&contents(&pretty)), None).unwrap();
         let heads = |d: &ClaimsDoc| d.heads().cloned().collect::<Vec<_>>();
         assert_eq!(heads(&fast), heads(&general));
         for i in 0..2 {
@@ -499,12 +624,12 @@ mod tests {
             String::from_utf8(own)
                 .unwrap()
                 .replacen("\"work_type\"", "\"work_type\":1,\"x\"", 1);
-        assert!(ClaimsDoc::parse(path(), Some(&contents(damaged.as_bytes()))).is_err());
+        assert!(ClaimsDoc::parse(path(), Some(&contents(damaged.as_bytes())), None).is_err());
     }
 
     #[test]
     fn removed_records_leave_the_file_and_come_back_as_one_line() {
-        let doc = ClaimsDoc::parse(path(), Some(&contents(LEGACY.as_bytes()))).unwrap();
+        let doc = ClaimsDoc::parse(path(), Some(&contents(LEGACY.as_bytes())), None).unwrap();
         let mut draft = doc.draft(path(), 1, 0);
         draft.append(&sample());
         let line = draft.remove(0);
@@ -514,5 +639,86 @@ mod tests {
         assert_eq!(draft.heads().count(), 1);
         assert_eq!(draft.position("work_2"), Some(1));
         assert_eq!(draft.position("work_1"), None);
+    }
+
+    /// A file of `n` records in coord's layout; record `i` has `i` in its
+    /// work type, and `tweak` grows some of them.
+    fn file_of(ids: &[u32], tweak: &[u32]) -> Vec<u8> {
+        let doc = ClaimsDoc::parse(path(), None, None).unwrap();
+        let mut draft = doc.draft(path(), 1, 0);
+        for &i in ids {
+            let mut c = sample();
+            let at: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+            (c.claimed_at, c.lease_expires_at) = (Some(at), Some(at));
+            c.work_item_id = format!("work_{i}");
+            c.work_type = format!("type_{i}");
+            if tweak.contains(&i) {
+                c.description = "x".repeat(i as usize % 7 + 1);
+            }
+            draft.append(&c);
+        }
+        draft.render()
+    }
+
+    proptest::proptest! {
+        /// Heads reused from an earlier parse are exactly what a fresh parse
+        /// decodes, whatever changed between the two files: records added,
+        /// removed, grown, at either end or in the middle.
+        #[test]
+        fn reading_again_reuses_only_heads_of_identical_records(
+            before in proptest::collection::vec(0u32..40, 0..25),
+            after in proptest::collection::vec(0u32..40, 0..25),
+            tweak in proptest::collection::vec(0u32..40, 0..5),
+        ) {
+            let old = contents(file_of(&before, &[]));
+            let new = contents(file_of(&after, &tweak));
+            let prior = ClaimsDoc::parse(path(), Some(&old), None).unwrap();
+            let reused = ClaimsDoc::parse(path(), Some(&new), Some(&prior)).unwrap();
+            let fresh = ClaimsDoc::parse(path(), Some(&new), None).unwrap();
+            let heads = |d: &ClaimsDoc| d.heads().cloned().collect::<Vec<_>>();
+            proptest::prop_assert_eq!(heads(&reused), heads(&fresh));
+            proptest::prop_assert_eq!(
+                reused.records.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>(),
+                fresh.records.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn an_unchanged_file_decodes_nothing_again_and_an_append_one_record() {
+        let ids: Vec<u32> = (0..50).collect();
+        let old = contents(file_of(&ids, &[]));
+        let prior = ClaimsDoc::parse(path(), Some(&old), None).unwrap();
+        let shared = |d: &ClaimsDoc| {
+            d.records
+                .iter()
+                .filter(|(_, h)| prior.records.iter().any(|(_, p)| Arc::ptr_eq(h, p)))
+                .count()
+        };
+        let same = ClaimsDoc::parse(path(), Some(&old), Some(&prior)).unwrap();
+        assert_eq!(shared(&same), 50);
+        let more: Vec<u32> = (0..51).collect();
+        let appended =
+            ClaimsDoc::parse(path(), Some(&contents(file_of(&more, &[]))), Some(&prior)).unwrap();
+        assert_eq!(shared(&appended), 50, "only the new record is decoded");
+        // A record grown in the middle: the ones before and after keep theirs.
+        let grown =
+            ClaimsDoc::parse(path(), Some(&contents(file_of(&ids, &[25]))), Some(&prior)).unwrap();
+        assert_eq!(shared(&grown), 49);
+    }
+
+    #[test]
+    fn a_record_that_is_not_utf8_is_an_error_in_either_layout() {
+        let mut own = b"[\n  {\"work_item_id\":\"w\",\"work_type\":\"t\",\"priority\":\"low\",\"status\":\"pending\",\"note\":\"".to_vec();
+        own.extend_from_slice(&[0xff, 0xfe]);
+        own.extend_from_slice(b"\"}\n]\n");
+        let err = ClaimsDoc::parse(path(), Some(&contents(&own)), None).unwrap_err();
+        assert!(err.to_string().contains("UTF-8"), "{err}");
+        let pretty: Vec<u8> = own
+            .iter()
+            .flat_map(|&b| if b == b',' { vec![b',', b' '] } else { vec![b] })
+            .collect();
+        let err = ClaimsDoc::parse(path(), Some(&contents(&pretty)), None).unwrap_err();
+        assert!(err.to_string().contains("UTF-8"), "{err}");
     }
 }

@@ -153,7 +153,12 @@ pub(crate) struct Ctx<'a> {
     pub dir: &'a Path,
     pub options: &'a FileStoreOptions,
     pub now: Timestamp,
+    /// The claims file as this store last read it (see `ClaimsDoc::parse`).
+    pub last_read: &'a LastRead,
 }
+
+/// The claims file as a store last read it; shared by its clones.
+pub(crate) type LastRead = std::sync::Arc<std::sync::Mutex<Option<ClaimsDoc>>>;
 
 impl Ctx<'_> {
     fn claims_path(&self) -> std::path::PathBuf {
@@ -225,6 +230,19 @@ fn new_ids(draft: &Draft<'_>) -> NewIds {
     }
 }
 
+/// Parses the claims file, reusing what `last_read` already decoded, and
+/// remembers the result for the next read.
+pub(crate) fn read_claims(
+    last_read: &LastRead,
+    path: &Path,
+    bytes: Option<&reactor_file::Contents>,
+) -> Result<ClaimsDoc, CoordError> {
+    let prior = last_read.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let doc = ClaimsDoc::parse(path, bytes, prior.as_ref())?;
+    *last_read.lock().unwrap_or_else(|e| e.into_inner()) = Some(doc.clone());
+    Ok(doc)
+}
+
 /// The steps every change starts with, and the middleware.
 fn begin<'a>(ctx: &Ctx<'_>) -> WorkflowBuilder<'a, FlowError> {
     let dir = ctx.dir.to_owned();
@@ -241,12 +259,12 @@ fn begin<'a>(ctx: &Ctx<'_>) -> WorkflowBuilder<'a, FlowError> {
         .step(
             "read_existing_claims",
             &["ensure_coordination_directory"],
-            ReadFile::new(
-                ctx.claims_path(),
-                |path: &Path, bytes: Option<&reactor_file::Contents>| {
-                    ClaimsDoc::parse(path, bytes).map_err(FlowError::from)
-                },
-            ),
+            ReadFile::new(ctx.claims_path(), {
+                let last_read = std::sync::Arc::clone(ctx.last_read);
+                move |path: &Path, bytes: Option<&reactor_file::Contents>| {
+                    read_claims(&last_read, path, bytes).map_err(FlowError::from)
+                }
+            }),
         )
         .step(
             "settle_event_log",

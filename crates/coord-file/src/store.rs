@@ -132,6 +132,9 @@ pub struct FileStore {
     /// When this store last recorded each agent: a long-lived process need
     /// not read the registry to learn that it is up to date.
     recorded: Arc<Mutex<HashMap<String, Timestamp>>>,
+    /// The claims file as last read: reading it again decodes only the
+    /// records that changed (a big file stays cheap in a long-lived process).
+    last_read: flow::LastRead,
 }
 
 impl FileStore {
@@ -144,6 +147,7 @@ impl FileStore {
             dir: dir.into(),
             options,
             recorded: Arc::default(),
+            last_read: flow::LastRead::default(),
         }
     }
 
@@ -221,6 +225,7 @@ impl FileStore {
             dir: &self.dir,
             options: &self.options,
             now,
+            last_read: &self.last_read,
         };
         let plan = change(&ctx)?;
         if plan.finished > self.options.compact_at
@@ -261,7 +266,11 @@ impl FileStore {
     fn snapshot(&self) -> Result<ClaimsDoc, CoordError> {
         let path = self.claims_path();
         let bytes = read_optional(&path).map_err(file_error)?;
-        ClaimsDoc::parse(&path, bytes.map(reactor_file::Contents::new).as_ref())
+        flow::read_claims(
+            &self.last_read,
+            &path,
+            bytes.map(reactor_file::Contents::new).as_ref(),
+        )
     }
 
     /// Every archived item as it stood when it was archived (the current
