@@ -15,7 +15,7 @@
 //!   concurrent workers take different items instead of queueing;
 //! - fences and revisions come from sequences, which never go back;
 //! - the event log's cursor is assigned after commit (see
-//!   [`PgStore::events`]), so a follower never skips a late commit.
+//!   `Store::events` on [`PgStore`]), so a follower never skips a late commit.
 //!
 //! Tables live in their own schema (`coord` unless told otherwise); see
 //! `schema.rs`.

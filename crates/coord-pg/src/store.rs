@@ -410,7 +410,7 @@ fn now_nanos() -> i128 {
 
 impl Store for PgStore {
     /// A claim that may exclude none (medium priority, by default) reads
-    /// nothing first: one round trip ([`blind_claim`]). When a lapsed lease
+    /// nothing first: one round trip (`blind_claim`). When a lapsed lease
     /// waits to be written down, it takes the path that reads and writes
     /// the expiry down, like a claim that may exclude others.
     fn claim(&self, request: &ClaimRequest) -> Result<Claim, CoordError> {

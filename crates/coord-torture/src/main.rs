@@ -52,7 +52,7 @@ struct Cli {
     /// Run against this PostgreSQL database instead of a directory
     #[arg(long)]
     database_url: Option<String>,
-    /// The schema to use in that database (default: torture_<seed>)
+    /// The schema to use in that database (default: `torture_<seed>`)
     #[arg(long)]
     schema: Option<String>,
 }
