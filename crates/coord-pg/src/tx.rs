@@ -352,7 +352,7 @@ pub(crate) mod read {
     pub fn exclusion(schema: &str, work_types: &[&str]) -> [String; 2] {
         let keys: Vec<String> = work_types
             .iter()
-            .map(|t| super::super::store::type_key(schema, t))
+            .map(|t| crate::store::type_key(schema, t))
             .collect();
         [
             format!("EXECUTE coord_lock_types({})", text_array(&keys)),

@@ -10,9 +10,10 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use coord_core::{
-    Action, Actor, AgentRegistration, ClaimRequest, ErrorKind, Event, EventKind, Filter,
+    Action, Actor, AgentRegistration, Claim, ClaimRequest, ErrorKind, Event, EventKind, Filter,
     NextRequest, PostRequest, Priority, Status, Store,
 };
+use proptest::strategy::Strategy;
 
 use crate::TestClock;
 
@@ -63,6 +64,11 @@ macro_rules! conformance_suite {
                 $crate::conformance::$name(&harness);
             }
         )*
+
+        #[test]
+        fn random_operations_keep_every_invariant() {
+            $crate::conformance::random_operations_keep_every_invariant($make);
+        }
     };
 }
 
@@ -718,4 +724,250 @@ pub fn every_change_writes_down_the_leases_that_lapsed_before_it(h: &dyn Harness
         ]
     );
     assert!(other.fence > lapsing.fence);
+}
+
+/// One step of the property test.
+#[derive(Debug, Clone)]
+enum Op {
+    Claim {
+        agent: u8,
+        work_type: u8,
+        priority: Priority,
+        lease_s: u64,
+    },
+    Post {
+        work_type: u8,
+        priority: Priority,
+        after_prev: bool,
+    },
+    Next {
+        agent: u8,
+        lease_s: u64,
+    },
+    Heartbeat {
+        item: usize,
+    },
+    Progress {
+        item: usize,
+        percent: i64,
+    },
+    Complete {
+        item: usize,
+        force: bool,
+    },
+    Fail {
+        item: usize,
+        requeue: bool,
+    },
+    Release {
+        item: usize,
+    },
+    Wait {
+        s: u64,
+    },
+    Cleanup {
+        older_than_s: u64,
+    },
+    Reap,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    use proptest::prelude::*;
+    let priority = prop::sample::select(Priority::ALL.to_vec());
+    prop_oneof![
+        3 => (0u8..3, 0u8..2, priority.clone(), 1u64..120).prop_map(|(agent, work_type, priority, lease_s)| Op::Claim { agent, work_type, priority, lease_s }),
+        3 => (0u8..2, priority, any::<bool>()).prop_map(|(work_type, priority, after_prev)| Op::Post { work_type, priority, after_prev }),
+        3 => (0u8..3, 1u64..120).prop_map(|(agent, lease_s)| Op::Next { agent, lease_s }),
+        1 => any::<usize>().prop_map(|item| Op::Heartbeat { item }),
+        1 => (any::<usize>(), -5i64..110).prop_map(|(item, percent)| Op::Progress { item, percent }),
+        2 => (any::<usize>(), prop::bool::weighted(0.1)).prop_map(|(item, force)| Op::Complete { item, force }),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(item, requeue)| Op::Fail { item, requeue }),
+        1 => any::<usize>().prop_map(|item| Op::Release { item }),
+        2 => (1u64..90).prop_map(|s| Op::Wait { s }),
+        1 => (0u64..200).prop_map(|older_than_s| Op::Cleanup { older_than_s }),
+        1 => Just(Op::Reap),
+    ]
+}
+
+/// Checks what must hold after every operation.
+fn check_invariants(h: &dyn Harness, created: &HashSet<String>) {
+    let now = h.clock().now();
+    let claims: Vec<Claim> = h.store().list(&Filter::default()).unwrap();
+    let archived = h.archived_ids();
+    let in_claims: HashSet<String> = claims.iter().map(|c| c.work_item_id.clone()).collect();
+    assert_eq!(in_claims.len(), claims.len(), "no id twice among the items");
+    let in_archive: HashSet<String> = archived.iter().cloned().collect();
+    assert_eq!(
+        in_archive.len(),
+        archived.len(),
+        "no id twice in the archive"
+    );
+    assert!(
+        in_claims.is_disjoint(&in_archive),
+        "no item both live and archived"
+    );
+    let everywhere: HashSet<String> = in_claims.union(&in_archive).cloned().collect();
+    assert_eq!(&everywhere, created, "every item in exactly one place");
+
+    let mut exclusive: HashMap<&str, usize> = HashMap::new();
+    let mut holders: HashMap<u64, &str> = HashMap::new();
+    for c in &claims {
+        if c.head().is_live(now) && c.priority >= Priority::High {
+            *exclusive.entry(&c.work_type).or_default() += 1;
+        }
+        if c.status == Status::InProgress {
+            let fence = c.fence.expect("an in-progress item has a fence");
+            assert!(
+                holders.insert(fence, &c.work_item_id).is_none(),
+                "two items at fence {fence}"
+            );
+            assert!(c.agent_id.is_some(), "an in-progress item has an owner");
+        }
+        if c.status == Status::Pending {
+            assert!(c.agent_id.is_none(), "a pending item has no owner");
+        }
+    }
+    assert!(
+        exclusive.values().all(|n| *n <= 1),
+        "at most one live exclusive claim per work type: {exclusive:?}"
+    );
+}
+
+/// A property test: random sequences of operations (claims, posts, takes,
+/// every action, waits, cleanups, reaps) on a fresh store from `make` keep
+/// every invariant after every step, and the log's fences grow. Failing,
+/// it panics with the smallest sequence proptest found.
+pub fn random_operations_keep_every_invariant<H: Harness>(make: impl Fn() -> H) {
+    use proptest::test_runner::{Config, TestRunner};
+    let mut runner = TestRunner::new(Config {
+        cases: 32,
+        ..Config::default()
+    });
+    let strategy = proptest::collection::vec(op(), 1..40);
+    runner
+        .run(&strategy, |ops| {
+            let h = make();
+            run_ops(&h, &ops);
+            Ok(())
+        })
+        .unwrap();
+}
+
+fn run_ops(h: &dyn Harness, ops: &[Op]) {
+    let store = h.store();
+    let mut created: HashSet<String> = HashSet::new();
+    let mut ids: Vec<String> = Vec::new();
+    let mut last_fence = 0u64;
+    let agent = |n: u8| format!("agent_{n}");
+    for op in ops.iter().cloned() {
+        let pick = |item: usize| {
+            if ids.is_empty() {
+                "work_missing".to_owned()
+            } else {
+                ids[item % ids.len()].clone()
+            }
+        };
+        // Acts as whoever holds the item, so most actions can succeed.
+        let owner = |id: &str| {
+            store
+                .get(id)
+                .ok()
+                .and_then(|c| c.agent_id)
+                .unwrap_or_else(|| "agent_0".into())
+        };
+        let act = |item: usize, action: Action, force: bool| {
+            let id = pick(item);
+            let who = if force {
+                "intruder".to_owned()
+            } else {
+                owner(&id)
+            };
+            store
+                .act(&id, &action, &Actor::new(&who).force(force))
+                .map(Some)
+        };
+        let result: Result<Option<Claim>, coord_core::CoordError> = match op {
+            Op::Claim {
+                agent: a,
+                work_type,
+                priority,
+                lease_s,
+            } => store
+                .claim(
+                    &ClaimRequest::new(agent(a), format!("type_{work_type}"))
+                        .priority(priority)
+                        .lease(Duration::from_secs(lease_s)),
+                )
+                .map(Some),
+            Op::Post {
+                work_type,
+                priority,
+                after_prev,
+            } => {
+                let mut req =
+                    PostRequest::new("poster", format!("type_{work_type}")).priority(priority);
+                if after_prev && let Some(prev) = ids.last() {
+                    req = req.after([prev.clone()]);
+                }
+                store.post(&req).map(Some)
+            }
+            Op::Next { agent: a, lease_s } => store
+                .next(&NextRequest::new(agent(a)).lease(Duration::from_secs(lease_s)))
+                .map(Some),
+            Op::Heartbeat { item } => act(item, Action::Heartbeat { lease: None }, false),
+            Op::Progress { item, percent } => act(item, Action::Progress { percent }, false),
+            Op::Complete { item, force } => act(item, Action::Complete { result: None }, force),
+            Op::Fail { item, requeue } => act(
+                item,
+                Action::Fail {
+                    reason: None,
+                    requeue,
+                    retry_after: None,
+                },
+                false,
+            ),
+            Op::Release { item } => act(item, Action::Release, false),
+            Op::Wait { s } => {
+                h.clock().advance(Duration::from_secs(s));
+                Ok(None)
+            }
+            Op::Cleanup { older_than_s } => store
+                .cleanup("janitor", Duration::from_secs(older_than_s))
+                .map(|_| None),
+            Op::Reap => store.reap("janitor").map(|_| None),
+        };
+        match result {
+            Ok(Some(c)) => {
+                if created.insert(c.work_item_id.clone()) {
+                    ids.push(c.work_item_id.clone());
+                }
+                if matches!(op, Op::Claim { .. } | Op::Next { .. }) {
+                    let fence = c.fence.unwrap();
+                    assert!(fence > last_fence, "fence {fence} after {last_fence}");
+                    last_fence = fence;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    ErrorKind::Conflict
+                        | ErrorKind::NotFound
+                        | ErrorKind::ValidationFailed
+                        | ErrorKind::LeaseExpired
+                        | ErrorKind::NotOwner
+                        | ErrorKind::NothingToTake
+                ),
+                "unexpected error kind: {e}"
+            ),
+        }
+        check_invariants(h, &created);
+    }
+    // The event log agrees: fences of acquisitions strictly increase.
+    let fences: Vec<u64> = events(store)
+        .iter()
+        .filter(|e| e.event == EventKind::Claimed)
+        .filter_map(|e| e.fence)
+        .collect();
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
 }
