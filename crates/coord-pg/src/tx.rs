@@ -315,6 +315,19 @@ fn statement_list() -> Vec<(&'static str, String)> {
             ),
         ),
         (
+            // The usual write of `next` and of a transition: one statement.
+            "coord_update_and_log(jsonb, jsonb)",
+            format!(
+                "WITH log AS ( \
+                   INSERT INTO coord_events (doc) \
+                   SELECT e FROM jsonb_array_elements($2) WITH ORDINALITY AS t(e, n) ORDER BY n) \
+                 UPDATE coord_claims AS c SET status = v.status, agent_id = v.agent_id, \
+                     lease_deadline = v.lease_deadline, retry_at = v.retry_at, \
+                     finished_at = v.finished_at, doc = v.doc \
+                 FROM jsonb_to_recordset($1) AS v({claim_row}) WHERE c.work_item_id = v.id"
+            ),
+        ),
+        (
             "coord_log(jsonb)",
             "INSERT INTO coord_events (doc) \
              SELECT e FROM jsonb_array_elements($1) WITH ORDINALITY AS t(e, n) ORDER BY n"
@@ -563,11 +576,17 @@ impl<'c, 'o> Tx<'c, 'o> {
         if !new.is_empty() {
             sql.push_str(&format!("EXECUTE coord_insert({});", json_lit(&new)));
         }
-        if !old.is_empty() {
-            sql.push_str(&format!("EXECUTE coord_update({});", json_lit(&old)));
-        }
-        if !self.events.is_empty() {
-            sql.push_str(&format!("EXECUTE coord_log({});", json_lit(&self.events)));
+        match (old.is_empty(), self.events.is_empty()) {
+            (false, false) => sql.push_str(&format!(
+                "EXECUTE coord_update_and_log({}, {});",
+                json_lit(&old),
+                json_lit(&self.events)
+            )),
+            (false, true) => sql.push_str(&format!("EXECUTE coord_update({});", json_lit(&old))),
+            (true, false) => {
+                sql.push_str(&format!("EXECUTE coord_log({});", json_lit(&self.events)));
+            }
+            (true, true) => {}
         }
         if let Some(agent) = seen {
             sql.push_str(&seen_sql(agent, self.now));
