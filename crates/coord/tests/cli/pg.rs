@@ -188,3 +188,30 @@ fn an_unreachable_database_is_a_database_error() {
     let run: Run = bad.output().unwrap().into();
     run.expect_error("coordination_validation_failed", 6);
 }
+
+#[test]
+fn a_claim_waiting_past_lock_timeout_is_a_lock_timeout_and_changes_nothing() {
+    let env = PgEnv::new();
+    env.run("a", &["list"]).expect_ok(); // makes the schema
+    // Another session holds the work type's lock, as a slow claimer would.
+    let mut other = postgres::Client::connect(&env.url, postgres::NoTls).unwrap();
+    let mut tx = other.transaction().unwrap();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&0x636f_6f72_i32, &format!("{}/deploy", env.schema)],
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let run = env.run(
+        "a",
+        &["claim", "deploy", "-p", "high", "--lock-timeout", "300ms"],
+    );
+    let err = run.expect_error("lock_timeout", 5);
+    assert_eq!(err["path"], format!("postgresql:{}", env.schema));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Work that excludes nobody takes no lock, and goes through.
+    env.run("a", &["claim", "deploy", "-p", "low"]).expect_ok();
+    tx.rollback().unwrap();
+    let items = env.run("x", &["list"]).expect_ok();
+    assert_eq!(items.as_array().unwrap().len(), 1, "{items}");
+}
