@@ -44,13 +44,8 @@ impl Harness for PgHarness {
         Box::new(PgStore::connect(&self.url, self.options.clone()).unwrap())
     }
 
-    fn archived_ids(&self) -> Vec<String> {
-        self.store
-            .archived()
-            .unwrap()
-            .iter()
-            .map(|v| v["work_item_id"].as_str().unwrap().to_owned())
-            .collect()
+    fn archived(&self) -> Vec<serde_json::Value> {
+        self.store.archived().unwrap()
     }
 }
 

@@ -24,8 +24,16 @@ pub trait Harness {
     /// Another handle on the same store (its own connection or file
     /// handles), for a thread of its own.
     fn another(&self) -> Box<dyn Store + Send>;
+    /// The archived items as they stood, oldest first.
+    fn archived(&self) -> Vec<serde_json::Value>;
+
     /// The ids of the archived items, oldest first.
-    fn archived_ids(&self) -> Vec<String>;
+    fn archived_ids(&self) -> Vec<String> {
+        self.archived()
+            .iter()
+            .map(|v| v["work_item_id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
 }
 
 /// Runs every conformance test as a `#[test]` of the calling crate.

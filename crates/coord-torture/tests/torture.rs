@@ -4,45 +4,26 @@
 
 use std::process::Command;
 
-#[test]
-fn twenty_agents_killed_at_random_lose_and_double_nothing() {
-    let out = Command::new(env!("CARGO_BIN_EXE_coord-torture"))
-        .args(["--agents", "20", "--seconds", "6"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("coord-torture: PASS"), "{stdout}");
-    // The run did real work: kills happened and operations were acknowledged.
-    let counts: Vec<usize> = stdout
-        .lines()
-        .find(|l| l.contains(" kills, "))
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|w| w.trim_end_matches(',').parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(
-        // Self-kills at crash points are likely but not certain in 6 s; the
-        // CLI crash tests cover each point deterministically.
-        counts.len() >= 2 && counts[0] >= 10,
-        "kills: {stdout}"
-    );
+/// What a passing run reported.
+struct Report {
+    stdout: String,
+    /// The numbers of its " kills, " line: kills, then self-kills at crash
+    /// points (directory) or connections cut (PostgreSQL).
+    counts: Vec<usize>,
+    acknowledged: usize,
 }
 
-#[test]
-fn twenty_agents_on_postgresql_killed_and_cut_off_at_random_lose_and_double_nothing() {
+/// Runs `coord-torture` with `args` and checks that it passed.
+fn torture(args: &[&str]) -> Report {
     let out = Command::new(env!("CARGO_BIN_EXE_coord-torture"))
-        .args(["--postgres", "--agents", "20", "--seconds", "6"])
+        .args(args)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("coord-torture: PASS"), "{stdout}");
-    let counts: Vec<usize> = stdout
+    let counts = stdout
         .lines()
         .find(|l| l.contains(" kills, "))
         .map(|l| {
@@ -51,14 +32,39 @@ fn twenty_agents_on_postgresql_killed_and_cut_off_at_random_lose_and_double_noth
                 .collect()
         })
         .unwrap_or_default();
-    assert!(
-        counts.len() >= 2 && counts[0] >= 10 && counts[1] >= 5,
-        "kills and cut connections: {stdout}"
-    );
-    let acknowledged: usize = stdout
+    let acknowledged = stdout
         .lines()
         .find_map(|l| l.strip_prefix("coord-torture: PASS "))
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
-    assert!(acknowledged >= 100, "the agents did real work: {stdout}");
+    Report {
+        stdout,
+        counts,
+        acknowledged,
+    }
+}
+
+#[test]
+fn twenty_agents_killed_at_random_lose_and_double_nothing() {
+    let run = torture(&["--agents", "20", "--seconds", "6"]);
+    // The run did real work: kills happened and operations were acknowledged.
+    // Self-kills at crash points are likely but not certain in 6 s; the CLI
+    // crash tests cover each point deterministically.
+    assert!(
+        run.counts.len() >= 2 && run.counts[0] >= 10,
+        "kills: {}",
+        run.stdout
+    );
+    assert!(run.acknowledged >= 100, "{}", run.stdout);
+}
+
+#[test]
+fn twenty_agents_on_postgresql_killed_and_cut_off_at_random_lose_and_double_nothing() {
+    let run = torture(&["--postgres", "--agents", "20", "--seconds", "6"]);
+    assert!(
+        run.counts.len() >= 2 && run.counts[0] >= 10 && run.counts[1] >= 5,
+        "kills and cut connections: {}",
+        run.stdout
+    );
+    assert!(run.acknowledged >= 100, "{}", run.stdout);
 }

@@ -55,12 +55,7 @@ impl Harness for FileHarness {
         ))
     }
 
-    fn archived_ids(&self) -> Vec<String> {
-        self.store
-            .archived()
-            .unwrap()
-            .iter()
-            .map(|v| v["work_item_id"].as_str().unwrap().to_owned())
-            .collect()
+    fn archived(&self) -> Vec<serde_json::Value> {
+        self.store.archived().unwrap()
     }
 }
