@@ -8,7 +8,7 @@ use coord_core::{
 };
 
 /// Claim work safely among many agents, through a shared coordination
-/// directory.
+/// directory (or, with --database-url, a PostgreSQL database).
 ///
 /// Every command prints one line of JSON on stdout (`log` prints one line per
 /// event); errors print one line of JSON on stderr and exit with the code of
@@ -244,7 +244,8 @@ pub enum Command {
     },
     /// Write down every lapsed lease now; prints the items it changed
     Reap,
-    /// Move finished items to work_claims.archive.jsonl; prints what moved
+    /// Move finished items to the archive (work_claims.archive.jsonl, or the
+    /// coord_archive table); prints what moved
     Cleanup {
         /// Only items that finished longer ago than this
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
