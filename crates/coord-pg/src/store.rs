@@ -638,12 +638,13 @@ impl Store for PgStore {
                      WHERE finished_at IS NOT NULL AND finished_at <= {cutoff} FOR UPDATE"
                 ),
                 format!(
-                    "WITH moved AS ( \
+                    "WITH needed AS ( \
+                       SELECT DISTINCT unnest(depends_on) AS id FROM coord_claims \
+                       WHERE status IN ('pending', 'in_progress') AND cardinality(depends_on) > 0), \
+                     moved AS ( \
                        DELETE FROM coord_claims AS c WHERE c.finished_at IS NOT NULL \
                          AND c.finished_at <= {cutoff} \
-                         AND NOT EXISTS (SELECT 1 FROM coord_claims AS p \
-                             WHERE p.status IN ('pending', 'in_progress') \
-                               AND p.depends_on @> ARRAY[c.work_item_id]) \
+                         AND c.work_item_id NOT IN (SELECT id FROM needed) \
                        RETURNING c.work_item_id, c.seq, c.doc) \
                      INSERT INTO coord_archive (work_item_id, archived_at, doc) \
                      SELECT work_item_id, {}, doc FROM moved ORDER BY seq \

@@ -212,6 +212,12 @@ pub(crate) fn statements() -> &'static [Statement] {
     })
 }
 
+/// Makes an `UPDATE ... FROM jsonb_to_recordset($1)` find its rows by
+/// primary key: planned once for any number of rows, the join alone would
+/// scan the whole table.
+const BY_KEY: &str =
+    "c.work_item_id = ANY(ARRAY(SELECT r->>'id' FROM jsonb_array_elements($1) AS r))";
+
 fn statement_list() -> Vec<(&'static str, String)> {
     let claim_row = "id text, work_type text, priority int2, status text, agent_id text, \
          lease_deadline int8, posted_at int8, retry_at int8, finished_at int8, doc jsonb";
@@ -311,7 +317,8 @@ fn statement_list() -> Vec<(&'static str, String)> {
                 "UPDATE coord_claims AS c SET status = v.status, agent_id = v.agent_id, \
                      lease_deadline = v.lease_deadline, retry_at = v.retry_at, \
                      finished_at = v.finished_at, doc = v.doc \
-                 FROM jsonb_to_recordset($1) AS v({claim_row}) WHERE c.work_item_id = v.id"
+                 FROM jsonb_to_recordset($1) AS v({claim_row}) \
+                 WHERE c.work_item_id = v.id AND {BY_KEY}"
             ),
         ),
         (
@@ -324,7 +331,8 @@ fn statement_list() -> Vec<(&'static str, String)> {
                  UPDATE coord_claims AS c SET status = v.status, agent_id = v.agent_id, \
                      lease_deadline = v.lease_deadline, retry_at = v.retry_at, \
                      finished_at = v.finished_at, doc = v.doc \
-                 FROM jsonb_to_recordset($1) AS v({claim_row}) WHERE c.work_item_id = v.id"
+                 FROM jsonb_to_recordset($1) AS v({claim_row}) \
+                 WHERE c.work_item_id = v.id AND {BY_KEY}"
             ),
         ),
         (
