@@ -67,6 +67,20 @@ fn a_store_whose_connection_was_cut_reconnects() {
         .unwrap()
         .get(0);
     assert!(cut >= 1, "the store's session was found and cut");
+    // Termination is asynchronous: wait until the session is gone.
+    let started = std::time::Instant::now();
+    while admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'recovery_cut'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "still there");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // The first call may see the broken connection; it fails cleanly.
     match store.claim(&ClaimRequest::new("a", "t")) {
         Ok(_) => {}
