@@ -124,6 +124,20 @@ pub struct NewIds {
     pub coordination_id: String,
 }
 
+impl NewIds {
+    /// Ids from the clock's full nanoseconds (timestamps keep only
+    /// microseconds), bumped past any id `is_taken` says is in use.
+    pub fn fresh(is_taken: impl Fn(&str) -> bool) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        NewIds {
+            work_item_id: crate::unique_id("work", nanos, &is_taken),
+            coordination_id: crate::unique_id("coord", nanos, &is_taken),
+        }
+    }
+}
+
 fn lease_ms(lease: Duration) -> u64 {
     u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)
 }

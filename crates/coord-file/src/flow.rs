@@ -30,7 +30,7 @@ use std::time::Duration;
 use coord_core::transition::{self, Action, Actor, NewIds};
 use coord_core::{
     Claim, ClaimRequest, CoordError, Event, NextRequest, PostRequest, Slot, Timestamp,
-    find_conflict, unique_id,
+    find_conflict,
 };
 use reactor::{Failure, InputError, Inputs, Values, Workflow, WorkflowBuilder, from_fn};
 use reactor_file::{AtomicWrite, EnsureDir, FileError, FileSnapshot, ReadFile};
@@ -220,14 +220,7 @@ fn expire_lapsed(
 
 /// Ids for a new item, unique in the file even within one nanosecond.
 fn new_ids(draft: &Draft<'_>) -> NewIds {
-    // Ids carry the clock's full nanoseconds; timestamps keep microseconds.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128);
-    NewIds {
-        work_item_id: unique_id("work", nanos, |id| draft.id_in_use(id)),
-        coordination_id: unique_id("coord", nanos, |id| draft.id_in_use(id)),
-    }
+    NewIds::fresh(|id| draft.id_in_use(id))
 }
 
 /// Parses the claims file, reusing what `last_read` already decoded, and

@@ -379,11 +379,7 @@ fn blind_claim(
     now: Timestamp,
     seen: Option<&str>,
 ) -> Result<Option<Claim>, Fail> {
-    let nanos = now_nanos();
-    let ids = NewIds {
-        work_item_id: coord_core::unique_id("work", nanos, |_| false),
-        coordination_id: coord_core::unique_id("coord", nanos, |_| false),
-    };
+    let ids = NewIds::fresh(|_| false);
     // Fence and revision are placeholders the statement replaces.
     let change = transition::claim(request, ids, 0, now);
     let mut sql = format!(
@@ -400,12 +396,6 @@ fn blind_claim(
         Some(row) => Ok(Some(claim_from(row)?)),
         None => Ok(None),
     }
-}
-
-fn now_nanos() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 impl Store for PgStore {

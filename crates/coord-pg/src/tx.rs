@@ -561,14 +561,7 @@ impl<'c, 'o> Tx<'c, 'o> {
     /// Ids for a new item. Two machines minting the same id in the same
     /// nanosecond make the insert fail, and the change runs again.
     pub fn new_ids(&self) -> NewIds {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
-        let taken = |id: &str| self.changed.contains_key(id);
-        NewIds {
-            work_item_id: coord_core::unique_id("work", nanos, taken),
-            coordination_id: coord_core::unique_id("coord", nanos, taken),
-        }
+        NewIds::fresh(|id| self.changed.contains_key(id))
     }
 
     /// Writes every change and event, records `seen` as active, and
