@@ -201,6 +201,75 @@ pub struct ClaimHead {
     pub failed_at: Option<Timestamp>,
     #[serde(default)]
     pub expired_at: Option<Timestamp>,
+    // The other fields a full decode reads, type-checked and not kept: a
+    // record a store could not show is refused when it is first read, so a
+    // change never carries it into the file it writes.
+    #[serde(default, rename = "description")]
+    _description: Checked<Text>,
+    #[serde(default, rename = "lease_ms")]
+    _lease_ms: Checked<Option<u64>>,
+    #[serde(default, rename = "posted_by")]
+    _posted_by: Checked<Option<Text>>,
+    #[serde(default, rename = "attempt")]
+    _attempt: Checked<Option<u32>>,
+    #[serde(default, rename = "max_attempts")]
+    _max_attempts: Checked<Option<u32>>,
+    #[serde(default, rename = "progress")]
+    _progress: Checked<Option<u8>>,
+    #[serde(default, rename = "last_update")]
+    _last_update: Checked<Option<Timestamp>>,
+    #[serde(default, rename = "result")]
+    _result: Checked<Option<Text>>,
+    #[serde(default, rename = "reason")]
+    _reason: Checked<Option<Text>>,
+}
+
+/// Checks that a field decodes as `T`, keeping nothing.
+struct Checked<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Default for Checked<T> {
+    fn default() -> Self {
+        Checked(std::marker::PhantomData)
+    }
+}
+impl<T> Clone for Checked<T> {
+    fn clone(&self) -> Self {
+        Checked::default()
+    }
+}
+impl<T> PartialEq for Checked<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl<T> fmt::Debug for Checked<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("checked")
+    }
+}
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Checked<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d).map(|_| Checked::default())
+    }
+}
+
+/// A JSON string, checked without being copied.
+struct Text;
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct IsText;
+        impl serde::de::Visitor<'_> for IsText {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Text, E> {
+                Ok(Text)
+            }
+        }
+        d.deserialize_str(IsText)
+    }
 }
 
 /// A legacy `estimated_duration`: seconds as a number, or a duration text.
@@ -216,6 +285,39 @@ fn legacy_lease(estimate: Option<&Value>) -> Duration {
 }
 
 impl ClaimHead {
+    /// A head whose checked-only fields are blank (for building one by hand).
+    fn unchecked() -> ClaimHead {
+        ClaimHead {
+            work_item_id: String::new(),
+            agent_id: None,
+            work_type: String::new(),
+            priority: Priority::Medium,
+            status: Status::Pending,
+            coordination_id: None,
+            origin: None,
+            fence: None,
+            revision: None,
+            lease_expires_at: None,
+            claimed_at: None,
+            estimated_duration: None,
+            posted_at: None,
+            depends_on: Vec::new(),
+            retry_at: None,
+            completed_at: None,
+            failed_at: None,
+            expired_at: None,
+            _description: Checked::default(),
+            _lease_ms: Checked::default(),
+            _posted_by: Checked::default(),
+            _attempt: Checked::default(),
+            _max_attempts: Checked::default(),
+            _progress: Checked::default(),
+            _last_update: Checked::default(),
+            _result: Checked::default(),
+            _reason: Checked::default(),
+        }
+    }
+
     /// When the lease ends: `lease_expires_at`, or for the older tools'
     /// records `claimed_at` + `estimated_duration` (30 minutes if absent).
     /// `None` for a record with neither, which never lapses on its own.
@@ -272,6 +374,7 @@ impl Claim {
             completed_at: self.completed_at,
             failed_at: self.failed_at,
             expired_at: self.expired_at,
+            ..ClaimHead::unchecked()
         }
     }
 
@@ -571,7 +674,40 @@ mod tests {
             completed_at: None,
             failed_at: None,
             expired_at: None,
+            ..ClaimHead::unchecked()
         }
+    }
+
+    #[test]
+    fn a_head_refuses_exactly_the_records_a_full_decode_refuses() {
+        let base = r#"{"work_item_id":"w","work_type":"t","priority":"low","status":"pending""#;
+        let fields = [
+            r#""description":"d""#,
+            r#""description":null"#,
+            r#""description":7"#,
+            r#""lease_ms":1000"#,
+            r#""lease_ms":-1"#,
+            r#""posted_by":null"#,
+            r#""posted_by":["x"]"#,
+            r#""attempt":2"#,
+            r#""max_attempts":3.0"#,
+            r#""progress":100"#,
+            r#""progress":300"#,
+            r#""last_update":"2026-01-01T00:00:00Z""#,
+            r#""last_update":"yesterday""#,
+            r#""result":"ok""#,
+            r#""reason":{"why":1}"#,
+            r#""team":{"any":"thing"}"#,
+        ];
+        for field in fields {
+            let record = format!("{base},{field}}}");
+            let full = serde_json::from_str::<Claim>(&record).is_ok();
+            let head = serde_json::from_str::<ClaimHead>(&record).is_ok();
+            assert_eq!(head, full, "{record}");
+        }
+        let ok = format!("{base},{}}}", fields[0]);
+        assert!(serde_json::from_str::<ClaimHead>(&ok).is_ok());
+        assert!(serde_json::from_str::<ClaimHead>(&format!("{base},{}}}", fields[8])).is_err());
     }
 
     #[test]

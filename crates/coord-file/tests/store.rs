@@ -268,6 +268,25 @@ fn a_corrupt_claims_file_is_never_overwritten() {
 }
 
 #[test]
+fn a_record_with_a_mistyped_field_is_refused_not_carried_into_the_next_write() {
+    // Found by the fuzz test: `max_attempts` is not a field decisions read,
+    // but `list` could not show this record, so no change may keep it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(CLAIMS_FILE);
+    let bad = "[\n  {\"work_item_id\":\"work_1\",\"work_type\":\"t\",\"priority\":\"low\",\"status\":\"pending\",\"max_attempts\":3.0}\n]\n";
+    fs::write(&path, bad).unwrap();
+    let store = FileStore::new(dir.path());
+    let err = store.claim(&ClaimRequest::new("a", "t")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ValidationFailed);
+    assert!(err.to_string().contains("record 0"), "{err}");
+    assert_eq!(
+        store.list(&Filter::default()).unwrap_err().kind(),
+        ErrorKind::ValidationFailed
+    );
+    assert_eq!(fs::read_to_string(&path).unwrap(), bad);
+}
+
+#[test]
 fn stale_temp_files_of_a_killed_writer_are_removed_by_the_next_writer() {
     let dir = tempfile::tempdir().unwrap();
     let stale = [
