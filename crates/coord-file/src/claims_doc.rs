@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 /// A record changed or added by a draft: its new bytes and head.
 struct Record {
     raw: Box<RawValue>,
-    head: ClaimHead,
+    head: Arc<ClaimHead>,
 }
 
 /// The parsed claims file, as read: the bytes once, and for each record its
@@ -172,6 +172,16 @@ impl ClaimsDoc {
         Ok(Some(records))
     }
 
+    /// The file's bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The file's bytes, shared.
+    pub(crate) fn contents(&self) -> Contents {
+        self.bytes.clone()
+    }
+
     fn raw(&self, index: usize) -> &[u8] {
         &self.bytes[self.records[index].0.clone()]
     }
@@ -321,7 +331,7 @@ impl Draft<'_> {
         self.revision
     }
 
-    fn record(&self, pos: usize) -> (&[u8], &ClaimHead) {
+    fn record(&self, pos: usize) -> (&[u8], &Arc<ClaimHead>) {
         let old = self.doc.records.len();
         let record = if pos >= old {
             Some(&self.added[pos - old])
@@ -332,7 +342,7 @@ impl Draft<'_> {
         };
         match record {
             Some(r) => (r.raw.get().as_bytes(), &r.head),
-            None => (self.doc.raw(pos), self.doc.records[pos].1.as_ref()),
+            None => (self.doc.raw(pos), &self.doc.records[pos].1),
         }
     }
 
@@ -341,7 +351,7 @@ impl Draft<'_> {
         let old = self.doc.records.len();
         (0..old + self.added.len())
             .filter(|p| self.removed.is_empty() || !self.removed.contains(p))
-            .map(|p| (p, self.record(p).1))
+            .map(|p| (p, self.record(p).1.as_ref()))
     }
 
     pub(crate) fn position(&self, work_item_id: &str) -> Option<usize> {
@@ -395,7 +405,7 @@ impl Draft<'_> {
         }
         let record = Record {
             raw: encode(&fields),
-            head: new.head(),
+            head: Arc::new(new.head()),
         };
         let old_len = self.doc.records.len();
         if pos >= old_len {
@@ -408,7 +418,7 @@ impl Draft<'_> {
     pub(crate) fn append(&mut self, claim: &Claim) -> usize {
         self.added.push(Record {
             raw: encode(claim),
-            head: claim.head(),
+            head: Arc::new(claim.head()),
         });
         self.doc.records.len() + self.added.len() - 1
     }
@@ -427,18 +437,31 @@ impl Draft<'_> {
         line
     }
 
-    /// The file's bytes: `[`, one record per line, `]`.
-    pub(crate) fn render(&self) -> Vec<u8> {
-        let records: Vec<&[u8]> = self.heads().map(|(p, _)| self.record(p).0).collect();
-        let size: usize = records.iter().map(|r| r.len() + 4).sum::<usize>() + 4;
+    /// The new file: `[`, one record per line, `]`, as the document that
+    /// parsing those bytes would give (the decoded heads come along), so
+    /// the store that writes it need not read it back.
+    pub(crate) fn render(&self) -> ClaimsDoc {
+        let kept: Vec<usize> = self.heads().map(|(p, _)| p).collect();
+        let size: usize = kept
+            .iter()
+            .map(|p| self.record(*p).0.len() + 4)
+            .sum::<usize>()
+            + 4;
         let mut out = Vec::with_capacity(size);
+        let mut records = Vec::with_capacity(kept.len());
         out.push(b'[');
-        for (n, raw) in records.iter().enumerate() {
+        for (n, pos) in kept.iter().enumerate() {
+            let (raw, head) = self.record(*pos);
             out.extend_from_slice(if n == 0 { b"\n  " } else { b",\n  " });
+            let start = out.len();
             out.extend_from_slice(raw);
+            records.push((start..out.len(), Arc::clone(head)));
         }
-        out.extend_from_slice(if records.is_empty() { b"]\n" } else { b"\n]\n" });
-        out
+        out.extend_from_slice(if kept.is_empty() { b"]\n" } else { b"\n]\n" });
+        ClaimsDoc {
+            bytes: Contents::new(out),
+            records: Arc::new(records),
+        }
     }
 }
 
@@ -491,10 +514,18 @@ mod tests {
         for bytes in [None, Some(&b""[..]), Some(&b" \n"[..]), Some(&b"[]"[..])] {
             let doc = ClaimsDoc::parse(path(), bytes.map(contents).as_ref(), None).unwrap();
             assert_eq!(doc.heads().count(), 0);
-            assert_eq!(doc.draft(path(), 1, 0).render(), b"[]\n");
+            assert_eq!(doc.draft(path(), 1, 0).render().as_bytes(), b"[]\n");
             let mut draft = doc.draft(path(), 1, 0);
             draft.append(&sample());
-            assert_eq!(draft.render().iter().filter(|b| **b == b'\n').count(), 3);
+            assert_eq!(
+                draft
+                    .render()
+                    .as_bytes()
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count(),
+                3
+            );
         }
     }
 
@@ -525,7 +556,7 @@ mod tests {
         let mut draft = doc.draft(path(), 1, 0);
         let pos = draft.append(&sample());
         assert_eq!(draft.claim(pos).unwrap(), sample_at(&draft, pos));
-        let out = String::from_utf8(draft.render()).unwrap();
+        let out = String::from_utf8_lossy(draft.render().as_bytes()).into_owned();
         let legacy_record = &LEGACY[LEGACY.find('{').unwrap()..=LEGACY.rfind('}').unwrap()];
         assert!(out.contains(legacy_record), "{out}");
         let reparsed = ClaimsDoc::parse(path(), Some(&contents(out.as_bytes())), None).unwrap();
@@ -550,8 +581,7 @@ mod tests {
             .unwrap()
             .claim;
         draft.replace(0, &old, &new);
-        let merged: Value =
-            serde_json::from_str(&String::from_utf8(draft.render()).unwrap()).unwrap();
+        let merged: Value = serde_json::from_slice(draft.render().as_bytes()).unwrap();
         let merged = &merged[0];
         assert_eq!(
             merged["status"], "active",
@@ -657,7 +687,7 @@ mod tests {
             }
             draft.append(&c);
         }
-        draft.render()
+        draft.render().as_bytes().to_vec()
     }
 
     proptest::proptest! {
@@ -680,6 +710,53 @@ mod tests {
             proptest::prop_assert_eq!(
                 reused.records.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>(),
                 fresh.records.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// The document a draft renders is the one parsing its bytes gives
+        /// (a store trusts it in place of reading back what it wrote),
+        /// whatever the draft did: records replaced, removed and added.
+        #[test]
+        fn a_rendered_document_is_what_parsing_its_bytes_gives(
+            before in proptest::collection::vec(0u32..40, 0..25),
+            start in proptest::bool::ANY,
+            remove in proptest::collection::vec(0usize..25, 0..4),
+            add in 0usize..3,
+            legacy in proptest::bool::ANY,
+        ) {
+            let bytes = if legacy { LEGACY.as_bytes().to_vec() } else { file_of(&before, &[]) };
+            let doc = ClaimsDoc::parse(path(), Some(&contents(bytes)), None).unwrap();
+            let mut draft = doc.draft(path(), 2, 0);
+            let count = draft.heads().count();
+            if start && count > 0 {
+                let old = draft.claim(0).unwrap();
+                let change = transition::apply(
+                    &old,
+                    &Action::Progress { percent: 40 },
+                    &Actor { force: true, ..Actor::new("anyone") },
+                    Timestamp::now(),
+                );
+                if let Ok(change) = change {
+                    draft.replace(0, &old, &change.claim);
+                }
+            }
+            for pos in remove.into_iter().filter(|p| *p < count) {
+                if draft.heads().any(|(p, _)| p == pos) {
+                    draft.remove(pos);
+                }
+            }
+            for _ in 0..add {
+                draft.append(&sample());
+            }
+            let rendered = draft.render();
+            let parsed = ClaimsDoc::parse(path(), Some(&rendered.contents()), None).unwrap();
+            let heads = |d: &ClaimsDoc| d.heads().cloned().collect::<Vec<_>>();
+            proptest::prop_assert_eq!(heads(&rendered), heads(&parsed));
+            proptest::prop_assert_eq!(
+                rendered.records.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>(),
+                parsed.records.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>()
             );
         }
     }

@@ -11,6 +11,7 @@ use coord_core::{CoordError, Event, EventPage};
 use reactor::{Inputs, Step};
 
 use crate::flow::{FlowError, Planned};
+use crate::memory::{OpenLog, SharedMemory};
 
 pub const EVENT_LOG: &str = "coordination_events.jsonl";
 
@@ -98,6 +99,45 @@ pub(crate) fn append(
     events: &[Event],
     options: LogOptions,
 ) -> Result<u64, CoordError> {
+    append_keeping(path, events, options, None).map(|(len, _, _)| len)
+}
+
+/// [`append`] through `kept`, the log as this store left it and this
+/// change's settle step found it (so its length is known), if given;
+/// returns the file too, still open, and its length after the append.
+fn append_keeping(
+    path: &Path,
+    events: &[Event],
+    options: LogOptions,
+    kept: Option<OpenLog>,
+) -> Result<(u64, File, u64), CoordError> {
+    let (mut file, len) = match kept {
+        Some(log) if log.len < options.rotate_at => (log.file, log.len),
+        _ => open_for_append(path, options)?,
+    };
+    let mut lines = Vec::with_capacity(events.len() * 256);
+    for event in events {
+        serde_json::to_writer(&mut lines, event).expect("an event always serialises");
+        lines.push(b'\n');
+    }
+    let written = file.write_all(&lines).and_then(|()| {
+        if options.sync {
+            file.sync_data()
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = written {
+        // Leave no partial line behind a failed append.
+        let _ = file.set_len(len);
+        return Err(io_error(path, e));
+    }
+    Ok((len, file, len + lines.len() as u64))
+}
+
+/// Opens the log for appending, rotating it first when it has grown too
+/// big; returns it with the length of its whole lines.
+fn open_for_append(path: &Path, options: LogOptions) -> Result<(File, u64), CoordError> {
     let open = || {
         OpenOptions::new()
             .read(true)
@@ -120,24 +160,7 @@ pub(crate) fn append(
     } else {
         repair_tail(path, &mut file)?
     };
-    let mut lines = Vec::with_capacity(events.len() * 256);
-    for event in events {
-        serde_json::to_writer(&mut lines, event).expect("an event always serialises");
-        lines.push(b'\n');
-    }
-    let written = file.write_all(&lines).and_then(|()| {
-        if options.sync {
-            file.sync_data()
-        } else {
-            Ok(())
-        }
-    });
-    if let Err(e) = written {
-        // Leave no partial line behind a failed append.
-        let _ = file.set_len(len);
-        return Err(io_error(path, e));
-    }
-    Ok(len)
+    Ok((file, len))
 }
 
 /// The `append_event_log` step: appends the plan's events; undo cuts the
@@ -146,15 +169,23 @@ pub(crate) struct AppendEvents<P> {
     path: PathBuf,
     plan_from: &'static str,
     options: LogOptions,
+    /// Where a long-lived store keeps the log open between changes.
+    memory: SharedMemory,
     _plan: std::marker::PhantomData<fn() -> P>,
 }
 
 impl<P> AppendEvents<P> {
-    pub(crate) fn new(path: PathBuf, plan_from: &'static str, options: LogOptions) -> Self {
+    pub(crate) fn new(
+        path: PathBuf,
+        plan_from: &'static str,
+        options: LogOptions,
+        memory: SharedMemory,
+    ) -> Self {
         AppendEvents {
             path,
             plan_from,
             options,
+            memory,
             _plan: std::marker::PhantomData,
         }
     }
@@ -173,7 +204,17 @@ impl<P: Planned> Step<FlowError> for AppendEvents<P> {
         if plan.events.is_empty() {
             return Ok(Appended { len_before: None });
         }
-        let len_before = append(&self.path, &plan.events, self.options)?;
+        let kept = self.memory.lock().take_log();
+        let (len_before, file, len) = append_keeping(&self.path, &plan.events, self.options, kept)?;
+        let mut memory = self.memory.lock();
+        if memory.long_lived() {
+            // Trusted by the next change only once this one commits (the
+            // claims file then says `plan.revision` committed).
+            if let Ok(log) = OpenLog::new(file, len, plan.revision) {
+                memory.put_log(log);
+            }
+        }
+        drop(memory);
         crate::crash::point("commit:events-written");
         Ok(Appended {
             len_before: Some(len_before),
@@ -184,6 +225,7 @@ impl<P: Planned> Step<FlowError> for AppendEvents<P> {
         let Some(len) = output.len_before else {
             return Ok(());
         };
+        drop(self.memory.lock().take_log());
         if len == 0 {
             // The log was empty or absent: leave none.
             return match fs::remove_file(&self.path) {
@@ -208,13 +250,31 @@ impl<P: Planned> Step<FlowError> for AppendEvents<P> {
 /// transaction killed between its write-ahead and its commit) and any torn
 /// last line. Lines without a revision (`lock_broken`) are kept. Returns how
 /// many event lines were dropped.
+#[cfg(test)]
 pub(crate) fn settle(path: &Path, committed: u64) -> Result<usize, CoordError> {
-    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+    settle_keeping(path, committed).map(|(dropped, _)| dropped)
+}
+
+/// [`settle`], handing back the log still open for this change's append
+/// (`None` if there is no log yet).
+pub(crate) fn settle_keeping(
+    path: &Path,
+    committed: u64,
+) -> Result<(usize, Option<OpenLog>), CoordError> {
+    let file = match OpenOptions::new().read(true).append(true).open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, None)),
         Err(e) => return Err(io_error(path, e)),
     };
-    let len = repair_tail(path, &mut file)?;
+    let mut file = file;
+    let (dropped, len) = settle_open(path, &mut file, committed)?;
+    let log = OpenLog::new(file, len, committed).map_err(|e| io_error(path, e))?;
+    Ok((dropped, Some(log)))
+}
+
+/// Settles the open log; returns how many lines went and its length after.
+fn settle_open(path: &Path, file: &mut File, committed: u64) -> Result<(usize, u64), CoordError> {
+    let len = repair_tail(path, file)?;
     let mut window: u64 = 4096;
     loop {
         let start = len.saturating_sub(window);
@@ -255,17 +315,17 @@ pub(crate) fn settle(path: &Path, committed: u64) -> Result<usize, CoordError> {
             continue;
         }
         if dropped == 0 {
-            return Ok(0);
+            return Ok((0, len));
         }
         let cut = start + suffix_start as u64;
         file.set_len(cut).map_err(|e| io_error(path, e))?;
-        file.seek(SeekFrom::Start(cut))
-            .map_err(|e| io_error(path, e))?;
+        // The file appends: what is kept goes after the cut.
         for line in keep.iter().rev() {
             file.write_all(line).map_err(|e| io_error(path, e))?;
         }
         file.sync_data().map_err(|e| io_error(path, e))?;
-        return Ok(dropped);
+        let kept: usize = keep.iter().map(|l| l.len()).sum();
+        return Ok((dropped, cut + kept as u64));
     }
 }
 

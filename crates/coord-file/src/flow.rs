@@ -33,11 +33,12 @@ use coord_core::{
     find_conflict,
 };
 use reactor::{Failure, InputError, Inputs, Values, Workflow, WorkflowBuilder, from_fn};
-use reactor_file::{AtomicWrite, EnsureDir, FileError, FileSnapshot, ReadFile};
+use reactor_file::{AtomicWrite, EnsureDir, FileError, FileSnapshot, read_optional};
 
 use crate::archive::{AppendToArchive, RemoveIntent, WriteIntent};
 use crate::claims_doc::{ClaimsDoc, Draft};
 use crate::events::{AppendEvents, EVENT_LOG};
+use crate::memory::SharedMemory;
 use crate::state;
 use crate::store::{CLAIMS_FILE, FileStoreOptions};
 use crate::telemetry::TracingMiddleware;
@@ -127,7 +128,10 @@ pub(crate) enum Outcome {
 /// A change ready to write: the new file, its events, what to return, and
 /// how many final items the new file holds (for automatic compaction).
 pub(crate) struct Plan {
-    pub bytes: Vec<u8>,
+    /// The claims file this change writes, already parsed.
+    pub doc: ClaimsDoc,
+    /// The store revision the change commits as.
+    pub revision: u64,
     pub events: Vec<Event>,
     pub outcome: Outcome,
     pub finished: usize,
@@ -135,13 +139,14 @@ pub(crate) struct Plan {
 
 impl AsRef<[u8]> for Plan {
     fn as_ref(&self) -> &[u8] {
-        &self.bytes
+        self.doc.as_bytes()
     }
 }
 
 fn plan(draft: &Draft<'_>, events: Vec<Event>, outcome: Outcome) -> Plan {
     Plan {
-        bytes: draft.render(),
+        doc: draft.render(),
+        revision: draft.revision(),
         events,
         outcome,
         finished: draft.heads().filter(|(_, h)| h.status.is_final()).count(),
@@ -153,12 +158,9 @@ pub(crate) struct Ctx<'a> {
     pub dir: &'a Path,
     pub options: &'a FileStoreOptions,
     pub now: Timestamp,
-    /// The claims file as this store last read it (see `ClaimsDoc::parse`).
-    pub last_read: &'a LastRead,
+    /// What the store remembers of its earlier changes.
+    pub memory: &'a SharedMemory,
 }
-
-/// The claims file as a store last read it; shared by its clones.
-pub(crate) type LastRead = std::sync::Arc<std::sync::Mutex<Option<ClaimsDoc>>>;
 
 impl Ctx<'_> {
     fn claims_path(&self) -> std::path::PathBuf {
@@ -223,40 +225,66 @@ fn new_ids(draft: &Draft<'_>) -> NewIds {
     NewIds::fresh(|id| draft.id_in_use(id))
 }
 
-/// Parses the claims file, reusing what `last_read` already decoded, and
+/// Parses the claims file, reusing what `memory` already decoded, and
 /// remembers the result for the next read.
 pub(crate) fn read_claims(
-    last_read: &LastRead,
+    memory: &SharedMemory,
     path: &Path,
     bytes: Option<&reactor_file::Contents>,
 ) -> Result<ClaimsDoc, CoordError> {
-    let prior = last_read.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let prior = memory.lock().last_doc();
     let doc = ClaimsDoc::parse(path, bytes, prior.as_ref())?;
-    *last_read.lock().unwrap_or_else(|e| e.into_inner()) = Some(doc.clone());
+    memory.lock().remember_read(&doc);
     Ok(doc)
+}
+
+/// The claims file as it stands: what this store wrote last if the file is
+/// still that one (no read at all), else read and parsed.
+pub(crate) fn current_claims(
+    memory: &SharedMemory,
+    path: &Path,
+) -> Result<FileSnapshot<ClaimsDoc>, CoordError> {
+    if let Some(doc) = memory.lock().unchanged_claims(path) {
+        return Ok(FileSnapshot {
+            path: path.to_owned(),
+            bytes: Some(doc.contents()),
+            value: doc,
+        });
+    }
+    let bytes = read_optional(path)
+        .map_err(file_error)?
+        .map(reactor_file::Contents::new);
+    let value = read_claims(memory, path, bytes.as_ref())?;
+    Ok(FileSnapshot {
+        path: path.to_owned(),
+        bytes,
+        value,
+    })
 }
 
 /// The steps every change starts with, and the middleware.
 fn begin<'a>(ctx: &Ctx<'_>) -> WorkflowBuilder<'a, FlowError> {
     let dir = ctx.dir.to_owned();
+    let sweep: &[&str] = if ctx.memory.lock().sweep_due() {
+        &crate::SWEPT
+    } else {
+        &[]
+    };
+    let (read_memory, log_memory) = (ctx.memory.clone(), ctx.memory.clone());
+    let claims_path = ctx.claims_path();
     Workflow::builder()
         .step(
             "ensure_coordination_directory",
             &[],
-            crate::SWEPT
-                .iter()
-                .fold(EnsureDir::new(ctx.dir), |step, name| {
-                    step.sweeping_temps_of(*name)
-                }),
+            sweep.iter().fold(EnsureDir::new(ctx.dir), |step, name| {
+                step.sweeping_temps_of(*name)
+            }),
         )
         .step(
             "read_existing_claims",
             &["ensure_coordination_directory"],
-            ReadFile::new(ctx.claims_path(), {
-                let last_read = std::sync::Arc::clone(ctx.last_read);
-                move |path: &Path, bytes: Option<&reactor_file::Contents>| {
-                    read_claims(&last_read, path, bytes).map_err(FlowError::from)
-                }
+            from_fn(move |_: &Inputs<'_>| {
+                current_claims(&read_memory, &claims_path).map_err(FlowError::from)
             }),
         )
         .step(
@@ -268,7 +296,22 @@ fn begin<'a>(ctx: &Ctx<'_>) -> WorkflowBuilder<'a, FlowError> {
                 // dead writer's write-ahead and go.
                 let state = state::read(&dir)?;
                 let committed = doc(inputs)?.value.max_revision().max(state.revision);
-                let dropped = crate::events::settle(&dir.join(EVENT_LOG), committed)?;
+                let log = dir.join(EVENT_LOG);
+                // A log this store left after its own committed change is settled.
+                let mut memory = log_memory.lock();
+                if let Some(open) = memory.settled_log(&log, committed) {
+                    memory.put_log(open);
+                    return Ok(Committed {
+                        revision: committed,
+                        fence_floor: state.fence,
+                    });
+                }
+                drop(memory);
+                let (dropped, open) = crate::events::settle_keeping(&log, committed)?;
+                // Handed to this change's append, which saves opening it again.
+                if let Some(open) = open {
+                    log_memory.lock().put_log(open);
+                }
                 if dropped > 0 {
                     tracing::warn!(
                         dropped,
@@ -310,7 +353,12 @@ fn finish<'a, P: Planned>(
         .step(
             "append_event_log",
             &log_deps,
-            AppendEvents::<P>::new(ctx.dir.join(EVENT_LOG), plan_step, ctx.options.log()),
+            AppendEvents::<P>::new(
+                ctx.dir.join(EVENT_LOG),
+                plan_step,
+                ctx.options.log(),
+                ctx.memory.clone(),
+            ),
         )
         .step(
             "write_claims_atomically",
@@ -513,7 +561,7 @@ pub(crate) struct Selection {
 
 impl AsRef<[u8]> for Selection {
     fn as_ref(&self) -> &[u8] {
-        &self.plan.bytes
+        self.plan.doc.as_bytes()
     }
 }
 

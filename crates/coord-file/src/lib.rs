@@ -21,6 +21,7 @@ mod events;
 mod flow;
 mod fs_check;
 pub mod lock;
+mod memory;
 mod state;
 mod store;
 mod telemetry;

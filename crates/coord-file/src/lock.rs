@@ -65,12 +65,23 @@ impl DirLock {
     /// Takes the lock of `dir` (which must exist), waiting up to `timeout`
     /// for the flock and, with `shell_lock`, the shell tools' lock file.
     pub fn acquire(dir: &Path, timeout: Duration, shell_lock: bool) -> Result<DirLock, CoordError> {
+        let mut staging = None;
+        Self::acquire_staged(dir, timeout, shell_lock.then_some(&mut staging))
+    }
+
+    /// [`DirLock::acquire`], taking the shell tools' lock (when `staging` is
+    /// given) through a staging file the caller keeps between acquisitions:
+    /// a long-lived store then creates and deletes it once, not per change.
+    pub fn acquire_staged(
+        dir: &Path,
+        timeout: Duration,
+        staging: Option<&mut Option<Staging>>,
+    ) -> Result<DirLock, CoordError> {
         let deadline = Instant::now() + timeout;
         let (file, path) = Self::flock(dir, timeout)?;
-        let legacy = if shell_lock {
-            Some(LegacyLock::acquire(dir, deadline, timeout)?)
-        } else {
-            None
+        let legacy = match staging {
+            Some(staging) => Some(LegacyLock::acquire(dir, deadline, timeout, staging)?),
+            None => None,
         };
         Ok(DirLock {
             _file: file,
@@ -160,25 +171,82 @@ fn is_alive(pid: i32) -> bool {
     }
 }
 
+/// Our staging file for the shell tools' lock: our pid, in a file that an
+/// acquisition hard-links to the lock name (`link` fails if the name
+/// exists), so a writer killed at any moment never leaves an empty lock file
+/// whose owner no one could tell. Removed on drop; one a killed process left
+/// is swept with the other temp files (it is named like one).
+#[derive(Debug)]
+pub struct Staging {
+    path: PathBuf,
+    inode: u64,
+}
+
+impl Staging {
+    fn create(dir: &Path) -> io::Result<Staging> {
+        use std::os::unix::fs::MetadataExt;
+        // Unique per staging file: threads of one process each keep their own.
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = reactor_file::temp_name_prefix(LEGACY_LOCK_FILE);
+        let path = dir.join(format!("{prefix}{}.{n}", std::process::id()));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+        let inode = file.metadata()?.ino();
+        Ok(Staging { path, inode })
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 impl LegacyLock {
-    /// Creates the lock file with our pid in it, in one step: the pid goes
-    /// into a file of our own first, which is then hard-linked to the lock
-    /// name (`link` fails if the name exists). A writer killed at any moment
-    /// so never leaves an empty lock file, whose owner no one could tell.
-    fn acquire(dir: &Path, deadline: Instant, timeout: Duration) -> Result<LegacyLock, CoordError> {
+    /// Links our staging file (made now if `staging` holds none, or if a
+    /// sweep removed it since) to the lock name, waiting while a live
+    /// holder's lock file is there and breaking a dead one's.
+    fn acquire(
+        dir: &Path,
+        deadline: Instant,
+        timeout: Duration,
+        staging: &mut Option<Staging>,
+    ) -> Result<LegacyLock, CoordError> {
         let path = dir.join(LEGACY_LOCK_FILE);
-        let content = format!("{}\n", std::process::id());
         let mut broken = Vec::new();
         let io_error = |source: io::Error| CoordError::FileRead {
             path: path.clone(),
             source: source.into(),
         };
-        let (staging, inode) = Self::sweep_and_stage(dir, &content).map_err(io_error)?;
-        let result = loop {
-            match fs::hard_link(&staging, &path) {
-                Ok(()) => break Ok(()),
+        let mut fresh = false;
+        loop {
+            let stage = match staging {
+                Some(stage) => stage,
+                None => {
+                    fresh = true;
+                    staging.insert(Staging::create(dir).map_err(io_error)?)
+                }
+            };
+            match fs::hard_link(&stage.path, &path) {
+                Ok(()) => {
+                    return Ok(LegacyLock {
+                        path,
+                        inode: stage.inode,
+                        broken,
+                    });
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => break Err(io_error(e)),
+                // Our kept staging file was swept: make it again, once.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !fresh => {
+                    *staging = None;
+                    continue;
+                }
+                Err(e) => return Err(io_error(e)),
             }
             if let Some(holder) = Self::dead_holder(&path) {
                 tracing::warn!(lock = %path.display(), %holder, "breaking a stale shell-tool lock");
@@ -188,41 +256,18 @@ impl LegacyLock {
                         holder,
                     }),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => break Err(io_error(e)),
+                    Err(e) => return Err(io_error(e)),
                 }
                 continue;
             }
             if Instant::now() >= deadline {
-                break Err(CoordError::LockTimeout {
+                return Err(CoordError::LockTimeout {
                     path: path.clone(),
                     waited: timeout,
                 });
             }
             thread::sleep(Duration::from_millis(5));
-        };
-        let _ = fs::remove_file(&staging);
-        result.map(|()| LegacyLock {
-            path,
-            inode,
-            broken,
-        })
-    }
-
-    /// Writes our staging file. Those of killed coord processes are swept
-    /// with the other temp files by the next change (`sweep_stale_files`).
-    /// Writes our staging file; returns its path and inode.
-    fn sweep_and_stage(dir: &Path, content: &str) -> io::Result<(PathBuf, u64)> {
-        use std::os::unix::fs::MetadataExt;
-        // Named like a temp file of the lock file, so the sweep finds it.
-        let prefix = reactor_file::temp_name_prefix(LEGACY_LOCK_FILE);
-        let staging = dir.join(format!("{prefix}{}", std::process::id()));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&staging)?;
-        file.write_all(content.as_bytes())?;
-        Ok((staging, file.metadata()?.ino()))
+        }
     }
 
     /// What a lock file says of its holder, if that holder is gone: a pid

@@ -10,12 +10,13 @@ use coord_core::{
     EventKind, EventPage, Filter, NextRequest, PostRequest, SeedPolicy, Store, Timestamp,
     validate_name,
 };
-use reactor_file::{AtomicWriter, ensure_dir, read_optional};
+use reactor_file::{AtomicWriter, ensure_dir};
 
 use crate::archive::{self, Recovery};
 use crate::claims_doc::ClaimsDoc;
 use crate::flow::{self, Ctx, Outcome, Plan, Sweep, file_error};
 use crate::lock::DirLock;
+use crate::memory::SharedMemory;
 use crate::{agents, events, fs_check};
 
 /// The claims file inside the coordination directory.
@@ -132,9 +133,10 @@ pub struct FileStore {
     /// When this store last recorded each agent: a long-lived process need
     /// not read the registry to learn that it is up to date.
     recorded: Arc<Mutex<HashMap<String, Timestamp>>>,
-    /// The claims file as last read: reading it again decodes only the
-    /// records that changed (a big file stays cheap in a long-lived process).
-    last_read: flow::LastRead,
+    /// What this store remembers of its earlier changes (the claims file it
+    /// wrote, the event log it left, ...): a long-lived process does not
+    /// redo that work per change (see `memory`).
+    memory: SharedMemory,
 }
 
 impl FileStore {
@@ -147,7 +149,7 @@ impl FileStore {
             dir: dir.into(),
             options,
             recorded: Arc::default(),
-            last_read: flow::LastRead::default(),
+            memory: SharedMemory::default(),
         }
     }
 
@@ -175,14 +177,20 @@ impl FileStore {
         change: impl FnOnce(&Ctx<'_>) -> Result<Plan, CoordError>,
     ) -> Result<Outcome, CoordError> {
         ensure_dir(&self.dir).map_err(file_error)?;
-        if !self.options.allow_unsafe_filesystem {
+        if !self.options.allow_unsafe_filesystem && self.memory.lock().fs_unchecked() {
             fs_check::check(&self.dir)?;
+            self.memory.lock().fs_checked();
         }
-        let lock = DirLock::acquire(
+        // The staging file is taken out while we wait, so readers sharing
+        // this store's memory are not held up by the lock.
+        let mut staging = self.memory.lock().staging.take();
+        let lock = DirLock::acquire_staged(
             &self.dir,
             self.options.lock_timeout,
-            self.options.shell_lock,
-        )?;
+            self.options.shell_lock.then_some(&mut staging),
+        );
+        self.memory.lock().staging = staging;
+        let lock = lock?;
         let now = (self.options.clock)();
         for broken in lock.broken() {
             let message = format!(
@@ -225,16 +233,19 @@ impl FileStore {
             dir: &self.dir,
             options: &self.options,
             now,
-            last_read: &self.last_read,
+            memory: &self.memory,
         };
+        let claims_path = self.claims_path();
         let plan = change(&ctx)?;
-        if plan.finished > self.options.compact_at
-            && let Err(e) = flow::cleanup(&ctx, Sweep::AllBut(self.options.compact_keep))
-        {
-            self.warn(
-                "compaction_failed",
-                format!("automatic compaction failed: {e}"),
-            );
+        self.memory.lock().committed(&claims_path, &plan.doc);
+        if plan.finished > self.options.compact_at {
+            match flow::cleanup(&ctx, Sweep::AllBut(self.options.compact_keep)) {
+                Ok(compacted) => self.memory.lock().committed(&claims_path, &compacted.doc),
+                Err(e) => self.warn(
+                    "compaction_failed",
+                    format!("automatic compaction failed: {e}"),
+                ),
+            }
         }
         if let Some(agent) = agent.filter(|_| self.options.track_agents) {
             self.touch_agent(agent, now);
@@ -264,13 +275,7 @@ impl FileStore {
     /// Reads the claims file without the lock: the atomic rename means it is
     /// always a whole file, the one before or after any change.
     fn snapshot(&self) -> Result<ClaimsDoc, CoordError> {
-        let path = self.claims_path();
-        let bytes = read_optional(&path).map_err(file_error)?;
-        flow::read_claims(
-            &self.last_read,
-            &path,
-            bytes.map(reactor_file::Contents::new).as_ref(),
-        )
+        flow::current_claims(&self.memory, &self.claims_path()).map(|s| s.value)
     }
 
     /// Every archived item as it stood when it was archived (the current
