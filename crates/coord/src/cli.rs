@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 use coord_core::{
     ClaimRequest, DEFAULT_MAX_ATTEMPTS, Priority, RetryPolicy, Status, parse_duration,
 };
@@ -98,7 +98,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// What to claim, and how hard to try (`claim` and `run`).
+// What to claim, and how hard to try (`claim` and `run`).
 #[derive(Debug, Args)]
 pub struct ClaimArgs {
     /// The kind of work (high and critical work is exclusive per type)
@@ -122,7 +122,7 @@ impl ClaimArgs {
     }
 }
 
-/// How to hold on to a claim.
+// How to hold on to a claim.
 #[derive(Debug, Args)]
 pub struct LeaseArg {
     /// How long the claim holds without a heartbeat (e.g. 90s, 30m)
@@ -130,7 +130,7 @@ pub struct LeaseArg {
     pub lease: Duration,
 }
 
-/// Retrying a blocked claim with exponential backoff and full jitter.
+// Retrying a blocked claim with exponential backoff and full jitter.
 #[derive(Debug, Args)]
 pub struct RetryArgs {
     /// On a conflict, a busy lock or nothing to take, retry up to N times
@@ -151,7 +151,7 @@ impl RetryArgs {
     }
 }
 
-/// Who may change a claim.
+// Who may change a claim.
 #[derive(Debug, Args)]
 pub struct HoldArgs {
     /// The fence you got with the claim; the change is refused (lease_expired)
@@ -164,116 +164,72 @@ pub struct HoldArgs {
     pub force: bool,
 }
 
+/// A subcommand's arguments, defined only when that subcommand is the one
+/// used. clap otherwise builds every subcommand's arguments on every run,
+/// about a fifth of a millisecond of each `coord` call (see
+/// docs/benchmarks.md); the help and the parsing are the same either way.
+#[derive(Debug)]
+pub struct Lazy<T>(pub T);
+
+impl<T> std::ops::Deref for Lazy<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: FromArgMatches> FromArgMatches for Lazy<T> {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(matches).map(Lazy)
+    }
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)
+    }
+}
+
+impl<T: Args> Args for Lazy<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_args)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_args_for_update)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Claim a work item on the spot; prints the new claim
-    Claim {
-        #[command(flatten)]
-        what: ClaimArgs,
-    },
+    Claim(Lazy<ClaimArgs>),
     /// Add a pending work item to the queue; prints it
-    Post {
-        work_type: String,
-        description: String,
-        #[arg(long, short, default_value = "medium", value_parser = priority_parser())]
-        priority: Priority,
-        /// Items that must be completed before this one can be taken
-        #[arg(long, value_name = "ID", num_args = 1..)]
-        after: Vec<String>,
-        /// How many times the item may be taken before a failure is final
-        #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ATTEMPTS)]
-        max_attempts: u32,
-    },
+    Post(Lazy<PostArgs>),
     /// Take the best ready pending item (highest priority, then oldest); prints it
-    Next {
-        /// Only items of these work types (repeatable)
-        #[arg(long = "work-type", value_name = "T")]
-        work_types: Vec<String>,
-        #[command(flatten)]
-        lease: LeaseArg,
-        #[command(flatten)]
-        retry: RetryArgs,
-    },
+    Next(Lazy<NextArgs>),
     /// Renew the lease of a claim you hold; prints the claim
-    Heartbeat {
-        id: String,
-        /// A new lease length (default: the claim's own)
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        lease: Option<Duration>,
-        #[command(flatten)]
-        hold: HoldArgs,
-    },
+    Heartbeat(Lazy<HeartbeatArgs>),
     /// Report progress on a claim you hold (also renews the lease); prints it
-    Progress {
-        id: String,
-        /// Percent done, 0 to 100
-        #[arg(allow_negative_numbers = true)]
-        percent: i64,
-        #[command(flatten)]
-        hold: HoldArgs,
-    },
+    Progress(Lazy<ProgressArgs>),
     /// Mark a claim you hold completed; prints it
-    Complete {
-        id: String,
-        /// A short summary of the outcome
-        #[arg(long)]
-        result: Option<String>,
-        #[command(flatten)]
-        hold: HoldArgs,
-    },
+    Complete(Lazy<CompleteArgs>),
     /// Mark a claim you hold failed; prints it
-    Fail {
-        id: String,
-        /// Why it failed
-        #[arg(long)]
-        reason: Option<String>,
-        /// Put it back on the queue while attempts are left
-        #[arg(long)]
-        requeue: bool,
-        /// With --requeue: not to be taken again before this much time
-        #[arg(long, value_name = "DURATION", requires = "requeue", value_parser = parse_duration)]
-        retry_after: Option<Duration>,
-        #[command(flatten)]
-        hold: HoldArgs,
-    },
+    Fail(Lazy<FailArgs>),
     /// Hand a claim you hold back to the queue; prints it
-    Release {
-        id: String,
-        #[command(flatten)]
-        hold: HoldArgs,
-    },
+    Release(Lazy<ReleaseArgs>),
     /// Write down every lapsed lease now; prints the items it changed
     Reap,
     /// Move finished items to the archive (work_claims.archive.jsonl, or the
     /// coord_archive table); prints what moved
-    Cleanup {
-        /// Only items that finished longer ago than this
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        older_than: Duration,
-    },
+    Cleanup(Lazy<CleanupArgs>),
     /// List work items as a JSON array, oldest first
-    List {
-        #[arg(long, value_parser = status_parser())]
-        status: Option<Status>,
-        #[arg(long)]
-        work_type: Option<String>,
-        /// Only items held by this agent id
-        #[arg(long, value_name = "AGENT")]
-        owner: Option<String>,
-    },
+    List(Lazy<ListArgs>),
     /// Print one work item
-    Show { id: String },
+    Show(Lazy<ShowArgs>),
     /// Manage this agent's entry in the registry
     Agent {
         #[command(subcommand)]
         command: AgentCommand,
     },
     /// List registered and recently seen agents as a JSON array
-    Agents {
-        /// Agents not seen for this long are shown as stale
-        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
-        stale_after: Duration,
-    },
+    Agents(Lazy<AgentsArgs>),
     /// Claim work, run COMMAND under the claim, and record how it ended
     ///
     /// The child gets COORD_WORK_ITEM_ID, COORD_AGENT_ID, COORD_FENCE,
@@ -281,57 +237,177 @@ pub enum Command {
     /// length while it runs. Exit 0 completes the claim (result: the last
     /// line of output, or --result), anything else fails it. Exits with the
     /// child's status (128 + N if killed by signal N).
-    Run {
-        #[command(flatten)]
-        what: ClaimArgs,
-        /// The result to record (default: the child's last line of output)
-        #[arg(long)]
-        result: Option<String>,
-        /// After SIGTERM, how long the child has before SIGKILL
-        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-        grace: Duration,
-        /// The command and its arguments
-        #[arg(last = true, required = true, value_name = "COMMAND")]
-        command: Vec<std::ffi::OsString>,
-    },
+    Run(Lazy<RunArgs>),
     /// Take queued work and run COMMAND for each item, until stopped
     ///
     /// SIGTERM or SIGINT stops taking new work; running children get
     /// --grace to finish, then are stopped and their items released.
     /// A second signal stops at once. Failed items go back to the queue with
     /// backoff until their max attempts are used.
-    Work {
-        /// Only items of these work types (repeatable)
-        #[arg(long = "work-type", value_name = "T")]
-        work_types: Vec<String>,
-        #[command(flatten)]
-        lease: LeaseArg,
-        /// How many items to work on at once
-        #[arg(long, value_name = "N", default_value_t = 1)]
-        concurrency: usize,
-        /// Stop after taking this many items
-        #[arg(long, value_name = "N")]
-        max_items: Option<usize>,
-        /// Stop when there was nothing to take for this long
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        idle_exit: Option<Duration>,
-        /// How long a stop request waits for running children (and SIGTERM
-        /// for SIGKILL)
-        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-        grace: Duration,
-        /// The first retry delay of a failed item; it doubles per attempt
-        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
-        retry_backoff: Duration,
-        /// The command and its arguments
-        #[arg(last = true, required = true, value_name = "COMMAND")]
-        command: Vec<std::ffi::OsString>,
-    },
+    Work(Lazy<WorkArgs>),
     /// Print the event log, one JSON object per line
-    Log {
-        /// Keep printing new events as they are written
-        #[arg(long, short)]
-        follow: bool,
-    },
+    Log(Lazy<LogArgs>),
+}
+
+// The arguments of each subcommand. (Plain comments: a doc comment on an
+// `Args` struct would become the subcommand's about text.)
+
+#[derive(Debug, Args)]
+pub struct PostArgs {
+    pub work_type: String,
+    pub description: String,
+    #[arg(long, short, default_value = "medium", value_parser = priority_parser())]
+    pub priority: Priority,
+    /// Items that must be completed before this one can be taken
+    #[arg(long, value_name = "ID", num_args = 1..)]
+    pub after: Vec<String>,
+    /// How many times the item may be taken before a failure is final
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ATTEMPTS)]
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct NextArgs {
+    /// Only items of these work types (repeatable)
+    #[arg(long = "work-type", value_name = "T")]
+    pub work_types: Vec<String>,
+    #[command(flatten)]
+    pub lease: LeaseArg,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HeartbeatArgs {
+    pub id: String,
+    /// A new lease length (default: the claim's own)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lease: Option<Duration>,
+    #[command(flatten)]
+    pub hold: HoldArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ProgressArgs {
+    pub id: String,
+    /// Percent done, 0 to 100
+    #[arg(allow_negative_numbers = true)]
+    pub percent: i64,
+    #[command(flatten)]
+    pub hold: HoldArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompleteArgs {
+    pub id: String,
+    /// A short summary of the outcome
+    #[arg(long)]
+    pub result: Option<String>,
+    #[command(flatten)]
+    pub hold: HoldArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FailArgs {
+    pub id: String,
+    /// Why it failed
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Put it back on the queue while attempts are left
+    #[arg(long)]
+    pub requeue: bool,
+    /// With --requeue: not to be taken again before this much time
+    #[arg(long, value_name = "DURATION", requires = "requeue", value_parser = parse_duration)]
+    pub retry_after: Option<Duration>,
+    #[command(flatten)]
+    pub hold: HoldArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub hold: HoldArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Only items that finished longer ago than this
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub older_than: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long, value_parser = status_parser())]
+    pub status: Option<Status>,
+    #[arg(long)]
+    pub work_type: Option<String>,
+    /// Only items held by this agent id
+    #[arg(long, value_name = "AGENT")]
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentsArgs {
+    /// Agents not seen for this long are shown as stale
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub stale_after: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub what: ClaimArgs,
+    /// The result to record (default: the child's last line of output)
+    #[arg(long)]
+    pub result: Option<String>,
+    /// After SIGTERM, how long the child has before SIGKILL
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkArgs {
+    /// Only items of these work types (repeatable)
+    #[arg(long = "work-type", value_name = "T")]
+    pub work_types: Vec<String>,
+    #[command(flatten)]
+    pub lease: LeaseArg,
+    /// How many items to work on at once
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub concurrency: usize,
+    /// Stop after taking this many items
+    #[arg(long, value_name = "N")]
+    pub max_items: Option<usize>,
+    /// Stop when there was nothing to take for this long
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_exit: Option<Duration>,
+    /// How long a stop request waits for running children (and SIGTERM
+    /// for SIGKILL)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// The first retry delay of a failed item; it doubles per attempt
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub retry_backoff: Duration,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Keep printing new events as they are written
+    #[arg(long, short)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -380,17 +456,38 @@ mod tests {
     }
 
     #[test]
+    fn deferred_arguments_keep_each_subcommands_own_help_text() {
+        // A doc comment on an `Args` struct would replace the about text of
+        // the subcommand when its deferred arguments are built.
+        use clap::CommandFactory;
+        let unbuilt = Cli::command();
+        let mut built = Cli::command();
+        built.build();
+        for sub in unbuilt.get_subcommands() {
+            let after = built.find_subcommand(sub.get_name()).unwrap();
+            let text = |c: &clap::Command| {
+                (
+                    c.get_about().map(ToString::to_string),
+                    c.get_long_about().map(ToString::to_string),
+                )
+            };
+            assert_eq!(text(after), text(sub), "{}", sub.get_name());
+            assert!(sub.get_about().is_some(), "{}", sub.get_name());
+        }
+    }
+
+    #[test]
     fn retry_flags_make_the_policy() {
         let cli = Cli::try_parse_from(["coord", "claim", "t", "--retry", "4"]).unwrap();
-        let Command::Claim { what } = cli.command else {
+        let Command::Claim(what) = cli.command else {
             panic!()
         };
         assert_eq!(what.retry.policy().max_retries, Some(4));
         let cli = Cli::try_parse_from(["coord", "next", "--wait-for", "2s"]).unwrap();
-        let Command::Next { retry, .. } = cli.command else {
+        let Command::Next(next) = cli.command else {
             panic!()
         };
-        assert_eq!(retry.policy().max_wait, Some(Duration::from_secs(2)));
+        assert_eq!(next.retry.policy().max_wait, Some(Duration::from_secs(2)));
         assert!(
             Cli::try_parse_from(["coord", "claim", "t", "--retry", "1", "--wait-for", "1s"])
                 .is_err()

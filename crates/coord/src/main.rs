@@ -33,9 +33,9 @@ fn main() -> ExitCode {
     };
     let store = backend.store();
     match &cli.command {
-        Command::Log { follow } => return output::follow_log(store, *follow),
-        Command::Run { .. } => return runner::run(&cli, &backend, &agent),
-        Command::Work { .. } => return runner::work(&cli, &backend, &agent),
+        Command::Log(log) => return output::follow_log(store, log.follow),
+        Command::Run(run) => return runner::run(&cli, run, &backend, &agent),
+        Command::Work(work) => return runner::work(&cli, work, &backend, &agent),
         _ => {}
     }
     match run(&cli, store, &agent) {
@@ -73,83 +73,71 @@ fn act(
 
 fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> {
     Ok(match &cli.command {
-        Command::Claim { what } => {
+        Command::Claim(what) => {
             let request = what.request(agent);
             Output::One(Box::new(what.retry.policy().run(|| store.claim(&request))?))
         }
-        Command::Post {
-            work_type,
-            description,
-            priority,
-            after,
-            max_attempts,
-        } => {
-            let request = PostRequest::new(agent, work_type.as_str())
-                .description(description.as_str())
-                .priority(*priority)
-                .after(after.iter().cloned())
-                .max_attempts(*max_attempts);
+        Command::Post(post) => {
+            let request = PostRequest::new(agent, post.work_type.as_str())
+                .description(post.description.as_str())
+                .priority(post.priority)
+                .after(post.after.iter().cloned())
+                .max_attempts(post.max_attempts);
             Output::One(Box::new(store.post(&request)?))
         }
-        Command::Next {
-            work_types,
-            lease,
-            retry,
-        } => {
+        Command::Next(next) => {
             let request = NextRequest::new(agent)
-                .work_types(work_types.iter().cloned())
-                .lease(lease.lease);
-            Output::One(Box::new(retry.policy().run(|| store.next(&request))?))
+                .work_types(next.work_types.iter().cloned())
+                .lease(next.lease.lease);
+            Output::One(Box::new(next.retry.policy().run(|| store.next(&request))?))
         }
-        Command::Heartbeat { id, lease, hold } => {
-            act(store, id, Action::Heartbeat { lease: *lease }, agent, hold)?
-        }
-        Command::Progress { id, percent, hold } => act(
+        Command::Heartbeat(beat) => act(
             store,
-            id,
-            Action::Progress { percent: *percent },
+            &beat.id,
+            Action::Heartbeat { lease: beat.lease },
             agent,
-            hold,
+            &beat.hold,
         )?,
-        Command::Complete { id, result, hold } => act(
+        Command::Progress(progress) => act(
             store,
-            id,
-            Action::Complete {
-                result: result.clone(),
+            &progress.id,
+            Action::Progress {
+                percent: progress.percent,
             },
             agent,
-            hold,
+            &progress.hold,
         )?,
-        Command::Fail {
-            id,
-            reason,
-            requeue,
-            retry_after,
-            hold,
-        } => {
+        Command::Complete(complete) => act(
+            store,
+            &complete.id,
+            Action::Complete {
+                result: complete.result.clone(),
+            },
+            agent,
+            &complete.hold,
+        )?,
+        Command::Fail(fail) => {
             let action = Action::Fail {
-                reason: reason.clone(),
-                requeue: *requeue,
-                retry_after: *retry_after,
+                reason: fail.reason.clone(),
+                requeue: fail.requeue,
+                retry_after: fail.retry_after,
             };
-            act(store, id, action, agent, hold)?
+            act(store, &fail.id, action, agent, &fail.hold)?
         }
-        Command::Release { id, hold } => act(store, id, Action::Release, agent, hold)?,
+        Command::Release(release) => {
+            act(store, &release.id, Action::Release, agent, &release.hold)?
+        }
         Command::Reap => Output::Many(store.reap(agent)?),
-        Command::Cleanup { older_than } => {
-            let ids = store.cleanup(agent, *older_than)?;
+        Command::Cleanup(cleanup) => {
+            let ids = store.cleanup(agent, cleanup.older_than)?;
             Output::Value(json!({"archived": ids.len(), "work_item_ids": ids}))
         }
-        Command::List {
-            status,
-            work_type,
-            owner,
-        } => Output::Many(store.list(&Filter {
-            status: *status,
-            work_type: work_type.clone(),
-            owner: owner.clone(),
+        Command::List(list) => Output::Many(store.list(&Filter {
+            status: list.status,
+            work_type: list.work_type.clone(),
+            owner: list.owner.clone(),
         })?),
-        Command::Show { id } => Output::One(Box::new(store.get(id)?)),
+        Command::Show(show) => Output::One(Box::new(store.get(&show.id)?)),
         Command::Agent {
             command: AgentCommand::Register { team, capacity },
         } => {
@@ -163,14 +151,14 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
                 Duration::MAX,
             ))
         }
-        Command::Agents { stale_after } => Output::Value(serde_json::Value::Array(
+        Command::Agents(agents) => Output::Value(serde_json::Value::Array(
             store
                 .agents()?
                 .iter()
-                .map(|a| agent_json(a, *stale_after))
+                .map(|a| agent_json(a, agents.stale_after))
                 .collect(),
         )),
-        Command::Log { .. } | Command::Run { .. } | Command::Work { .. } => {
+        Command::Log(_) | Command::Run(_) | Command::Work(_) => {
             unreachable!("handled before")
         }
     })

@@ -6,24 +6,21 @@ use coord_runner::{Finish, RunOptions, Shutdown, SignalMode, WorkOptions, watch_
 use serde_json::json;
 
 use crate::backend::Backend;
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, RunArgs, WorkArgs};
 use crate::output;
 
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-pub fn run(cli: &Cli, backend: &Backend, agent: &str) -> ExitCode {
+pub fn run(cli: &Cli, args: &RunArgs, backend: &Backend, agent: &str) -> ExitCode {
     let store = backend.store();
-    let Command::Run {
+    let RunArgs {
         what,
         result,
         grace,
         command,
-    } = &cli.command
-    else {
-        unreachable!("called for `run`")
-    };
+    } = args;
     let request = what.request(agent);
     // A claim that cannot be had runs nothing.
     let claim = match what.retry.policy().run(|| store.claim(&request)) {
@@ -63,9 +60,9 @@ pub fn run(cli: &Cli, backend: &Backend, agent: &str) -> ExitCode {
     }
 }
 
-pub fn work(cli: &Cli, backend: &Backend, agent: &str) -> ExitCode {
+pub fn work(cli: &Cli, args: &WorkArgs, backend: &Backend, agent: &str) -> ExitCode {
     let store = backend.store();
-    let Command::Work {
+    let WorkArgs {
         work_types,
         lease,
         concurrency,
@@ -74,10 +71,7 @@ pub fn work(cli: &Cli, backend: &Backend, agent: &str) -> ExitCode {
         grace,
         retry_backoff,
         command,
-    } = &cli.command
-    else {
-        unreachable!("called for `work`")
-    };
+    } = args;
     let shutdown = Shutdown::new();
     let signals = match watch_signals(&shutdown, SignalMode::Stop) {
         Ok(handle) => handle,
