@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use coord_core::{Claim, ClaimHead, CoordError};
+use coord_core::{Claim, ClaimHead, CoordError, Status, Timestamp};
 use reactor_file::Contents;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -30,6 +30,45 @@ struct Record {
 pub(crate) struct ClaimsDoc {
     bytes: Contents,
     records: Arc<Vec<(Range<usize>, Arc<ClaimHead>)>>,
+    summary: Summary,
+}
+
+/// What changes ask of the whole file, worked out once per document (while
+/// it is parsed or rendered), so a change in a big file does not scan every
+/// record again for each of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Summary {
+    pub max_fence: u64,
+    /// The largest revision a record carries (0 for the older tools').
+    pub max_revision: u64,
+    /// The earliest lease deadline of an in-progress record.
+    pub earliest_deadline: Option<Timestamp>,
+    /// How many records are in a final status.
+    pub finished: usize,
+}
+
+impl Summary {
+    fn add(&mut self, head: &ClaimHead) {
+        self.max_fence = self.max_fence.max(head.fence.unwrap_or(0));
+        self.max_revision = self.max_revision.max(head.revision.unwrap_or(0));
+        if head.status == Status::InProgress
+            && let Some(deadline) = head.lease_deadline()
+        {
+            self.earliest_deadline =
+                Some(self.earliest_deadline.map_or(deadline, |d| d.min(deadline)));
+        }
+        if head.status.is_final() {
+            self.finished += 1;
+        }
+    }
+
+    fn of(records: &[(Range<usize>, Arc<ClaimHead>)]) -> Summary {
+        let mut summary = Summary::default();
+        for (_, head) in records {
+            summary.add(head);
+        }
+        summary
+    }
 }
 
 impl std::fmt::Debug for ClaimsDoc {
@@ -74,6 +113,7 @@ impl ClaimsDoc {
             return Ok(ClaimsDoc {
                 bytes: Contents::default(),
                 records: Arc::default(),
+                summary: Summary::default(),
             });
         };
         // coord's own layout first, on the bytes: a record reused from
@@ -81,6 +121,7 @@ impl ClaimsDoc {
         if let Some(records) = Self::parse_own_layout(path, bytes, prior)? {
             return Ok(ClaimsDoc {
                 bytes: bytes.clone(),
+                summary: Summary::of(&records),
                 records: Arc::new(records),
             });
         }
@@ -99,7 +140,7 @@ impl ClaimsDoc {
             )
         })?;
         let base = text.as_ptr() as usize;
-        let records = raws
+        let records: Vec<(Range<usize>, Arc<ClaimHead>)> = raws
             .iter()
             .enumerate()
             .map(|(i, raw)| {
@@ -118,6 +159,7 @@ impl ClaimsDoc {
             .collect::<Result<_, _>>()?;
         Ok(ClaimsDoc {
             bytes: bytes.clone(),
+            summary: Summary::of(&records),
             records: Arc::new(records),
         })
     }
@@ -201,9 +243,8 @@ impl ClaimsDoc {
         decode(path, index, self.raw(index))
     }
 
-    /// The largest revision any record carries (0 for the older tools').
-    pub(crate) fn max_revision(&self) -> u64 {
-        self.heads().filter_map(|h| h.revision).max().unwrap_or(0)
+    pub(crate) fn summary(&self) -> Summary {
+        self.summary
     }
 
     /// Starts a change that will commit as store revision `revision`, with
@@ -368,13 +409,51 @@ impl Draft<'_> {
     /// set: minting an id asks once or twice, so hashing every id would cost
     /// more than it saves.
     pub(crate) fn id_in_use(&self, id: &str) -> bool {
+        // Minted ids share a long prefix: compare their ends first.
+        let same = |other: &str| {
+            other.len() == id.len()
+                && other.as_bytes().last() == id.as_bytes().last()
+                && other == id
+        };
         self.heads()
-            .any(|(_, h)| h.work_item_id == id || h.coordination_id.as_deref() == Some(id))
+            .any(|(_, h)| same(&h.work_item_id) || h.coordination_id.as_deref().is_some_and(same))
     }
 
-    /// The largest fence any record carries.
+    /// The largest fence any record carries (or carried before this draft
+    /// removed it: cleanup keeps that one in the state file anyway).
     pub(crate) fn max_fence(&self) -> u64 {
-        self.heads().filter_map(|(_, h)| h.fence).max().unwrap_or(0)
+        self.changes()
+            .filter_map(|h| h.fence)
+            .fold(self.doc.summary.max_fence, u64::max)
+    }
+
+    /// The heads this draft changed or added.
+    fn changes(&self) -> impl Iterator<Item = &ClaimHead> {
+        self.changed
+            .values()
+            .chain(&self.added)
+            .map(|r| r.head.as_ref())
+    }
+
+    /// The positions of in-progress records whose lease has passed. Only the
+    /// records this draft touched are looked at unless the document's
+    /// earliest deadline says one of the others may have lapsed.
+    pub(crate) fn lapsed(&self, now: Timestamp) -> Vec<usize> {
+        let may_have_lapsed = self.doc.summary.earliest_deadline.is_some_and(|d| d <= now);
+        if may_have_lapsed {
+            return self
+                .heads()
+                .filter(|(_, h)| h.is_lapsed(now))
+                .map(|(p, _)| p)
+                .collect();
+        }
+        let old = self.doc.records.len();
+        self.changed
+            .keys()
+            .copied()
+            .chain(old..old + self.added.len())
+            .filter(|p| !self.removed.contains(p) && self.record(*p).1.is_lapsed(now))
+            .collect()
     }
 
     /// The fence for the next acquisition: above every fence in the file and
@@ -449,18 +528,21 @@ impl Draft<'_> {
             + 4;
         let mut out = Vec::with_capacity(size);
         let mut records = Vec::with_capacity(kept.len());
+        let mut summary = Summary::default();
         out.push(b'[');
         for (n, pos) in kept.iter().enumerate() {
             let (raw, head) = self.record(*pos);
             out.extend_from_slice(if n == 0 { b"\n  " } else { b",\n  " });
             let start = out.len();
             out.extend_from_slice(raw);
+            summary.add(head);
             records.push((start..out.len(), Arc::clone(head)));
         }
         out.extend_from_slice(if kept.is_empty() { b"]\n" } else { b"\n]\n" });
         ClaimsDoc {
             bytes: Contents::new(out),
             records: Arc::new(records),
+            summary,
         }
     }
 }
@@ -752,6 +834,7 @@ mod tests {
             }
             let rendered = draft.render();
             let parsed = ClaimsDoc::parse(path(), Some(&rendered.contents()), None).unwrap();
+            proptest::prop_assert_eq!(rendered.summary(), parsed.summary());
             let heads = |d: &ClaimsDoc| d.heads().cloned().collect::<Vec<_>>();
             proptest::prop_assert_eq!(heads(&rendered), heads(&parsed));
             proptest::prop_assert_eq!(

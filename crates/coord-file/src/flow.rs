@@ -144,12 +144,13 @@ impl AsRef<[u8]> for Plan {
 }
 
 fn plan(draft: &Draft<'_>, events: Vec<Event>, outcome: Outcome) -> Plan {
+    let doc = draft.render();
     Plan {
-        doc: draft.render(),
         revision: draft.revision(),
         events,
         outcome,
-        finished: draft.heads().filter(|(_, h)| h.status.is_final()).count(),
+        finished: doc.summary().finished,
+        doc,
     }
 }
 
@@ -202,9 +203,9 @@ fn expire_lapsed(
     except: Option<usize>,
 ) -> Result<(Vec<Event>, Vec<Claim>), CoordError> {
     let lapsed: Vec<usize> = draft
-        .heads()
-        .filter(|(p, h)| h.is_lapsed(now) && Some(*p) != except)
-        .map(|(p, _)| p)
+        .lapsed(now)
+        .into_iter()
+        .filter(|p| Some(*p) != except)
         .collect();
     let mut events = Vec::new();
     let mut expired = Vec::new();
@@ -295,7 +296,11 @@ fn begin<'a>(ctx: &Ctx<'_>) -> WorkflowBuilder<'a, FlowError> {
                 // remembered of records it removed. Log lines past it are a
                 // dead writer's write-ahead and go.
                 let state = state::read(&dir)?;
-                let committed = doc(inputs)?.value.max_revision().max(state.revision);
+                let committed = doc(inputs)?
+                    .value
+                    .summary()
+                    .max_revision
+                    .max(state.revision);
                 let log = dir.join(EVENT_LOG);
                 // A log this store left after its own committed change is settled.
                 let mut memory = log_memory.lock();

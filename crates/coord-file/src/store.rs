@@ -385,7 +385,8 @@ impl Store for FileStore {
         // Only what committed: the claims file and the state file say how far.
         let committed = self
             .snapshot()?
-            .max_revision()
+            .summary()
+            .max_revision
             .max(crate::state::read(&self.dir)?.revision);
         events::read(&self.dir.join(events::EVENT_LOG), cursor, committed)
     }
