@@ -36,9 +36,20 @@ fn not_ours(path: &Path, what: &str) -> CoordError {
 /// killed writer left. Only what looks like coord's own partial line, after
 /// a whole event line (or alone), is cut; anything else is an error.
 fn repair_tail(path: &Path, file: &mut File) -> Result<u64, CoordError> {
+    repair_tail_reading(path, file).map(|(len, _)| len)
+}
+
+/// The last [`TAIL`] bytes (or the whole log, if shorter) as read to check
+/// the tail, when it was whole: settling looks at the same bytes.
+type Tail = Option<Vec<u8>>;
+
+const TAIL: u64 = 4096;
+
+/// [`repair_tail`], also handing back the tail it read when it was whole.
+fn repair_tail_reading(path: &Path, file: &mut File) -> Result<(u64, Tail), CoordError> {
     let io = |e| io_error(path, e);
     let len = file.metadata().map_err(io)?.len();
-    let mut window: u64 = 4096;
+    let mut window: u64 = TAIL;
     loop {
         let start = len.saturating_sub(window);
         let mut bytes = vec![0u8; (len - start) as usize];
@@ -52,14 +63,14 @@ fn repair_tail(path: &Path, file: &mut File) -> Result<u64, CoordError> {
             // No whole line at all: an empty log, or a lone torn line.
             return if bytes.is_empty() || bytes.starts_with(LINE_START) {
                 file.set_len(0).map_err(io)?;
-                Ok(0)
+                Ok((0, None))
             } else {
                 Err(not_ours(path, "does not start with an event"))
             };
         };
         let end = start + last_newline as u64 + 1;
         if end == len {
-            return Ok(len);
+            return Ok((len, (window == TAIL).then_some(bytes)));
         }
         let line_start = bytes[..last_newline]
             .iter()
@@ -73,7 +84,7 @@ fn repair_tail(path: &Path, file: &mut File) -> Result<u64, CoordError> {
             serde_json::from_slice::<Event>(&bytes[line_start..last_newline]).is_ok();
         if last_line_is_event && bytes[last_newline + 1..].starts_with(LINE_START) {
             file.set_len(end).map_err(io)?;
-            return Ok(end);
+            return Ok((end, None));
         }
         return Err(not_ours(path, "ends with something that is not an event"));
     }
@@ -274,14 +285,21 @@ pub(crate) fn settle_keeping(
 
 /// Settles the open log; returns how many lines went and its length after.
 fn settle_open(path: &Path, file: &mut File, committed: u64) -> Result<(usize, u64), CoordError> {
-    let len = repair_tail(path, file)?;
-    let mut window: u64 = 4096;
+    let (len, mut tail) = repair_tail_reading(path, file)?;
+    let mut window: u64 = TAIL;
     loop {
         let start = len.saturating_sub(window);
-        let mut bytes = vec![0u8; (len - start) as usize];
-        file.seek(SeekFrom::Start(start))
-            .map_err(|e| io_error(path, e))?;
-        file.read_exact(&mut bytes).map_err(|e| io_error(path, e))?;
+        // The first window is the tail repair_tail just read, if it kept it.
+        let bytes = match tail.take().filter(|t| t.len() as u64 == len - start) {
+            Some(bytes) => bytes,
+            None => {
+                let mut bytes = vec![0u8; (len - start) as usize];
+                file.seek(SeekFrom::Start(start))
+                    .map_err(|e| io_error(path, e))?;
+                file.read_exact(&mut bytes).map_err(|e| io_error(path, e))?;
+                bytes
+            }
+        };
         // Skip the first, partial line of a window that starts mid-file; a
         // window holding no whole line (a line longer than the window) grows.
         let first = match (start, bytes.iter().position(|b| *b == b'\n')) {
