@@ -36,7 +36,15 @@ fn not_ours(path: &Path, what: &str) -> CoordError {
 /// killed writer left. Only what looks like coord's own partial line, after
 /// a whole event line (or alone), is cut; anything else is an error.
 fn repair_tail(path: &Path, file: &mut File) -> Result<u64, CoordError> {
-    repair_tail_reading(path, file).map(|(len, _)| len)
+    repair_tail_reading(path, file).map(|(len, _, _)| len)
+}
+
+/// A file's device and inode numbers.
+type Inode = (u64, u64);
+
+fn inode(meta: &std::fs::Metadata) -> Inode {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
 }
 
 /// The last [`TAIL`] bytes (or the whole log, if shorter) as read to check
@@ -46,9 +54,10 @@ type Tail = Option<Vec<u8>>;
 const TAIL: u64 = 4096;
 
 /// [`repair_tail`], also handing back the tail it read when it was whole.
-fn repair_tail_reading(path: &Path, file: &mut File) -> Result<(u64, Tail), CoordError> {
+fn repair_tail_reading(path: &Path, file: &mut File) -> Result<(u64, Tail, Inode), CoordError> {
     let io = |e| io_error(path, e);
-    let len = file.metadata().map_err(io)?.len();
+    let meta = file.metadata().map_err(io)?;
+    let (len, id) = (meta.len(), inode(&meta));
     let mut window: u64 = TAIL;
     loop {
         let start = len.saturating_sub(window);
@@ -63,14 +72,14 @@ fn repair_tail_reading(path: &Path, file: &mut File) -> Result<(u64, Tail), Coor
             // No whole line at all: an empty log, or a lone torn line.
             return if bytes.is_empty() || bytes.starts_with(LINE_START) {
                 file.set_len(0).map_err(io)?;
-                Ok((0, None))
+                Ok((0, None, id))
             } else {
                 Err(not_ours(path, "does not start with an event"))
             };
         };
         let end = start + last_newline as u64 + 1;
         if end == len {
-            return Ok((len, (window == TAIL).then_some(bytes)));
+            return Ok((len, (window == TAIL).then_some(bytes), id));
         }
         let line_start = bytes[..last_newline]
             .iter()
@@ -84,7 +93,7 @@ fn repair_tail_reading(path: &Path, file: &mut File) -> Result<(u64, Tail), Coor
             serde_json::from_slice::<Event>(&bytes[line_start..last_newline]).is_ok();
         if last_line_is_event && bytes[last_newline + 1..].starts_with(LINE_START) {
             file.set_len(end).map_err(io)?;
-            return Ok((end, None));
+            return Ok((end, None, id));
         }
         return Err(not_ours(path, "ends with something that is not an event"));
     }
@@ -110,20 +119,20 @@ pub(crate) fn append(
     events: &[Event],
     options: LogOptions,
 ) -> Result<u64, CoordError> {
-    append_keeping(path, events, options, None).map(|(len, _, _)| len)
+    append_keeping(path, events, options, None).map(|(len, _)| len)
 }
 
 /// [`append`] through `kept`, the log as this store left it and this
 /// change's settle step found it (so its length is known), if given;
-/// returns the file too, still open, and its length after the append.
+/// returns the log too, still open (its `revision` left for the caller).
 fn append_keeping(
     path: &Path,
     events: &[Event],
     options: LogOptions,
     kept: Option<OpenLog>,
-) -> Result<(u64, File, u64), CoordError> {
-    let (mut file, len) = match kept {
-        Some(log) if log.len < options.rotate_at => (log.file, log.len),
+) -> Result<(u64, OpenLog), CoordError> {
+    let (mut file, len, (dev, ino)) = match kept {
+        Some(log) if log.len < options.rotate_at => (log.file, log.len, (log.dev, log.ino)),
         _ => open_for_append(path, options)?,
     };
     let mut lines = Vec::with_capacity(events.len() * 256);
@@ -143,12 +152,19 @@ fn append_keeping(
         let _ = file.set_len(len);
         return Err(io_error(path, e));
     }
-    Ok((len, file, len + lines.len() as u64))
+    let log = OpenLog {
+        file,
+        dev,
+        ino,
+        len: len + lines.len() as u64,
+        revision: 0,
+    };
+    Ok((len, log))
 }
 
 /// Opens the log for appending, rotating it first when it has grown too
-/// big; returns it with the length of its whole lines.
-fn open_for_append(path: &Path, options: LogOptions) -> Result<(File, u64), CoordError> {
+/// big; returns it with the length of its whole lines, and its inode.
+fn open_for_append(path: &Path, options: LogOptions) -> Result<(File, u64, Inode), CoordError> {
     let open = || {
         OpenOptions::new()
             .read(true)
@@ -158,11 +174,13 @@ fn open_for_append(path: &Path, options: LogOptions) -> Result<(File, u64), Coor
             .map_err(|e| io_error(path, e))
     };
     let mut file = open()?;
-    let size = file.metadata().map_err(|e| io_error(path, e))?.len();
+    let meta = file.metadata().map_err(|e| io_error(path, e))?;
+    let (size, mut id) = (meta.len(), inode(&meta));
     if size >= options.rotate_at {
         drop(file);
         reactor_file::rotate(path, "jsonl").map_err(|e| io_error(path, e))?;
         file = open()?;
+        id = inode(&file.metadata().map_err(|e| io_error(path, e))?);
     }
     // A settled log (this change's own settle step ran under the same lock)
     // needs no second look at its tail.
@@ -171,7 +189,7 @@ fn open_for_append(path: &Path, options: LogOptions) -> Result<(File, u64), Coor
     } else {
         repair_tail(path, &mut file)?
     };
-    Ok((file, len))
+    Ok((file, len, id))
 }
 
 /// The `append_event_log` step: appends the plan's events; undo cuts the
@@ -216,14 +234,15 @@ impl<P: Planned> Step<FlowError> for AppendEvents<P> {
             return Ok(Appended { len_before: None });
         }
         let kept = self.memory.lock().take_log();
-        let (len_before, file, len) = append_keeping(&self.path, &plan.events, self.options, kept)?;
+        let (len_before, log) = append_keeping(&self.path, &plan.events, self.options, kept)?;
         let mut memory = self.memory.lock();
         if memory.long_lived() {
             // Trusted by the next change only once this one commits (the
             // claims file then says `plan.revision` committed).
-            if let Ok(log) = OpenLog::new(file, len, plan.revision) {
-                memory.put_log(log);
-            }
+            memory.put_log(OpenLog {
+                revision: plan.revision,
+                ..log
+            });
         }
         drop(memory);
         crate::crash::point("commit:events-written");
@@ -278,14 +297,24 @@ pub(crate) fn settle_keeping(
         Err(e) => return Err(io_error(path, e)),
     };
     let mut file = file;
-    let (dropped, len) = settle_open(path, &mut file, committed)?;
-    let log = OpenLog::new(file, len, committed).map_err(|e| io_error(path, e))?;
+    let (dropped, len, (dev, ino)) = settle_open(path, &mut file, committed)?;
+    let log = OpenLog {
+        file,
+        dev,
+        ino,
+        len,
+        revision: committed,
+    };
     Ok((dropped, Some(log)))
 }
 
 /// Settles the open log; returns how many lines went and its length after.
-fn settle_open(path: &Path, file: &mut File, committed: u64) -> Result<(usize, u64), CoordError> {
-    let (len, mut tail) = repair_tail_reading(path, file)?;
+fn settle_open(
+    path: &Path,
+    file: &mut File,
+    committed: u64,
+) -> Result<(usize, u64, Inode), CoordError> {
+    let (len, mut tail, id) = repair_tail_reading(path, file)?;
     let mut window: u64 = TAIL;
     loop {
         let start = len.saturating_sub(window);
@@ -333,7 +362,7 @@ fn settle_open(path: &Path, file: &mut File, committed: u64) -> Result<(usize, u
             continue;
         }
         if dropped == 0 {
-            return Ok((0, len));
+            return Ok((0, len, id));
         }
         let cut = start + suffix_start as u64;
         file.set_len(cut).map_err(|e| io_error(path, e))?;
@@ -343,7 +372,7 @@ fn settle_open(path: &Path, file: &mut File, committed: u64) -> Result<(usize, u
         }
         file.sync_data().map_err(|e| io_error(path, e))?;
         let kept: usize = keep.iter().map(|l| l.len()).sum();
-        return Ok((dropped, cut + kept as u64));
+        return Ok((dropped, cut + kept as u64, id));
     }
 }
 

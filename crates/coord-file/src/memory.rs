@@ -74,6 +74,7 @@ pub(crate) struct OpenLog {
 
 impl OpenLog {
     /// `file` as it stands now, `len` bytes long.
+    #[cfg(test)]
     pub(crate) fn new(file: File, len: u64, revision: u64) -> std::io::Result<OpenLog> {
         let meta = file.metadata()?;
         Ok(OpenLog {
@@ -216,5 +217,77 @@ impl Memory {
 
     pub(crate) fn fs_checked(&mut self) {
         self.fs_checked = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::io::Write;
+
+    use super::*;
+
+    const FILE: &[u8] = b"[\n  {\"work_item_id\":\"w\",\"work_type\":\"t\",\"priority\":\"low\",\"status\":\"pending\"}\n]\n";
+
+    fn doc() -> ClaimsDoc {
+        let bytes = reactor_file::Contents::new(FILE.to_vec());
+        ClaimsDoc::parse(Path::new("f"), Some(&bytes), None).unwrap()
+    }
+
+    fn replace(path: &Path, bytes: &[u8]) {
+        let temp = path.with_extension("other");
+        fs::write(&temp, bytes).unwrap();
+        #[allow(clippy::disallowed_methods)] // a test playing another writer
+        fs::rename(&temp, path).unwrap();
+    }
+
+    #[test]
+    fn a_written_file_stands_in_for_a_read_only_while_it_is_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("claims.json");
+        let mut memory = Memory::default();
+        fs::write(&path, FILE).unwrap();
+        memory.committed(&path, &doc());
+        assert!(
+            memory.unchanged_claims(&path).is_none(),
+            "a one-shot store pins nothing"
+        );
+        memory.committed(&path, &doc());
+        assert!(memory.unchanged_claims(&path).is_some());
+        assert!(memory.unchanged_claims(&path).is_some(), "still the same");
+        // Another writer's file, byte for byte the same: still not ours.
+        replace(&path, FILE);
+        assert!(memory.unchanged_claims(&path).is_none());
+        memory.committed(&path, &doc());
+        assert!(
+            memory.unchanged_claims(&path).is_none(),
+            "after a miss, pinning waits for the 16th change"
+        );
+    }
+
+    #[test]
+    fn a_kept_log_is_trusted_only_unchanged_and_at_the_revision_that_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        fs::write(&path, b"{}\n").unwrap();
+        let open = || fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut memory = Memory::default();
+
+        memory.put_log(OpenLog::new(open(), 3, 7).unwrap());
+        assert!(memory.settled_log(&path, 7).is_some());
+        memory.put_log(OpenLog::new(open(), 3, 7).unwrap());
+        assert!(
+            memory.settled_log(&path, 6).is_none(),
+            "its last append never committed"
+        );
+        memory.put_log(OpenLog::new(open(), 3, 7).unwrap());
+        open().write_all(b"{}\n").unwrap();
+        assert!(
+            memory.settled_log(&path, 7).is_none(),
+            "another writer appended"
+        );
+        memory.put_log(OpenLog::new(open(), 6, 7).unwrap());
+        replace(&path, b"{}\n{}\n");
+        assert!(memory.settled_log(&path, 7).is_none(), "rotated away");
     }
 }
