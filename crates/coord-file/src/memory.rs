@@ -4,13 +4,14 @@
 //! settled, re-check the file system, re-sweep temp files.
 //!
 //! Every shortcut is taken only when the file on disk is provably the one
-//! the store left: the store keeps that file open (so its inode number
-//! cannot be handed to another file) and compares the path's inode, size
-//! and change times with what it saw right after its own write. Any other
-//! writer replaces the claims file by rename (a new inode), and only ever
-//! appends to or truncates the event log (a new size), so a match means no
-//! one else wrote. A one-shot process makes a single change and remembers
-//! nothing that costs a system call.
+//! the store left. The store keeps that file open, so its inode number
+//! cannot be handed to another file, and compares what the path names now
+//! with what it saw right after its own write: for the claims file the
+//! inode, size and change times (any other writer replaces it by rename: a
+//! new inode); for the event log the inode and length (others only append
+//! or cut: a new length), plus the revision of its last append, which must
+//! be the one the claims file says committed. A one-shot process makes a
+//! single change and remembers nothing that costs a system call.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -92,6 +93,7 @@ impl OpenLog {
     }
 }
 
+/// What one store remembers (see the module docs).
 #[derive(Default)]
 pub(crate) struct Memory {
     /// The claims file as last read or written: reading it again decodes
