@@ -23,7 +23,10 @@ use cli::{AgentCommand, Cli, Command, HoldArgs};
 use output::Output;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return output::usage_error(e),
+    };
     output::set_human(cli.human);
     init_tracing();
     let (agent, agent_given) = cli.agent_id();

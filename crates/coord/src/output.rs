@@ -3,7 +3,7 @@
 //! JSON by default, everywhere (pipes and terminals alike); `--human` swaps
 //! in short lines for people, never for scripts.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -144,6 +144,20 @@ fn stderr_line(line: &str) {
     buf.push_str(line);
     buf.push('\n');
     let _ = io::stderr().lock().write_all(buf.as_bytes());
+}
+
+/// Reports a command line clap refused and returns its exit code (2). To
+/// a terminal clap prints it itself, in colour; elsewhere (an agent, a
+/// script, a log) it goes out in one write, like every other stderr line,
+/// so it cannot interleave with another process's output. `--help` and
+/// `--version` are clap's as well.
+pub fn usage_error(error: clap::Error) -> ExitCode {
+    if !error.use_stderr() || io::stderr().is_terminal() {
+        error.exit();
+    }
+    let text = error.render().to_string();
+    let _ = io::stderr().lock().write_all(text.as_bytes());
+    ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
 }
 
 /// A warning: one line of JSON on stderr, `{"warning": KIND, "message": ...}`.

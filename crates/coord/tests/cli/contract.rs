@@ -450,6 +450,9 @@ fn usage_errors_keep_the_parsers_exit_2() {
     ] {
         let run = env.run(args);
         assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stdout.is_empty(), "{args:?}: {run:?}");
+        assert!(run.stderr.starts_with("error: "), "{args:?}: {run:?}");
+        assert!(run.stderr.ends_with("try '--help'.\n"), "{args:?}: {run:?}");
     }
     assert!(!env.dir.exists());
 }
