@@ -388,40 +388,36 @@ fn seeded_claims(live: usize, finished: usize) -> Vec<u8> {
     out
 }
 
-/// p50 of `m` timed claims in `dir` (after two unmeasured ones).
-fn claim_p50(dir: &Path, m: usize) -> f64 {
+/// p50s of `m` timed claims in `dir` (after two unmeasured ones) and of
+/// `m` bare durable rewrites of a file of the claims file's size, taken in
+/// turn (claim, rewrite, claim, ...) so that both see the machine's load
+/// as it drifts. Returns (claim p50, bare p50, the file's size).
+fn claim_and_bare_p50(base: &Path, dir: &Path, m: usize) -> (f64, f64, u64) {
     let store = store(dir);
     for _ in 0..2 {
         store
             .claim(&ClaimRequest::new("bench", "bench"))
             .expect("a claim");
     }
-    let mut times: Vec<f64> = (0..m)
-        .map(|_| {
-            let t = Instant::now();
-            store
-                .claim(&ClaimRequest::new("bench", "bench"))
-                .expect("a claim");
-            t.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    percentile(&times, 0.5)
-}
-
-/// p50 of `m` bare durable rewrites of `bytes`.
-fn bare_p50(base: &Path, bytes: &[u8], m: usize) -> f64 {
-    let dir = dir_in(base);
-    let lock = bare::lock_file(dir.path()).expect("a lock file");
-    let mut times: Vec<f64> = (0..m)
-        .map(|_| {
-            let t = Instant::now();
-            bare::durable_update(dir.path(), &lock, bytes).expect("a bare update");
-            t.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    percentile(&times, 0.5)
+    // Compare with a file the size of the claims file as measured.
+    let size = std::fs::metadata(dir.join(CLAIMS_FILE)).map_or(0, |md| md.len());
+    let bytes = vec![b' '; size as usize];
+    let bare_dir = dir_in(base);
+    let lock = bare::lock_file(bare_dir.path()).expect("a lock file");
+    let (mut claims, mut bares) = (Vec::with_capacity(m), Vec::with_capacity(m));
+    for _ in 0..m {
+        let t = Instant::now();
+        store
+            .claim(&ClaimRequest::new("bench", "bench"))
+            .expect("a claim");
+        claims.push(t.elapsed().as_secs_f64() * 1e6);
+        let t = Instant::now();
+        bare::durable_update(bare_dir.path(), &lock, &bytes).expect("a bare update");
+        bares.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    claims.sort_by(f64::total_cmp);
+    bares.sort_by(f64::total_cmp);
+    (percentile(&claims, 0.5), percentile(&bares, 0.5), size)
 }
 
 /// Scenario 3: claim latency as the store grows.
@@ -429,7 +425,7 @@ fn growth(base: &Path, quick: bool) -> Value {
     let m = if quick { 15 } else { 41 };
     let finished = if quick { 20_000 } else { 100_000 };
     println!(
-        "\n## growth: claim latency (p50 of {m}) vs a bare durable rewrite of a file of the same size"
+        "\n## growth: claim latency (p50 of {m}) vs a bare durable rewrite of a file of the same size, taken in turn"
     );
     println!(
         "{:>8} {:>10} {:>10} {:>14} {:>9}",
@@ -441,11 +437,7 @@ fn growth(base: &Path, quick: bool) -> Value {
         let dir = dir_in(base);
         let bytes = seeded_claims(live, done);
         std::fs::write(dir.path().join(CLAIMS_FILE), &bytes).expect("seeded");
-        let claim = claim_p50(dir.path(), m);
-        // Compare with a file the size of the claims file as measured.
-        let size = std::fs::metadata(dir.path().join(CLAIMS_FILE))
-            .map_or(bytes.len() as u64, |md| md.len());
-        let bare = bare_p50(base, &vec![b' '; size as usize], m);
+        let (claim, bare, size) = claim_and_bare_p50(base, dir.path(), m);
         println!(
             "{live:>8} {done:>10} {:>10} {:>14.2} {:>9.2}",
             size / 1024,
