@@ -55,7 +55,7 @@ impl FileId {
 }
 
 /// A file this store wrote, held open so its inode stays its own.
-struct Pinned {
+pub(crate) struct Pinned {
     _file: File,
     id: FileId,
 }
@@ -156,12 +156,17 @@ impl Memory {
     /// second change on (a long-lived store), the file is pinned so the next
     /// change can skip reading it; while other writers keep replacing it,
     /// only every 16th change tries.
-    pub(crate) fn committed(&mut self, path: &Path, doc: &ClaimsDoc) {
+    ///
+    /// Returns the file pinned before, if any: it is the one this change
+    /// replaced, and closing it frees its blocks (about a millisecond for a
+    /// 3.7 MB file), so the caller drops it after releasing the lock.
+    #[must_use = "drop it once the lock is released"]
+    pub(crate) fn committed(&mut self, path: &Path, doc: &ClaimsDoc) -> Option<Pinned> {
         self.changes += 1;
         self.doc = Some(doc.clone());
-        self.written = None;
+        let replaced = self.written.take();
         if self.changes < 2 || (self.misses > 0 && !self.changes.is_multiple_of(16)) {
-            return;
+            return replaced;
         }
         // Opened by path after the rename, under the lock: it is our file.
         if let Ok(file) = File::open(path)
@@ -173,6 +178,7 @@ impl Memory {
                 _file: file,
             });
         }
+        replaced
     }
 
     /// The event log as this store left it, if `path` still names it
@@ -249,18 +255,18 @@ mod tests {
         let path = dir.path().join("claims.json");
         let mut memory = Memory::default();
         fs::write(&path, FILE).unwrap();
-        memory.committed(&path, &doc());
+        drop(memory.committed(&path, &doc()));
         assert!(
             memory.unchanged_claims(&path).is_none(),
             "a one-shot store pins nothing"
         );
-        memory.committed(&path, &doc());
+        drop(memory.committed(&path, &doc()));
         assert!(memory.unchanged_claims(&path).is_some());
         assert!(memory.unchanged_claims(&path).is_some(), "still the same");
         // Another writer's file, byte for byte the same: still not ours.
         replace(&path, FILE);
         assert!(memory.unchanged_claims(&path).is_none());
-        memory.committed(&path, &doc());
+        drop(memory.committed(&path, &doc()));
         assert!(
             memory.unchanged_claims(&path).is_none(),
             "after a miss, pinning waits for the 16th change"

@@ -237,10 +237,14 @@ impl FileStore {
         };
         let claims_path = self.claims_path();
         let plan = change(&ctx)?;
-        self.memory.lock().committed(&claims_path, &plan.doc);
+        // Files this store had pinned and the change replaced: freed after
+        // the lock is released, not while other writers wait for it.
+        let mut replaced = vec![self.memory.lock().committed(&claims_path, &plan.doc)];
         if plan.finished > self.options.compact_at {
             match flow::cleanup(&ctx, Sweep::AllBut(self.options.compact_keep)) {
-                Ok(compacted) => self.memory.lock().committed(&claims_path, &compacted.doc),
+                Ok(compacted) => {
+                    replaced.push(self.memory.lock().committed(&claims_path, &compacted.doc));
+                }
                 Err(e) => self.warn(
                     "compaction_failed",
                     format!("automatic compaction failed: {e}"),
@@ -250,6 +254,8 @@ impl FileStore {
         if let Some(agent) = agent.filter(|_| self.options.track_agents) {
             self.touch_agent(agent, now);
         }
+        drop(lock);
+        drop(replaced);
         Ok(plan.outcome)
     }
 

@@ -166,7 +166,7 @@ pub struct HoldArgs {
 
 /// A subcommand's arguments, defined only when that subcommand is the one
 /// used. clap otherwise builds every subcommand's arguments on every run,
-/// about a fifth of a millisecond of each `coord` call (see
+/// about a tenth of a millisecond of each `coord` call (see
 /// docs/benchmarks.md); the help and the parsing are the same either way.
 #[derive(Debug)]
 pub struct Lazy<T>(pub T);
