@@ -20,10 +20,19 @@ impl<'a> From<&'a ClaimHead> for Slot<'a> {
 }
 
 /// Decides whether a new claim may run beside a live one. A value the
-/// library user can replace; closures `Fn(Slot, Slot) -> bool` qualify.
+/// library user can replace with a type of their own.
 pub trait ConflictPolicy: Send + Sync + fmt::Debug {
     /// Whether a new claim `new` conflicts with the live claim `live`.
     fn conflicts(&self, new: Slot<'_>, live: Slot<'_>) -> bool;
+
+    /// Whether a claim of `priority` conflicts with no claim at all, of any
+    /// work type, either way round. A store may then take such work without
+    /// looking at other claims (PostgreSQL's `next` in one statement). The
+    /// default, `false`, is always safe.
+    fn never_conflicts(&self, priority: Priority) -> bool {
+        let _ = priority;
+        false
+    }
 }
 
 /// The seed's rule, and the default: `high` and `critical` work is exclusive
@@ -33,9 +42,16 @@ pub struct SeedPolicy;
 
 impl ConflictPolicy for SeedPolicy {
     fn conflicts(&self, new: Slot<'_>, live: Slot<'_>) -> bool {
-        let exclusive = |p: Priority| p >= Priority::High;
         new.work_type == live.work_type && exclusive(new.priority) && exclusive(live.priority)
     }
+
+    fn never_conflicts(&self, priority: Priority) -> bool {
+        !exclusive(priority)
+    }
+}
+
+fn exclusive(priority: Priority) -> bool {
+    priority >= Priority::High
 }
 
 /// One live claim per work type, whatever the priority.
@@ -129,6 +145,32 @@ mod tests {
                 ));
             }
         }
+    }
+
+    /// A policy that says a priority never conflicts must mean it: stores
+    /// skip every check for such claims.
+    #[test]
+    fn never_conflicting_priorities_need_no_exclusion() {
+        let policies: [&dyn ConflictPolicy; 2] = [&SeedPolicy, &ExclusivePerWorkType];
+        for policy in policies {
+            for priority in Priority::ALL {
+                let exclusive = ["deploy", "t", "x_y"].iter().any(|work_type| {
+                    needs_exclusion(
+                        policy,
+                        Slot {
+                            work_type,
+                            priority,
+                        },
+                    )
+                });
+                if policy.never_conflicts(priority) {
+                    assert!(!exclusive, "{policy:?} {priority}");
+                }
+            }
+        }
+        assert!(SeedPolicy.never_conflicts(Priority::Medium));
+        assert!(!SeedPolicy.never_conflicts(Priority::High));
+        assert!(!ExclusivePerWorkType.never_conflicts(Priority::Low));
     }
 
     #[test]

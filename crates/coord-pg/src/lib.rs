@@ -12,7 +12,10 @@
 //!   that type's in-progress rows, so two claimers never both see the slot
 //!   free;
 //! - `next` locks its candidates with `FOR UPDATE SKIP LOCKED`, so
-//!   concurrent workers take different items instead of queueing;
+//!   concurrent workers take different items instead of queueing; when the
+//!   best one needs no other row looked at, it is taken in one statement
+//!   that applies what `transition::take` does, learnt as a patch (see
+//!   `take.rs`);
 //! - fences and revisions come from sequences, which never go back;
 //! - the event log's cursor is assigned after commit (see
 //!   `Store::events` on [`PgStore`]), so a follower never skips a late commit.
@@ -22,6 +25,7 @@
 
 mod schema;
 mod store;
+mod take;
 mod tx;
 
 pub use schema::SCHEMA_VERSION;

@@ -8,15 +8,16 @@ use std::time::Duration;
 use coord_core::transition::{self, Action, Actor, NewIds};
 use coord_core::{
     AgentRecord, AgentRegistration, Claim, ClaimHead, ClaimRequest, ConflictPolicy, CoordError,
-    Event, EventPage, Filter, NextRequest, PostRequest, SeedPolicy, Slot, Status, Store, Timestamp,
-    find_conflict, needs_exclusion, validate_name,
+    Event, EventPage, Filter, NextRequest, PostRequest, Priority, SeedPolicy, Slot, Status, Store,
+    Timestamp, find_conflict, needs_exclusion, validate_name,
 };
 use postgres::error::SqlState;
 use postgres::types::Json;
 use postgres::{Client, Config, NoTls, Row, Transaction};
 
 use crate::schema::{self, Migrated};
-use crate::tx::{Conn, Tx, claim_from, ids_of, json_lit, read, row_of, seen_sql};
+use crate::take::TakeShape;
+use crate::tx::{Conn, Tx, claim_from, ids_of, json_lit, rank, read, row_of, seen_sql, text_array};
 
 /// The store's clock; tests replace it.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -71,6 +72,9 @@ pub struct PgStore {
     conn: Mutex<Option<Conn>>,
     /// When this store last recorded each agent (see `SEEN_PRECISION`).
     recorded: Mutex<HashMap<String, Timestamp>>,
+    /// What `take` does, learnt for the last agent and lease that took
+    /// work (see `take.rs`); `None` inside when it is not a patch.
+    take_shape: Mutex<Option<(String, Duration, Option<TakeShape>)>>,
 }
 
 impl fmt::Debug for PgStore {
@@ -149,6 +153,7 @@ impl PgStore {
             options,
             conn: Mutex::new(None),
             recorded: Mutex::default(),
+            take_shape: Mutex::default(),
         };
         let conn = store.open()?;
         *store.slot() = Some(conn);
@@ -305,6 +310,23 @@ impl PgStore {
             .is_none_or(|at| at.saturating_add(coord_core::SEEN_PRECISION) <= now)
     }
 
+    /// What `take` does for `request`'s agent and lease, learnt on first use.
+    fn take_shape(&self, request: &NextRequest) -> Option<TakeShape> {
+        let mut slot = self.take_shape.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some((agent, lease, shape))
+                if *agent == request.agent_id && *lease == request.lease =>
+            {
+                shape.clone()
+            }
+            _ => {
+                let shape = TakeShape::learn(request, (self.options.clock)());
+                *slot = Some((request.agent_id.clone(), request.lease, shape.clone()));
+                shape
+            }
+        }
+    }
+
     /// Every archived item as it stood when it was archived, oldest first.
     pub fn archived(&self) -> Result<Vec<serde_json::Value>, CoordError> {
         self.with_client(|client| {
@@ -398,6 +420,66 @@ fn blind_claim(
     }
 }
 
+/// What [`blind_next`] found.
+enum Blind {
+    Took(Box<Claim>),
+    NothingToTake,
+    /// The best candidate needs more looked at, or a lapsed lease waits:
+    /// nothing was written but the agent's sighting.
+    ReadFirst,
+}
+
+/// `next` in one round trip when the best free candidate can be taken
+/// without looking at any other row: one statement picks it, applies what
+/// `transition::take` does (as a patch learnt from it, see `take.rs`) and
+/// logs the event.
+fn blind_next(
+    conn: &mut Conn,
+    request: &NextRequest,
+    shape: &TakeShape,
+    policy: &dyn ConflictPolicy,
+    now: Timestamp,
+    seen: Option<&str>,
+) -> Result<Blind, Fail> {
+    let free: Vec<String> = Priority::ALL
+        .into_iter()
+        .filter(|p| policy.never_conflicts(*p))
+        .map(|p| rank(p).to_string())
+        .collect();
+    let patch = match shape.patch(request, now) {
+        Some(patch) if !free.is_empty() => patch,
+        _ => return Ok(Blind::ReadFirst),
+    };
+    let mut sql = format!(
+        "EXECUTE coord_next_blind{}({}, ARRAY[{}]::int2[], {}, {}, {}, {}{});",
+        if request.work_types.is_empty() {
+            ""
+        } else {
+            "_typed"
+        },
+        now.as_unix_micros(),
+        free.join(","),
+        json_lit(&patch.columns),
+        text_array(&patch.clear),
+        json_lit(&patch.set),
+        json_lit(&patch.event),
+        if request.work_types.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", text_array(&request.work_types))
+        },
+    );
+    if let Some(agent) = seen {
+        sql.push_str(&seen_sql(agent, now));
+    }
+    let results = conn.batch(&sql)?;
+    Ok(match results.first().and_then(|rows| rows.first()) {
+        Some(row) if row.get(0).is_none() => Blind::NothingToTake,
+        Some(row) => Blind::Took(Box::new(claim_from(row)?)),
+        None => Blind::ReadFirst,
+    })
+}
+
 impl Store for PgStore {
     /// A claim that may exclude none (medium priority, by default) reads
     /// nothing first: one round trip (`blind_claim`). When a lapsed lease
@@ -410,9 +492,12 @@ impl Store for PgStore {
             priority: request.priority,
         };
         let exclusive = needs_exclusion(self.options.policy.as_ref(), slot);
-        self.change(Some(&request.agent_id), |conn, now, seen| {
-            if !exclusive && let Some(claim) = blind_claim(conn, request, now, seen)? {
-                return Ok(claim);
+        self.change(Some(&request.agent_id), |conn, now, mut seen| {
+            if !exclusive {
+                if let Some(claim) = blind_claim(conn, request, now, seen)? {
+                    return Ok(claim);
+                }
+                seen = None; // written with the blind attempt
             }
             let mut reads = Vec::new();
             if exclusive {
@@ -447,22 +532,27 @@ impl Store for PgStore {
         request.validate()?;
         self.change(Some(&request.agent_id), |conn, now, seen| {
             let deps: Vec<&str> = request.depends_on.iter().map(String::as_str).collect();
-            // FOR SHARE: a cleanup cannot archive them before we commit.
-            let reads = [
-                read::existing_for_share(&deps),
+            let mut reads = vec![
                 read::lapsed(now.as_unix_micros(), None),
                 read::numbers(false),
             ];
+            if !deps.is_empty() {
+                // FOR SHARE: a cleanup cannot archive them before we commit.
+                reads.push(read::existing_for_share(&deps));
+            }
             let (mut tx, rows) = Tx::begin(conn, &self.options, now, &reads)?;
-            let found = ids_of(&rows[0])?;
+            let found = match rows.get(2) {
+                Some(rows) => ids_of(rows)?,
+                None => BTreeSet::new(),
+            };
             if let Some(missing) = request.depends_on.iter().find(|d| !found.contains(*d)) {
                 return Err(CoordError::NotFound {
                     work_item_id: missing.clone(),
                 }
                 .into());
             }
-            tx.numbers(&rows[2])?;
-            tx.expire(&rows[1])?;
+            tx.numbers(&rows[1])?;
+            tx.expire(&rows[0])?;
             let claim = tx.record(transition::post(request, tx.new_ids(), now), true);
             tx.commit(seen)?;
             Ok(claim)
@@ -471,7 +561,24 @@ impl Store for PgStore {
 
     fn next(&self, request: &NextRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.change(Some(&request.agent_id), |conn, now, seen| {
+        let policy = Arc::clone(&self.options.policy);
+        let shape = self.take_shape(request);
+        self.change(Some(&request.agent_id), |conn, now, mut seen| {
+            let blind = match &shape {
+                Some(shape) => blind_next(conn, request, shape, policy.as_ref(), now, seen)?,
+                None => Blind::ReadFirst,
+            };
+            match blind {
+                Blind::Took(claim) => return Ok(*claim),
+                Blind::NothingToTake => {
+                    return Err(CoordError::NothingToTake {
+                        work_types: request.work_types.clone(),
+                    }
+                    .into());
+                }
+                // The sighting is written.
+                Blind::ReadFirst => seen = None,
+            }
             let micros = now.as_unix_micros();
             // The best candidate first: in the common case it is the one.
             let reads = [
@@ -543,7 +650,6 @@ impl Store for PgStore {
                     }
                 }
                 let refs: Vec<&ClaimHead> = heads.iter().collect();
-                let policy = Arc::clone(&self.options.policy);
                 if let Some(i) =
                     transition::pick_next_from(&refs, &context, request, policy.as_ref(), now)
                 {
@@ -764,5 +870,100 @@ impl Store for PgStore {
                 cursor: last,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coord_core::ExclusivePerWorkType;
+    use coord_testkit::{TestClock, shared_cluster};
+
+    fn store(policy: Arc<dyn ConflictPolicy>) -> (PgStore, TestClock) {
+        let cluster = shared_cluster();
+        let clock = TestClock::new("2026-01-01T00:00:00Z");
+        let options = PgStoreOptions {
+            schema: cluster.fresh_schema("blind"),
+            clock: clock.as_fn(),
+            policy,
+            ..PgStoreOptions::default()
+        };
+        (PgStore::connect(&cluster.url(), options).unwrap(), clock)
+    }
+
+    /// Round trips `op` took on `store`'s connection.
+    fn trips<T>(store: &PgStore, op: impl FnOnce(&PgStore) -> T) -> (T, u64) {
+        let before = store.slot().as_ref().unwrap().trips;
+        let value = op(store);
+        (value, store.slot().as_ref().unwrap().trips - before)
+    }
+
+    fn post(store: &PgStore, request: PostRequest) -> Claim {
+        store.post(&request).unwrap()
+    }
+
+    #[test]
+    fn next_takes_plain_work_in_one_round_trip_as_take_would() {
+        let (store, _clock) = store(Arc::new(SeedPolicy));
+        let posted = post(&store, PostRequest::new("boss", "build"));
+        let request = NextRequest::new("worker");
+        let (taken, n) = trips(&store, |s| s.next(&request).unwrap());
+        assert_eq!(n, 1);
+        let fence = taken.fence.unwrap();
+        let expected = transition::take(&posted, &request, fence, store.options.clock.as_ref()())
+            .unwrap()
+            .at_revision(taken.revision.unwrap());
+        assert_eq!(taken, expected.claim);
+        assert_eq!(store.get(&posted.work_item_id).unwrap(), taken);
+        let event = store.events(0).unwrap().events.pop().unwrap();
+        assert_eq!(Some(event), expected.event);
+        assert!(fence > posted.fence.unwrap_or(0));
+
+        let (nothing, n) = trips(&store, |s| s.next(&request));
+        assert_eq!(nothing.unwrap_err().kind(), coord_core::ErrorKind::NothingToTake);
+        assert_eq!(n, 1, "an empty queue is known in one round trip");
+    }
+
+    #[test]
+    fn next_reads_first_when_the_best_item_needs_more_looked_at() {
+        let (store, clock) = store(Arc::new(SeedPolicy));
+        let request = NextRequest::new("worker");
+        // Exclusive work: the live claims of its type must be read.
+        let high = post(&store, PostRequest::new("boss", "deploy").priority(Priority::High));
+        let (held, n) = trips(&store, |s| s.next(&request).unwrap());
+        assert_eq!((held.work_item_id.as_str(), n > 1), (high.work_item_id.as_str(), true));
+
+        // Waiting on a dependency: the one behind it is taken instead.
+        let first = post(&store, PostRequest::new("boss", "build").priority(Priority::High));
+        let blocked = post(
+            &store,
+            PostRequest::new("boss", "build")
+                .priority(Priority::Critical)
+                .after([first.work_item_id.clone()]),
+        );
+        let (taken, n) = trips(&store, |s| s.next(&request).unwrap());
+        assert_eq!(taken.work_item_id, first.work_item_id);
+        assert!(n > 1);
+        assert_eq!(store.get(&blocked.work_item_id).unwrap().status, Status::Pending);
+
+        // Lapsed leases are written down before anything is taken.
+        post(&store, PostRequest::new("boss", "lint"));
+        clock.advance(request.lease + Duration::from_secs(1));
+        let (taken, n) = trips(&store, |s| s.next(&request).unwrap());
+        assert!(n > 1);
+        assert_ne!(taken.work_item_id, blocked.work_item_id);
+        let lapsed = store.get(&high.work_item_id).unwrap();
+        assert!(lapsed.status != Status::InProgress || lapsed.fence > held.fence);
+        let kinds: Vec<_> = store.events(0).unwrap().events.iter().map(|e| e.event).collect();
+        assert!(kinds.contains(&coord_core::EventKind::Expired), "{kinds:?}");
+    }
+
+    #[test]
+    fn a_policy_that_does_not_say_what_never_conflicts_reads_first() {
+        let (store, _clock) = store(Arc::new(ExclusivePerWorkType));
+        let posted = post(&store, PostRequest::new("boss", "build"));
+        let (taken, n) = trips(&store, |s| s.next(&NextRequest::new("worker")).unwrap());
+        assert_eq!(taken.work_item_id, posted.work_item_id);
+        assert!(n > 1);
     }
 }

@@ -46,7 +46,7 @@ pub(crate) fn json_lit(value: &impl Serialize) -> String {
 }
 
 /// A text array literal: `ARRAY['a','b']::text[]`.
-fn text_array(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+pub(crate) fn text_array(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {
     let items: Vec<String> = items.into_iter().map(|s| lit(s.as_ref())).collect();
     format!("ARRAY[{}]::text[]", items.join(","))
 }
@@ -89,6 +89,9 @@ pub(crate) struct Conn {
     /// A batch with new `PREPARE`s failed: which of them ran is unknown
     /// until asked.
     unsure: bool,
+    /// Batches sent, for tests that count round trips.
+    #[cfg(test)]
+    pub trips: u64,
 }
 
 impl Conn {
@@ -97,6 +100,8 @@ impl Conn {
             client,
             prepared: HashSet::new(),
             unsure: false,
+            #[cfg(test)]
+            trips: 0,
         }
     }
 
@@ -104,6 +109,10 @@ impl Conn {
     /// `EXECUTE`s that this connection has not prepared yet; returns each of
     /// `sql`'s statements' rows.
     pub fn batch(&mut self, sql: &str) -> Result<Vec<Vec<SimpleQueryRow>>, postgres::Error> {
+        #[cfg(test)]
+        {
+            self.trips += 1;
+        }
         if self.unsure {
             // PREPAREs outlive a failed transaction: ask which exist.
             let names = simple_batch(&mut self.client, "SELECT name FROM pg_prepared_statements")?;
@@ -291,6 +300,12 @@ fn statement_list() -> Vec<(&'static str, String)> {
                  SELECT doc::text FROM ins"
             ),
         ),
+        // `next`'s one-statement path, for any work type and for some.
+        ("coord_next_blind(int8, int2[], jsonb, text[], jsonb, jsonb)", next_blind("")),
+        (
+            "coord_next_blind_typed(int8, int2[], jsonb, text[], jsonb, jsonb, text[])",
+            next_blind("AND work_type = ANY($7)"),
+        ),
         (
             "coord_revision_only",
             "SELECT nextval('coord_revision')".to_owned(),
@@ -351,6 +366,52 @@ fn statement_list() -> Vec<(&'static str, String)> {
                 .to_owned(),
         ),
     ]
+}
+
+/// `next`'s one-statement path (see `PgStore::next`): the best free
+/// candidate (of the work types `$7`, with `type_filter`), taken when it
+/// waits on no dependency, is of a priority that conflicts with nothing
+/// (`$2`, the `priority` column's values) and no lapsed lease waits to be
+/// written down. The item gets `take.rs`'s patch (`$3` its columns, `$4`
+/// the fields cleared, `$5` those set) with a fence drawn after its lock,
+/// and its event (`$6` and the item's fields). Returns the taken item; one
+/// NULL when there is nothing to take; no row when the store must take the
+/// path that reads first.
+///
+/// Two statements rather than one with `cardinality($7) = 0 OR ...`: the
+/// plan PostgreSQL keeps for a prepared statement guesses how selective
+/// such a condition is, and a low guess makes it sort every pending item
+/// instead of reading the queue's index in order.
+fn next_blind(type_filter: &str) -> String {
+    format!(
+        "WITH lapsed AS (SELECT 1 FROM coord_claims \
+             WHERE status = 'in_progress' AND lease_deadline <= $1 LIMIT 1), \
+         best AS (SELECT work_item_id, priority, depends_on FROM coord_claims \
+             WHERE status = 'pending' AND (retry_at IS NULL OR retry_at <= $1) {type_filter} \
+             ORDER BY priority DESC, posted_at NULLS FIRST, seq \
+             LIMIT 1 FOR UPDATE SKIP LOCKED), \
+         n AS (SELECT best.work_item_id AS id, nextval('coord_revision') AS r, \
+                 nextval('coord_fence') AS f FROM best \
+             WHERE cardinality(best.depends_on) = 0 AND best.priority = ANY($2) \
+               AND NOT EXISTS (SELECT 1 FROM lapsed)), \
+         v AS (SELECT * FROM jsonb_to_record($3) AS v(status text, agent_id text, \
+                 lease_deadline int8, retry_at int8, finished_at int8)), \
+         took AS ( \
+           UPDATE coord_claims AS c SET status = v.status, agent_id = v.agent_id, \
+               lease_deadline = v.lease_deadline, retry_at = v.retry_at, \
+               finished_at = v.finished_at, \
+               doc = (c.doc - $4) || $5 || jsonb_build_object('fence', n.f, 'revision', n.r) \
+           FROM n, v WHERE c.work_item_id = n.id \
+           RETURNING c.doc, c.work_item_id, c.work_type, n.f, n.r), \
+         log AS ( \
+           INSERT INTO coord_events (doc) \
+           SELECT $6 || jsonb_build_object('work_item_id', work_item_id, \
+               'work_type', work_type, 'priority', doc->'priority', 'fence', f, 'revision', r) \
+           FROM took) \
+         SELECT doc::text FROM took \
+         UNION ALL SELECT NULL WHERE NOT EXISTS (SELECT 1 FROM best) \
+           AND NOT EXISTS (SELECT 1 FROM lapsed)"
+    )
 }
 
 /// Statements a change's first batch is made of: `EXECUTE`s of the
@@ -614,6 +675,26 @@ pub(crate) struct ClaimRow<'a> {
     retry_at: Option<i64>,
     finished_at: Option<i64>,
     doc: &'a Claim,
+}
+
+impl ClaimRow<'_> {
+    /// The row's columns but the document, by name.
+    pub fn columns(&self) -> serde_json::Map<String, serde_json::Value> {
+        let serde_json::Value::Object(map) = serde_json::json!({
+            "id": self.id,
+            "work_type": self.work_type,
+            "priority": self.priority,
+            "status": self.status,
+            "agent_id": self.agent_id,
+            "lease_deadline": self.lease_deadline,
+            "posted_at": self.posted_at,
+            "retry_at": self.retry_at,
+            "finished_at": self.finished_at,
+        }) else {
+            unreachable!("json! of braces is an object")
+        };
+        map
+    }
 }
 
 pub(crate) fn row_of(c: &Claim) -> ClaimRow<'_> {
