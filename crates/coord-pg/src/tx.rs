@@ -29,11 +29,11 @@ use crate::store::{Fail, PgStoreOptions};
 pub(crate) fn lit(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('\'');
-    for c in s.chars() {
-        if c == '\'' {
-            out.push('\'');
-        }
-        out.push(c);
+    let mut parts = s.split('\'');
+    out.push_str(parts.next().unwrap_or_default());
+    for part in parts {
+        out.push_str("''");
+        out.push_str(part);
     }
     out.push('\'');
     out
@@ -179,7 +179,7 @@ fn text(row: &SimpleQueryRow, i: usize) -> Result<&str, Fail> {
         .ok_or_else(|| Fail::Coord(CoordError::validation("a NOT NULL column came back NULL")))
 }
 
-fn number(row: &SimpleQueryRow, i: usize) -> Result<u64, Fail> {
+pub(crate) fn number(row: &SimpleQueryRow, i: usize) -> Result<u64, Fail> {
     let t = text(row, i)?;
     t.parse().map_err(|_| {
         Fail::Coord(CoordError::validation(format!(
@@ -279,8 +279,9 @@ fn statement_list() -> Vec<(&'static str, String)> {
             // A claim's one-round-trip path (see `PgStore::claim`): the new
             // row and its event, stamped with a revision and a fence drawn
             // here, inside the transaction, as `Change::at_revision` and
-            // `transition::claim` would have. Nothing at all when a lapsed
-            // lease waits to be written down (before `$3`, the time).
+            // `transition::claim` would have; returns the two numbers.
+            // Nothing at all when a lapsed lease waits to be written down
+            // (before `$3`, the time).
             "coord_claim_blind(jsonb, jsonb, int8)",
             format!(
                 "WITH n AS (SELECT nextval('coord_revision') AS r, nextval('coord_fence') AS f \
@@ -293,11 +294,11 @@ fn statement_list() -> Vec<(&'static str, String)> {
                    SELECT v.id, v.work_type, v.priority, v.status, v.agent_id, v.lease_deadline, \
                        v.posted_at, v.retry_at, v.finished_at, '{{}}', \
                        v.doc || jsonb_build_object('fence', v.f, 'revision', v.r) \
-                   FROM v RETURNING doc), \
+                   FROM v RETURNING 1), \
                  log AS ( \
                    INSERT INTO coord_events (doc) \
                    SELECT $2 || jsonb_build_object('fence', v.f, 'revision', v.r) FROM v) \
-                 SELECT doc::text FROM ins"
+                 SELECT v.r, v.f FROM v, ins"
             ),
         ),
         // `next`'s one-statement path, for any work type and for some.
@@ -753,6 +754,9 @@ mod tests {
     fn literals_double_quotes_and_keep_everything_else() {
         assert_eq!(lit("plain"), "'plain'");
         assert_eq!(lit("it's"), "'it''s'");
+        assert_eq!(lit(""), "''");
+        assert_eq!(lit("''"), "''''''");
+        assert_eq!(lit("a'"), "'a'''");
         assert_eq!(lit(r"back\slash"), r"'back\slash'");
         assert_eq!(lit("'; DROP TABLE x; --"), "'''; DROP TABLE x; --'");
         assert_eq!(text_array(["a", "b'c"]), "ARRAY['a','b''c']::text[]");
