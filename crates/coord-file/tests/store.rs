@@ -39,10 +39,14 @@ fn store_with(dir: &Path, writer: AtomicWriter) -> FileStore {
     )
 }
 
+/// The names in `dir`, but the shell-tool lock's staging file a live store
+/// keeps between changes.
 fn dir_names(dir: &Path) -> Vec<String> {
+    let staging = format!(".{CLAIMS_FILE}.lock.coord-tmp.{}.", std::process::id());
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| !name.starts_with(&staging))
         .collect();
     v.sort();
     v

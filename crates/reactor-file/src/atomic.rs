@@ -100,19 +100,23 @@ pub fn temp_name_prefix(target_name: &str) -> String {
 }
 
 /// Removes the temp files that writers of any of `target_names` in `dir`
-/// left behind, in one pass over the directory. Only call this while holding
-/// the lock that every writer of the targets holds, or it may delete a live
-/// writer's temp file.
+/// left behind, in one pass over the directory; this process's own (their
+/// names carry its pid) are kept, since it is alive. Only call this while
+/// holding the lock that every writer of the targets holds, or it may
+/// delete a live writer's temp file.
 pub fn remove_stale_temps(dir: &Path, target_names: &[&str]) -> io::Result<Vec<PathBuf>> {
     let prefixes: Vec<String> = target_names.iter().map(|t| temp_prefix(t)).collect();
+    let own = format!("{}.", std::process::id());
     let mut removed = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        if name
-            .to_str()
-            .is_some_and(|n| prefixes.iter().any(|p| n.starts_with(p)))
-        {
+        if name.to_str().is_some_and(|n| {
+            prefixes.iter().any(|p| {
+                n.strip_prefix(p.as_str())
+                    .is_some_and(|rest| !rest.starts_with(&own))
+            })
+        }) {
             // remove_file never follows a symlink: it removes the link itself.
             match fs::remove_file(entry.path()) {
                 Ok(()) => removed.push(entry.path()),

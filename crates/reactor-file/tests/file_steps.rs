@@ -316,3 +316,16 @@ fn read_file_keeps_bytes_and_reports_read_errors() {
         err.error
     );
 }
+
+#[test]
+fn a_sweep_keeps_this_processs_own_temp_files() {
+    let (dir, _path) = setup();
+    let ours = format!(".data.json.coord-tmp.{}.7", std::process::id());
+    // A pid that merely starts with ours is another process's.
+    let other = format!(".data.json.coord-tmp.{}1.7", std::process::id());
+    fs::write(dir.path().join(&ours), "in use").unwrap();
+    fs::write(dir.path().join(&other), "left behind").unwrap();
+    let removed = remove_stale_temps(dir.path(), &["data.json"]).unwrap();
+    assert_eq!(removed, [dir.path().join(&other)]);
+    assert!(dir.path().join(&ours).exists());
+}
