@@ -45,6 +45,23 @@ pub(crate) struct Summary {
     pub earliest_deadline: Option<Timestamp>,
     /// How many records are in a final status.
     pub finished: usize,
+    /// The largest `N` of the ids shaped `<word>_<N>` (work item and
+    /// coordination ids): an id minted with a larger number is free.
+    pub max_id_number: u128,
+}
+
+/// The number ending an id shaped `<word>_<digits>`, as coord mints them.
+fn id_number(id: &str) -> Option<u128> {
+    let (_, digits) = id.rsplit_once('_')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn head_id_number(head: &ClaimHead) -> u128 {
+    let coordination = head.coordination_id.as_deref().and_then(id_number);
+    id_number(&head.work_item_id).max(coordination).unwrap_or(0)
 }
 
 impl Summary {
@@ -60,6 +77,42 @@ impl Summary {
         if head.status.is_final() {
             self.finished += 1;
         }
+        self.max_id_number = self.max_id_number.max(head_id_number(head));
+    }
+
+    /// This summary without `old`, a record that goes, or that `new`
+    /// replaces (then add `new` after). `None` when only a pass over every
+    /// record could tell: `old` held a maximum or the earliest deadline that
+    /// `new` does not keep up.
+    fn without(mut self, old: &ClaimHead, new: Option<&ClaimHead>) -> Option<Summary> {
+        let held = |max: u64, before: Option<u64>, after: Option<u64>| {
+            let before = before.unwrap_or(0);
+            before > 0 && before == max && after.is_none_or(|a| a < before)
+        };
+        if held(self.max_fence, old.fence, new.map(|n| n.fence.unwrap_or(0)))
+            || held(
+                self.max_revision,
+                old.revision,
+                new.map(|n| n.revision.unwrap_or(0)),
+            )
+        {
+            return None;
+        }
+        if old.status == Status::InProgress
+            && old
+                .lease_deadline()
+                .is_some_and(|d| Some(d) == self.earliest_deadline)
+        {
+            return None;
+        }
+        let id = head_id_number(old);
+        if id > 0 && id == self.max_id_number && new.is_none_or(|n| head_id_number(n) < id) {
+            return None;
+        }
+        if old.status.is_final() {
+            self.finished -= 1;
+        }
+        Some(self)
     }
 
     fn of(records: &[(Range<usize>, Arc<ClaimHead>)]) -> Summary {
@@ -415,8 +468,14 @@ impl Draft<'_> {
                 && other.as_bytes().last() == id.as_bytes().last()
                 && other == id
         };
-        self.heads()
-            .any(|(_, h)| same(&h.work_item_id) || h.coordination_id.as_deref().is_some_and(same))
+        let uses =
+            |h: &ClaimHead| same(&h.work_item_id) || h.coordination_id.as_deref().is_some_and(same);
+        // A number above every record's read: only this draft's own records
+        // could use it.
+        if id_number(id).is_some_and(|n| n > self.doc.summary.max_id_number) {
+            return self.changes().any(uses);
+        }
+        self.heads().any(|(_, h)| uses(h))
     }
 
     /// The largest fence any record carries (or carried before this draft
@@ -528,6 +587,7 @@ impl Draft<'_> {
             + 4;
         let mut out = Vec::with_capacity(size);
         let mut records = Vec::with_capacity(kept.len());
+        let known = self.summary_after();
         let mut summary = Summary::default();
         out.push(b'[');
         for (n, pos) in kept.iter().enumerate() {
@@ -535,15 +595,48 @@ impl Draft<'_> {
             out.extend_from_slice(if n == 0 { b"\n  " } else { b",\n  " });
             let start = out.len();
             out.extend_from_slice(raw);
-            summary.add(head);
+            if known.is_none() {
+                summary.add(head);
+            }
             records.push((start..out.len(), Arc::clone(head)));
         }
         out.extend_from_slice(if kept.is_empty() { b"]\n" } else { b"\n]\n" });
         ClaimsDoc {
             bytes: Contents::new(out),
             records: Arc::new(records),
-            summary,
+            summary: known.unwrap_or(summary),
         }
+    }
+
+    /// The new document's summary worked out from the old one and this
+    /// draft's changes alone (every record would otherwise be visited, which
+    /// in a big file costs a cache miss or more each); `None` when a change
+    /// took away a maximum or the earliest deadline.
+    fn summary_after(&self) -> Option<Summary> {
+        let old = self.doc.records.len();
+        let mut summary = self.doc.summary;
+        let touched = self
+            .changed
+            .keys()
+            .chain(&self.removed)
+            .filter(|p| **p < old);
+        for pos in touched.collect::<BTreeSet<_>>() {
+            let new = if self.removed.contains(pos) {
+                None
+            } else {
+                self.changed.get(pos).map(|r| r.head.as_ref())
+            };
+            summary = summary.without(&self.doc.records[*pos].1, new)?;
+            if let Some(new) = new {
+                summary.add(new);
+            }
+        }
+        for (i, record) in self.added.iter().enumerate() {
+            if !self.removed.contains(&(old + i)) {
+                summary.add(&record.head);
+            }
+        }
+        Some(summary)
     }
 }
 
@@ -842,6 +935,96 @@ mod tests {
                 parsed.records.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>()
             );
         }
+    }
+
+    /// Records that differ in what the summary keeps: fences, revisions,
+    /// lease deadlines, statuses, ids minted by coord and ids that are not.
+    fn varied_file(ids: &BTreeSet<u32>) -> Vec<u8> {
+        let doc = ClaimsDoc::parse(path(), None, None).unwrap();
+        let mut draft = doc.draft(path(), 1, 0);
+        let at: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        for &i in ids {
+            let request = ClaimRequest::new("agent", format!("type_{}", i % 3))
+                .lease(std::time::Duration::from_secs(60 * u64::from(i % 4 + 1)));
+            let ids = NewIds {
+                work_item_id: if i % 5 == 0 {
+                    format!("job-{i}")
+                } else {
+                    format!("work_{i}")
+                },
+                coordination_id: format!("coord_{}", i * 3),
+            };
+            let mut claim = transition::claim(&request, ids, u64::from(i % 7) + 1, at)
+                .at_revision(u64::from(i % 5) + 1)
+                .claim;
+            if i % 4 == 0 {
+                let actor = Actor::new("agent");
+                claim = transition::apply(&claim, &Action::Complete { result: None }, &actor, at)
+                    .unwrap()
+                    .claim;
+            }
+            draft.append(&claim);
+        }
+        draft.render().as_bytes().to_vec()
+    }
+
+    proptest::proptest! {
+        /// A summary worked out from the old one and the draft's changes is
+        /// the one a pass over the rendered file gives, whatever the changes
+        /// took away or raised: maxima, the earliest deadline, the count of
+        /// finished records, the largest id number.
+        #[test]
+        fn a_summary_worked_out_from_the_changes_is_the_one_a_full_pass_gives(
+            before in proptest::collection::btree_set(0u32..60, 0..30),
+            edits in proptest::collection::vec((0usize..30, 0u8..4, 0u64..8), 0..4),
+            remove in proptest::collection::vec(0usize..30, 0..4),
+            add in 0usize..3,
+        ) {
+            let doc = ClaimsDoc::parse(path(), Some(&contents(varied_file(&before))), None).unwrap();
+            let mut draft = doc.draft(path(), 9, 0);
+            let count = draft.heads().count();
+            let now: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+            for (pos, kind, revision) in edits.into_iter().filter(|(p, ..)| *p < count) {
+                let action = match kind {
+                    0 => Action::Progress { percent: 40 },
+                    1 => Action::Complete { result: None },
+                    2 => Action::Heartbeat { lease: Some(std::time::Duration::from_secs(600)) },
+                    _ => Action::Release,
+                };
+                let old = draft.claim(pos).unwrap();
+                let actor = Actor { force: true, ..Actor::new("anyone") };
+                if let Ok(change) = transition::apply(&old, &action, &actor, now) {
+                    draft.replace(pos, &old, &change.at_revision(revision).claim);
+                }
+            }
+            for pos in remove.into_iter().filter(|p| *p < count) {
+                if draft.heads().any(|(p, _)| p == pos) {
+                    draft.remove(pos);
+                }
+            }
+            for _ in 0..add {
+                draft.append(&sample());
+            }
+            let rendered = draft.render();
+            let parsed = ClaimsDoc::parse(path(), Some(&rendered.contents()), None).unwrap();
+            proptest::prop_assert_eq!(rendered.summary(), parsed.summary());
+        }
+    }
+
+    #[test]
+    fn an_id_numbered_above_every_record_is_free_without_a_scan() {
+        let ids: BTreeSet<u32> = (1..20).collect();
+        let doc = ClaimsDoc::parse(path(), Some(&contents(varied_file(&ids))), None).unwrap();
+        assert_eq!(doc.summary().max_id_number, 57, "coord_57, from item 19");
+        let mut draft = doc.draft(path(), 2, 0);
+        assert!(draft.id_in_use("coord_57") && draft.id_in_use("work_19"));
+        assert!(!draft.id_in_use("work_58") && !draft.id_in_use("work_20"));
+        // The draft's own records count too.
+        let mut claim = sample();
+        claim.work_item_id = "work_99".into();
+        draft.append(&claim);
+        assert!(draft.id_in_use("work_99"));
+        assert!(!draft.id_in_use("work_100"));
     }
 
     #[test]

@@ -402,6 +402,10 @@ pub(crate) fn claim(ctx: &Ctx<'_>, request: &ClaimRequest) -> Result<Plan, Coord
                     work_type: &request.work_type,
                     priority: request.priority,
                 };
+                // Work that conflicts with nothing need not visit every record.
+                if policy.never_conflicts(request.priority) {
+                    return Ok(());
+                }
                 match find_conflict(policy, slot, doc(inputs)?.value.heads(), now) {
                     Some(live) => Err(FlowError::Coord(CoordError::Conflict {
                         work_type: request.work_type.clone(),
