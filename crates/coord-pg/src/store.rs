@@ -941,6 +941,26 @@ mod tests {
         assert_eq!(Some(event), expected.event);
         assert!(fence > posted.fence.unwrap_or(0));
 
+        // Asked for some work types: the best of those, in one round trip.
+        let build = post(&store, PostRequest::new("boss", "build"));
+        let lint = post(&store, PostRequest::new("boss", "lint"));
+        let typed = NextRequest::new("worker").work_types(["lint"]);
+        let (taken, n) = trips(&store, |s| s.next(&typed).unwrap());
+        assert_eq!(
+            (taken.work_item_id.as_str(), n),
+            (lint.work_item_id.as_str(), 1)
+        );
+        let (nothing, n) = trips(&store, |s| s.next(&typed));
+        assert_eq!(
+            nothing.unwrap_err().kind(),
+            coord_core::ErrorKind::NothingToTake
+        );
+        assert_eq!(n, 1);
+        assert_eq!(
+            store.next(&request).unwrap().work_item_id,
+            build.work_item_id
+        );
+
         let (nothing, n) = trips(&store, |s| s.next(&request));
         assert_eq!(
             nothing.unwrap_err().kind(),
