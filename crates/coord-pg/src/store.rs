@@ -956,10 +956,12 @@ mod tests {
             coord_core::ErrorKind::NothingToTake
         );
         assert_eq!(n, 1);
-        assert_eq!(
-            store.next(&request).unwrap().work_item_id,
-            build.work_item_id
-        );
+        // Quotes and backslashes travel as they are.
+        let odd = NextRequest::new(r#"o'brien \"x\" \\"#);
+        let taken = store.next(&odd).unwrap();
+        assert_eq!(taken.work_item_id, build.work_item_id);
+        assert_eq!(taken.agent_id.as_deref(), Some(odd.agent_id.as_str()));
+        assert_eq!(store.get(&build.work_item_id).unwrap(), taken);
 
         let (nothing, n) = trips(&store, |s| s.next(&request));
         assert_eq!(
