@@ -441,7 +441,8 @@ enum Blind {
 /// `next` in one round trip when the best free candidate can be taken
 /// without looking at any other row: one statement picks it, applies what
 /// `transition::take` does (as a patch learnt from it, see `take.rs`) and
-/// logs the event.
+/// logs the event. `None`, having sent nothing, when no priority is free of
+/// conflicts or `take` is not a patch.
 fn blind_next(
     conn: &mut Conn,
     request: &NextRequest,
@@ -449,7 +450,7 @@ fn blind_next(
     policy: &dyn ConflictPolicy,
     now: Timestamp,
     seen: Option<&str>,
-) -> Result<Blind, Fail> {
+) -> Result<Option<Blind>, Fail> {
     let free: Vec<String> = Priority::ALL
         .into_iter()
         .filter(|p| policy.never_conflicts(*p))
@@ -457,7 +458,7 @@ fn blind_next(
         .collect();
     let patch = match shape.patch(request, now) {
         Some(patch) if !free.is_empty() => patch,
-        _ => return Ok(Blind::ReadFirst),
+        _ => return Ok(None),
     };
     let mut sql = format!(
         "EXECUTE coord_next_blind{}({}, ARRAY[{}]::int2[], {}, {}, {}, {}{});",
@@ -482,11 +483,11 @@ fn blind_next(
         sql.push_str(&seen_sql(agent, now));
     }
     let results = conn.batch(&sql)?;
-    Ok(match results.first().and_then(|rows| rows.first()) {
+    Ok(Some(match results.first().and_then(|rows| rows.first()) {
         Some(row) if row.get(0).is_none() => Blind::NothingToTake,
         Some(row) => Blind::Took(Box::new(claim_from(row)?)),
         None => Blind::ReadFirst,
-    })
+    }))
 }
 
 impl Store for PgStore {
@@ -575,18 +576,19 @@ impl Store for PgStore {
         self.change(Some(&request.agent_id), |conn, now, mut seen| {
             let blind = match &shape {
                 Some(shape) => blind_next(conn, request, shape, policy.as_ref(), now, seen)?,
-                None => Blind::ReadFirst,
+                None => None,
             };
             match blind {
-                Blind::Took(claim) => return Ok(*claim),
-                Blind::NothingToTake => {
+                Some(Blind::Took(claim)) => return Ok(*claim),
+                Some(Blind::NothingToTake) => {
                     return Err(CoordError::NothingToTake {
                         work_types: request.work_types.clone(),
                     }
                     .into());
                 }
-                // The sighting is written.
-                Blind::ReadFirst => seen = None,
+                // The sighting went with the one-statement attempt.
+                Some(Blind::ReadFirst) => seen = None,
+                None => {}
             }
             let micros = now.as_unix_micros();
             // The best candidate first: in the common case it is the one.
@@ -1030,5 +1032,15 @@ mod tests {
         let (taken, n) = trips(&store, |s| s.next(&NextRequest::new("worker")).unwrap());
         assert_eq!(taken.work_item_id, posted.work_item_id);
         assert!(n > 1);
+        let agents: Vec<String> = store
+            .agents()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.agent_id)
+            .collect();
+        assert!(
+            agents.contains(&"worker".to_owned()),
+            "the worker is seen: {agents:?}"
+        );
     }
 }
