@@ -13,7 +13,9 @@
 //!
 //! Learning the shape (which fields are set, cleared, carried) costs about
 //! 50 µs, so a store learns it once per agent and lease ([`TakeShape`]);
-//! each `next` then runs `take` on one template for the values.
+//! each `next` then runs `take` on one template for the values. That the
+//! shape does not change with the time is the one thing assumed; the
+//! property test below checks it at later times on any pending item.
 
 use std::collections::BTreeSet;
 
