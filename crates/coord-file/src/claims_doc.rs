@@ -846,23 +846,43 @@ mod tests {
         assert_eq!(draft.position("work_1"), None);
     }
 
+    /// Removes the records at `remove` that are there, then appends `add`
+    /// samples.
+    fn remove_and_add(draft: &mut Draft<'_>, remove: &[usize], add: usize) {
+        for &pos in remove {
+            if draft.heads().any(|(p, _)| p == pos) {
+                draft.remove(pos);
+            }
+        }
+        for _ in 0..add {
+            draft.append(&sample());
+        }
+    }
+
+    /// The file of `claims`, in coord's layout.
+    fn rendered(claims: impl IntoIterator<Item = Claim>) -> Vec<u8> {
+        let doc = ClaimsDoc::parse(path(), None, None).unwrap();
+        let mut draft = doc.draft(path(), 1, 0);
+        for claim in claims {
+            draft.append(&claim);
+        }
+        draft.render().as_bytes().to_vec()
+    }
+
     /// A file of `n` records in coord's layout; record `i` has `i` in its
     /// work type, and `tweak` grows some of them.
     fn file_of(ids: &[u32], tweak: &[u32]) -> Vec<u8> {
-        let doc = ClaimsDoc::parse(path(), None, None).unwrap();
-        let mut draft = doc.draft(path(), 1, 0);
-        for &i in ids {
+        let at: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        rendered(ids.iter().map(|&i| {
             let mut c = sample();
-            let at: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
             (c.claimed_at, c.lease_expires_at) = (Some(at), Some(at));
             c.work_item_id = format!("work_{i}");
             c.work_type = format!("type_{i}");
             if tweak.contains(&i) {
                 c.description = "x".repeat(i as usize % 7 + 1);
             }
-            draft.append(&c);
-        }
-        draft.render().as_bytes().to_vec()
+            c
+        }))
     }
 
     proptest::proptest! {
@@ -917,14 +937,7 @@ mod tests {
                     draft.replace(0, &old, &change.claim);
                 }
             }
-            for pos in remove.into_iter().filter(|p| *p < count) {
-                if draft.heads().any(|(p, _)| p == pos) {
-                    draft.remove(pos);
-                }
-            }
-            for _ in 0..add {
-                draft.append(&sample());
-            }
+            remove_and_add(&mut draft, &remove, add);
             let rendered = draft.render();
             let parsed = ClaimsDoc::parse(path(), Some(&rendered.contents()), None).unwrap();
             proptest::prop_assert_eq!(rendered.summary(), parsed.summary());
@@ -940,10 +953,8 @@ mod tests {
     /// Records that differ in what the summary keeps: fences, revisions,
     /// lease deadlines, statuses, ids minted by coord and ids that are not.
     fn varied_file(ids: &BTreeSet<u32>) -> Vec<u8> {
-        let doc = ClaimsDoc::parse(path(), None, None).unwrap();
-        let mut draft = doc.draft(path(), 1, 0);
         let at: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        for &i in ids {
+        rendered(ids.iter().map(|&i| {
             let request = ClaimRequest::new("agent", format!("type_{}", i % 3))
                 .lease(std::time::Duration::from_secs(60 * u64::from(i % 4 + 1)));
             let ids = NewIds {
@@ -954,18 +965,18 @@ mod tests {
                 },
                 coordination_id: format!("coord_{}", i * 3),
             };
-            let mut claim = transition::claim(&request, ids, u64::from(i % 7) + 1, at)
+            let claim = transition::claim(&request, ids, u64::from(i % 7) + 1, at)
                 .at_revision(u64::from(i % 5) + 1)
                 .claim;
             if i % 4 == 0 {
                 let actor = Actor::new("agent");
-                claim = transition::apply(&claim, &Action::Complete { result: None }, &actor, at)
+                transition::apply(&claim, &Action::Complete { result: None }, &actor, at)
                     .unwrap()
-                    .claim;
+                    .claim
+            } else {
+                claim
             }
-            draft.append(&claim);
-        }
-        draft.render().as_bytes().to_vec()
+        }))
     }
 
     proptest::proptest! {
@@ -997,14 +1008,7 @@ mod tests {
                     draft.replace(pos, &old, &change.at_revision(revision).claim);
                 }
             }
-            for pos in remove.into_iter().filter(|p| *p < count) {
-                if draft.heads().any(|(p, _)| p == pos) {
-                    draft.remove(pos);
-                }
-            }
-            for _ in 0..add {
-                draft.append(&sample());
-            }
+            remove_and_add(&mut draft, &remove, add);
             let rendered = draft.render();
             let parsed = ClaimsDoc::parse(path(), Some(&rendered.contents()), None).unwrap();
             proptest::prop_assert_eq!(rendered.summary(), parsed.summary());
