@@ -4,7 +4,7 @@ use crate::model::{ClaimHead, Priority};
 use crate::time::Timestamp;
 
 /// The part of a claim a conflict policy looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Slot<'a> {
     pub work_type: &'a str,
     pub priority: Priority,

@@ -16,7 +16,8 @@
 //!                                                          (item from `claim`)
 //! ```
 
-use std::collections::HashMap;
+use std::cell::OnceCell;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::error::CoordError;
@@ -25,7 +26,7 @@ use crate::model::{
     Claim, ClaimHead, ClaimRequest, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, NextRequest, Origin,
     PostRequest, Status,
 };
-use crate::policy::{ConflictPolicy, Slot, find_conflict};
+use crate::policy::{ConflictPolicy, Slot};
 use crate::time::Timestamp;
 
 /// Who asks for a change, and what hold on the item they claim to have.
@@ -433,35 +434,57 @@ pub fn pick_next_from<'h>(
     now: Timestamp,
 ) -> Option<usize> {
     let known: Vec<&ClaimHead> = candidates.iter().copied().chain(context).collect();
-    let status: HashMap<&str, Status> = known
-        .iter()
-        .map(|h| (h.work_item_id.as_str(), h.status))
-        .collect();
-    let live: Vec<&ClaimHead> = known.iter().copied().filter(|h| h.is_live(now)).collect();
+    // Built on first need: most queues hold work with no dependencies, of
+    // priorities that conflict with nothing.
+    let status: OnceCell<HashMap<&str, Status>> = OnceCell::new();
+    // The live claims as the distinct slots they hold: whether a claim
+    // conflicts depends on slots alone, and a big store holds few distinct
+    // ones, so checking a candidate does not cost a pass over every claim.
+    let live_slots: OnceCell<Vec<Slot<'_>>> = OnceCell::new();
     let wanted =
         |h: &ClaimHead| request.work_types.is_empty() || request.work_types.contains(&h.work_type);
     let ready = |h: &ClaimHead| {
+        if h.depends_on.is_empty() {
+            return true;
+        }
+        let status = status.get_or_init(|| {
+            known
+                .iter()
+                .map(|h| (h.work_item_id.as_str(), h.status))
+                .collect()
+        });
         h.depends_on
             .iter()
             .all(|d| status.get(d.as_str()) == Some(&Status::Completed))
     };
+    let conflicts = |h: &ClaimHead| {
+        let live = live_slots.get_or_init(|| {
+            let slots: HashSet<Slot<'_>> = known
+                .iter()
+                .filter(|k| k.is_live(now))
+                .map(|k| Slot::from(*k))
+                .collect();
+            slots.into_iter().collect()
+        });
+        live.iter().any(|s| policy.conflicts(Slot::from(h), *s))
+    };
     let mut best: Option<usize> = None;
     for (i, h) in candidates.iter().enumerate() {
         let backing_off = h.retry_at.is_some_and(|t| t > now);
-        if h.status != Status::Pending || backing_off || !wanted(h) || !ready(h) {
+        if h.status != Status::Pending || backing_off || !wanted(h) {
             continue;
         }
-        if find_conflict(policy, Slot::from(*h), live.iter().copied(), now).is_some() {
-            continue;
-        }
+        // Only a candidate that would beat the best so far is worth the
+        // costlier checks; the choice is the same in any order.
         let better = best.is_none_or(|b| {
             let other = candidates[b];
             h.priority > other.priority
                 || (h.priority == other.priority && h.posted_at < other.posted_at)
         });
-        if better {
-            best = Some(i);
+        if !better || !ready(h) || (!policy.never_conflicts(h.priority) && conflicts(h)) {
+            continue;
         }
+        best = Some(i);
     }
     best
 }
@@ -789,6 +812,51 @@ mod tests {
         assert_eq!(pick_next(&heads, &req, &SeedPolicy, at(100)), Some(2));
         let req = NextRequest::new("a").work_types(["nothing"]);
         assert_eq!(pick_next(&heads, &req, &SeedPolicy, at(100)), None);
+    }
+
+    /// The seed's policy, counting how often it is asked.
+    #[derive(Debug, Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl ConflictPolicy for Counting {
+        fn conflicts(&self, new: Slot<'_>, live: Slot<'_>) -> bool {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            SeedPolicy.conflicts(new, live)
+        }
+    }
+
+    /// Choosing among many candidates beside many live claims asks the
+    /// policy about distinct slots, not about every pair (which made `next`
+    /// in a store of 5,000 pending and 5,000 live items take 270 ms).
+    #[test]
+    fn next_asks_the_policy_about_slots_not_about_every_pair() {
+        let n = 2_000;
+        let mut heads = Vec::new();
+        for i in 0..n {
+            // Newest first, so every candidate beats the one before it.
+            let mut pending = head(
+                &format!("p{i}"),
+                Status::Pending,
+                Priority::High,
+                n - i,
+                &[],
+            );
+            pending.work_type = format!("type_{}", i % 3);
+            heads.push(pending);
+            let mut live = head(&format!("l{i}"), Status::InProgress, Priority::Low, 0, &[]);
+            live.work_type = format!("type_{}", i % 5);
+            heads.push(live);
+        }
+        let policy = Counting::default();
+        let picked = pick_next(&heads, &NextRequest::new("a"), &policy, at(100));
+        assert_eq!(picked, Some(heads.len() - 2), "the oldest pending item");
+        let asked = policy.0.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(asked <= 5 * heads.len(), "asked {asked} times");
+        // A live exclusive claim of its type holds an exclusive candidate back.
+        heads[1].priority = Priority::Critical;
+        heads[1].work_type = heads[heads.len() - 2].work_type.clone();
+        let picked = pick_next(&heads, &NextRequest::new("a"), &policy, at(100));
+        assert_eq!(picked, Some(heads.len() - 4));
     }
 
     #[test]
