@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use coord_core::transition::{self, Action, Actor, NewIds};
-use coord_core::{ClaimRequest, Store, Timestamp};
+use coord_core::{ClaimRequest, NextRequest, PostRequest, Store, Timestamp};
 use coord_file::{CLAIMS_FILE, FileStore, FileStoreOptions};
 use serde_json::{Value, json};
 
@@ -358,18 +358,32 @@ fn contention_worker(dir: &Path, agent: &str, pairs: usize, out: &Path) {
 
 /// A claims file with `live` in-progress and `finished` completed items.
 fn seeded_claims(live: usize, finished: usize) -> Vec<u8> {
+    seeded_queue(0, live, finished)
+}
+
+/// A claims file with `pending` posted items, then `live` in-progress and
+/// `finished` completed ones.
+fn seeded_queue(pending: usize, live: usize, finished: usize) -> Vec<u8> {
     let now = Timestamp::now();
     let mut out = b"[".to_vec();
-    for i in 0..live + finished {
+    for i in 0..pending + live + finished {
         let ids = NewIds {
             work_item_id: format!("work_{}", 1_000_000 + i),
             coordination_id: format!("coord_{}", 1_000_000 + i),
         };
+        let description = "a benchmark item of a typical size, with a sentence of description";
+        if i < pending {
+            let req = PostRequest::new("boss", format!("type_{}", i % 20)).description(description);
+            let claim = transition::post(&req, ids, now).claim;
+            out.extend_from_slice(if i == 0 { b"\n  " } else { b",\n  " });
+            out.extend_from_slice(serde_json::to_string(&claim).expect("JSON").as_bytes());
+            continue;
+        }
         let req = ClaimRequest::new(format!("agent_{}", i % 50), format!("type_{}", i % 20))
-            .description("a benchmark item of a typical size, with a sentence of description")
+            .description(description)
             .lease(Duration::from_secs(86_400));
         let mut claim = transition::claim(&req, ids, i as u64 + 1, now).claim;
-        if i >= live {
+        if i >= pending + live {
             let done = transition::apply(
                 &claim,
                 &Action::Complete {
@@ -393,11 +407,18 @@ fn seeded_claims(live: usize, finished: usize) -> Vec<u8> {
 /// turn (claim, rewrite, claim, ...) so that both see the machine's load
 /// as it drifts. Returns (claim p50, bare p50, the file's size).
 fn claim_and_bare_p50(base: &Path, dir: &Path, m: usize) -> (f64, f64, u64) {
-    let store = store(dir);
-    for _ in 0..2 {
+    op_and_bare_p50(base, dir, m, |store| {
         store
             .claim(&ClaimRequest::new("bench", "bench"))
             .expect("a claim");
+    })
+}
+
+/// The same for `op`, any one change.
+fn op_and_bare_p50(base: &Path, dir: &Path, m: usize, op: impl Fn(&FileStore)) -> (f64, f64, u64) {
+    let store = store(dir);
+    for _ in 0..2 {
+        op(&store);
     }
     // Compare with a file the size of the claims file as measured.
     let size = std::fs::metadata(dir.join(CLAIMS_FILE)).map_or(0, |md| md.len());
@@ -407,9 +428,7 @@ fn claim_and_bare_p50(base: &Path, dir: &Path, m: usize) -> (f64, f64, u64) {
     let (mut claims, mut bares) = (Vec::with_capacity(m), Vec::with_capacity(m));
     for _ in 0..m {
         let t = Instant::now();
-        store
-            .claim(&ClaimRequest::new("bench", "bench"))
-            .expect("a claim");
+        op(&store);
         claims.push(t.elapsed().as_secs_f64() * 1e6);
         let t = Instant::now();
         bare::durable_update(bare_dir.path(), &lock, &bytes).expect("a bare update");
@@ -464,7 +483,24 @@ fn growth(base: &Path, quick: bool) -> Value {
     println!(
         "complexity: linear in live items, {slope:.0} us per 1,000 live items (the file is rewritten whole)"
     );
+    // `next` chooses among every pending item beside every live claim.
+    let (pending, live) = (5_000, 5_000);
+    let dir = dir_in(base);
+    std::fs::write(dir.path().join(CLAIMS_FILE), seeded_queue(pending, live, 0)).expect("seeded");
+    let (next, bare, size) = op_and_bare_p50(base, dir.path(), m, |store| {
+        store
+            .next(&NextRequest::new("bench"))
+            .expect("an item to take");
+    });
+    println!(
+        "next with {pending} pending and {live} live items ({} KB): p50 {:.2} ms, {:.2}x a bare rewrite of the same file",
+        size / 1024,
+        next / 1000.0,
+        next / bare
+    );
     json!({"rows": rows, "finished_ratio": with_finished / none, "us_per_1000_live": slope,
+        "next": {"pending": pending, "live": live, "file_bytes": size, "next_p50_us": next,
+            "bare_rewrite_p50_us": bare, "ratio_to_bare": next / bare},
         "targets": {"finished_ratio": 1.5, "ratio_to_bare_at_10000": 1.5}})
 }
 
