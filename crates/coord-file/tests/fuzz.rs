@@ -15,6 +15,7 @@ use coord_file::{
     AGENT_FILE, ARCHIVE, CLAIMS_FILE, CLEANUP_INTENT, EVENT_LOG, FileStore, FileStoreOptions,
     STATE_FILE,
 };
+use coord_testkit::conformance::complete;
 use proptest::prelude::*;
 
 /// The files coord reads whole, and so must never write over when they do
@@ -29,13 +30,7 @@ fn template() -> &'static Vec<(&'static str, Vec<u8>)> {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
         let a = store.claim(&ClaimRequest::new("alice", "build")).unwrap();
-        store
-            .act(
-                &a.work_item_id,
-                &Action::Complete { result: None },
-                &Actor::new("alice"),
-            )
-            .unwrap();
+        complete(&store, &a.work_item_id, "alice");
         store
             .post(&PostRequest::new("bob", "test").description("a queued item"))
             .unwrap();

@@ -8,8 +8,9 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use coord_core::{Action, Actor, ClaimRequest, ErrorKind, Filter, Priority, Status, Store};
+use coord_core::{ClaimRequest, ErrorKind, Filter, Priority, Status, Store};
 use coord_file::{CLAIMS_FILE, FileStore, FileStoreOptions, STATE_FILE};
+use coord_testkit::conformance::complete;
 
 mod support;
 use support::{Clock, at_time};
@@ -44,13 +45,7 @@ fn cleanup_records_the_fence_high_water_in_the_state_file() {
     let mut last = None;
     for work_type in ["x", "y"] {
         let c = store.claim(&high("a", work_type)).unwrap();
-        store
-            .act(
-                &c.work_item_id,
-                &Action::Complete { result: None },
-                &Actor::new("a"),
-            )
-            .unwrap();
+        complete(&store, &c.work_item_id, "a");
         last = c.fence;
     }
     // Every record leaves the claims file, and with them their fences...
@@ -82,13 +77,7 @@ fn automatic_compaction_keeps_the_claims_file_small() {
     for _ in 0..40 {
         clock.advance(Duration::from_millis(10));
         let c = store.claim(&ClaimRequest::new("a", "t")).unwrap();
-        store
-            .act(
-                &c.work_item_id,
-                &Action::Complete { result: None },
-                &Actor::new("a"),
-            )
-            .unwrap();
+        complete(&store, &c.work_item_id, "a");
         all.push(c.work_item_id);
         let in_file = store.list(&Filter::default()).unwrap().len();
         assert!(in_file <= 11, "{in_file} finished items in the claims file");
@@ -133,13 +122,7 @@ fn cleanup_appends_after_an_archived_item_of_any_size() {
         let c = store
             .claim(&ClaimRequest::new("a", "t").description("x".repeat(size)))
             .unwrap();
-        store
-            .act(
-                &c.work_item_id,
-                &Action::Complete { result: None },
-                &Actor::new("a"),
-            )
-            .unwrap();
+        complete(&store, &c.work_item_id, "a");
         assert_eq!(
             store.cleanup("a", Duration::ZERO).unwrap().len(),
             1,

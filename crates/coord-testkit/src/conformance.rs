@@ -92,7 +92,8 @@ fn events(store: &dyn Store) -> Vec<Event> {
     store.events(0).unwrap().events
 }
 
-fn complete(store: &dyn Store, id: &str, agent: &str) {
+/// Completes `id` as its owner `agent` (the tests' everyday transition).
+pub fn complete(store: &dyn Store, id: &str, agent: &str) {
     store
         .act(id, &Action::Complete { result: None }, &Actor::new(agent))
         .unwrap();
