@@ -234,19 +234,13 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+    use coord_testkit::replace_by_rename;
 
     const FILE: &[u8] = b"[\n  {\"work_item_id\":\"w\",\"work_type\":\"t\",\"priority\":\"low\",\"status\":\"pending\"}\n]\n";
 
     fn doc() -> ClaimsDoc {
         let bytes = reactor_file::Contents::new(FILE.to_vec());
         ClaimsDoc::parse(Path::new("f"), Some(&bytes), None).unwrap()
-    }
-
-    fn replace(path: &Path, bytes: &[u8]) {
-        let temp = path.with_extension("other");
-        fs::write(&temp, bytes).unwrap();
-        #[allow(clippy::disallowed_methods)] // a test playing another writer
-        fs::rename(&temp, path).unwrap();
     }
 
     #[test]
@@ -264,7 +258,7 @@ mod tests {
         assert!(memory.unchanged_claims(&path).is_some());
         assert!(memory.unchanged_claims(&path).is_some(), "still the same");
         // Another writer's file, byte for byte the same: still not ours.
-        replace(&path, FILE);
+        replace_by_rename(&path, FILE);
         assert!(memory.unchanged_claims(&path).is_none());
         drop(memory.committed(&path, &doc()));
         assert!(
@@ -295,7 +289,7 @@ mod tests {
             "another writer appended"
         );
         memory.put_log(OpenLog::new(open(), 6, 7).unwrap());
-        replace(&path, b"{}\n{}\n");
+        replace_by_rename(&path, b"{}\n{}\n");
         assert!(memory.settled_log(&path, 7).is_none(), "rotated away");
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use coord_core::{ClaimRequest, Filter, Store};
 use coord_file::{CLAIMS_FILE, EVENT_LOG, FileStore, LEGACY_LOCK_FILE};
+use coord_testkit::replace_by_rename;
 use serde_json::Value;
 
 /// A store that has made enough changes to remember its files.
@@ -21,14 +22,6 @@ fn warmed_up(dir: &Path) -> (FileStore, Vec<String>) {
         })
         .collect();
     (store, ids)
-}
-
-/// Replaces a file the way the shell tools do: a new file renamed over it.
-fn replace_by_rename(path: &Path, bytes: &[u8]) {
-    let temp = path.with_extension("shell-tmp");
-    fs::write(&temp, bytes).unwrap();
-    #[allow(clippy::disallowed_methods)] // a test playing another tool
-    fs::rename(&temp, path).unwrap();
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //!   test process) goes away.
 //! - [`conformance`]: the behaviour every [`coord_core::Store`] must show,
 //!   run against each store by [`conformance_suite!`].
+//! - [`replace_by_rename`]: another tool's write of a file.
 
 mod clock;
 pub mod conformance;
@@ -13,3 +14,12 @@ mod pg;
 
 pub use clock::TestClock;
 pub use pg::{PgCluster, PgClusterOptions, shared_cluster};
+
+/// Replaces the file at `path` the way other tools do (the shell tools, a
+/// second writer): a new file renamed over it, so it gets a new inode.
+pub fn replace_by_rename(path: &std::path::Path, bytes: &[u8]) {
+    let temp = path.with_extension("other-tool-tmp");
+    std::fs::write(&temp, bytes).unwrap();
+    #[allow(clippy::disallowed_methods)] // a test playing another writer
+    std::fs::rename(&temp, path).unwrap();
+}
