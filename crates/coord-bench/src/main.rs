@@ -425,18 +425,18 @@ fn op_and_bare_p50(base: &Path, dir: &Path, m: usize, op: impl Fn(&FileStore)) -
     let bytes = vec![b' '; size as usize];
     let bare_dir = dir_in(base);
     let lock = bare::lock_file(bare_dir.path()).expect("a lock file");
-    let (mut claims, mut bares) = (Vec::with_capacity(m), Vec::with_capacity(m));
+    let (mut ops, mut bares) = (Vec::with_capacity(m), Vec::with_capacity(m));
     for _ in 0..m {
         let t = Instant::now();
         op(&store);
-        claims.push(t.elapsed().as_secs_f64() * 1e6);
+        ops.push(t.elapsed().as_secs_f64() * 1e6);
         let t = Instant::now();
         bare::durable_update(bare_dir.path(), &lock, &bytes).expect("a bare update");
         bares.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    claims.sort_by(f64::total_cmp);
+    ops.sort_by(f64::total_cmp);
     bares.sort_by(f64::total_cmp);
-    (percentile(&claims, 0.5), percentile(&bares, 0.5), size)
+    (percentile(&ops, 0.5), percentile(&bares, 0.5), size)
 }
 
 /// Scenario 3: claim latency as the store grows.
