@@ -406,22 +406,55 @@ fn blind_claim(
     let ids = NewIds::fresh(|_| false);
     // Fence and revision are placeholders the statement replaces.
     let change = transition::claim(request, ids.clone(), 0, now);
-    let mut sql = format!(
-        "EXECUTE coord_claim_blind({}, {}, {});",
-        json_lit(&row_of(&change.claim)),
-        json_lit(&change.event),
-        now.as_unix_micros()
-    );
-    if let Some(agent) = seen {
-        sql.push_str(&seen_sql(agent, now));
-    }
-    let results = conn.batch(&sql)?;
-    let Some(row) = results.first().and_then(|rows| rows.first()) else {
-        return Ok(None);
+    let row = row_of(&change.claim);
+    let numbers = match seen {
+        // The common case: one statement, over the extended protocol.
+        None => {
+            let (doc, event) = (Json(row.doc), Json(&change.event));
+            let rows = conn.query(
+                "coord_claim_blind",
+                &[
+                    &row.id,
+                    &row.work_type,
+                    &row.priority,
+                    &row.status,
+                    &row.agent_id,
+                    &row.lease_deadline,
+                    &row.posted_at,
+                    &row.retry_at,
+                    &row.finished_at,
+                    &doc,
+                    &event,
+                    &now.as_unix_micros(),
+                ],
+            )?;
+            let Some(row) = rows.first() else {
+                return Ok(None);
+            };
+            // Both come from sequences that start at 1.
+            let number = |i| row.try_get::<_, i64>(i).map(i64::unsigned_abs);
+            (number(0)?, number(1)?)
+        }
+        // With the sighting, in the same implicit transaction: one message
+        // of two statements.
+        Some(agent) => {
+            let sql = format!(
+                "EXECUTE coord_claim_blind({}, {}, {});{}",
+                row.arguments(),
+                json_lit(&change.event),
+                now.as_unix_micros(),
+                seen_sql(agent, now)
+            );
+            let results = conn.batch(&sql)?;
+            let Some(row) = results.first().and_then(|rows| rows.first()) else {
+                return Ok(None);
+            };
+            (number(row, 0)?, number(row, 1)?)
+        }
     };
     // The row holds what the same transition makes with these numbers; only
     // they come back, which spares both sides a document's worth of JSON.
-    let (revision, fence) = (number(row, 0)?, number(row, 1)?);
+    let (revision, fence) = numbers;
     Ok(Some(
         transition::claim(request, ids, fence, now)
             .at_revision(revision)
@@ -922,8 +955,32 @@ mod tests {
         assert_eq!(store.get(&claim.work_item_id).unwrap(), claim);
         let event = store.events(0).unwrap().events.pop().unwrap();
         assert_eq!((event.fence, event.revision), (claim.fence, claim.revision));
-        let (second, _) = trips(&store, |s| s.claim(&request).unwrap());
-        assert!(second.fence > claim.fence && second.revision > claim.revision);
+
+        // With the agent's sighting fresh, the claim's statement goes alone
+        // over the extended protocol: prepared on first use, then one round
+        // trip; the rows and events are those the claims describe.
+        let (second, n) = trips(&store, |s| s.claim(&request).unwrap());
+        assert_eq!(n, 2);
+        let (third, n) = trips(&store, |s| s.claim(&request).unwrap());
+        assert_eq!(n, 1);
+        for c in [&second, &third] {
+            assert_eq!(store.get(&c.work_item_id).unwrap(), *c);
+        }
+        let logged: Vec<_> = store
+            .events(0)
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|e| (e.work_item_id, e.fence, e.revision))
+            .collect();
+        let claims = [&claim, &second, &third];
+        let expected: Vec<_> = claims
+            .iter()
+            .map(|c| (Some(c.work_item_id.clone()), c.fence, c.revision))
+            .collect();
+        assert_eq!(logged, expected);
+        assert!(claim.fence < second.fence && second.fence < third.fence);
+        assert!(claim.revision < second.revision && second.revision < third.revision);
     }
 
     #[test]
