@@ -12,13 +12,14 @@ use coord_core::{
     Timestamp, find_conflict, needs_exclusion, validate_name,
 };
 use postgres::error::SqlState;
-use postgres::types::Json;
+use postgres::types::{Json, ToSql};
 use postgres::{Client, Config, NoTls, Row, Transaction};
 
 use crate::schema::{self, Migrated};
 use crate::take::TakeShape;
 use crate::tx::{
-    Conn, Tx, claim_from, ids_of, json_lit, number, rank, read, row_of, seen_sql, text_array,
+    Conn, Tx, claim_from, claim_from_doc, ids_of, json_lit, number, rank, read, row_of, seen_sql,
+    text_array,
 };
 
 /// The store's clock; tests replace it.
@@ -484,41 +485,66 @@ fn blind_next(
     now: Timestamp,
     seen: Option<&str>,
 ) -> Result<Option<Blind>, Fail> {
-    let free: Vec<String> = Priority::ALL
+    let free: Vec<i16> = Priority::ALL
         .into_iter()
         .filter(|p| policy.never_conflicts(*p))
-        .map(|p| rank(p).to_string())
+        .map(rank)
         .collect();
     let patch = match shape.patch(request, now) {
         Some(patch) if !free.is_empty() => patch,
         _ => return Ok(None),
     };
-    let mut sql = format!(
-        "EXECUTE coord_next_blind{}({}, ARRAY[{}]::int2[], {}, {}, {}, {}{});",
-        if request.work_types.is_empty() {
-            ""
-        } else {
-            "_typed"
-        },
-        now.as_unix_micros(),
-        free.join(","),
-        json_lit(&patch.columns),
-        text_array(&patch.clear),
-        json_lit(&patch.set),
-        json_lit(&patch.event),
-        if request.work_types.is_empty() {
-            String::new()
-        } else {
-            format!(", {}", text_array(&request.work_types))
-        },
-    );
-    if let Some(agent) = seen {
-        sql.push_str(&seen_sql(agent, now));
-    }
-    let results = conn.batch(&sql)?;
-    Ok(Some(match results.first().and_then(|rows| rows.first()) {
-        Some(row) if row.get(0).is_none() => Blind::NothingToTake,
-        Some(row) => Blind::Took(Box::new(claim_from(row)?)),
+    let typed = !request.work_types.is_empty();
+    // The taken item's document; `Some(None)` when there is nothing to
+    // take; `None` when the store must read first.
+    let found: Option<Option<String>> = match seen {
+        // The common case: one statement, over the extended protocol.
+        None => {
+            let micros = now.as_unix_micros();
+            let (columns, set, event) =
+                (Json(&patch.columns), Json(&patch.set), Json(&patch.event));
+            let mut params: Vec<&(dyn ToSql + Sync)> =
+                vec![&micros, &free, &columns, &patch.clear, &set, &event];
+            if typed {
+                params.push(&request.work_types);
+            }
+            let name = if typed {
+                "coord_next_blind_typed"
+            } else {
+                "coord_next_blind"
+            };
+            let rows = conn.query(name, &params)?;
+            rows.first().map(|row| row.try_get(0)).transpose()?
+        }
+        // With the agent's sighting, in the same implicit transaction.
+        Some(agent) => {
+            let free: Vec<String> = free.iter().map(i16::to_string).collect();
+            let sql = format!(
+                "EXECUTE coord_next_blind{}({}, ARRAY[{}]::int2[], {}, {}, {}, {}{});{}",
+                if typed { "_typed" } else { "" },
+                now.as_unix_micros(),
+                free.join(","),
+                json_lit(&patch.columns),
+                text_array(&patch.clear),
+                json_lit(&patch.set),
+                json_lit(&patch.event),
+                if typed {
+                    format!(", {}", text_array(&request.work_types))
+                } else {
+                    String::new()
+                },
+                seen_sql(agent, now),
+            );
+            let results = conn.batch(&sql)?;
+            results
+                .first()
+                .and_then(|rows| rows.first())
+                .map(|row| row.get(0).map(str::to_owned))
+        }
+    };
+    Ok(Some(match found {
+        Some(None) => Blind::NothingToTake,
+        Some(Some(doc)) => Blind::Took(Box::new(claim_from_doc(&doc)?)),
         None => Blind::ReadFirst,
     }))
 }
@@ -1000,14 +1026,35 @@ mod tests {
         assert_eq!(Some(event), expected.event);
         assert!(fence > posted.fence.unwrap_or(0));
 
-        // Asked for some work types: the best of those, in one round trip.
+        // The same agent again, its sighting fresh: the statement goes alone
+        // over the extended protocol (prepared on first use, then one round
+        // trip), and still does what `take` does.
+        for round_trips in [2, 1] {
+            let posted = post(&store, PostRequest::new("boss", "build"));
+            let (taken, n) = trips(&store, |s| s.next(&request).unwrap());
+            assert_eq!(n, round_trips);
+            let expected = transition::take(
+                &posted,
+                &request,
+                taken.fence.unwrap(),
+                store.options.clock.as_ref()(),
+            )
+            .unwrap()
+            .at_revision(taken.revision.unwrap());
+            assert_eq!(taken, expected.claim);
+            assert_eq!(store.get(&posted.work_item_id).unwrap(), taken);
+            let event = store.events(0).unwrap().events.pop().unwrap();
+            assert_eq!(Some(event), expected.event);
+        }
+
+        // Asked for some work types: the best of those.
         let build = post(&store, PostRequest::new("boss", "build"));
         let lint = post(&store, PostRequest::new("boss", "lint"));
         let typed = NextRequest::new("worker").work_types(["lint"]);
         let (taken, n) = trips(&store, |s| s.next(&typed).unwrap());
         assert_eq!(
             (taken.work_item_id.as_str(), n),
-            (lint.work_item_id.as_str(), 1)
+            (lint.work_item_id.as_str(), 2)
         );
         let (nothing, n) = trips(&store, |s| s.next(&typed));
         assert_eq!(

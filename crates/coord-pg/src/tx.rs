@@ -233,7 +233,12 @@ pub(crate) fn number(row: &SimpleQueryRow, i: usize) -> Result<u64, Fail> {
 
 /// A claim from a `doc::text` column.
 pub(crate) fn claim_from(row: &SimpleQueryRow) -> Result<Claim, Fail> {
-    serde_json::from_str(text(row, 0)?).map_err(|e| {
+    claim_from_doc(text(row, 0)?)
+}
+
+/// A claim from the text of a row's `doc`.
+pub(crate) fn claim_from_doc(doc: &str) -> Result<Claim, Fail> {
+    serde_json::from_str(doc).map_err(|e| {
         Fail::Coord(CoordError::validation(format!(
             "a row of coord_claims is not a claim coord can read: {e}"
         )))
