@@ -3,7 +3,9 @@
 //!
 //! - Baseline: `pgbench` running a one-row `INSERT` transaction over
 //!   persistent connections (`-c N -j N`), and with a new connection per
-//!   transaction (`-C`).
+//!   transaction (`-C`). For `next`, also `pgbench` popping a bare queue
+//!   (lock the oldest pending row, skipping locked ones, and mark it taken):
+//!   the least a queue in PostgreSQL does per item.
 //! - coord: N threads, each holding its own `PgStore` (one connection),
 //!   claiming (medium priority, so no claim waits for another), then taking
 //!   posted items with `next`; and `coord claim` processes one after the
@@ -45,6 +47,11 @@ fn pgbench(cluster: &PgCluster, script: &Path, extra: &[String]) -> Result<f64, 
             rest.split_whitespace().next()?.parse().ok()
         })
         .ok_or_else(|| format!("no tps line in pgbench's output: {text}"))
+}
+
+fn skipped(why: String) -> Value {
+    println!("skipped: {why}");
+    json!({"skipped": why})
 }
 
 fn psql(cluster: &PgCluster, sql: &str) {
@@ -106,10 +113,7 @@ pub fn run(quick: bool) -> Value {
         max_connections: 200,
     }) {
         Ok(c) => c,
-        Err(e) => {
-            println!("skipped: {e}");
-            return json!({"skipped": e});
-        }
+        Err(e) => return skipped(e),
     };
     let url = cluster.url();
     let secs: f64 = if quick { 2.0 } else { 3.0 };
@@ -130,35 +134,55 @@ pub fn run(quick: bool) -> Value {
         &cluster,
         "CREATE TABLE bench_insert (id bigserial PRIMARY KEY, payload text)",
     );
+    let pop_script = script_dir.path().join("pop.sql");
+    std::fs::write(
+        &pop_script,
+        "WITH best AS (SELECT id FROM bench_queue WHERE status = 'pending' \
+           ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         UPDATE bench_queue AS q SET status = 'taken', agent = 'w' \
+         FROM best WHERE q.id = best.id;\n",
+    )
+    .unwrap();
 
     println!(
-        "{:>8} {:>12} {:>14} {:>10} {:>12} {:>10}",
-        "clients", "pgbench tps", "coord claim/s", "ratio", "coord next/s", "ratio"
+        "{:>8} {:>12} {:>14} {:>8} {:>12} {:>8} {:>10} {:>8}",
+        "clients",
+        "pgbench tps",
+        "coord claim/s",
+        "ratio",
+        "coord next/s",
+        "ratio",
+        "bare pop/s",
+        "next/pop"
     );
     let mut rows = Vec::new();
     let mut at_16 = None;
     for clients in [1usize, 4, 16, 64] {
         // Rounds alternate the baseline and coord, so a slow spell of the
         // machine falls on both; each figure is the median of its rounds.
-        let (mut bases, mut claim_rates, mut next_rates) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..rounds {
-            match pgbench(
+        let (mut bases, mut claim_rates, mut next_rates, mut pops) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // `script` run by pgbench over `clients` persistent connections.
+        let persistent = |script: &Path| {
+            let duration = format!("{}", secs.ceil() as u64);
+            let n = clients.to_string();
+            pgbench(
                 &cluster,
-                &script,
+                script,
                 &[
                     "-c".into(),
-                    clients.to_string(),
+                    n.clone(),
                     "-j".into(),
-                    clients.to_string(),
+                    n,
                     "-T".into(),
-                    format!("{}", secs.ceil() as u64),
+                    duration,
                 ],
-            ) {
+            )
+        };
+        for round in 0..rounds {
+            match persistent(&script) {
                 Ok(tps) => bases.push(tps),
-                Err(e) => {
-                    println!("skipped: {e}");
-                    return json!({"skipped": e});
-                }
+                Err(e) => return skipped(e),
             }
             let schema = format!("bench_{clients}_{round}");
             let claims = for_clients(&url, &schema, clients, secs, |store, i, n| {
@@ -186,29 +210,54 @@ pub fn run(quick: bool) -> Value {
                     Err(e) => panic!("next failed: {e}"),
                 }
             });
+            // The bare queue, fresh like coord's, with more items than it
+            // can pop in the interval (no pop faster than an insert).
+            let queued = items.max((bases.last().copied().unwrap_or(0.0) * secs * 1.5) as usize);
+            psql(
+                &cluster,
+                &format!(
+                    "SET client_min_messages = warning; DROP TABLE IF EXISTS bench_queue; \
+                     CREATE TABLE bench_queue (id bigserial PRIMARY KEY, \
+                         status text NOT NULL, agent text, payload text); \
+                     CREATE INDEX ON bench_queue (id) WHERE status = 'pending'; \
+                     INSERT INTO bench_queue (status, payload) \
+                         SELECT 'pending', 'x' FROM generate_series(1, {queued}); \
+                     ANALYZE bench_queue"
+                ),
+            );
+            match persistent(&pop_script) {
+                Ok(tps) => pops.push(tps),
+                Err(e) => return skipped(e),
+            }
             claim_rates.push(claims);
             next_rates.push(nexts);
         }
-        let (base, claims, nexts) = (
+        let (base, claims, nexts, pop) = (
             crate::median(bases),
             crate::median(claim_rates),
             crate::median(next_rates),
+            crate::median(pops),
         );
         println!(
-            "{clients:>8} {base:>12.0} {claims:>14.0} {:>10.2} {nexts:>12.0} {:>10.2}",
+            "{clients:>8} {base:>12.0} {claims:>14.0} {:>8.2} {nexts:>12.0} {:>8.2} {pop:>10.0} {:>8.2}",
             claims / base,
-            nexts / base
+            nexts / base,
+            nexts / pop
         );
         if clients == 16 {
-            at_16 = Some((claims / base, nexts / base));
+            at_16 = Some((claims / base, nexts / base, nexts / pop, pop / base));
         }
         rows.push(
             json!({"clients": clients, "pgbench_tps": base, "claims_per_s": claims,
-            "claim_ratio": claims / base, "next_per_s": nexts, "next_ratio": nexts / base}),
+            "claim_ratio": claims / base, "next_per_s": nexts, "next_ratio": nexts / base,
+            "pgbench_pop_tps": pop, "next_vs_pop": nexts / pop}),
         );
     }
-    if let Some((c, n)) = at_16 {
+    if let Some((c, n, n_pop, pop)) = at_16 {
         println!("at 16 clients: claims {c:.2}, next {n:.2} of pgbench's rate (target >= 0.50)");
+        println!(
+            "at 16 clients: next {n_pop:.2} of a bare queue pop, which itself reaches {pop:.2} of the insert"
+        );
     }
 
     // One `coord claim` process per claim, vs pgbench with a new
