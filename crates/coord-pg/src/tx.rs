@@ -353,7 +353,9 @@ fn statement_list() -> Vec<(&'static str, String)> {
             // Nothing at all when a lapsed lease waits to be written down
             // (before `$12`, the time). The row's columns come as arguments
             // of their own types (`ClaimRow::arguments`): unpacking them from
-            // one `jsonb` record cost the server about 10% of a claim.
+            // one `jsonb` record cost the server about 10% of a claim. The
+            // inserts run whether or not the result reads them, and a failed
+            // one fails the statement, so the numbers come from `n` alone.
             "coord_claim_blind(text, text, int2, text, text, int8, int8, int8, int8, jsonb, jsonb, int8)",
             "WITH n AS (SELECT nextval('coord_revision') AS r, nextval('coord_fence') AS f \
                WHERE NOT EXISTS (SELECT 1 FROM coord_claims \
@@ -363,11 +365,11 @@ fn statement_list() -> Vec<(&'static str, String)> {
                    lease_deadline, posted_at, retry_at, finished_at, depends_on, doc) \
                SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, '{}', \
                    $10 || jsonb_build_object('fence', n.f, 'revision', n.r) \
-               FROM n RETURNING 1), \
+               FROM n), \
              log AS ( \
                INSERT INTO coord_events (doc) \
                SELECT $11 || jsonb_build_object('fence', n.f, 'revision', n.r) FROM n) \
-             SELECT n.r, n.f FROM n, ins"
+             SELECT n.r, n.f FROM n"
                 .to_owned(),
         ),
         // `next`'s one-statement path, for any work type and for some.
