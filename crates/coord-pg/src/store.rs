@@ -1012,39 +1012,25 @@ mod tests {
     #[test]
     fn next_takes_plain_work_in_one_round_trip_as_take_would() {
         let (store, _clock) = store(Arc::new(SeedPolicy));
-        let posted = post(&store, PostRequest::new("boss", "build"));
         let request = NextRequest::new("worker");
-        let (taken, n) = trips(&store, |s| s.next(&request).unwrap());
-        assert_eq!(n, 1);
-        let fence = taken.fence.unwrap();
-        let expected = transition::take(&posted, &request, fence, store.options.clock.as_ref()())
-            .unwrap()
-            .at_revision(taken.revision.unwrap());
-        assert_eq!(taken, expected.claim);
-        assert_eq!(store.get(&posted.work_item_id).unwrap(), taken);
-        let event = store.events(0).unwrap().events.pop().unwrap();
-        assert_eq!(Some(event), expected.event);
-        assert!(fence > posted.fence.unwrap_or(0));
-
-        // The same agent again, its sighting fresh: the statement goes alone
-        // over the extended protocol (prepared on first use, then one round
-        // trip), and still does what `take` does.
-        for round_trips in [2, 1] {
+        // First with the agent's sighting, in one simple-query message; then,
+        // the sighting fresh, the statement alone over the extended protocol
+        // (prepared on first use, then one round trip). Each does what
+        // `take` does, with a fence drawn after the item's.
+        for round_trips in [1, 2, 1] {
             let posted = post(&store, PostRequest::new("boss", "build"));
             let (taken, n) = trips(&store, |s| s.next(&request).unwrap());
             assert_eq!(n, round_trips);
-            let expected = transition::take(
-                &posted,
-                &request,
-                taken.fence.unwrap(),
-                store.options.clock.as_ref()(),
-            )
-            .unwrap()
-            .at_revision(taken.revision.unwrap());
+            let fence = taken.fence.unwrap();
+            let expected =
+                transition::take(&posted, &request, fence, store.options.clock.as_ref()())
+                    .unwrap()
+                    .at_revision(taken.revision.unwrap());
             assert_eq!(taken, expected.claim);
             assert_eq!(store.get(&posted.work_item_id).unwrap(), taken);
             let event = store.events(0).unwrap().events.pop().unwrap();
             assert_eq!(Some(event), expected.event);
+            assert!(fence > posted.fence.unwrap_or(0));
         }
 
         // Asked for some work types: the best of those.
