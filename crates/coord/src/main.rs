@@ -11,7 +11,6 @@ mod runner;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use coord_core::{
     Action, Actor, AgentRegistration, CoordError, Filter, NextRequest, PostRequest, Store,
     Timestamp,
@@ -23,7 +22,7 @@ use cli::{AgentCommand, Cli, Command, HoldArgs};
 use output::Output;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => return output::usage_error(e),
     };
