@@ -161,9 +161,7 @@ impl Conn {
             }
         }
     }
-}
 
-impl Conn {
     /// Runs statement `name` alone over the extended protocol, with binary
     /// arguments: one round trip once prepared (its first use on this
     /// connection prepares it, one more). The server then neither parses
@@ -840,6 +838,16 @@ pub(crate) fn sequencer_lock(schema: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_statement_declares_parameter_types_the_extended_protocol_knows() {
+        for statement in statements() {
+            let types = statement.types();
+            let declared =
+                statement.params.matches(',').count() + usize::from(statement.params.len() > 2);
+            assert_eq!(types.len(), declared, "{}", statement.name);
+        }
+    }
 
     #[test]
     fn literals_double_quotes_and_keep_everything_else() {
