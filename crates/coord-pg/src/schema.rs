@@ -11,6 +11,18 @@ use postgres::Transaction;
 /// is newer than the one it knows.
 pub const SCHEMA_VERSION: i64 = 1;
 
+/// Revisions of the indexes within a schema version: a store brings an
+/// older layout up to this one, and a coord that knows only an older one
+/// works on this one unchanged (it never reads this key).
+///
+/// - 2: `coord_claims_deadline`, on the deadline of every row that has one
+///   (only in-progress rows do), replaces `coord_claims_lease`, which was
+///   on in-progress rows. The probe for a lapsed lease then names no
+///   status, so no index but this one can answer it: on in-progress rows,
+///   statistics taken while none were in progress let PostgreSQL read them
+///   all through the live-by-type index instead.
+pub const LAYOUT: i64 = 2;
+
 /// The first key of every advisory lock coord takes ("coor" in ASCII), so
 /// they do not collide with other applications' locks.
 pub const LOCK_CLASS: i32 = 0x636f_6f72;
@@ -38,8 +50,9 @@ CREATE TABLE IF NOT EXISTS coord_claims (
 );
 CREATE INDEX IF NOT EXISTS coord_claims_live
     ON coord_claims (work_type) WHERE status = 'in_progress';
-CREATE INDEX IF NOT EXISTS coord_claims_lease
-    ON coord_claims (lease_deadline) WHERE status = 'in_progress';
+-- Only in-progress rows have a deadline (see `tx::row_of`).
+CREATE INDEX IF NOT EXISTS coord_claims_deadline
+    ON coord_claims (lease_deadline) WHERE lease_deadline IS NOT NULL;
 CREATE INDEX IF NOT EXISTS coord_claims_pending
     ON coord_claims (priority DESC, posted_at NULLS FIRST, seq) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS coord_claims_finished
@@ -108,16 +121,33 @@ pub fn migrate(tx: &mut Transaction<'_>, schema: &str) -> Result<Migrated, postg
         )?
         .map(|row| row.get(0));
     match found {
-        Some(v) if v > SCHEMA_VERSION => Ok(Migrated::Newer(v)),
-        Some(_) => Ok(Migrated::Current),
+        Some(v) if v > SCHEMA_VERSION => return Ok(Migrated::Newer(v)),
+        Some(_) => {}
         None => {
             tx.execute(
                 "INSERT INTO coord_meta (key, value) VALUES ('schema_version', $1)",
                 &[&SCHEMA_VERSION],
             )?;
-            Ok(Migrated::Current)
         }
     }
+    // `TABLES` made this layout's indexes; what layout 1 had and 2 replaced
+    // goes. A newer layout is left as it is.
+    tx.batch_execute("DROP INDEX IF EXISTS coord_claims_lease")?;
+    tx.execute(
+        "INSERT INTO coord_meta (key, value) VALUES ('layout', $1) \
+         ON CONFLICT (key) DO UPDATE SET value = greatest(coord_meta.value, excluded.value)",
+        &[&LAYOUT],
+    )?;
+    Ok(Migrated::Current)
+}
+
+/// The statement a store runs on connecting: one row when the schema is
+/// at this version and its layout at least this one.
+pub fn current_sql() -> String {
+    format!(
+        "SELECT 1 FROM coord_meta m JOIN coord_meta l ON l.key = 'layout' \
+         WHERE m.key = 'schema_version' AND m.value = {SCHEMA_VERSION} AND l.value >= {LAYOUT}"
+    )
 }
 
 #[cfg(test)]

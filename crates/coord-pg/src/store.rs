@@ -178,10 +178,7 @@ impl PgStore {
         let client = self.config.connect(NoTls).map_err(|e| self.db_error(e))?;
         let mut conn = Conn::new(client);
         let schema = &self.options.schema;
-        let current = conn.batch(&format!(
-            "SELECT value FROM coord_meta WHERE key = 'schema_version' AND value = {}",
-            schema::SCHEMA_VERSION
-        ));
+        let current = conn.batch(&schema::current_sql());
         let up_to_date = match current {
             Ok(results) => !results[0].is_empty(),
             Err(e)
@@ -1007,6 +1004,139 @@ mod tests {
         assert_eq!(logged, expected);
         assert!(claim.fence < second.fence && second.fence < third.fence);
         assert!(claim.revision < second.revision && second.revision < third.revision);
+    }
+
+    #[test]
+    fn a_store_brings_an_older_layout_up_to_date_and_leaves_a_newer_one() {
+        let (store, _clock) = store(Arc::new(SeedPolicy));
+        let schema = store.options.schema.clone();
+        let claim = store.claim(&ClaimRequest::new("agent", "build")).unwrap();
+        let indexes = |store: &PgStore| -> Vec<String> {
+            let mut slot = store.slot();
+            let rows = slot
+                .as_mut()
+                .unwrap()
+                .batch(&format!(
+                    "SELECT indexname FROM pg_indexes WHERE schemaname = '{schema}' \
+                     AND indexname IN ('coord_claims_lease', 'coord_claims_deadline'); \
+                     SELECT value FROM coord_meta WHERE key = 'layout'"
+                ))
+                .unwrap();
+            let mut found: Vec<String> = rows[0]
+                .iter()
+                .map(|r| r.get(0).unwrap().to_owned())
+                .collect();
+            found.extend(
+                rows[1]
+                    .iter()
+                    .map(|r| format!("layout {}", r.get(0).unwrap())),
+            );
+            found
+        };
+        assert_eq!(indexes(&store), ["coord_claims_deadline", "layout 2"]);
+
+        // The layout a coord of before layouts made: the lease index on
+        // in-progress rows, no `layout` row.
+        store
+            .slot()
+            .as_mut()
+            .unwrap()
+            .batch(
+                "DROP INDEX coord_claims_deadline; \
+                 CREATE INDEX coord_claims_lease ON coord_claims (lease_deadline) \
+                     WHERE status = 'in_progress'; \
+                 DELETE FROM coord_meta WHERE key = 'layout'",
+            )
+            .unwrap();
+        let options = PgStoreOptions {
+            schema: schema.clone(),
+            ..PgStoreOptions::default()
+        };
+        let upgraded = PgStore::connect(&shared_cluster().url(), options.clone()).unwrap();
+        assert_eq!(indexes(&upgraded), ["coord_claims_deadline", "layout 2"]);
+        assert_eq!(upgraded.get(&claim.work_item_id).unwrap(), claim);
+
+        // A newer layout is a layout this store can work on, as it is.
+        upgraded
+            .slot()
+            .as_mut()
+            .unwrap()
+            .batch("UPDATE coord_meta SET value = 3 WHERE key = 'layout'")
+            .unwrap();
+        let later = PgStore::connect(&shared_cluster().url(), options).unwrap();
+        assert_eq!(indexes(&later), ["coord_claims_deadline", "layout 3"]);
+        later.claim(&ClaimRequest::new("agent", "build")).unwrap();
+    }
+
+    /// The most rows any scan in `plan` (EXPLAIN ANALYZE's JSON) read,
+    /// those its filter dropped included.
+    fn most_rows_scanned(plan: &serde_json::Value) -> f64 {
+        let own = ["Actual Rows", "Rows Removed by Filter"]
+            .iter()
+            .filter_map(|k| plan.get(k).and_then(serde_json::Value::as_f64))
+            .sum::<f64>()
+            * plan
+                .get("Actual Loops")
+                .and_then(|l| l.as_f64())
+                .unwrap_or(1.0);
+        let below = plan
+            .get("Plans")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten();
+        below.map(most_rows_scanned).fold(own, f64::max)
+    }
+
+    #[test]
+    fn the_lapsed_lease_probe_reads_no_in_progress_row_whatever_the_statistics() {
+        let (store, clock) = store(Arc::new(SeedPolicy));
+        store.claim(&ClaimRequest::new("agent", "build")).unwrap();
+        let now = clock.now().as_unix_micros();
+        let mut slot = store.slot();
+        let conn = slot.as_mut().unwrap();
+        // Statistics taken while nothing is in progress, then 50,000 items
+        // in progress with deadlines to come: the case where a probe naming
+        // the status (layout 1's) read every in-progress row through the
+        // live-by-type index (checked: 50,001 rows).
+        conn.batch(
+            "INSERT INTO coord_claims (work_item_id, work_type, priority, status, posted_at, doc) \
+             SELECT 'w' || g, 'job', 1, 'pending', g, '{}' \
+             FROM generate_series(1, 50000) AS g",
+        )
+        .unwrap();
+        conn.batch("VACUUM ANALYZE coord_claims").unwrap();
+        conn.batch(&format!(
+            "UPDATE coord_claims SET status = 'in_progress', agent_id = 'a', \
+                 lease_deadline = {now} + 60000000, posted_at = NULL \
+             WHERE status = 'pending'"
+        ))
+        .unwrap();
+        let explain = |conn: &mut Conn, sql: &str| -> f64 {
+            let results = conn
+                .batch(&format!(
+                    "BEGIN; EXPLAIN (ANALYZE, FORMAT JSON) {sql}; ROLLBACK"
+                ))
+                .unwrap();
+            let text = results[1][0].get(0).unwrap();
+            let json: serde_json::Value = serde_json::from_str(text).unwrap();
+            most_rows_scanned(&json[0]["Plan"])
+        };
+        let probes = [
+            format!(
+                "SELECT {}",
+                crate::tx::LAPSED.replace("$1", &now.to_string())
+            ),
+            format!("EXECUTE coord_lapsed({now}, NULL)"),
+            format!(
+                "EXECUTE coord_claim_blind('x', 'build', 1, 'in_progress', 'agent', {}, \
+                 NULL, NULL, NULL, '{{}}'::jsonb, '{{}}'::jsonb, {now})",
+                now + 1
+            ),
+        ];
+        for probe in &probes {
+            let rows = explain(conn, probe);
+            assert!(rows <= 2.0, "{probe}: a scan read {rows} rows");
+        }
     }
 
     #[test]
