@@ -73,7 +73,8 @@ impl RetryPolicy {
             Some(n) => schedule.with_max_times(n as usize),
             None => schedule.without_max_times(),
         };
-        let deadline = self.max_wait.map(|w| Instant::now() + w);
+        // A wait too long to be a point in time is no deadline at all.
+        let deadline = self.max_wait.and_then(|w| Instant::now().checked_add(w));
         schedule
             .build()
             .map(|cap| cap.mul_f64(fastrand::f64()))
@@ -164,6 +165,28 @@ mod tests {
             took >= Duration::from_millis(150) && took < Duration::from_secs(2),
             "{took:?}"
         );
+    }
+
+    /// A wait longer than the clock can count to (`--wait-for
+    /// 9223372036854775807`) is no deadline, not a panic.
+    #[test]
+    fn a_wait_too_long_for_the_clock_has_no_deadline() {
+        let policy = RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+            ..RetryPolicy::wait_for(Duration::MAX)
+        };
+        assert_eq!(policy.delays().take(50).count(), 50);
+        let calls = Cell::new(0);
+        let out = policy.run(|| {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 {
+                Err(conflict())
+            } else {
+                Ok(())
+            }
+        });
+        assert!(out.is_ok());
     }
 
     #[test]

@@ -77,7 +77,8 @@ impl DirLock {
         timeout: Duration,
         staging: Option<&mut Option<Staging>>,
     ) -> Result<DirLock, CoordError> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to be a point in time never runs out.
+        let deadline = Instant::now().checked_add(timeout);
         let (file, path) = Self::flock(dir, timeout)?;
         let legacy = match staging {
             Some(staging) => Some(LegacyLock::acquire(dir, deadline, timeout, staging)?),
@@ -213,7 +214,7 @@ impl LegacyLock {
     /// holder's lock file is there and breaking a dead one's.
     fn acquire(
         dir: &Path,
-        deadline: Instant,
+        deadline: Option<Instant>,
         timeout: Duration,
         staging: &mut Option<Staging>,
     ) -> Result<LegacyLock, CoordError> {
@@ -260,7 +261,7 @@ impl LegacyLock {
                 }
                 continue;
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(CoordError::LockTimeout {
                     path: path.clone(),
                     waited: timeout,
@@ -385,6 +386,19 @@ mod tests {
         let held = DirLock::acquire(dir.path(), Duration::from_secs(1), true).unwrap();
         assert_eq!(held.broken().len(), 1);
         assert!(held.broken()[0].holder.contains(&pid.to_string()));
+    }
+
+    /// A timeout longer than the clock can count to is waited out like
+    /// any other, not a panic.
+    #[test]
+    fn a_timeout_too_long_for_the_clock_still_waits_for_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DirLock::acquire(dir.path(), Duration::ZERO, true).unwrap();
+        let d = dir.path().to_owned();
+        let waiter = thread::spawn(move || DirLock::acquire(&d, Duration::MAX, true).map(|_| ()));
+        thread::sleep(Duration::from_millis(50));
+        drop(held);
+        waiter.join().unwrap().expect("acquired after release");
     }
 
     #[test]

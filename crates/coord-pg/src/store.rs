@@ -141,10 +141,12 @@ impl PgStore {
         // Session settings travel with the connection's start-up message:
         // no round trip, and no transaction can undo them.
         let mut config = config;
+        // PostgreSQL keeps `lock_timeout` in an int of milliseconds (0 would
+        // mean "wait for ever"): a longer wait is its longest.
+        let lock_timeout_ms = options.lock_timeout.as_millis().clamp(1, i32::MAX as u128);
         let settings = format!(
-            "-c search_path={} -c lock_timeout={} -c standard_conforming_strings=on",
+            "-c search_path={} -c lock_timeout={lock_timeout_ms} -c standard_conforming_strings=on",
             options.schema,
-            options.lock_timeout.as_millis().max(1)
         );
         let options_text = match config.get_options() {
             Some(theirs) => format!("{theirs} {settings}"),

@@ -383,9 +383,9 @@ pub struct WorkArgs {
     pub work_types: Vec<String>,
     #[command(flatten)]
     pub lease: LeaseArg,
-    /// How many items to work on at once
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub concurrency: usize,
+    /// How many items to work on at once (at most 1024)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=MAX_CONCURRENCY))]
+    pub concurrency: u16,
     /// Stop after taking this many items
     #[arg(long, value_name = "N")]
     pub max_items: Option<usize>,
@@ -475,6 +475,10 @@ impl Cli {
         }
     }
 }
+
+/// The most slots `coord work` runs: each is a thread with a child, and a
+/// number past any machine's means a mistake, not a wish.
+const MAX_CONCURRENCY: i64 = 1024;
 
 fn priority_parser() -> impl TypedValueParser<Value = Priority> {
     PossibleValuesParser::new(Priority::NAMES).map(|s| s.parse().expect("a possible value"))

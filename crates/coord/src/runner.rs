@@ -72,6 +72,14 @@ pub fn work(cli: &Cli, args: &WorkArgs, backend: &Backend, agent: &str) -> ExitC
         retry_backoff,
         command,
     } = args;
+    // Refused before any slot starts, as `next` refuses it (a bad lease or
+    // work type would stop every slot with the same error).
+    let request = coord_core::NextRequest::new(agent)
+        .work_types(work_types.iter().cloned())
+        .lease(lease.lease);
+    if let Err(e) = request.validate() {
+        return output::fail(&e);
+    }
     let shutdown = Shutdown::new();
     let signals = match watch_signals(&shutdown, SignalMode::Stop) {
         Ok(handle) => handle,
@@ -84,7 +92,7 @@ pub fn work(cli: &Cli, args: &WorkArgs, backend: &Backend, agent: &str) -> ExitC
     let options = WorkOptions {
         work_types: work_types.clone(),
         lease: lease.lease,
-        concurrency: *concurrency,
+        concurrency: usize::from(*concurrency),
         max_items: *max_items,
         idle_exit: *idle_exit,
         run: RunOptions {

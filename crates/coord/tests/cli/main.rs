@@ -3,6 +3,7 @@
 
 mod contract;
 mod crash;
+mod extremes;
 mod lifecycle;
 mod pg;
 mod runner;
