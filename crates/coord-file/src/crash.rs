@@ -8,7 +8,11 @@ use std::sync::OnceLock;
 /// Kills this process with SIGKILL if `COORD_CRASH_AT` names `point`.
 pub(crate) fn point(point: &str) {
     static TARGET: OnceLock<Option<String>> = OnceLock::new();
-    let target = TARGET.get_or_init(|| std::env::var("COORD_CRASH_AT").ok());
+    let target = TARGET.get_or_init(|| {
+        std::env::var("COORD_CRASH_AT")
+            .ok()
+            .filter(|t| !t.is_empty())
+    });
     if target.as_deref() == Some(point) {
         let me = rustix::process::getpid();
         let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);

@@ -36,7 +36,7 @@ pub struct PgCluster {
 /// The server binaries: `COORD_PG_BIN`, or the newest
 /// `/usr/lib/postgresql/<version>/bin`, or `pg_config --bindir`.
 fn find_bin() -> Result<PathBuf, String> {
-    if let Some(dir) = std::env::var_os("COORD_PG_BIN") {
+    if let Some(dir) = std::env::var_os("COORD_PG_BIN").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")

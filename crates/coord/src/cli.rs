@@ -99,6 +99,25 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Which store an explicit flag beats a variable for: `--dir` on the
+/// command line wins over a `COORD_DATABASE_URL` from the environment.
+fn flags_beat_variables(mut cli: Cli, matches: &ArgMatches) -> Result<Cli, clap::Error> {
+    use clap::parser::ValueSource::{CommandLine, EnvVariable};
+    let dir = matches.value_source("dir");
+    let database = matches.value_source("database_url");
+    match (dir, database) {
+        (Some(CommandLine), Some(EnvVariable)) => cli.database_url = None,
+        (Some(CommandLine), Some(CommandLine)) => {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--dir and --database-url name two different stores; give one of them\n",
+            ));
+        }
+        _ => {}
+    }
+    Ok(cli)
+}
+
 // What to claim, and how hard to try (`claim` and `run`).
 #[derive(Debug, Args)]
 pub struct ClaimArgs {
@@ -435,21 +454,31 @@ impl Cli {
     /// makes, which differs only in subcommands this one never reached. Help,
     /// `--version` and every error come from the full command, so they read
     /// as clap writes them.
+    ///
+    /// An environment variable that is set but empty counts as unset, as
+    /// most command-line tools treat it (`COORD_DIR= coord list` lists the
+    /// default directory); a flag given on the command line always wins.
     pub fn parse_args(args: Vec<OsString>) -> Result<Cli, clap::Error> {
         match Self::parse_with_one_subcommand(&args) {
             Some(cli) => Ok(cli),
-            None => Cli::try_parse_from(args),
+            None => {
+                let mut full = Cli::command();
+                full.build();
+                let matches = without_empty_env(full).try_get_matches_from(args)?;
+                flags_beat_variables(Cli::from_arg_matches(&matches)?, &matches)
+            }
         }
     }
 
     fn parse_with_one_subcommand(args: &[OsString]) -> Option<Cli> {
         let full = Cli::command();
         let used = args.iter().skip(1).find_map(|a| full.find_subcommand(a))?;
-        let matches = Self::root_of(&full)
-            .subcommand(used.clone())
-            .try_get_matches_from(args)
-            .ok()?;
-        Cli::from_arg_matches(&matches).ok()
+        // Built first, so the subcommand's own (deferred) arguments are
+        // there to lose their empty variables too.
+        let mut command = Self::root_of(&full).subcommand(used.clone());
+        command.build();
+        let matches = without_empty_env(command).try_get_matches_from(args).ok()?;
+        flags_beat_variables(Cli::from_arg_matches(&matches).ok()?, &matches).ok()
     }
 
     /// `full`'s own options and the settings the derive gives it that bear
@@ -474,6 +503,19 @@ impl Cli {
             }
         }
     }
+}
+
+/// `command` (built) with every argument whose environment variable is
+/// set but empty no longer reading it.
+fn without_empty_env(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| match arg.get_env() {
+            Some(name) if std::env::var_os(name).is_some_and(|v| v.is_empty()) => {
+                arg.env(None::<&'static str>)
+            }
+            _ => arg,
+        })
+        .mut_subcommands(without_empty_env)
 }
 
 /// The most slots `coord work` runs: each is a thread with a child, and a

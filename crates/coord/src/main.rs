@@ -176,7 +176,7 @@ fn agent_json(agent: &coord_core::AgentRecord, stale_after: Duration) -> serde_j
 /// Logs go to stderr, and only when asked for with `COORD_LOG` (for example
 /// `COORD_LOG=debug`), so the JSON contract on stdout and stderr stays clean.
 fn init_tracing() {
-    let Ok(spec) = std::env::var("COORD_LOG") else {
+    let Some(spec) = std::env::var("COORD_LOG").ok().filter(|s| !s.is_empty()) else {
         return;
     };
     match spec.parse::<tracing_subscriber::filter::Targets>() {

@@ -526,3 +526,60 @@ fn human_output_is_for_people_and_json_stays_the_default() {
     // Without the flag, the same commands print JSON, also on a terminal.
     env.run(&["show", &id]).expect_ok();
 }
+
+/// An environment variable that is set but empty counts as unset, and a
+/// flag on the command line beats a variable (`--dir` beats a database URL
+/// from the environment).
+#[test]
+fn empty_variables_count_as_unset_and_flags_beat_variables() {
+    let env = Env::new();
+    let cwd = env.dir.parent().unwrap().to_owned();
+    let with_empty = |args: &[&str]| -> Run {
+        let mut cmd = env.command(args);
+        for var in [
+            "COORD_DIR",
+            "COORD_DATABASE_URL",
+            "COORD_SCHEMA",
+            "COORD_SYNC_EVENTS",
+            "COORD_NO_SHELL_LOCK",
+            "COORD_ALLOW_UNSAFE_FILESYSTEM",
+            "COORD_COMPACT_AT",
+            "COORD_COMPACT_KEEP",
+            "COORD_FENCE",
+            "COORD_LOG",
+        ] {
+            cmd.env(var, "");
+        }
+        cmd.current_dir(&cwd).output().unwrap().into()
+    };
+    let claim = with_empty(&["claim", "build"]).expect_ok();
+    let default_dir = cwd.join("agent_coordination");
+    assert!(default_dir.join(CLAIMS).exists(), "the default directory");
+    with_empty(&["complete", &id_of(&claim)]).expect_ok();
+    let all = with_empty(&["list"]).expect_ok();
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+
+    // A flag beats its variable, and --dir beats a database from the
+    // environment; both flags at once name two stores.
+    let elsewhere = cwd.join("elsewhere");
+    let run: Run = env
+        .command(&["--dir", elsewhere.to_str().unwrap(), "claim", "build"])
+        .env(
+            "COORD_DATABASE_URL",
+            "postgresql://coord@nowhere.invalid/coord",
+        )
+        .output()
+        .unwrap()
+        .into();
+    run.expect_ok();
+    assert!(elsewhere.join(CLAIMS).exists());
+    let both = env.run(&[
+        "--dir",
+        "x",
+        "--database-url",
+        "postgresql://nowhere.invalid/db",
+        "list",
+    ]);
+    assert_eq!(both.code, 2, "{both:?}");
+    assert!(both.stderr.contains("--dir and --database-url"), "{both:?}");
+}
