@@ -109,6 +109,23 @@ impl CoordError {
         }
     }
 
+    /// The store's `counter` (`fence` or `revision`) has handed out its
+    /// largest value, `last`: the next would wrap around to a number given
+    /// out before, which a fence or revision must never be.
+    pub fn counter_exhausted(counter: &str, last: u64) -> Self {
+        CoordError::validation(format!(
+            "the store's {counter} counter is exhausted: {last} has been handed out and no \
+             larger {counter} exists; coord will not wrap it around to reuse one"
+        ))
+    }
+
+    /// `last + 1` for the store's `counter`, or the error saying it is
+    /// exhausted.
+    pub fn next_of(counter: &str, last: u64) -> Result<u64, Self> {
+        last.checked_add(1)
+            .ok_or_else(|| Self::counter_exhausted(counter, last))
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             CoordError::Conflict { .. } => ErrorKind::Conflict,

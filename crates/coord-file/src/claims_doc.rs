@@ -517,8 +517,8 @@ impl Draft<'_> {
 
     /// The fence for the next acquisition: above every fence in the file and
     /// the high-water mark of those cleanup removed.
-    pub(crate) fn next_fence(&self) -> u64 {
-        self.max_fence().max(self.fence_floor) + 1
+    pub(crate) fn next_fence(&self) -> Result<u64, CoordError> {
+        CoordError::next_of("fence", self.max_fence().max(self.fence_floor))
     }
 
     /// Writes over the record at `pos` only the fields that differ between

@@ -188,7 +188,7 @@ fn open_draft<'a>(inputs: &Inputs<'a>) -> Result<Draft<'a>, FlowError> {
     let committed = *inputs.get::<Committed>("settle_event_log")?;
     Ok(snapshot.value.draft(
         &snapshot.path,
-        committed.revision + 1,
+        CoordError::next_of("revision", committed.revision)?,
         committed.fence_floor,
     ))
 }
@@ -427,7 +427,7 @@ pub(crate) fn claim(ctx: &Ctx<'_>, request: &ClaimRequest) -> Result<Plan, Coord
                 let request = inputs.get::<ClaimRequest>("work_claim")?;
                 let mut draft = open_draft(inputs)?;
                 let (mut events, _) = expire_lapsed(&mut draft, now, None)?;
-                let fence = draft.next_fence();
+                let fence = draft.next_fence()?;
                 let change = transition::claim(request, new_ids(&draft), fence, now)
                     .at_revision(draft.revision());
                 draft.append(&change.claim);
@@ -491,7 +491,7 @@ pub(crate) fn next(ctx: &Ctx<'_>, request: &NextRequest) -> Result<Plan, CoordEr
                         work_types: request.work_types.clone(),
                     })?;
             let item = draft.claim(chosen)?;
-            let fence = draft.next_fence();
+            let fence = draft.next_fence()?;
             let change =
                 transition::take(&item, &request, fence, now)?.at_revision(draft.revision());
             draft.replace(chosen, &item, &change.claim);

@@ -208,6 +208,16 @@ impl PgStore {
     }
 
     fn db_error(&self, e: postgres::Error) -> CoordError {
+        if e.code() == Some(&SqlState::SEQUENCE_GENERATOR_LIMIT_EXCEEDED) {
+            // Sequences stop at their largest value rather than wrap.
+            let message = e.as_db_error().map(|d| d.message()).unwrap_or_default();
+            let counter = if message.contains("coord_fence") {
+                "fence"
+            } else {
+                "revision"
+            };
+            return CoordError::counter_exhausted(counter, i64::MAX as u64);
+        }
         if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
             return CoordError::LockTimeout {
                 path: PathBuf::from(format!("postgresql:{}", self.options.schema)),
@@ -1006,6 +1016,40 @@ mod tests {
         assert_eq!(logged, expected);
         assert!(claim.fence < second.fence && second.fence < third.fence);
         assert!(claim.revision < second.revision && second.revision < third.revision);
+    }
+
+    /// Sequences stop at their largest value; a change that needs one more
+    /// is refused with the directory store's error, and writes nothing.
+    #[test]
+    fn an_exhausted_counter_is_refused_and_writes_nothing() {
+        let (store, _clock) = store(Arc::new(SeedPolicy));
+        store.claim(&ClaimRequest::new("agent", "build")).unwrap();
+        let count = |store: &PgStore| store.list(&Filter::default()).unwrap().len();
+        for (sequence, counter) in [("coord_fence", "fence"), ("coord_revision", "revision")] {
+            store
+                .slot()
+                .as_mut()
+                .unwrap()
+                .batch(&format!("SELECT setval('{sequence}', 9223372036854775807)"))
+                .unwrap();
+            for priority in [Priority::Medium, Priority::High] {
+                let request = ClaimRequest::new("agent", "build").priority(priority);
+                let err = store.claim(&request).unwrap_err();
+                assert_eq!(err.kind(), coord_core::ErrorKind::ValidationFailed, "{err}");
+                assert!(
+                    err.to_string()
+                        .contains(&format!("{counter} counter is exhausted")),
+                    "{err}"
+                );
+            }
+            assert_eq!(count(&store), 1);
+            store
+                .slot()
+                .as_mut()
+                .unwrap()
+                .batch(&format!("SELECT setval('{sequence}', 100)"))
+                .unwrap();
+        }
     }
 
     #[test]
