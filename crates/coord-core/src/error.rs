@@ -25,7 +25,9 @@ pub enum CoordError {
     ValidationFailed { message: String },
     #[error("cannot read {}: {source}", path.display())]
     FileRead { path: PathBuf, source: Source },
-    #[error("atomic write of {} failed: {source}", path.display())]
+    /// A file could not be created, replaced or appended to; what was
+    /// there before is kept.
+    #[error("cannot write {}: {source}", path.display())]
     AtomicWriteFailed { path: PathBuf, source: Source },
     /// The caller's hold on the item is gone: its lease passed, or the item
     /// was taken again at a newer fence.

@@ -90,16 +90,45 @@ impl From<FlowError> for CoordError {
     }
 }
 
+/// A file step's error as coord's: reading is `file_read_error`, making
+/// or writing anything `atomic_write_failed`. The message names the path
+/// once (the step's own error names it too).
 pub(crate) fn file_error(e: FileError) -> CoordError {
     let path = e.path().to_owned();
+    let cause =
+        |what: String, source: std::io::Error| -> Box<dyn std::error::Error + Send + Sync> {
+            Box::new(std::io::Error::new(
+                source.kind(),
+                format!("{what}{source}"),
+            ))
+        };
     match e {
-        FileError::Read { .. } | FileError::NotADirectory { .. } => CoordError::FileRead {
+        FileError::Read { source, .. } => CoordError::FileRead {
             path,
-            source: Box::new(e),
+            source: Box::new(source),
         },
-        _ => CoordError::AtomicWriteFailed {
+        FileError::NotADirectory { .. } => CoordError::FileRead {
             path,
-            source: Box::new(e),
+            source: "it exists but is not a directory".into(),
+        },
+        FileError::CreateDir { source, .. } => CoordError::AtomicWriteFailed {
+            path,
+            source: cause("cannot create the directory: ".to_owned(), source),
+        },
+        FileError::Write { stage, source, .. } => CoordError::AtomicWriteFailed {
+            path,
+            source: cause(format!("{stage}: "), source),
+        },
+        FileError::Restore { source, .. } => CoordError::AtomicWriteFailed {
+            path,
+            source: cause(
+                "and putting back its previous contents failed too: ".to_owned(),
+                source,
+            ),
+        },
+        other => CoordError::AtomicWriteFailed {
+            path,
+            source: Box::new(other),
         },
     }
 }

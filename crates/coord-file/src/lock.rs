@@ -99,9 +99,11 @@ impl DirLock {
     #[allow(clippy::disallowed_methods)] // this is the lock module
     fn flock(dir: &Path, timeout: Duration) -> Result<(File, PathBuf), CoordError> {
         let path = dir.join(LOCK_FILE);
-        let read_error = |source: std::io::Error| CoordError::FileRead {
+        // Making (or opening for writing) the lock file, and locking it, are
+        // what a writer does: a read-only or full file system fails here.
+        let write_error = |what: &str, source: std::io::Error| CoordError::AtomicWriteFailed {
             path: path.clone(),
-            source: source.into(),
+            source: io::Error::new(source.kind(), format!("{what}: {source}")).into(),
         };
         let file = OpenOptions::new()
             .read(true)
@@ -109,11 +111,12 @@ impl DirLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(read_error)?;
+            .map_err(|e| write_error("cannot create or open the lock file", e))?;
+        let lock_error = |e| write_error("cannot lock it", e);
         match file.try_lock() {
             Ok(()) => return Ok((file, path)),
             Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(e)) => return Err(read_error(e)),
+            Err(TryLockError::Error(e)) => return Err(lock_error(e)),
         }
         let timed_out = || CoordError::LockTimeout {
             path: path.clone(),
@@ -140,7 +143,7 @@ impl DirLock {
             match file.try_lock() {
                 Ok(()) => return Ok((file, path)),
                 Err(TryLockError::WouldBlock) => {}
-                Err(TryLockError::Error(e)) => return Err(read_error(e)),
+                Err(TryLockError::Error(e)) => return Err(lock_error(e)),
             }
         }
     }
@@ -220,9 +223,11 @@ impl LegacyLock {
     ) -> Result<LegacyLock, CoordError> {
         let path = dir.join(LEGACY_LOCK_FILE);
         let mut broken = Vec::new();
-        let io_error = |source: io::Error| CoordError::FileRead {
+        // Every step here makes, links or removes a file: a failure is a
+        // failed write of the shell tools' lock file.
+        let io_error = |what: &str, source: io::Error| CoordError::AtomicWriteFailed {
             path: path.clone(),
-            source: source.into(),
+            source: io::Error::new(source.kind(), format!("{what}: {source}")).into(),
         };
         let mut fresh = false;
         loop {
@@ -230,7 +235,9 @@ impl LegacyLock {
                 Some(stage) => stage,
                 None => {
                     fresh = true;
-                    staging.insert(Staging::create(dir).map_err(io_error)?)
+                    staging.insert(Staging::create(dir).map_err(|e| {
+                        io_error("cannot create its staging file (holding our pid)", e)
+                    })?)
                 }
             };
             match fs::hard_link(&stage.path, &path) {
@@ -247,7 +254,7 @@ impl LegacyLock {
                     *staging = None;
                     continue;
                 }
-                Err(e) => return Err(io_error(e)),
+                Err(e) => return Err(io_error("cannot link it into place", e)),
             }
             if let Some(holder) = Self::dead_holder(&path) {
                 tracing::warn!(lock = %path.display(), %holder, "breaking a stale shell-tool lock");
@@ -257,7 +264,7 @@ impl LegacyLock {
                         holder,
                     }),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_error(e)),
+                    Err(e) => return Err(io_error("cannot remove a dead holder's", e)),
                 }
                 continue;
             }
@@ -399,6 +406,28 @@ mod tests {
         thread::sleep(Duration::from_millis(50));
         drop(held);
         waiter.join().unwrap().expect("acquired after release");
+    }
+
+    /// A lock file that cannot be made is a failed write naming it (here
+    /// `coord.lock` is a link into a directory that does not exist).
+    #[test]
+    fn a_lock_file_that_cannot_be_made_is_a_failed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("gone/coord.lock"),
+            dir.path().join(LOCK_FILE),
+        )
+        .unwrap();
+        let err = DirLock::acquire(dir.path(), Duration::ZERO, true).unwrap_err();
+        assert!(
+            matches!(&err, CoordError::AtomicWriteFailed { path, .. } if path.ends_with(LOCK_FILE)),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("cannot create or open the lock file"),
+            "{err}"
+        );
     }
 
     #[test]

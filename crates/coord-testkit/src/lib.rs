@@ -7,13 +7,16 @@
 //! - [`conformance`]: the behaviour every [`coord_core::Store`] must show,
 //!   run against each store by [`conformance_suite!`].
 //! - [`replace_by_rename`]: another tool's write of a file.
+//! - [`Tmpfs`]: a small disk of a test's own, to fill up or make read-only.
 
 mod clock;
 pub mod conformance;
 mod pg;
+mod tmpfs;
 
 pub use clock::TestClock;
 pub use pg::{PgCluster, PgClusterOptions, shared_cluster};
+pub use tmpfs::Tmpfs;
 
 /// Replaces the file at `path` the way other tools do (the shell tools, a
 /// second writer): a new file renamed over it, so it gets a new inode.

@@ -463,8 +463,13 @@ impl Cli {
             Some(cli) => Ok(cli),
             None => {
                 let mut full = Cli::command();
-                full.build();
-                let matches = without_empty_env(full).try_get_matches_from(args)?;
+                // Building the whole command costs time and changes how clap
+                // renders `help help`: only done when a variable is empty.
+                if an_env_variable_is_empty() {
+                    full.build();
+                    full = without_empty_env(full);
+                }
+                let matches = full.try_get_matches_from(args)?;
                 flags_beat_variables(Cli::from_arg_matches(&matches)?, &matches)
             }
         }
@@ -503,6 +508,13 @@ impl Cli {
             }
         }
     }
+}
+
+/// Whether one of coord's variables (`COORD_*`) is set but empty.
+fn an_env_variable_is_empty() -> bool {
+    std::env::vars_os().any(|(name, value)| {
+        value.is_empty() && name.to_str().is_some_and(|n| n.starts_with("COORD_"))
+    })
 }
 
 /// `command` (built) with every argument whose environment variable is

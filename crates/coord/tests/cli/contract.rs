@@ -583,3 +583,59 @@ fn empty_variables_count_as_unset_and_flags_beat_variables() {
     assert_eq!(both.code, 2, "{both:?}");
     assert!(both.stderr.contains("--dir and --database-url"), "{both:?}");
 }
+
+/// A directory coord cannot write to (read-only, or a full disk) fails a
+/// change with `atomic_write_failed` naming the file it could not write,
+/// not `file_read_error` naming a file that does not exist; reading still
+/// works, and nothing changes.
+#[test]
+fn a_directory_that_cannot_be_written_is_atomic_write_failed_naming_the_file() {
+    let Some(disk) = coord_testkit::Tmpfs::mount("400k") else {
+        return;
+    };
+    let dir = disk.path().join("coordination");
+    run_in(&dir, "agent_test", &["claim", "build"]).expect_ok();
+    let before = fs::read(dir.join(CLAIMS)).unwrap();
+
+    // A full disk: the shell tools' lock file (our pid in it) cannot be made.
+    let filler = disk.fill();
+    let err =
+        run_in(&dir, "agent_test", &["claim", "build"]).expect_error("atomic_write_failed", 7);
+    assert!(
+        err["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("work_claims.json.lock"),
+        "{err}"
+    );
+    assert!(
+        err["message"].as_str().unwrap().contains("No space left"),
+        "{err}"
+    );
+    // Without it, the claims file itself cannot be written.
+    let err = run_in(&dir, "agent_test", &["--no-shell-lock", "claim", "build"])
+        .expect_error("atomic_write_failed", 7);
+    assert!(err["path"].as_str().unwrap().ends_with(CLAIMS), "{err}");
+    assert_eq!(fs::read(dir.join(CLAIMS)).unwrap(), before);
+    fs::remove_file(filler).unwrap();
+
+    // Read-only: the lock file cannot be made.
+    fs::remove_file(dir.join("coord.lock")).unwrap();
+    disk.read_only();
+    let err =
+        run_in(&dir, "agent_test", &["claim", "build"]).expect_error("atomic_write_failed", 7);
+    assert!(
+        err["path"].as_str().unwrap().ends_with("coord.lock"),
+        "{err}"
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("Read-only file system"),
+        "{err}"
+    );
+    let listed = run_in(&dir, "agent_test", &["list"]).expect_ok();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(fs::read(dir.join(CLAIMS)).unwrap(), before);
+}
