@@ -5,7 +5,7 @@
 //! any crash every item is in exactly one of the two files.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use coord_core::CoordError;
@@ -37,19 +37,8 @@ fn write_error(path: &Path, source: io::Error) -> CoordError {
     }
 }
 
-fn truncate(path: &Path, len: u64) -> Result<(), CoordError> {
-    match OpenOptions::new().write(true).open(path) {
-        Ok(file) => {
-            if file.metadata().map_err(|e| write_error(path, e))?.len() > len {
-                file.set_len(len)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| write_error(path, e))?;
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(write_error(path, e)),
-    }
+fn truncate(path: &Path, len: u64, writer: &AtomicWriter) -> Result<(), CoordError> {
+    writer.cut_back(path, len).map_err(|e| write_error(path, e))
 }
 
 fn remove_intent(dir: &Path) -> Result<(), CoordError> {
@@ -80,7 +69,7 @@ pub enum Recovery {
 /// its length before) or all gone (the move finished: record its revision as
 /// committed and forget the intent). Its events need nothing here: the log
 /// is settled against the committed revision by every change.
-pub(crate) fn recover(dir: &Path) -> Result<Option<Recovery>, CoordError> {
+pub(crate) fn recover(dir: &Path, writer: &AtomicWriter) -> Result<Option<Recovery>, CoordError> {
     let intent_path = dir.join(CLEANUP_INTENT);
     let Some(bytes) = read_optional(&intent_path).map_err(file_error)? else {
         return Ok(None);
@@ -103,9 +92,9 @@ pub(crate) fn recover(dir: &Path) -> Result<Option<Recovery>, CoordError> {
         .iter()
         .any(|id| claims.position(id).is_some());
     if still_there {
-        truncate(&dir.join(ARCHIVE), intent.archive_len)?;
+        truncate(&dir.join(ARCHIVE), intent.archive_len, writer)?;
     } else {
-        crate::state::raise_revision(dir, intent.revision, &reactor_file::AtomicWriter::new())?;
+        crate::state::raise_revision(dir, intent.revision, writer)?;
     }
     remove_intent(dir)?;
     Ok(Some(if still_there {
@@ -115,27 +104,40 @@ pub(crate) fn recover(dir: &Path) -> Result<Option<Recovery>, CoordError> {
     }))
 }
 
-/// Refuses to append to an archive whose last line is not a whole JSON
-/// object: it is not what coord wrote, and appending would bury it.
-fn check_tail(path: &Path) -> Result<(), CoordError> {
+/// Makes the archive end with a whole line before an append. A last line
+/// without its newline is what a writer that died (or failed, in an older
+/// coord) while appending left: it never committed (every committed append
+/// was whole and synced before its claims file was written), so it is cut,
+/// as the event log's torn tail is. Returns how many bytes went. A whole
+/// last line that is not a JSON object is not what coord wrote: appending
+/// would bury it, so the archive is refused.
+fn settle_tail(path: &Path) -> Result<u64, CoordError> {
     let last = match last_line(path) {
         Ok(Some(line)) => line,
-        Ok(None) => return Ok(()),
+        Ok(None) => return Ok(0),
         Err(e) => return Err(write_error(path, e)),
     };
-    let whole = last.ends_with(b"\n")
-        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
-            &last[..last.len() - 1],
-        )
-        .is_ok();
-    if whole {
-        Ok(())
-    } else {
-        Err(CoordError::validation(format!(
-            "{} does not end with a whole archived item; coord will not append to it",
-            path.display()
-        )))
+    if !last.ends_with(b"\n") {
+        if !last.starts_with(b"{") {
+            return Err(not_ours(path));
+        }
+        let len = fs::metadata(path).map_err(|e| write_error(path, e))?.len();
+        let torn = last.len() as u64;
+        truncate(path, len - torn, &AtomicWriter::new())?;
+        return Ok(torn);
     }
+    let whole = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
+        &last[..last.len() - 1],
+    )
+    .is_ok();
+    if whole { Ok(0) } else { Err(not_ours(path)) }
+}
+
+fn not_ours(path: &Path) -> CoordError {
+    CoordError::validation(format!(
+        "{} does not end with a whole archived item; coord will not append to it",
+        path.display()
+    ))
 }
 
 /// The file's last line (with its newline, if it has one); `None` for an
@@ -185,7 +187,13 @@ impl Step<FlowError> for WriteIntent {
             return Ok(None);
         }
         let archive = self.dir.join(ARCHIVE);
-        check_tail(&archive)?;
+        let torn = settle_tail(&archive)?;
+        if torn > 0 {
+            tracing::warn!(
+                bytes = torn,
+                "cut a torn last line from the archive (an append that never committed)"
+            );
+        }
         let archive_len = match fs::metadata(&archive) {
             Ok(m) if m.len() >= self.rotate_at => {
                 reactor_file::rotate(&archive, "jsonl").map_err(|e| write_error(&archive, e))?;
@@ -209,15 +217,23 @@ impl Step<FlowError> for WriteIntent {
         Ok(Some(intent))
     }
 
-    fn undo(&mut self, _output: &Option<Intent>, _inputs: &Inputs<'_>) -> Result<(), FlowError> {
+    /// The intent goes only once the archive is back at the length it
+    /// records: while a failed append's bytes are still there, it stays,
+    /// and the next writer's [`recover`] cuts them.
+    fn undo(&mut self, output: &Option<Intent>, _inputs: &Inputs<'_>) -> Result<(), FlowError> {
+        if let Some(intent) = output {
+            truncate(&self.dir.join(ARCHIVE), intent.archive_len, &self.writer)?;
+        }
         remove_intent(&self.dir).map_err(FlowError::from)
     }
 }
 
-/// The `append_to_archive` step: appends the selected records and fsyncs.
-/// Undo cuts the archive back to its length before.
+/// The `append_to_archive` step: appends the selected records and fsyncs,
+/// all or nothing (a failed append is cut back at once). Undo cuts the
+/// archive back to its length before.
 pub(crate) struct AppendToArchive {
     pub dir: PathBuf,
+    pub writer: AtomicWriter,
 }
 
 impl Step<FlowError> for AppendToArchive {
@@ -237,27 +253,42 @@ impl Step<FlowError> for AppendToArchive {
             bytes.extend_from_slice(line.as_bytes());
             bytes.push(b'\n');
         }
+        let intent = inputs
+            .get::<Option<Intent>>("write_cleanup_intent")?
+            .as_ref()
+            .expect("checked above");
+        let existed = path.exists();
         let mut file = OpenOptions::new()
             .append(true)
             .create(true)
             .open(&path)
             .map_err(|e| write_error(&path, e))?;
-        // Written in two halves so a test can kill the writer in between.
+        // Written in two halves so a test can kill the writer in between;
+        // a failure of either cuts the archive back to where it was.
         let (first, second) = bytes.split_at(bytes.len() / 2);
-        file.write_all(first).map_err(|e| write_error(&path, e))?;
-        crash::point("cleanup:archive-partial");
-        file.write_all(second)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| write_error(&path, e))?;
+        let append = |file: &mut fs::File, part: &[u8], sync: bool| {
+            self.writer
+                .append(&path, file, intent.archive_len, part, sync)
+                .map_err(|f| write_error(&path, f.source))
+        };
+        let appended = append(&mut file, first, false).and_then(|()| {
+            crash::point("cleanup:archive-partial");
+            append(&mut file, second, true)
+        });
+        if appended.is_err() && !existed {
+            // An archive this step made and could not fill goes too (it is
+            // empty again, or the intent that outlives this run cuts it).
+            let _ = fs::remove_file(&path);
+        }
+        appended?;
         crash::point("cleanup:archive-appended");
         Ok(())
     }
 
     fn undo(&mut self, _output: &(), inputs: &Inputs<'_>) -> Result<(), FlowError> {
         match inputs.get::<Option<Intent>>("write_cleanup_intent")? {
-            Some(intent) => {
-                truncate(&self.dir.join(ARCHIVE), intent.archive_len).map_err(FlowError::from)
-            }
+            Some(intent) => truncate(&self.dir.join(ARCHIVE), intent.archive_len, &self.writer)
+                .map_err(FlowError::from),
             None => Ok(()),
         }
     }
@@ -289,7 +320,10 @@ pub(crate) fn read_all(dir: &Path) -> Result<Vec<serde_json::Value>, CoordError>
     let Some(bytes) = read_optional(&path).map_err(file_error)? else {
         return Ok(Vec::new());
     };
-    bytes
+    // A last line without its newline is an append that never committed
+    // (the next cleanup cuts it): not an archived item.
+    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    bytes[..whole]
         .split(|b| *b == b'\n')
         .enumerate()
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))

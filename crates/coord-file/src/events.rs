@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use coord_core::{CoordError, Event, EventPage};
 use reactor::{Inputs, Step};
+use reactor_file::AtomicWriter;
 
 use crate::flow::{FlowError, Planned};
 use crate::memory::{OpenLog, SharedMemory};
@@ -118,8 +119,9 @@ pub(crate) fn append(
     path: &Path,
     events: &[Event],
     options: LogOptions,
+    writer: &AtomicWriter,
 ) -> Result<u64, CoordError> {
-    append_keeping(path, events, options, None).map(|(len, _)| len)
+    append_keeping(path, events, options, None, writer).map(|(len, _)| len)
 }
 
 /// [`append`] through `kept`, the log as this store left it and this
@@ -130,6 +132,7 @@ fn append_keeping(
     events: &[Event],
     options: LogOptions,
     kept: Option<OpenLog>,
+    writer: &AtomicWriter,
 ) -> Result<(u64, OpenLog), CoordError> {
     let (mut file, len, (dev, ino)) = match kept {
         Some(log) if log.len < options.rotate_at => (log.file, log.len, (log.dev, log.ino)),
@@ -140,18 +143,11 @@ fn append_keeping(
         serde_json::to_writer(&mut lines, event).expect("an event always serialises");
         lines.push(b'\n');
     }
-    let written = file.write_all(&lines).and_then(|()| {
-        if options.sync {
-            file.sync_data()
-        } else {
-            Ok(())
-        }
-    });
-    if let Err(e) = written {
-        // Leave no partial line behind a failed append.
-        let _ = file.set_len(len);
-        return Err(io_error(path, e));
-    }
+    // All or nothing: a failed append leaves no partial line behind (and
+    // should cutting it back fail too, the next writer's settle cuts it).
+    writer
+        .append(path, &mut file, len, &lines, options.sync)
+        .map_err(|f| io_error(path, f.source))?;
     let log = OpenLog {
         file,
         dev,
@@ -198,6 +194,7 @@ pub(crate) struct AppendEvents<P> {
     path: PathBuf,
     plan_from: &'static str,
     options: LogOptions,
+    writer: AtomicWriter,
     /// Where a long-lived store keeps the log open between changes.
     memory: SharedMemory,
     _plan: std::marker::PhantomData<fn() -> P>,
@@ -208,12 +205,14 @@ impl<P> AppendEvents<P> {
         path: PathBuf,
         plan_from: &'static str,
         options: LogOptions,
+        writer: AtomicWriter,
         memory: SharedMemory,
     ) -> Self {
         AppendEvents {
             path,
             plan_from,
             options,
+            writer,
             memory,
             _plan: std::marker::PhantomData,
         }
@@ -234,7 +233,8 @@ impl<P: Planned> Step<FlowError> for AppendEvents<P> {
             return Ok(Appended { len_before: None });
         }
         let kept = self.memory.lock().take_log();
-        let (len_before, log) = append_keeping(&self.path, &plan.events, self.options, kept)?;
+        let (len_before, log) =
+            append_keeping(&self.path, &plan.events, self.options, kept, &self.writer)?;
         let mut memory = self.memory.lock();
         if memory.long_lived() {
             // Trusted by the next change only once this one commits (the
@@ -499,6 +499,11 @@ pub(crate) fn read(path: &Path, after: u64, committed: u64) -> Result<EventPage,
 mod tests {
     use super::*;
     use coord_core::{EventKind, Timestamp};
+
+    /// Appends with a writer that injects no failures.
+    fn append(path: &Path, events: &[Event], options: LogOptions) -> Result<u64, CoordError> {
+        super::append(path, events, options, &AtomicWriter::new())
+    }
 
     const NO_ROTATION: LogOptions = LogOptions {
         rotate_at: u64::MAX,

@@ -121,10 +121,7 @@ pub(crate) fn file_error(e: FileError) -> CoordError {
         },
         FileError::Restore { source, .. } => CoordError::AtomicWriteFailed {
             path,
-            source: cause(
-                "and putting back its previous contents failed too: ".to_owned(),
-                source,
-            ),
+            source: cause("cannot put back its previous contents: ".to_owned(), source),
         },
         other => CoordError::AtomicWriteFailed {
             path,
@@ -391,6 +388,7 @@ fn finish<'a, P: Planned>(
                 ctx.dir.join(EVENT_LOG),
                 plan_step,
                 ctx.options.log(),
+                ctx.options.writer.clone(),
                 ctx.memory.clone(),
             ),
         )
@@ -661,6 +659,7 @@ pub(crate) fn cleanup(ctx: &Ctx<'_>, sweep: Sweep) -> Result<Plan, CoordError> {
             &["select_finished_items", "write_cleanup_intent"],
             AppendToArchive {
                 dir: ctx.dir.to_owned(),
+                writer: ctx.options.writer.clone(),
             },
         );
     let builder = finish::<Selection>(
@@ -723,28 +722,52 @@ fn choose_finished(draft: &Draft<'_>, sweep: Sweep, now: Timestamp) -> Vec<usize
 
 /// The `raise_fence_high_water` step: before any record leaves the claims
 /// file, the state file remembers the largest fence, so it is never reused.
+/// Undo puts the state file back as it was (a failed cleanup changes no
+/// file).
 struct RaiseFence {
     dir: std::path::PathBuf,
     writer: reactor_file::AtomicWriter,
 }
 
-impl reactor::Step<FlowError> for RaiseFence {
-    type Output = ();
+/// The state file's bytes before the step raised it (`None`: no file), if
+/// it did.
+struct Raised(Option<Option<Vec<u8>>>);
 
-    fn run(&mut self, inputs: &Inputs<'_>) -> Result<(), FlowError> {
+impl reactor::Step<FlowError> for RaiseFence {
+    type Output = Raised;
+
+    fn run(&mut self, inputs: &Inputs<'_>) -> Result<Raised, FlowError> {
         let selection = inputs.get::<Selection>("select_finished_items")?;
         if selection.ids.is_empty() {
-            return Ok(());
+            return Ok(Raised(None));
         }
+        let path = self.dir.join(state::STATE_FILE);
+        let previous = read_optional(&path)?;
         let current = state::read(&self.dir)?;
-        if selection.max_fence > current.fence {
-            let raised = state::State {
-                fence: selection.max_fence,
-                ..current
-            };
-            state::write(&self.dir, raised, &self.writer)?;
+        if selection.max_fence <= current.fence {
+            return Ok(Raised(None));
         }
-        Ok(())
+        let raised = state::State {
+            fence: selection.max_fence,
+            ..current
+        };
+        state::write(&self.dir, raised, &self.writer)?;
+        Ok(Raised(Some(previous)))
+    }
+
+    fn undo(&mut self, output: &Raised, _inputs: &Inputs<'_>) -> Result<(), FlowError> {
+        let Raised(Some(previous)) = output else {
+            return Ok(());
+        };
+        let path = self.dir.join(state::STATE_FILE);
+        self.writer
+            .restore(&path, previous.as_deref())
+            .map_err(|source| {
+                FlowError::File(FileError::Restore {
+                    path: path.clone(),
+                    source,
+                })
+            })
     }
 }
 

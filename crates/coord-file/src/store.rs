@@ -216,10 +216,11 @@ impl FileStore {
                 &self.dir.join(events::EVENT_LOG),
                 &[event],
                 self.options.unsettled_log(),
+                &self.options.writer,
             )?;
             self.warn("lock_broken", message);
         }
-        if let Some(recovery) = archive::recover(&self.dir)? {
+        if let Some(recovery) = archive::recover(&self.dir, &self.options.writer)? {
             let how = match recovery {
                 Recovery::RolledBack => "rolled back (the items stay in the claims file)",
                 Recovery::RolledForward => "completed (the items are in the archive)",

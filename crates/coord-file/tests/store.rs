@@ -311,3 +311,182 @@ fn stale_temp_files_of_a_killed_writer_are_removed_by_the_next_writer() {
     }
     assert!(dir.path().join("notes.txt").exists());
 }
+
+/// A writer whose appends to the file named `name` fail at each of
+/// `stages` (an `Append` failure writes half its bytes first, as a full
+/// disk does).
+fn failing_appends_to(name: &'static str, stages: &'static [WriteStage]) -> AtomicWriter {
+    AtomicWriter::with_faults(Arc::new(move |path: &Path, stage: WriteStage| {
+        if path.file_name().is_some_and(|n| n == name) && stages.contains(&stage) {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("injected failure at {stage:?}"),
+            ));
+        }
+        Ok(())
+    }))
+}
+
+/// Every file of `dir` and a digest of its bytes, the shell-lock staging
+/// file of a live store aside (a digest, so a failure prints names).
+fn files(dir: &Path) -> Vec<(String, usize, u64)> {
+    use std::hash::{Hash, Hasher};
+    dir_names(dir)
+        .into_iter()
+        .map(|name| {
+            let bytes = fs::read(dir.join(&name)).unwrap();
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut hasher);
+            (name, bytes.len(), hasher.finish())
+        })
+        .collect()
+}
+
+/// `n` finished items, and one cleanup already in the archive.
+fn finished(dir: &Path, n: usize) -> FileStore {
+    let store = FileStore::new(dir);
+    for i in 0..n {
+        let claim = store.claim(&ClaimRequest::new("a", "build")).unwrap();
+        store
+            .act(
+                &claim.work_item_id,
+                &Action::Complete {
+                    result: Some(format!("result {i}")),
+                },
+                &Actor::new("a"),
+            )
+            .unwrap();
+        if i == 0 {
+            store.cleanup("a", std::time::Duration::ZERO).unwrap();
+        }
+    }
+    store
+}
+
+const ARCHIVE: &str = "work_claims.archive.jsonl";
+const INTENT: &str = "cleanup.intent.json";
+
+/// A cleanup whose archive append fails (a full disk) leaves every file
+/// as it was: the partial append is cut back, then the intent goes.
+#[test]
+fn a_failed_archive_append_leaves_every_file_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    finished(dir.path(), 30);
+    let before = files(dir.path());
+    let store = store_with(
+        dir.path(),
+        failing_appends_to(ARCHIVE, &[WriteStage::Append]),
+    );
+    let err = store.cleanup("a", std::time::Duration::ZERO).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AtomicWriteFailed, "{err}");
+    assert!(err.to_string().contains(ARCHIVE), "{err}");
+    assert_eq!(files(dir.path()), before);
+
+    let warnings = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&warnings);
+    let store = FileStore::with_options(
+        dir.path(),
+        FileStoreOptions {
+            on_warning: Arc::new(move |w| seen.lock().unwrap().push(w.kind)),
+            ..FileStoreOptions::default()
+        },
+    );
+    assert_eq!(
+        store.cleanup("a", std::time::Duration::ZERO).unwrap().len(),
+        29
+    );
+    assert_eq!(store.archived().unwrap().len(), 30);
+    assert!(warnings.lock().unwrap().is_empty(), "{warnings:?}");
+}
+
+/// When even cutting the partial append back fails, the intent stays, and
+/// the next writer settles the archive with it.
+#[test]
+fn an_append_that_cannot_be_cut_back_keeps_its_intent_for_the_next_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    finished(dir.path(), 10);
+    let archive_before = fs::read(dir.path().join(ARCHIVE)).unwrap();
+    let claims_before = fs::read(dir.path().join(CLAIMS_FILE)).unwrap();
+    let store = store_with(
+        dir.path(),
+        failing_appends_to(ARCHIVE, &[WriteStage::Append, WriteStage::CutBack]),
+    );
+    let err = store.cleanup("a", std::time::Duration::ZERO).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AtomicWriteFailed, "{err}");
+    assert!(dir.path().join(INTENT).exists(), "the intent survives");
+    assert!(fs::read(dir.path().join(ARCHIVE)).unwrap().len() > archive_before.len());
+    assert_eq!(
+        fs::read(dir.path().join(CLAIMS_FILE)).unwrap(),
+        claims_before
+    );
+
+    // The next writer rolls the half-done cleanup back, and cleanup works.
+    let store = FileStore::new(dir.path());
+    assert_eq!(store.list(&Filter::default()).unwrap().len(), 9);
+    assert_eq!(
+        store.cleanup("a", std::time::Duration::ZERO).unwrap().len(),
+        9
+    );
+    assert!(!dir.path().join(INTENT).exists());
+    assert_eq!(store.archived().unwrap().len(), 10);
+}
+
+/// A torn last line in the archive (a writer that died mid-append, or an
+/// older coord that did not cut its failed append back) is settled by the
+/// next cleanup, as the event log's is, and readers skip it meanwhile.
+#[test]
+fn a_torn_archive_tail_is_settled_by_the_next_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = finished(dir.path(), 5);
+    let path = dir.path().join(ARCHIVE);
+    let whole = fs::read(&path).unwrap();
+    let mut torn = whole.clone();
+    torn.extend_from_slice(b"{\"work_item_id\":\"work_9\",\"work_ty");
+    fs::write(&path, &torn).unwrap();
+    assert_eq!(
+        store.archived().unwrap().len(),
+        1,
+        "readers skip the torn line"
+    );
+    assert_eq!(
+        store.cleanup("a", std::time::Duration::ZERO).unwrap().len(),
+        4
+    );
+    let archived = store.archived().unwrap();
+    assert_eq!(archived.len(), 5);
+    let after = fs::read(&path).unwrap();
+    assert!(after.starts_with(&whole) && after.ends_with(b"\n"));
+    assert!(!String::from_utf8(after).unwrap().contains("work_9"));
+
+    // A whole last line that is not an object is not ours: refused.
+    fs::write(&path, [whole.as_slice(), b"not json\n"].concat()).unwrap();
+    store.claim(&ClaimRequest::new("a", "x")).unwrap();
+    let claim = store.claim(&ClaimRequest::new("a", "x")).unwrap();
+    store
+        .act(
+            &claim.work_item_id,
+            &Action::Complete { result: None },
+            &Actor::new("a"),
+        )
+        .unwrap();
+    let err = store.cleanup("a", std::time::Duration::ZERO).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ValidationFailed, "{err}");
+}
+
+/// A change whose event log append fails leaves the log and the claims
+/// file as they were.
+#[test]
+fn a_failed_event_log_append_leaves_every_file_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = finished(dir.path(), 3);
+    drop(store);
+    let before = files(dir.path());
+    let store = store_with(
+        dir.path(),
+        failing_appends_to(EVENT_LOG, &[WriteStage::Append]),
+    );
+    let err = store.claim(&ClaimRequest::new("a", "build")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AtomicWriteFailed, "{err}");
+    assert!(err.to_string().contains(EVENT_LOG), "{err}");
+    assert_eq!(files(dir.path()), before);
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The stages of one atomic write, in order.
+/// The stages of one atomic write, in order, and of one append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WriteStage {
     CreateTemp,
@@ -18,9 +18,15 @@ pub enum WriteStage {
     SyncTemp,
     Rename,
     SyncDir,
+    /// Appending to a file ([`AtomicWriter::append`]); an injected failure
+    /// here writes half the bytes first, as a full disk does.
+    Append,
+    /// Cutting a failed append back to the file's old length.
+    CutBack,
 }
 
 impl WriteStage {
+    /// The stages of one atomic replacement.
     pub const ALL: [WriteStage; 5] = [
         WriteStage::CreateTemp,
         WriteStage::WriteTemp,
@@ -38,6 +44,8 @@ impl fmt::Display for WriteStage {
             WriteStage::SyncTemp => "syncing the temp file",
             WriteStage::Rename => "renaming the temp file into place",
             WriteStage::SyncDir => "syncing the directory",
+            WriteStage::Append => "appending",
+            WriteStage::CutBack => "cutting a failed append back",
         })
     }
 }
@@ -47,7 +55,9 @@ impl fmt::Display for WriteStage {
 pub type FaultInjector = Arc<dyn Fn(&Path, WriteStage) -> io::Result<()> + Send + Sync>;
 
 /// A failed atomic write: where it stopped and whether the target had
-/// already been replaced (then only the directory sync failed).
+/// already been replaced (then only the directory sync failed). For an
+/// append, `replaced` says that a partial append could not be cut back:
+/// the file is no longer as it was.
 #[derive(Debug)]
 pub struct WriteFailure {
     pub stage: WriteStage,
@@ -232,6 +242,77 @@ impl AtomicWriter {
             source,
             replaced: true,
         })
+    }
+
+    /// Appends `bytes` to `file` (open for appending to `target`, whose
+    /// length before is `len_before`), all or nothing: a failure (a full
+    /// disk, say) cuts the file back to `len_before`, so no partial record
+    /// is left behind. With `sync`, the data is synced before `Ok`. Should
+    /// the cut fail too, the failure says `replaced`: the caller must keep
+    /// whatever lets a later writer settle the file (an intent).
+    pub fn append(
+        &self,
+        target: &Path,
+        file: &mut File,
+        len_before: u64,
+        bytes: &[u8],
+        sync: bool,
+    ) -> Result<(), WriteFailure> {
+        let written = match self.check(target, WriteStage::Append) {
+            // As a full disk would: part of it lands, then the error.
+            Err(injected) => file
+                .write_all(&bytes[..bytes.len() / 2])
+                .and(Err(injected.source)),
+            Ok(()) => file
+                .write_all(bytes)
+                .and_then(|()| if sync { file.sync_data() } else { Ok(()) }),
+        };
+        let Err(source) = written else {
+            return Ok(());
+        };
+        let cut = self.cut_back_open(target, file, len_before, sync);
+        match cut {
+            Ok(()) => Err(WriteFailure {
+                stage: WriteStage::Append,
+                source,
+                replaced: false,
+            }),
+            Err(cut_error) => Err(WriteFailure {
+                stage: WriteStage::CutBack,
+                source: io::Error::new(
+                    source.kind(),
+                    format!("{source}; cutting the partial append back failed: {cut_error}"),
+                ),
+                replaced: true,
+            }),
+        }
+    }
+
+    /// Cuts `target` back to `len` bytes if it is longer (a missing file is
+    /// left missing), durably: how an append is undone.
+    pub fn cut_back(&self, target: &Path, len: u64) -> io::Result<()> {
+        let mut file = match OpenOptions::new().write(true).open(target) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if file.metadata()?.len() <= len {
+            return Ok(());
+        }
+        self.cut_back_open(target, &mut file, len, true)
+    }
+
+    fn cut_back_open(
+        &self,
+        target: &Path,
+        file: &mut File,
+        len: u64,
+        sync: bool,
+    ) -> io::Result<()> {
+        self.check(target, WriteStage::CutBack)
+            .map_err(|f| f.source)?;
+        file.set_len(len)?;
+        if sync { file.sync_data() } else { Ok(()) }
     }
 
     /// Puts `previous` back as the contents of `target` (`None`: the target

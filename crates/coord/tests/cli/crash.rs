@@ -3,6 +3,7 @@
 //! archive once the next writer has settled the interrupted move.
 
 use std::collections::HashSet;
+use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
@@ -180,4 +181,85 @@ fn a_writer_killed_between_its_events_and_its_commit_leaves_no_trace_in_the_log(
         [1, 2],
         "the dead writer's revision was never committed, so it is reused"
     );
+}
+
+/// A cleanup that runs out of disk (a 400 KB tmpfs, 30 finished items,
+/// the disk filled to a few pages) fails with `atomic_write_failed` and
+/// leaves every file as it was: no partial record in the archive, no
+/// intent left behind, no change to the state file. Once space is freed,
+/// cleanup works and nothing warns.
+#[test]
+fn a_cleanup_that_fills_the_disk_leaves_every_file_as_it_was() {
+    let mut failures = 0;
+    for free_pages in 1..=6u64 {
+        let Some(disk) = coord_testkit::Tmpfs::mount("400k") else {
+            return;
+        };
+        let dir = disk.path().join("coordination");
+        let mut ids = Vec::new();
+        for i in 0..30 {
+            let description = format!("item {i}, described at enough length to fill a page or two");
+            let claim = run_in(&dir, "agent_test", &["claim", "build", &description]).expect_ok();
+            ids.push(id_of(&claim));
+            run_in(&dir, "agent_test", &["complete", &id_of(&claim)]).expect_ok();
+        }
+        let filler = disk.fill();
+        let len = fs::metadata(&filler).unwrap().len();
+        let file = fs::OpenOptions::new().write(true).open(&filler).unwrap();
+        file.set_len(len.saturating_sub(free_pages * 4096)).unwrap();
+        drop(file);
+        let before = snapshot(&dir);
+
+        let run = run_in(&dir, "agent_test", &["cleanup", "--older-than", "0s"]);
+        if run.code == 0 {
+            assert_eq!(run.json()["archived"], 30, "{run:?}");
+        } else {
+            failures += 1;
+            let err = run.expect_error("atomic_write_failed", 7);
+            assert!(
+                err["message"].as_str().unwrap().contains("No space left"),
+                "{err}"
+            );
+            assert_eq!(snapshot(&dir), before, "with {free_pages} pages free");
+        }
+        fs::remove_file(filler).unwrap();
+        let run = run_in(&dir, "agent_test", &["cleanup", "--older-than", "0s"]);
+        let cleaned = run.expect_ok();
+        assert!(run.stderr.is_empty(), "no warning: {run:?}");
+        let archived: Vec<String> = json_lines(&dir.join("work_claims.archive.jsonl"))
+            .iter()
+            .map(id_of)
+            .collect();
+        assert_eq!(
+            archived, ids,
+            "every item archived once, in order: {cleaned}"
+        );
+        // And a change after it warns of nothing (no failed compaction).
+        let run = run_in(&dir, "agent_test", &["claim", "build"]);
+        run.expect_ok();
+        assert!(run.stderr.is_empty(), "{run:?}");
+    }
+    assert!(failures > 0, "no free-space setting made the cleanup fail");
+}
+
+/// Every file of `dir` by name, with its length and its bytes' hash (so a
+/// failure prints what differs, not the bytes).
+fn snapshot(dir: &std::path::Path) -> Vec<(String, usize, u64)> {
+    use std::hash::{Hash, Hasher};
+    let mut files: Vec<(String, usize, u64)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let bytes = fs::read(e.path()).unwrap();
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut hasher);
+            (
+                e.file_name().into_string().unwrap(),
+                bytes.len(),
+                hasher.finish(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
 }
