@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use coord_core::{Claim, ClaimHead, CoordError, Status, Timestamp};
 use reactor_file::Contents;
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 /// A record changed or added by a draft: its new bytes and head.
 struct Record {
@@ -526,23 +526,9 @@ impl Draft<'_> {
     /// form (an `active` status stays `active` through a progress update),
     /// fields coord does not know are untouched, fields `new` drops go.
     pub(crate) fn replace(&mut self, pos: usize, old: &Claim, new: &Claim) {
-        let as_map = |c: &Claim| match serde_json::to_value(c).expect("a claim always serialises") {
-            Value::Object(m) => m,
-            _ => unreachable!("a claim serialises to an object"),
-        };
-        let (before, after) = (as_map(old), as_map(new));
-        let mut fields: Map<String, Value> =
-            serde_json::from_slice(self.record(pos).0).expect("parsed as an object before");
-        for (key, value) in &after {
-            if before.get(key) != Some(value) {
-                fields.insert(key.clone(), value.clone());
-            }
-        }
-        for key in before.keys().filter(|k| !after.contains_key(*k)) {
-            fields.shift_remove(key);
-        }
+        let text = crate::fields::write_over(self.record(pos).0, old, new);
         let record = Record {
-            raw: encode(&fields),
+            raw: RawValue::from_string(text).expect("serde_json output is valid JSON"),
             head: Arc::new(new.head()),
         };
         let old_len = self.doc.records.len();

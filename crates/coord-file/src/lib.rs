@@ -18,6 +18,7 @@ mod archive;
 mod claims_doc;
 mod crash;
 mod events;
+mod fields;
 mod flow;
 mod fs_check;
 pub mod lock;

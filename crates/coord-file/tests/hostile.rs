@@ -92,3 +92,61 @@ fn an_exhausted_revision_counter_is_refused_not_wrapped() {
     // Reading still works.
     assert_eq!(store.list(&Filter::default()).unwrap().len(), 1);
 }
+
+/// The older shell tools' `claim` writes agents without `last_seen` or
+/// `registered_at`: coord lists them, records other agents beside them
+/// without touching their bytes, and registers them keeping their fields.
+#[test]
+fn the_shell_tools_agent_entries_are_read_listed_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(coord_file::AGENT_FILE);
+    let shell_entry = "{\n    \"agent_id\": \"agent_shell_1\",\n    \"team\": \"blue\",\n    \"status\": \"active\",\n    \"current_workload\": 1\n  }";
+    fs::write(&path, format!("[\n  {shell_entry}\n]\n")).unwrap();
+    let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = warnings.clone();
+    let store = FileStore::with_options(
+        dir.path(),
+        coord_file::FileStoreOptions {
+            on_warning: std::sync::Arc::new(move |w| seen.lock().unwrap().push(w.message.clone())),
+            ..Default::default()
+        },
+    );
+    let agents = store.agents().unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].agent_id, "agent_shell_1");
+    assert_eq!(agents[0].last_seen, None);
+    assert_eq!(agents[0].extra["current_workload"], 1);
+
+    store
+        .claim(&ClaimRequest::new("agent_coord", "build"))
+        .unwrap();
+    assert!(warnings.lock().unwrap().is_empty(), "{warnings:?}");
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains(shell_entry),
+        "the shell tool's entry keeps its bytes:\n{text}"
+    );
+    assert_eq!(store.agents().unwrap().len(), 2);
+
+    let registered = store
+        .register_agent(&coord_core::AgentRegistration {
+            agent_id: "agent_shell_1".into(),
+            team: None,
+            capacity: Some(2),
+        })
+        .unwrap();
+    assert_eq!(registered.capacity, Some(2));
+    assert!(registered.last_seen.is_some() && registered.registered_at.is_some());
+    let raw: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(raw[0]["current_workload"], 1);
+    assert_eq!(raw[0]["status"], "active", "its own fields stay");
+    assert_eq!(raw[0]["team"], "blue");
+
+    // An entry without an agent id is not an agent: the registry is refused,
+    // and left as it is.
+    fs::write(&path, "[{\"team\": \"red\"}]").unwrap();
+    assert_eq!(
+        store.agents().unwrap_err().kind(),
+        ErrorKind::ValidationFailed
+    );
+}
