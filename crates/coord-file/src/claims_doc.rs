@@ -140,6 +140,59 @@ fn invalid(path: &Path, what: impl std::fmt::Display) -> CoordError {
     ))
 }
 
+/// Decodes the head of record `index`, refusing exactly the records that a
+/// full decode (what `list` and `show` do) refuses. The head skips fields
+/// it does not read without a depth limit, the full decode has one (JSON
+/// nested past 128 levels): a record with that many brackets is decoded
+/// whole as well, so every command reads or refuses it alike.
+fn decode_head(path: &Path, index: usize, text: &str) -> Result<ClaimHead, CoordError> {
+    let head = serde_json::from_str(text)
+        .map_err(|e| invalid(path, format_args!("record {index}: {e}")))?;
+    let brackets = memchr::memchr2_iter(b'{', b'[', text.as_bytes()).count();
+    if brackets > MAY_BE_TOO_DEEP {
+        decode(path, index, text.as_bytes())?;
+    }
+    Ok(head)
+}
+
+/// Refuses a file in which two records share a `work_item_id`: which one
+/// a change acts on would be a guess. coord mints ids with numbers above
+/// every id in the file and appends, so in its own files the numbers grow
+/// record by record, which proves the ids distinct without a set; only a
+/// file where they do not (another tool's, or hand-edited) is hashed.
+fn check_unique_ids(
+    path: &Path,
+    records: &[(Range<usize>, Arc<ClaimHead>)],
+) -> Result<(), CoordError> {
+    let mut last = None;
+    let increasing = records.iter().all(|(_, head)| {
+        let n = id_number(&head.work_item_id);
+        let grows = n.is_some() && n > last;
+        last = n;
+        grows
+    });
+    if increasing {
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(records.len());
+    match records
+        .iter()
+        .position(|(_, head)| !seen.insert(head.work_item_id.as_str()))
+    {
+        None => Ok(()),
+        Some(i) => Err(invalid(
+            path,
+            format_args!(
+                "record {i} has the work_item_id {:?} of an earlier record; ids must be unique",
+                records[i].1.work_item_id
+            ),
+        )),
+    }
+}
+
+/// Fewer brackets than this cannot nest past serde_json's depth limit.
+const MAY_BE_TOO_DEEP: usize = 100;
+
 fn decode(path: &Path, index: usize, raw: &[u8]) -> Result<Claim, CoordError> {
     serde_json::from_slice(raw).map_err(|e| invalid(path, format_args!("record {index}: {e}")))
 }
@@ -172,6 +225,7 @@ impl ClaimsDoc {
         // coord's own layout first, on the bytes: a record reused from
         // `prior` was checked (UTF-8 included) when it was first read.
         if let Some(records) = Self::parse_own_layout(path, bytes, prior)? {
+            check_unique_ids(path, &records)?;
             return Ok(ClaimsDoc {
                 bytes: bytes.clone(),
                 summary: Summary::of(&records),
@@ -204,12 +258,12 @@ impl ClaimsDoc {
                         format_args!("record {i} is not a JSON object"),
                     ));
                 }
-                let head: ClaimHead = serde_json::from_str(raw)
-                    .map_err(|e| invalid(path, format_args!("record {i}: {e}")))?;
+                let head = decode_head(path, i, raw)?;
                 let start = raw.as_ptr() as usize - base;
                 Ok((start..start + raw.len(), Arc::new(head)))
             })
             .collect::<Result<_, _>>()?;
+        check_unique_ids(path, &records)?;
         Ok(ClaimsDoc {
             bytes: bytes.clone(),
             summary: Summary::of(&records),
@@ -255,10 +309,7 @@ impl ClaimsDoc {
                     let n = records.len();
                     let text = std::str::from_utf8(record)
                         .map_err(|e| invalid(path, format_args!("record {n} is not UTF-8: {e}")))?;
-                    Arc::new(
-                        serde_json::from_str(text)
-                            .map_err(|e| invalid(path, format_args!("record {n}: {e}")))?,
-                    )
+                    Arc::new(decode_head(path, n, text)?)
                 }
             };
             records.push((span, head));
@@ -840,9 +891,18 @@ mod tests {
                 draft.remove(pos);
             }
         }
-        for _ in 0..add {
-            draft.append(&sample());
+        for k in 0..add {
+            // Ids must be unique in a file: above any the tests' files use.
+            let mut claim = sample();
+            claim.work_item_id = format!("work_{}", 900 + k);
+            draft.append(&claim);
         }
+    }
+
+    /// `ids` without repeats (a file's ids are unique), in their order.
+    fn distinct(ids: Vec<u32>) -> Vec<u32> {
+        let mut seen = BTreeSet::new();
+        ids.into_iter().filter(|i| seen.insert(*i)).collect()
     }
 
     /// The file of `claims`, in coord's layout.
@@ -881,8 +941,8 @@ mod tests {
             after in proptest::collection::vec(0u32..40, 0..25),
             tweak in proptest::collection::vec(0u32..40, 0..5),
         ) {
-            let old = contents(file_of(&before, &[]));
-            let new = contents(file_of(&after, &tweak));
+            let old = contents(file_of(&distinct(before), &[]));
+            let new = contents(file_of(&distinct(after), &tweak));
             let prior = ClaimsDoc::parse(path(), Some(&old), None).unwrap();
             let reused = ClaimsDoc::parse(path(), Some(&new), Some(&prior)).unwrap();
             let fresh = ClaimsDoc::parse(path(), Some(&new), None).unwrap();
@@ -907,7 +967,7 @@ mod tests {
             add in 0usize..3,
             legacy in proptest::bool::ANY,
         ) {
-            let bytes = if legacy { LEGACY.as_bytes().to_vec() } else { file_of(&before, &[]) };
+            let bytes = if legacy { LEGACY.as_bytes().to_vec() } else { file_of(&distinct(before), &[]) };
             let doc = ClaimsDoc::parse(path(), Some(&contents(bytes)), None).unwrap();
             let mut draft = doc.draft(path(), 2, 0);
             let count = draft.heads().count();

@@ -265,6 +265,44 @@ pub(crate) fn read_claims(
     Ok(doc)
 }
 
+/// The claims file's bytes (`None`: no file). A symbolic link there is
+/// refused, for readers and writers alike: a change replaces the file by
+/// rename, which would turn the link into a copy and leave its target
+/// stale, and a reader should not show what no change can act on.
+fn read_claims_file(path: &Path) -> Result<Option<Vec<u8>>, CoordError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path);
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(CoordError::validation(format!(
+                "{} is a symbolic link; coord replaces the claims file by rename, which would \
+                 turn the link into a copy: put the file itself there (or point --dir at the \
+                 directory the link leads to)",
+                path.display()
+            )));
+        }
+        Err(e) => {
+            return Err(CoordError::FileRead {
+                path: path.to_owned(),
+                source: e.into(),
+            });
+        }
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| CoordError::FileRead {
+            path: path.to_owned(),
+            source: e.into(),
+        })?;
+    Ok(Some(bytes))
+}
+
 /// The claims file as it stands: what this store wrote last if the file is
 /// still that one (no read at all), else read and parsed.
 pub(crate) fn current_claims(
@@ -278,9 +316,7 @@ pub(crate) fn current_claims(
             value: doc,
         });
     }
-    let bytes = read_optional(path)
-        .map_err(file_error)?
-        .map(reactor_file::Contents::new);
+    let bytes = read_claims_file(path)?.map(reactor_file::Contents::new);
     let value = read_claims(memory, path, bytes.as_ref())?;
     Ok(FileSnapshot {
         path: path.to_owned(),

@@ -150,3 +150,160 @@ fn the_shell_tools_agent_entries_are_read_listed_and_kept() {
         ErrorKind::ValidationFailed
     );
 }
+
+/// A record with a field nested `depth` levels deep (or that many brackets
+/// inside a string), in coord's layout or pretty-printed.
+fn nested_record_file(depth: usize, in_string: bool, pretty: bool) -> (String, String) {
+    let nested = if in_string {
+        format!("\"{}\"", "[".repeat(depth))
+    } else {
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    };
+    let record = format!(
+        "{{\"work_item_id\":\"work_1\",\"work_type\":\"t\",\"priority\":\"low\",\"status\":\"pending\",\"x\":{nested}}}"
+    );
+    let file = if pretty {
+        format!("[ {record} ]")
+    } else {
+        format!("[\n  {record}\n]\n")
+    };
+    (record, file)
+}
+
+/// Every command reads a record, or every command refuses it: nesting a
+/// full decode cannot read (past serde_json's limit) is refused by writers
+/// too, and the file is never rewritten.
+#[test]
+fn deep_nesting_is_read_or_refused_alike_by_every_command() {
+    for depth in [1, 98, 100, 101, 125, 126, 127, 128, 129, 300, 5000] {
+        for in_string in [false, true] {
+            for pretty in [false, true] {
+                let dir = tempfile::tempdir().unwrap();
+                let (record, file) = nested_record_file(depth, in_string, pretty);
+                let path = dir.path().join(CLAIMS_FILE);
+                fs::write(&path, &file).unwrap();
+                let readable = serde_json::from_str::<coord_core::Claim>(&record).is_ok();
+                let store = FileStore::new(dir.path());
+                let case = format!("depth {depth}, in a string: {in_string}, pretty: {pretty}");
+                assert_eq!(
+                    store.list(&Filter::default()).is_ok(),
+                    readable,
+                    "list, {case}"
+                );
+                assert_eq!(store.get("work_1").is_ok(), readable, "show, {case}");
+                let claimed = store.claim(&ClaimRequest::new("a", "build"));
+                assert_eq!(claimed.is_ok(), readable, "claim, {case}");
+                if !readable {
+                    assert_eq!(fs::read_to_string(&path).unwrap(), file, "{case}");
+                    let err = claimed.unwrap_err();
+                    assert_eq!(err.kind(), ErrorKind::ValidationFailed);
+                    assert!(err.to_string().contains("recursion limit"), "{err}");
+                }
+                if in_string {
+                    assert!(readable, "brackets in a string are text: {case}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_claims_file_with_a_duplicate_id_is_refused_naming_it() {
+    let record = |id: &str, t: &str| {
+        format!(
+            "{{\"work_item_id\":\"{id}\",\"work_type\":\"{t}\",\"priority\":\"low\",\"status\":\"pending\"}}"
+        )
+    };
+    for (a, b) in [
+        ("work_5", "work_5"),
+        ("work_9", "job-1"),
+        ("job-1", "job-1"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CLAIMS_FILE);
+        let mut records = vec![
+            record(a, "one"),
+            record("work_7", "two"),
+            record(b, "three"),
+        ];
+        if a != b {
+            records.push(record(a, "four"));
+        }
+        let file = format!("[\n  {}\n]\n", records.join(",\n  "));
+        fs::write(&path, &file).unwrap();
+        let store = FileStore::new(dir.path());
+        for err in [
+            store.list(&Filter::default()).unwrap_err(),
+            store.claim(&ClaimRequest::new("a", "build")).unwrap_err(),
+        ] {
+            assert_eq!(err.kind(), ErrorKind::ValidationFailed, "{err}");
+            assert!(err.to_string().contains(&format!("{a:?}")), "{err}");
+            assert!(err.to_string().contains("unique"), "{err}");
+        }
+        assert_eq!(fs::read_to_string(&path).unwrap(), file);
+    }
+    // Ids in another order than minted are fine while distinct.
+    let dir = tempfile::tempdir().unwrap();
+    let file = format!(
+        "[\n  {},\n  {}\n]\n",
+        record("work_9", "a"),
+        record("work_2", "b")
+    );
+    fs::write(dir.path().join(CLAIMS_FILE), file).unwrap();
+    assert_eq!(
+        FileStore::new(dir.path())
+            .list(&Filter::default())
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+/// A symbolic link where coord replaces files by rename would become a
+/// copy, its target left stale: refused, with both left as they were.
+#[test]
+fn symbolic_links_are_refused_where_coord_replaces_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("claims.json");
+    fs::write(&target, "[]\n").unwrap();
+    let link = dir.path().join(CLAIMS_FILE);
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let store = FileStore::new(dir.path());
+    for err in [
+        store.claim(&ClaimRequest::new("a", "build")).unwrap_err(),
+        store.list(&Filter::default()).unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::ValidationFailed, "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(fs::read_to_string(&target).unwrap(), "[]\n");
+
+    // The state file, replaced by cleanup: refused too.
+    fs::remove_file(&link).unwrap();
+    let claim = store.claim(&ClaimRequest::new("a", "build")).unwrap();
+    store
+        .act(
+            &claim.work_item_id,
+            &Action::Complete { result: None },
+            &Actor::new("a"),
+        )
+        .unwrap();
+    let state_target = elsewhere.path().join("state.json");
+    fs::write(&state_target, "{\"fence\": 0}\n").unwrap();
+    std::os::unix::fs::symlink(&state_target, dir.path().join(STATE_FILE)).unwrap();
+    let err = store.cleanup("a", std::time::Duration::ZERO).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AtomicWriteFailed, "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(
+        fs::read_to_string(&state_target).unwrap(),
+        "{\"fence\": 0}\n"
+    );
+    assert_eq!(store.list(&Filter::default()).unwrap().len(), 1);
+}

@@ -209,7 +209,20 @@ impl AtomicWriter {
                 "the target has no UTF-8 file name",
             ))
         })?;
-        let permissions = fs::metadata(target).ok().map(|m| m.permissions());
+        // Renaming over a symbolic link replaces the link itself with a
+        // regular file, leaving what it pointed to stale: refused.
+        let existing = fs::symlink_metadata(target).ok();
+        if existing
+            .as_ref()
+            .is_some_and(|m| m.file_type().is_symlink())
+        {
+            return Err(fail(WriteStage::CreateTemp)(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it is a symbolic link, and replacing it by rename would turn the link into a \
+                 copy; put the file itself there",
+            )));
+        }
+        let permissions = existing.map(|m| m.permissions());
 
         self.check(target, WriteStage::CreateTemp)?;
         let (temp_path, mut file) = create_temp(dir, name).map_err(fail(WriteStage::CreateTemp))?;
