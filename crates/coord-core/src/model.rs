@@ -468,10 +468,25 @@ pub fn validate_name(what: &str, value: &str) -> Result<(), CoordError> {
     };
     match problem {
         Some(p) => Err(CoordError::validation(format!(
-            "{what} {p} (got {value:?})"
+            "{what} {p} (got {})",
+            quoted_start(value)
         ))),
         None => Ok(()),
     }
+}
+
+/// How much of a refused value an error message quotes.
+const QUOTED_CHARS: usize = 64;
+
+/// `value` quoted for a message, cut after its first [`QUOTED_CHARS`]
+/// characters (a refused 120 KB name is not echoed whole).
+fn quoted_start(value: &str) -> String {
+    let chars = value.chars().count();
+    if chars <= QUOTED_CHARS {
+        return format!("{value:?}");
+    }
+    let start: String = value.chars().take(QUOTED_CHARS).collect();
+    format!("{start:?}... ({} bytes in all)", value.len())
 }
 
 pub(crate) fn validate_lease(lease: Duration) -> Result<(), CoordError> {
@@ -630,6 +645,19 @@ mod tests {
         let err = "urgent".parse::<Priority>().unwrap_err();
         assert!(err.contains("low, medium, high, critical"), "{err}");
         assert!(Priority::Low < Priority::Medium && Priority::High < Priority::Critical);
+    }
+
+    #[test]
+    fn a_refused_name_is_quoted_only_in_part() {
+        let long = "x".repeat(120_000);
+        let err = ClaimRequest::new("a", long.as_str())
+            .validate()
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(message.len() < 300, "{message}");
+        assert!(message.contains("120000 bytes in all"), "{message}");
+        let err = ClaimRequest::new("a", "two\nlines").validate().unwrap_err();
+        assert!(err.to_string().contains("\"two\\nlines\""), "{err}");
     }
 
     #[test]

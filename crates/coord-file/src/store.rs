@@ -192,34 +192,7 @@ impl FileStore {
         self.memory.lock().staging = staging;
         let lock = lock?;
         let now = (self.options.clock)();
-        for broken in lock.broken() {
-            let message = format!(
-                "removed a stale {} ({}) left by a shell tool that is no longer running",
-                broken.path.display(),
-                broken.holder
-            );
-            let event = Event {
-                time: now,
-                agent: agent.map(str::to_owned),
-                work_item_id: None,
-                from: None,
-                to: None,
-                fence: None,
-                event: EventKind::LockBroken,
-                revision: None,
-                work_type: None,
-                priority: None,
-                reason: Some(message.clone()),
-                forced: false,
-            };
-            events::append(
-                &self.dir.join(events::EVENT_LOG),
-                &[event],
-                self.options.unsettled_log(),
-                &self.options.writer,
-            )?;
-            self.warn("lock_broken", message);
-        }
+        self.report_broken_locks(&lock, agent, now)?;
         if let Some(recovery) = archive::recover(&self.dir, &self.options.writer)? {
             let how = match recovery {
                 Recovery::RolledBack => "rolled back (the items stay in the claims file)",
@@ -258,6 +231,57 @@ impl FileStore {
         drop(lock);
         drop(replaced);
         Ok(plan.outcome)
+    }
+
+    /// Reports the shell tools' lock files `lock` broke: a warning, and a
+    /// `lock_broken` event. A broken lock is no change of its own: its event
+    /// carries the revision committed when it was broken, so the log stays
+    /// in revision order.
+    fn report_broken_locks(
+        &self,
+        lock: &DirLock,
+        agent: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), CoordError> {
+        if lock.broken().is_empty() {
+            return Ok(());
+        }
+        let claims = flow::current_claims(&self.memory, &self.claims_path())?;
+        let committed = claims
+            .value
+            .summary()
+            .max_revision
+            .max(crate::state::read(&self.dir)?.revision);
+        for broken in lock.broken() {
+            let message = format!(
+                "removed a stale {} ({}): the writer that held it, a shell tool or a coord \
+                 killed while writing, is no longer running",
+                broken.path.display(),
+                broken.holder
+            );
+            let event = Event {
+                time: now,
+                agent: agent.map(str::to_owned),
+                work_item_id: None,
+                from: None,
+                to: None,
+                fence: None,
+                event: EventKind::LockBroken,
+                revision: Some(committed),
+                work_type: None,
+                priority: None,
+                reason: Some(message.clone()),
+                forced: false,
+            };
+            events::append(
+                &self.dir.join(events::EVENT_LOG),
+                &[event],
+                self.options.unsettled_log(),
+                &self.options.writer,
+            )?;
+            self.warn("lock_broken", message);
+        }
+        Ok(())
     }
 
     fn touch_agent(&self, agent: &str, now: Timestamp) {
@@ -376,12 +400,14 @@ impl Store for FileStore {
         if !self.options.allow_unsafe_filesystem {
             fs_check::check(&self.dir)?;
         }
-        let _lock = DirLock::acquire(
+        let lock = DirLock::acquire(
             &self.dir,
             self.options.lock_timeout,
             self.options.shell_lock,
         )?;
-        agents::touch(&self.dir, registration, (self.options.clock)())
+        let now = (self.options.clock)();
+        self.report_broken_locks(&lock, Some(&registration.agent_id), now)?;
+        agents::touch(&self.dir, registration, now)
     }
 
     fn agents(&self) -> Result<Vec<AgentRecord>, CoordError> {

@@ -84,9 +84,22 @@ CREATE SEQUENCE IF NOT EXISTS coord_fence;
 CREATE SEQUENCE IF NOT EXISTS coord_revision;
 ";
 
-/// Whether `name` may be used as the schema: a plain lower-case SQL
-/// identifier, so it never needs quoting rules beyond double quotes.
-pub fn valid_schema_name(name: &str) -> bool {
+/// Why `name` may not be coord's schema, if it may not: PostgreSQL's own
+/// schemas (`pg_*` names are reserved, and `information_schema`) hold the
+/// catalog, not coord's tables.
+pub fn schema_name_problem(name: &str) -> Option<&'static str> {
+    if !valid_schema_name(name) {
+        Some("is not a plain lower-case SQL name")
+    } else if name.starts_with("pg_") || name == "information_schema" {
+        Some("is one of PostgreSQL's own schemas; choose another name")
+    } else {
+        None
+    }
+}
+
+/// Whether `name` is a plain lower-case SQL identifier, so it never needs
+/// quoting rules beyond double quotes.
+fn valid_schema_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
@@ -161,6 +174,11 @@ mod tests {
         }
         for bad in ["", "2x", "Coord", "a-b", "a\"b", "a b", &"x".repeat(64)] {
             assert!(!valid_schema_name(bad), "{bad}");
+            assert!(schema_name_problem(bad).is_some(), "{bad}");
         }
+        for system in ["pg_catalog", "pg_toast", "pg_temp_1", "information_schema"] {
+            assert!(schema_name_problem(system).is_some_and(|p| p.contains("PostgreSQL's own")));
+        }
+        assert_eq!(schema_name_problem("pgx"), None);
     }
 }

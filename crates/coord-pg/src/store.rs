@@ -132,9 +132,9 @@ impl PgStore {
         let config = Config::from_str(url).map_err(|e| {
             CoordError::validation(format!("not a valid PostgreSQL connection string: {e}"))
         })?;
-        if !schema::valid_schema_name(&options.schema) {
+        if let Some(problem) = schema::schema_name_problem(&options.schema) {
             return Err(CoordError::validation(format!(
-                "schema {:?} is not a plain lower-case SQL name",
+                "schema {:?} {problem}",
                 options.schema
             )));
         }

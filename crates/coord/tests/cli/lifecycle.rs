@@ -473,6 +473,47 @@ fn the_shell_tools_lock_file_is_honoured_and_a_dead_ones_is_broken_loudly() {
         !legacy.exists(),
         "coord removes its own lock file when done"
     );
+    // Broken again after a change: the event carries the revision committed
+    // then, like every event, so the log stays in revision order.
+    fs::write(
+        &legacy,
+        format!(
+            "{pid}
+"
+        ),
+    )
+    .unwrap();
+    let run = env.run(&["claim", "y"]);
+    run.expect_ok();
+    assert!(run.stderr.contains("no longer running"), "{run:?}");
+    let events = env.events();
+    let revisions: Vec<u64> = events
+        .iter()
+        .map(|e| {
+            e["revision"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no revision: {e}"))
+        })
+        .collect();
+    assert!(revisions.is_sorted(), "{revisions:?}");
+    let broken: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "lock_broken")
+        .map(|e| e["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(broken, [0, 1], "{events:?}");
+    // Registering an agent breaks a dead lock as loudly as a change does.
+    fs::write(&legacy, format!("{pid}\n")).unwrap();
+    let run = env.run(&["agent", "register", "--team", "t"]);
+    run.expect_ok();
+    assert!(run.stderr.contains("lock_broken"), "{run:?}");
+    assert_eq!(
+        env.events()
+            .iter()
+            .filter(|e| e["event"] == "lock_broken")
+            .count(),
+        3
+    );
 }
 
 /// The seed's shell helper, in Python: take `work_claims.json.lock` with

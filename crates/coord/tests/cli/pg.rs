@@ -215,3 +215,28 @@ fn a_claim_waiting_past_lock_timeout_is_a_lock_timeout_and_changes_nothing() {
     let items = env.run("x", &["list"]).expect_ok();
     assert_eq!(items.as_array().unwrap().len(), 1, "{items}");
 }
+
+/// PostgreSQL's own schemas are refused before anything is written, and an
+/// absurd lock timeout is PostgreSQL's longest, not an error.
+#[test]
+fn system_schemas_are_refused_and_any_lock_timeout_is_taken() {
+    let env = PgEnv::new();
+    for schema in ["pg_catalog", "information_schema", "pg_anything"] {
+        let mut cmd = env.command("a", &["claim", "build"]);
+        cmd.env("COORD_SCHEMA", schema);
+        let run: Run = cmd.output().unwrap().into();
+        let err = run.expect_error("coordination_validation_failed", 6);
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("PostgreSQL's own"),
+            "{err}"
+        );
+    }
+    env.run(
+        "a",
+        &["--lock-timeout", "18446744073709551615", "claim", "build"],
+    )
+    .expect_ok();
+}
