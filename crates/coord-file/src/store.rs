@@ -252,6 +252,11 @@ impl FileStore {
             .summary()
             .max_revision
             .max(crate::state::read(&self.dir)?.revision);
+        // The dead writer may have written ahead of a commit it never made:
+        // those lines go first, or this committed one would hide them from
+        // the settle that walks back from the log's end.
+        let log = self.dir.join(events::EVENT_LOG);
+        events::settle_keeping(&log, committed)?;
         for broken in lock.broken() {
             let message = format!(
                 "removed a stale {} ({}): the writer that held it, a shell tool or a coord \
@@ -274,7 +279,7 @@ impl FileStore {
                 forced: false,
             };
             events::append(
-                &self.dir.join(events::EVENT_LOG),
+                &log,
                 &[event],
                 self.options.unsettled_log(),
                 &self.options.writer,
