@@ -91,8 +91,8 @@ impl fmt::Debug for PgStore {
 /// How often a change that hit a deadlock or an id clash is run again.
 const MAX_ATTEMPTS: u32 = 8;
 
-/// Candidates `next` locks at a time.
-const NEXT_BATCH: usize = 32;
+/// Candidates `next` reads at a time when it must read first.
+const NEXT_PAGE: usize = 32;
 
 /// Why a transaction did not commit.
 pub(crate) enum Fail {
@@ -337,6 +337,211 @@ impl PgStore {
                 shape
             }
         }
+    }
+
+    /// `next` when the best candidate needs more looked at (a priority that
+    /// may conflict, dependencies, lapsed leases to write down): read the
+    /// ready items without locks, lock what deciding needs, decide with
+    /// `transition::pick_next_from`, then lock only the chosen row.
+    ///
+    /// Locking just that row keeps other `next`s from skipping rows nobody
+    /// will take. A row another transaction holds is skipped and the choice
+    /// made again; when every row this `next` could take was held, it waits
+    /// for them in turn (a taker may give its row up), so "nothing to take"
+    /// means nothing ready was left that it may take.
+    fn next_reading_first(
+        &self,
+        conn: &mut Conn,
+        request: &NextRequest,
+        now: Timestamp,
+        seen: Option<&str>,
+    ) -> Result<Claim, Fail> {
+        let micros = now.as_unix_micros();
+        let policy = Arc::clone(&self.options.policy);
+        let types = &request.work_types;
+        let (mut tx, mut rows) = Tx::begin(
+            conn,
+            &self.options,
+            now,
+            &[read::candidates(micros, types, &[], NEXT_PAGE)],
+        )?;
+        let mut page = rows.swap_remove(0);
+        let mut passed: Vec<String> = Vec::new();
+        // Items another transaction held when this one tried them.
+        let mut busy: Vec<Claim> = Vec::new();
+        let mut lapsed_written = false;
+        loop {
+            let mut candidates: Vec<Claim> = Vec::with_capacity(page.len());
+            for row in &page {
+                candidates.push(tx.current(claim_from(row)?));
+            }
+            // What deciding needs, in one round trip: the exclusive work
+            // types' locks (all in one statement, in one order, so two
+            // `next`s cannot wait on each other) and their live claims; the
+            // lapsed leases; the dependencies' states.
+            let heads: Vec<ClaimHead> = candidates.iter().map(Claim::head).collect();
+            let exclusive: BTreeSet<&str> = heads
+                .iter()
+                .filter(|h| needs_exclusion(policy.as_ref(), Slot::from(*h)))
+                .map(|h| h.work_type.as_str())
+                .collect();
+            let dependencies: BTreeSet<&str> = heads
+                .iter()
+                .flat_map(|h| h.depends_on.iter().map(String::as_str))
+                .collect();
+            let mut reads = Vec::new();
+            if !exclusive.is_empty() {
+                let types: Vec<&str> = exclusive.iter().copied().collect();
+                reads.extend(read::exclusion(&self.options.schema, &types));
+            }
+            if !lapsed_written {
+                reads.push(read::lapsed(micros, None));
+                reads.push(read::numbers(false));
+            }
+            if !dependencies.is_empty() {
+                let ids: Vec<&str> = dependencies.iter().copied().collect();
+                reads.push(read::items(&ids));
+            }
+            let mut context: Vec<ClaimHead> = Vec::new();
+            if !reads.is_empty() {
+                let results = tx.run(&reads)?;
+                let mut at = if exclusive.is_empty() { 0 } else { 2 };
+                if !lapsed_written {
+                    // The revision first: writing a lapse down stamps it.
+                    tx.numbers(&results[at + 1])?;
+                }
+                if !exclusive.is_empty() {
+                    context.extend(tx.live(&results[1])?);
+                }
+                if !lapsed_written {
+                    tx.expire(&results[at])?;
+                    at += 2;
+                    lapsed_written = true;
+                    // Items this change itself put back on the queue.
+                    let read: HashSet<String> =
+                        candidates.iter().map(|c| c.work_item_id.clone()).collect();
+                    let requeued: Vec<Claim> = tx
+                        .requeued()
+                        .filter(|c| !read.contains(&c.work_item_id))
+                        .cloned()
+                        .collect();
+                    candidates.extend(requeued);
+                }
+                if !dependencies.is_empty() {
+                    for row in &results[at] {
+                        context.push(tx.current(claim_from(row)?).head());
+                    }
+                }
+            }
+            let heads: Vec<ClaimHead> = candidates.iter().map(Claim::head).collect();
+            let mut excluded: HashSet<usize> = HashSet::new();
+            loop {
+                let open: Vec<usize> = (0..heads.len()).filter(|i| !excluded.contains(i)).collect();
+                let refs: Vec<&ClaimHead> = open.iter().map(|&i| &heads[i]).collect();
+                let Some(k) =
+                    transition::pick_next_from(&refs, &context, request, policy.as_ref(), now)
+                else {
+                    break;
+                };
+                let chosen = &candidates[open[k]];
+                if let Some(claim) = self.take_if_free(&mut tx, chosen, request, micros, false)? {
+                    tx.commit(seen)?;
+                    return Ok(claim);
+                }
+                excluded.insert(open[k]);
+                busy.push(chosen.clone());
+            }
+            if page.len() == NEXT_PAGE {
+                // Every candidate of this page was held back: look further.
+                passed.extend(candidates.iter().map(|c| c.work_item_id.clone()));
+                page = tx
+                    .run(&[read::candidates(micros, types, &passed, NEXT_PAGE)])?
+                    .swap_remove(0);
+                continue;
+            }
+            break;
+        }
+        // Every item this `next` could take was held by another transaction:
+        // wait for each in turn; one its taker gave up is this one's.
+        for waited in busy {
+            let head = waited.head();
+            // What deciding on it needs, taken before the savepoint (rolling
+            // back to it must not let go of what recorded changes rely on).
+            let exclusive = needs_exclusion(policy.as_ref(), Slot::from(&head));
+            let mut reads = Vec::new();
+            if exclusive {
+                reads.extend(read::exclusion(
+                    &self.options.schema,
+                    &[head.work_type.as_str()],
+                ));
+            }
+            let dependencies: Vec<&str> = head.depends_on.iter().map(String::as_str).collect();
+            if !dependencies.is_empty() {
+                reads.push(read::items(&dependencies));
+            }
+            let mut context = Vec::new();
+            if !reads.is_empty() {
+                let results = tx.run(&reads)?;
+                if exclusive {
+                    context.extend(tx.live(&results[1])?);
+                }
+                if !dependencies.is_empty() {
+                    for row in results.last().expect("the dependencies' rows") {
+                        context.push(tx.current(claim_from(row)?).head());
+                    }
+                }
+            }
+            let results = tx.run(&[
+                "SAVEPOINT coord_wait".to_owned(),
+                read::ready(&waited.work_item_id, micros, true),
+            ])?;
+            let Some(row) = results[1].first() else {
+                continue; // taken, or no longer ready
+            };
+            let item = tx.current(claim_from(row)?);
+            let head = item.head();
+            if transition::pick_next_from(&[&head], &context, request, policy.as_ref(), now)
+                .is_some()
+                && let Some(claim) = self.take_if_free(&mut tx, &item, request, micros, true)?
+            {
+                tx.commit(seen)?;
+                return Ok(claim);
+            }
+            // Not this one's after all: let go of its row at once.
+            tx.run(&["ROLLBACK TO SAVEPOINT coord_wait".to_owned()])?;
+        }
+        Err(CoordError::NothingToTake {
+            work_types: request.work_types.clone(),
+        }
+        .into())
+    }
+
+    /// Takes `item` for `request` if it can be locked (`already_waited`:
+    /// the caller holds its lock) and is still ready, with a fence drawn
+    /// after the lock; `None` when another transaction holds it or took it.
+    fn take_if_free(
+        &self,
+        tx: &mut Tx<'_, '_>,
+        item: &Claim,
+        request: &NextRequest,
+        micros: i64,
+        already_waited: bool,
+    ) -> Result<Option<Claim>, Fail> {
+        // An item this change put back on the queue itself is locked by it.
+        let ours = tx.requeued().any(|c| c.work_item_id == item.work_item_id);
+        let mut reads = Vec::new();
+        if !ours && !already_waited {
+            reads.push(read::ready(&item.work_item_id, micros, false));
+        }
+        reads.push(read::fence());
+        let results = tx.run(&reads)?;
+        if !ours && !already_waited && results[0].is_empty() {
+            return Ok(None);
+        }
+        tx.numbers(results.last().expect("the numbers' row"))?;
+        let current = tx.current(item.clone());
+        let change = transition::take(&current, request, tx.fence(), tx.now)?;
+        Ok(Some(tx.record(change, false)))
     }
 
     /// Every archived item as it stood when it was archived, oldest first.
@@ -658,102 +863,7 @@ impl Store for PgStore {
                 Some(Blind::ReadFirst) => seen = None,
                 None => {}
             }
-            let micros = now.as_unix_micros();
-            // The best candidate first: in the common case it is the one.
-            let reads = [
-                read::lapsed(micros, None),
-                read::candidates(micros, &request.work_types, &[], 1),
-                read::numbers(true),
-            ];
-            let (mut tx, rows) = Tx::begin(conn, &self.options, now, &reads)?;
-            tx.numbers(&rows[2])?;
-            tx.expire(&rows[0])?;
-            let mut batch = rows.into_iter().nth(1).unwrap_or_default();
-            let mut passed: Vec<String> = Vec::new();
-            let mut limit = 1;
-            loop {
-                let mut candidates: Vec<Claim> = Vec::with_capacity(batch.len() + 1);
-                for row in &batch {
-                    candidates.push(tx.current(claim_from(row)?));
-                }
-                if passed.is_empty() {
-                    let read: HashSet<String> =
-                        candidates.iter().map(|c| c.work_item_id.clone()).collect();
-                    let requeued: Vec<Claim> = tx
-                        .requeued()
-                        .filter(|c| !read.contains(&c.work_item_id))
-                        .cloned()
-                        .collect();
-                    candidates.extend(requeued);
-                }
-                if candidates.is_empty() {
-                    break;
-                }
-                let heads: Vec<ClaimHead> = candidates.iter().map(Claim::head).collect();
-                let dependencies: BTreeSet<&str> = heads
-                    .iter()
-                    .flat_map(|h| h.depends_on.iter().map(String::as_str))
-                    .collect();
-                let exclusive: BTreeSet<&str> = heads
-                    .iter()
-                    .filter(|h| needs_exclusion(tx.policy(), Slot::from(*h)))
-                    .map(|h| h.work_type.as_str())
-                    .collect();
-                let mut context: Vec<ClaimHead> = Vec::new();
-                if !dependencies.is_empty() || !exclusive.is_empty() {
-                    let mut more = Vec::new();
-                    if !exclusive.is_empty() {
-                        let types: Vec<&str> = exclusive.iter().copied().collect();
-                        more.extend(read::exclusion(&self.options.schema, &types));
-                    }
-                    if !dependencies.is_empty() {
-                        let ids: Vec<&str> = dependencies.iter().copied().collect();
-                        more.push(read::items(&ids));
-                    }
-                    if !exclusive.is_empty() {
-                        // A fence drawn under the work types' locks: it
-                        // exceeds every fence an exclusive claim of theirs got.
-                        more.push(read::numbers(true));
-                    }
-                    let results = tx.run(&more)?;
-                    if !exclusive.is_empty() {
-                        tx.numbers(results.last().expect("the numbers' row"))?;
-                    }
-                    if !exclusive.is_empty() {
-                        context.extend(tx.live(&results[1])?);
-                    }
-                    if !dependencies.is_empty() {
-                        for row in &results[if exclusive.is_empty() { 0 } else { 2 }] {
-                            context.push(tx.current(claim_from(row)?).head());
-                        }
-                    }
-                }
-                let refs: Vec<&ClaimHead> = heads.iter().collect();
-                if let Some(i) =
-                    transition::pick_next_from(&refs, &context, request, policy.as_ref(), now)
-                {
-                    let change = transition::take(&candidates[i], request, tx.fence(), now)?;
-                    let claim = tx.record(change, false);
-                    tx.commit(seen)?;
-                    return Ok(claim);
-                }
-                if batch.len() < limit {
-                    break;
-                }
-                passed.extend(candidates.into_iter().map(|c| c.work_item_id));
-                limit = NEXT_BATCH;
-                // A new fence after the new candidates are locked.
-                let mut results = tx.run(&[
-                    read::candidates(micros, &request.work_types, &passed, limit),
-                    read::numbers(true),
-                ])?;
-                tx.numbers(&results[1])?;
-                batch = results.swap_remove(0);
-            }
-            Err(CoordError::NothingToTake {
-                work_types: request.work_types.clone(),
-            }
-            .into())
+            self.next_reading_first(conn, request, now, seen)
         })
     }
 
@@ -1049,6 +1159,52 @@ mod tests {
                 .unwrap()
                 .batch(&format!("SELECT setval('{sequence}', 100)"))
                 .unwrap();
+        }
+    }
+
+    /// A ready item another transaction holds is not "nothing to take":
+    /// `next` waits for it, takes it if it is given up, and says nothing is
+    /// left only once it is gone.
+    #[test]
+    fn next_waits_for_a_held_item_instead_of_saying_nothing_is_left() {
+        let (store, _clock) = store(Arc::new(SeedPolicy));
+        let schema = store.options.schema.clone();
+        for given_up in [true, false] {
+            let item = post(&store, PostRequest::new("boss", "build"));
+            let mut other = postgres::Client::connect(&shared_cluster().url(), NoTls).unwrap();
+            let mut hold = other.transaction().unwrap();
+            hold.execute(
+                &format!("SELECT 1 FROM {schema}.coord_claims WHERE work_item_id = $1 FOR UPDATE"),
+                &[&item.work_item_id],
+            )
+            .unwrap();
+            let started = std::time::Instant::now();
+            let result = std::thread::scope(|scope| {
+                let taker = scope.spawn(|| store.next(&NextRequest::new("worker")));
+                std::thread::sleep(Duration::from_millis(300));
+                if given_up {
+                    hold.rollback().unwrap();
+                } else {
+                    hold.execute(
+                        &format!(
+                            "UPDATE {schema}.coord_claims SET status = 'completed' \
+                             WHERE work_item_id = $1"
+                        ),
+                        &[&item.work_item_id],
+                    )
+                    .unwrap();
+                    hold.commit().unwrap();
+                }
+                taker.join().unwrap()
+            });
+            assert!(started.elapsed() >= Duration::from_millis(300));
+            match result {
+                Ok(taken) if given_up => assert_eq!(taken.work_item_id, item.work_item_id),
+                Err(e) if !given_up => {
+                    assert_eq!(e.kind(), coord_core::ErrorKind::NothingToTake, "{e}")
+                }
+                other => panic!("given up: {given_up}: {other:?}"),
+            }
         }
     }
 

@@ -221,7 +221,10 @@ fn text(row: &SimpleQueryRow, i: usize) -> Result<&str, Fail> {
 }
 
 pub(crate) fn number(row: &SimpleQueryRow, i: usize) -> Result<u64, Fail> {
-    let t = text(row, i)?;
+    parse_number(text(row, i)?)
+}
+
+fn parse_number(t: &str) -> Result<u64, Fail> {
     t.parse().map_err(|_| {
         Fail::Coord(CoordError::validation(format!(
             "expected a number from the database, got {t:?}"
@@ -339,13 +342,31 @@ fn statement_list() -> Vec<(&'static str, String)> {
             "SELECT doc::text FROM coord_claims WHERE work_item_id = $1 FOR UPDATE".to_owned(),
         ),
         (
+            // Read without locks: a row another `next` is taking still shows
+            // (it is skipped, or waited for, when this one tries to lock it),
+            // and this one locks only the row it chose.
             "coord_candidates(int8, text[], text[], int4)",
             "SELECT doc::text FROM coord_claims \
              WHERE status = 'pending' AND (retry_at IS NULL OR retry_at <= $1) \
                AND (cardinality($2) = 0 OR work_type = ANY($2)) \
                AND NOT (work_item_id = ANY($3)) \
              ORDER BY priority DESC, posted_at NULLS FIRST, seq \
-             LIMIT $4 FOR UPDATE SKIP LOCKED"
+             LIMIT $4"
+                .to_owned(),
+        ),
+        (
+            // The chosen candidate, locked unless another transaction holds
+            // it, and only while it is still ready.
+            "coord_take_ready(text, int8)",
+            "SELECT doc::text FROM coord_claims WHERE work_item_id = $1 AND status = 'pending' \
+               AND (retry_at IS NULL OR retry_at <= $2) FOR UPDATE SKIP LOCKED"
+                .to_owned(),
+        ),
+        (
+            // The same, waiting for whoever holds it (up to lock_timeout).
+            "coord_wait_ready(text, int8)",
+            "SELECT doc::text FROM coord_claims WHERE work_item_id = $1 AND status = 'pending' \
+               AND (retry_at IS NULL OR retry_at <= $2) FOR UPDATE"
                 .to_owned(),
         ),
         (
@@ -394,6 +415,10 @@ fn statement_list() -> Vec<(&'static str, String)> {
         (
             "coord_revision_only",
             "SELECT nextval('coord_revision')".to_owned(),
+        ),
+        (
+            "coord_fence_only",
+            "SELECT NULL::int8, nextval('coord_fence')".to_owned(),
         ),
         (
             "coord_revision_and_fence",
@@ -453,31 +478,44 @@ fn statement_list() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// `next`'s one-statement path (see `PgStore::next`): the best free
-/// candidate (of the work types `$7`, with `type_filter`), taken when it
-/// waits on no dependency, is of a priority that conflicts with nothing
-/// (`$2`, the `priority` column's values) and no lapsed lease waits to be
-/// written down. The item gets `take.rs`'s patch (`$3` its columns, `$4`
-/// the fields cleared, `$5` those set) with a fence drawn after its lock,
-/// and its event (`$6` and the item's fields). Returns the taken item; one
-/// NULL when there is nothing to take; no row when the store must take the
-/// path that reads first.
+/// `next`'s one-statement path (see `PgStore::next`). `top` peeks, without
+/// a lock, at the best ready item (of the work types `$7`, with
+/// `type_filter`; pending, past its `retry_at`, every dependency completed).
+/// When that item is of a priority that conflicts with nothing (`$2`, the
+/// `priority` column's values) and no lapsed lease waits to be written
+/// down, the best such item no other transaction holds is locked and taken:
+/// `take.rs`'s patch (`$3` its columns, `$4` the fields cleared, `$5` those
+/// set) with a fence drawn after its lock, and its event (`$6` and the
+/// item's fields). Returns the taken item; one NULL when nothing ready is
+/// pending (held rows count: they may be given up); no row when the store
+/// must take the path that reads first.
+///
+/// It locks only a row it takes. A row it locked to look at and then left
+/// would make concurrent `next`s skip an item nobody takes.
 ///
 /// Two statements rather than one with `cardinality($7) = 0 OR ...`: the
 /// plan PostgreSQL keeps for a prepared statement guesses how selective
 /// such a condition is, and a low guess makes it sort every pending item
 /// instead of reading the queue's index in order.
 fn next_blind(type_filter: &str) -> String {
+    let ready = format!(
+        "status = 'pending' AND (retry_at IS NULL OR retry_at <= $1) {type_filter} \
+         AND (cardinality(c.depends_on) = 0 OR NOT EXISTS ( \
+             SELECT 1 FROM unnest(c.depends_on) AS d(id) WHERE NOT EXISTS ( \
+                 SELECT 1 FROM coord_claims AS x \
+                 WHERE x.work_item_id = d.id AND x.status = 'completed')))"
+    );
     format!(
         "WITH lapsed AS (SELECT 1 WHERE {LAPSED}), \
-         best AS (SELECT work_item_id, priority, depends_on FROM coord_claims \
-             WHERE status = 'pending' AND (retry_at IS NULL OR retry_at <= $1) {type_filter} \
+         top AS (SELECT priority FROM coord_claims AS c WHERE {ready} \
+             ORDER BY priority DESC, posted_at NULLS FIRST, seq LIMIT 1), \
+         best AS (SELECT work_item_id FROM coord_claims AS c \
+             WHERE {ready} AND priority = ANY($2) \
+               AND (SELECT priority FROM top) = ANY($2) AND NOT EXISTS (SELECT 1 FROM lapsed) \
              ORDER BY priority DESC, posted_at NULLS FIRST, seq \
              LIMIT 1 FOR UPDATE SKIP LOCKED), \
          n AS (SELECT best.work_item_id AS id, nextval('coord_revision') AS r, \
-                 nextval('coord_fence') AS f FROM best \
-             WHERE cardinality(best.depends_on) = 0 AND best.priority = ANY($2) \
-               AND NOT EXISTS (SELECT 1 FROM lapsed)), \
+                 nextval('coord_fence') AS f FROM best), \
          v AS (SELECT * FROM jsonb_to_record($3) AS v(status text, agent_id text, \
                  lease_deadline int8, retry_at int8, finished_at int8)), \
          took AS ( \
@@ -493,7 +531,7 @@ fn next_blind(type_filter: &str) -> String {
                'work_type', work_type, 'priority', doc->'priority', 'fence', f, 'revision', r) \
            FROM took) \
          SELECT doc::text FROM took \
-         UNION ALL SELECT NULL WHERE NOT EXISTS (SELECT 1 FROM best) \
+         UNION ALL SELECT NULL WHERE NOT EXISTS (SELECT 1 FROM top) \
            AND NOT EXISTS (SELECT 1 FROM lapsed)"
     )
 }
@@ -531,7 +569,18 @@ pub(crate) mod read {
         format!("EXECUTE coord_item({})", lit(id))
     }
 
-    /// Pending items `next` may take, best first, locked if free.
+    /// The chosen candidate, locked if no other transaction holds it
+    /// (`wait`: once it lets go), while still ready.
+    pub fn ready(id: &str, now: i64, wait: bool) -> String {
+        let name = if wait {
+            "coord_wait_ready"
+        } else {
+            "coord_take_ready"
+        };
+        format!("EXECUTE {name}({}, {now})", lit(id))
+    }
+
+    /// Pending items `next` may take, best first, not locked.
     pub fn candidates(now: i64, work_types: &[String], passed: &[String], limit: usize) -> String {
         format!(
             "EXECUTE coord_candidates({now}, {}, {}, {limit})",
@@ -559,6 +608,12 @@ pub(crate) mod read {
         } else {
             "EXECUTE coord_revision_only".to_owned()
         }
+    }
+
+    /// A fence alone, for a change that drew its revision before it locked
+    /// the item it takes.
+    pub fn fence() -> String {
+        "EXECUTE coord_fence_only".to_owned()
     }
 }
 
@@ -627,12 +682,16 @@ impl<'c, 'o> Tx<'c, 'o> {
         self.options.policy.as_ref()
     }
 
-    /// Takes the numbers of a [`read::numbers`] statement.
+    /// Takes the numbers of a [`read::numbers`] or [`read::fence`]
+    /// statement. A change has one revision: once drawn, it is kept.
     pub fn numbers(&mut self, rows: &[SimpleQueryRow]) -> Result<(), Fail> {
         let row = rows
             .first()
             .ok_or_else(|| CoordError::validation("nextval returned no row"))?;
-        self.revision = Some(number(row, 0)?);
+        if let Some(revision) = row.try_get(0)? {
+            assert!(self.revision.is_none(), "a change draws its revision once");
+            self.revision = Some(parse_number(revision)?);
+        }
         if row.columns().len() > 1 {
             self.fence = Some(number(row, 1)?);
         }

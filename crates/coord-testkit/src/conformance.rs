@@ -58,6 +58,7 @@ macro_rules! conformance_suite {
             concurrent_exclusive_claims_admit_exactly_one,
             concurrent_claims_that_do_not_conflict_all_succeed,
             concurrent_workers_take_each_item_exactly_once,
+            concurrent_nexts_take_every_ready_item_best_first,
             the_event_log_replays_to_the_store_and_its_cursor_resumes,
             a_follower_reading_while_writers_commit_sees_every_event_once,
             text_a_store_cannot_hold_is_refused_and_changes_nothing,
@@ -611,6 +612,72 @@ pub fn concurrent_workers_take_each_item_exactly_once(h: &dyn Harness) {
     let unique: HashSet<String> = all.iter().cloned().collect();
     assert_eq!(all.len(), unique.len(), "an item was taken twice");
     assert_eq!(unique, posted, "every item was taken");
+}
+
+/// Posts 25 items of each priority, spread over five work types
+/// (`<prefix>0` to `<prefix>4`); returns them.
+fn post_every_priority(store: &dyn Store, prefix: &str) -> Vec<Claim> {
+    (0..100)
+        .map(|n| {
+            let request = PostRequest::new("boss", format!("{prefix}{}", n % 5))
+                .priority(Priority::ALL[n % 4]);
+            store.post(&request).unwrap()
+        })
+        .collect()
+}
+
+/// A `next` takes an item whenever one it may take is ready and not being
+/// taken by a concurrent `next`, and priority order holds but for items in
+/// flight. 100 items over five work types, 25 of each priority: one high
+/// or critical item per type can be held at a time, so 55 can be taken,
+/// the best first. 120 concurrent callers take exactly those 55 (the oldest
+/// critical item of each type), the other 65 are told nothing is left; 30
+/// callers over 100 more take five critical items and every medium one.
+pub fn concurrent_nexts_take_every_ready_item_best_first(h: &dyn Harness) {
+    let check = |posted: &[Claim], callers: usize, expected: [usize; 4]| {
+        let results = on_threads(h, callers, |i, store| {
+            store.next(&NextRequest::new(format!("w{i}")).lease(10 * MIN))
+        });
+        let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert!(
+            refused.iter().all(|e| e.kind() == ErrorKind::NothingToTake),
+            "{refused:?}"
+        );
+        let taken: Vec<&Claim> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let count = |p: Priority| taken.iter().filter(|c| c.priority == p).count();
+        let counts = [
+            Priority::Critical,
+            Priority::High,
+            Priority::Medium,
+            Priority::Low,
+        ]
+        .map(count);
+        assert_eq!(
+            counts,
+            expected,
+            "critical, high, medium and low items taken by {callers} callers \
+             ({} refused while ready work waited?)",
+            refused.len()
+        );
+        for work_type in taken
+            .iter()
+            .filter(|c| c.priority == Priority::Critical)
+            .map(|c| &c.work_type)
+        {
+            let oldest = posted
+                .iter()
+                .find(|c| c.priority == Priority::Critical && c.work_type == *work_type)
+                .unwrap();
+            assert!(
+                taken.iter().any(|c| c.work_item_id == oldest.work_item_id),
+                "the oldest critical item of {work_type} is the one taken"
+            );
+        }
+    };
+    let posted = post_every_priority(h.store(), "shared_");
+    check(&posted, 120, [5, 0, 25, 25]);
+    let posted = post_every_priority(h.store(), "other_");
+    check(&posted, 30, [5, 0, 25, 0]);
 }
 
 pub fn the_event_log_replays_to_the_store_and_its_cursor_resumes(h: &dyn Harness) {

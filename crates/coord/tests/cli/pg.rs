@@ -240,3 +240,82 @@ fn system_schemas_are_refused_and_any_lock_timeout_is_taken() {
     )
     .expect_ok();
 }
+
+/// 120 `coord next` processes at once over 100 items of five work types,
+/// 25 of each priority (one high or critical item per type can be held at
+/// a time): they take exactly the 55 that can be taken, best first, and the
+/// other 65 are told nothing is left (exit 10).
+#[test]
+fn concurrent_next_processes_take_every_ready_item_best_first() {
+    let env = PgEnv::new();
+    let priorities = ["low", "medium", "high", "critical"];
+    for n in 0..100 {
+        let work_type = format!("deploy_{}", n % 5);
+        env.run(
+            "boss",
+            &["post", &work_type, "item", "-p", priorities[n % 4]],
+        )
+        .expect_ok();
+    }
+    // All 120 at once: held at the table's lock until every one waits there.
+    let mut gate = postgres::Client::connect(&env.url, postgres::NoTls).unwrap();
+    let mut tx = gate.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "LOCK TABLE {}.coord_claims IN EXCLUSIVE MODE",
+        env.schema
+    ))
+    .unwrap();
+    let children: Vec<_> = (0..120)
+        .map(|i| {
+            env.command(&format!("agent_{i}"), &["next", "--lease", "10m"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut watcher = postgres::Client::connect(&env.url, postgres::NoTls).unwrap();
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(30) {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND datname = current_database()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting >= 120 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    tx.commit().unwrap();
+    let runs: Vec<Run> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().into())
+        .collect();
+    let mut taken = std::collections::HashMap::new();
+    for run in &runs {
+        match run.code {
+            0 => {
+                *taken
+                    .entry(run.json()["priority"].as_str().unwrap().to_owned())
+                    .or_insert(0) += 1
+            }
+            10 => {
+                run.expect_error("nothing_to_take", 10);
+            }
+            _ => panic!("{run:?}"),
+        }
+    }
+    let count = |p: &str| taken.get(p).copied().unwrap_or(0);
+    assert_eq!(
+        [
+            count("critical"),
+            count("high"),
+            count("medium"),
+            count("low")
+        ],
+        [5, 0, 25, 25],
+        "{taken:?}"
+    );
+}
