@@ -192,17 +192,7 @@ impl FileStore {
         self.memory.lock().staging = staging;
         let lock = lock?;
         let now = (self.options.clock)();
-        self.report_broken_locks(&lock, agent, now)?;
-        if let Some(recovery) = archive::recover(&self.dir, &self.options.writer)? {
-            let how = match recovery {
-                Recovery::RolledBack => "rolled back (the items stay in the claims file)",
-                Recovery::RolledForward => "completed (the items are in the archive)",
-            };
-            self.warn(
-                "cleanup_recovered",
-                format!("an interrupted cleanup was {how}"),
-            );
-        }
+        self.settle_after_lock(&lock, agent, now)?;
         let ctx = Ctx {
             dir: &self.dir,
             options: &self.options,
@@ -231,6 +221,30 @@ impl FileStore {
         drop(lock);
         drop(replaced);
         Ok(plan.outcome)
+    }
+
+    /// What every holder of the lock does first: settle a cleanup a killed
+    /// writer left half-done, then report the lock files it broke. In that
+    /// order: until the cleanup is settled, the files may not yet say that
+    /// its revision committed, and reporting settles the event log against
+    /// that revision.
+    fn settle_after_lock(
+        &self,
+        lock: &DirLock,
+        agent: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), CoordError> {
+        if let Some(recovery) = archive::recover(&self.dir, &self.options.writer)? {
+            let how = match recovery {
+                Recovery::RolledBack => "rolled back (the items stay in the claims file)",
+                Recovery::RolledForward => "completed (the items are in the archive)",
+            };
+            self.warn(
+                "cleanup_recovered",
+                format!("an interrupted cleanup was {how}"),
+            );
+        }
+        self.report_broken_locks(lock, agent, now)
     }
 
     /// Reports the shell tools' lock files `lock` broke: a warning, and a
@@ -411,7 +425,7 @@ impl Store for FileStore {
             self.options.shell_lock,
         )?;
         let now = (self.options.clock)();
-        self.report_broken_locks(&lock, Some(&registration.agent_id), now)?;
+        self.settle_after_lock(&lock, Some(&registration.agent_id), now)?;
         agents::touch(&self.dir, registration, now)
     }
 

@@ -11,17 +11,26 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// A directory with `n` completed items (and one live one).
+/// A directory with `n` completed items (and one live one, claimed first:
+/// the newest revisions are carried by the items a cleanup moves out).
 fn finished_items(n: usize) -> (Env, HashSet<String>) {
     let env = Env::new();
     let mut ids = HashSet::new();
+    ids.insert(id_of(&env.run(&["claim", "still running"]).expect_ok()));
     for i in 0..n {
         let id = id_of(&env.run(&["claim", "job", &format!("job {i}")]).expect_ok());
         env.run(&["complete", &id]).expect_ok();
         ids.insert(id);
     }
-    ids.insert(id_of(&env.run(&["claim", "still running"]).expect_ok()));
     (env, ids)
+}
+
+/// The event log's lines but `lock_broken` ones.
+fn changes_logged(env: &Env) -> Vec<Value> {
+    env.events()
+        .into_iter()
+        .filter(|e| e["event"] != "lock_broken")
+        .collect()
 }
 
 /// Every item is in exactly one of the claims file and the archive.
@@ -59,6 +68,7 @@ fn cleanup_killed_at_each_critical_point_loses_and_duplicates_nothing() {
         "cleanup:revision-raised",
     ] {
         let (env, all) = finished_items(6);
+        let logged = changes_logged(&env);
         let killed = env
             .command(&["cleanup", "--older-than", "0s"])
             .env("COORD_CRASH_AT", point)
@@ -88,9 +98,15 @@ fn cleanup_killed_at_each_critical_point_loses_and_duplicates_nothing() {
             .iter()
             .map(|w| w["warning"].as_str().unwrap())
             .collect();
-        assert_eq!(kinds, ["lock_broken", "cleanup_recovered"], "{point}");
+        assert_eq!(kinds, ["cleanup_recovered", "lock_broken"], "{point}");
         assert!(!env.dir.join("cleanup.intent.json").exists());
         assert_each_item_in_one_place(&env, &all);
+        // Settling the move (and the broken lock) keeps every committed event.
+        assert_eq!(
+            changes_logged(&env),
+            logged,
+            "{point}: committed events lost"
+        );
         let rolled_forward = matches!(point, "cleanup:claims-written" | "cleanup:revision-raised");
         assert_eq!(
             env.archive().len(),
