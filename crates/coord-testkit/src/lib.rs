@@ -8,14 +8,18 @@
 //!   run against each store by [`conformance_suite!`].
 //! - [`replace_by_rename`]: another tool's write of a file.
 //! - [`Tmpfs`]: a small disk of a test's own, to fill up or make read-only.
+//! - [`wait_within`], [`output_within`]: waiting for a child with a time
+//!   limit, so a hang fails its test.
 
 mod clock;
 pub mod conformance;
 mod pg;
+mod process;
 mod tmpfs;
 
 pub use clock::TestClock;
 pub use pg::{PgCluster, PgClusterOptions, shared_cluster};
+pub use process::{CHILD_LIMIT, output_within, wait_within};
 pub use tmpfs::Tmpfs;
 
 /// Replaces the file at `path` the way other tools do (the shell tools, a

@@ -49,7 +49,11 @@ pub fn run(store: &dyn Store, agent: &str, seed: u64, log: &Path) {
             (70..82, Some(_)) => ("complete", json!({})),
             (82..90, Some(_)) => ("fail", json!({"requeue": rng.bool()})),
             (90..95, Some(_)) => ("release", json!({})),
-            (95..98, _) => ("cleanup", json!({})),
+            (95..97, _) => ("cleanup", json!({})),
+            // Claim, complete and archive at once: the item archived then
+            // holds the highest fence, which the store must still never
+            // hand out again.
+            (97..98, _) => ("archive_newest", json!({"work_type": work_type})),
             _ => ("reap", json!({})),
         };
         let target = pick.filter(|_| {
@@ -61,7 +65,7 @@ pub fn run(store: &dyn Store, agent: &str, seed: u64, log: &Path) {
         let item = target.map(|i| held[i].id.clone());
         log_line(
             &mut out,
-            &json!({"seq": seq, "phase": "start", "op": op, "item": item, "detail": detail}),
+            &json!({"seq": seq, "phase": "start", "at": micros_now(), "op": op, "item": item, "detail": detail}),
         );
         let actor_fence = target.and_then(|i| held[i].fence);
         let act = |action: Action| {
@@ -107,6 +111,7 @@ pub fn run(store: &dyn Store, agent: &str, seed: u64, log: &Path) {
             "cleanup" => store
                 .cleanup(agent, Duration::from_millis(rng.u64(0..2000)))
                 .map(|ids| json!({"archived": ids})),
+            "archive_newest" => archive_newest(store, agent, work_type),
             _ => store
                 .reap(agent)
                 .map(|items| json!({"expired": items.iter().map(claim_json).collect::<Vec<_>>()})),
@@ -115,7 +120,7 @@ pub fn run(store: &dyn Store, agent: &str, seed: u64, log: &Path) {
             Ok(value) => {
                 log_line(
                     &mut out,
-                    &json!({"seq": seq, "phase": "ack", "op": op, "result": value}),
+                    &json!({"seq": seq, "phase": "ack", "at": micros_now(), "op": op, "result": value}),
                 );
                 match op {
                     "claim" | "next" => held.push(Held {
@@ -134,7 +139,7 @@ pub fn run(store: &dyn Store, agent: &str, seed: u64, log: &Path) {
             Err(e) => {
                 log_line(
                     &mut out,
-                    &json!({"seq": seq, "phase": "error", "op": op, "kind": e.kind().as_str(), "message": e.to_string()}),
+                    &json!({"seq": seq, "phase": "error", "at": micros_now(), "op": op, "kind": e.kind().as_str(), "message": e.to_string()}),
                 );
                 if item.is_some() {
                     held.retain(|h| Some(&h.id) != item.as_ref());
@@ -143,6 +148,25 @@ pub fn run(store: &dyn Store, agent: &str, seed: u64, log: &Path) {
         }
         std::thread::sleep(Duration::from_millis(rng.u64(0..4)));
     }
+}
+
+/// Claims low-priority work, completes it and archives every finished
+/// item at once; acknowledges the three steps' results.
+fn archive_newest(store: &dyn Store, agent: &str, work_type: &str) -> Result<Value, CoordError> {
+    let claim = store.claim(&ClaimRequest::new(agent, work_type).priority(Priority::Low))?;
+    let done = store.act(
+        &claim.work_item_id,
+        &Action::Complete { result: None },
+        &Actor::new(agent).fence(claim.fence),
+    )?;
+    let archived = store.cleanup(agent, Duration::ZERO)?;
+    Ok(json!({"claimed": claim_json(&claim), "completed": claim_json(&done), "archived": archived}))
+}
+
+/// The wall clock in microseconds since the Unix epoch: when an operation
+/// started and was acknowledged, for the checker to compare with leases.
+fn micros_now() -> i64 {
+    coord_core::Timestamp::now().as_unix_micros()
 }
 
 fn claim_json(claim: &Claim) -> Value {

@@ -1,11 +1,30 @@
 //! The checker: after the run, settle the store like any writer would,
 //! then verify the store, the event log and every acknowledgement.
+//!
+//! What it holds the run to:
+//! - every item is in exactly one place (the claims or the archive);
+//! - the event log replays through the state machine (every `from` is the
+//!   item's state so far, every `from` → `to` legal for its event), ends in
+//!   each item's stored state, and never shows two owners or two live
+//!   exclusive claims of one work type; fences grow;
+//! - every acknowledged change is in the store and the log;
+//! - no acknowledged action on an item started after the lease its agent
+//!   last held on it had ended (the store must refuse those);
+//! - the only refusals are those agents acting with their own id and fence
+//!   can meet (`coordination_conflict`, `lease_expired`, `not_found`,
+//!   `nothing_to_take`; on PostgreSQL, whose connections the run cuts, also
+//!   `database_error`);
+//! - no `next` said `nothing_to_take` while an item it could take (of a
+//!   priority that conflicts with nothing, no dependencies) was surely
+//!   pending for the whole call: made pending by a change acknowledged
+//!   before the call began, and changed next by a change decided after it
+//!   ended.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::Path;
 
-use coord_core::{Claim, EventKind, Filter, Priority, Status, Store};
+use coord_core::{Claim, Event, EventKind, Filter, Priority, Status, Store};
 use serde_json::Value;
 
 /// Reads JSON lines, skipping a torn last line (a killed agent's).
@@ -26,6 +45,46 @@ pub enum Order {
     PerItemAndWorkType,
 }
 
+/// What the run did to the store besides the agents' operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    /// Agents were killed.
+    Kills,
+    /// Agents were killed and their database connections cut.
+    KillsAndCutConnections,
+}
+
+/// The refusals an agent acting with its own id and fence can meet.
+fn expected_refusal(kind: &str, run: Run) -> bool {
+    matches!(
+        kind,
+        "coordination_conflict" | "lease_expired" | "not_found" | "nothing_to_take"
+    ) || (run == Run::KillsAndCutConnections && kind == "database_error")
+}
+
+/// Whether `event` may take an item from `from` to `to`.
+fn legal(event: EventKind, from: Option<Status>, to: Option<Status>) -> bool {
+    use Status::*;
+    matches!(
+        (event, from, to),
+        (EventKind::Posted, None, Some(Pending))
+            | (EventKind::Claimed, None | Some(Pending), Some(InProgress))
+            | (EventKind::Progress, Some(InProgress), Some(InProgress))
+            | (EventKind::Completed, Some(InProgress), Some(Completed))
+            | (EventKind::Failed, Some(InProgress), Some(Failed))
+            | (
+                EventKind::Requeued | EventKind::Released,
+                Some(InProgress),
+                Some(Pending)
+            )
+            | (
+                EventKind::Expired,
+                Some(InProgress),
+                Some(Pending | Failed | Expired)
+            )
+    )
+}
+
 /// Checks the store after the run. `settle` is a change any writer would
 /// make (it settles what killed writers left half-done); `archived` reads
 /// the archive.
@@ -33,6 +92,7 @@ pub fn check(
     store: &dyn Store,
     archived: impl FnOnce() -> Result<Vec<Value>, coord_core::CoordError>,
     order: Order,
+    run: Run,
     logs: &Path,
 ) -> Result<String, Vec<String>> {
     let mut problems = Vec::new();
@@ -61,30 +121,160 @@ pub fn check(
     // Every item in exactly one place.
     let mut place: HashMap<String, &'static str> = HashMap::new();
     let mut status: HashMap<String, String> = HashMap::new();
+    let mut has_dependencies: HashSet<String> = HashSet::new();
     for c in &claims {
         if place.insert(c.work_item_id.clone(), "claims").is_some() {
             problems.push(format!("{} is twice in the claims file", c.work_item_id));
         }
         status.insert(c.work_item_id.clone(), c.status.as_str().to_owned());
+        if !c.depends_on.is_empty() {
+            has_dependencies.insert(c.work_item_id.clone());
+        }
     }
     for a in &archived {
         let id = a["work_item_id"].as_str().unwrap_or_default().to_owned();
         if let Some(other) = place.insert(id.clone(), "archive") {
             problems.push(format!("{id} is in the archive and in the {other}"));
         }
-        status.insert(id, a["status"].as_str().unwrap_or_default().to_owned());
+        status.insert(
+            id.clone(),
+            a["status"].as_str().unwrap_or_default().to_owned(),
+        );
+        if a["depends_on"].as_array().is_some_and(|d| !d.is_empty()) {
+            has_dependencies.insert(id);
+        }
     }
 
-    // Replay the event log.
+    let replayed = replay(&events, order, &place, &status, &mut problems);
+    for c in claims.iter().filter(|c| c.status == Status::InProgress) {
+        let expected = (c.agent_id.clone().unwrap_or_default(), c.fence.unwrap_or(0));
+        if replayed.holder.get(&c.work_item_id) != Some(&expected) {
+            problems.push(format!(
+                "{} is held by {expected:?} but the log says {:?}",
+                c.work_item_id,
+                replayed.holder.get(&c.work_item_id)
+            ));
+        }
+    }
+    for id in &replayed.created {
+        if !place.contains_key(id) {
+            problems.push(format!(
+                "{id} was created but is in neither the claims file nor the archive"
+            ));
+        }
+    }
+
+    // The agents' own logs: every acknowledgement, every refusal.
+    let mut acks = 0;
+    let mut refusals: HashMap<String, usize> = HashMap::new();
+    let mut acked_at: HashMap<(String, u64), i64> = HashMap::new();
+    let mut nothing_calls: Vec<(String, i64, i64)> = Vec::new();
+    for entry in fs::read_dir(logs).map_err(|e| vec![format!("cannot list the agent logs: {e}")])? {
+        let path = entry.map_err(|e| vec![e.to_string()])?.path();
+        if path.extension().is_none_or(|x| x != "jsonl") {
+            continue;
+        }
+        let agent = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        // The lease deadline of the agent's last acknowledgement per item.
+        let mut deadline: HashMap<String, i64> = HashMap::new();
+        let mut started: HashMap<u64, Value> = HashMap::new();
+        for line in json_lines(&path) {
+            let seq = line["seq"].as_u64().unwrap_or(u64::MAX);
+            match line["phase"].as_str() {
+                Some("start") => {
+                    started.insert(seq, line);
+                }
+                Some("error") => {
+                    let kind = line["kind"].as_str().unwrap_or("?").to_owned();
+                    let op = line["op"].as_str().unwrap_or_default();
+                    if !expected_refusal(&kind, run) {
+                        problems.push(format!(
+                            "{agent}'s {op} was refused with {kind}, which an agent acting with its \
+                             own id and fence must never meet: {}",
+                            line["message"]
+                        ));
+                    }
+                    if op == "next"
+                        && kind == "nothing_to_take"
+                        && let Some(start) = started.get(&seq).and_then(|s| s["at"].as_i64())
+                        && let Some(end) = line["at"].as_i64()
+                    {
+                        nothing_calls.push((agent.clone(), start, end));
+                    }
+                    *refusals.entry(kind).or_default() += 1;
+                }
+                Some("ack") => {
+                    acks += 1;
+                    let start = started.get(&seq);
+                    check_lease(&agent, &line, start, &mut deadline, &mut problems);
+                    let at = line["at"].as_i64().unwrap_or(i64::MAX);
+                    for item in acknowledged_items(&line) {
+                        let key = (
+                            item["work_item_id"].as_str().unwrap_or_default().to_owned(),
+                            item["revision"].as_u64().unwrap_or(0),
+                        );
+                        let known = acked_at.entry(key).or_insert(at);
+                        *known = (*known).min(at);
+                    }
+                    check_ack(&line, &place, &status, &replayed.logged, &mut problems);
+                }
+                _ => {}
+            }
+        }
+    }
+    check_nothing_to_take(
+        &events,
+        &nothing_calls,
+        &acked_at,
+        &has_dependencies,
+        &mut problems,
+    );
+    if problems.is_empty() {
+        let mut refusals: Vec<String> = refusals.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+        refusals.sort();
+        Ok(format!(
+            "{acks} acknowledged operations, {} events, {} items ({} archived); {} nothing_to_take \
+             answers checked; refused operations: {}",
+            events.len(),
+            place.len(),
+            archived.len(),
+            nothing_calls.len(),
+            refusals.join(", ")
+        ))
+    } else {
+        Err(problems)
+    }
+}
+
+/// What replaying the event log found.
+struct Replayed {
+    holder: HashMap<String, (String, u64)>,
+    created: HashSet<String>,
+    logged: HashSet<(String, u64)>,
+}
+
+/// Replays the log through the state machine.
+fn replay(
+    events: &[Event],
+    order: Order,
+    place: &HashMap<String, &'static str>,
+    stored: &HashMap<String, String>,
+    problems: &mut Vec<String>,
+) -> Replayed {
     let mut holder: HashMap<String, (String, u64)> = HashMap::new();
     let mut exclusive: HashMap<String, String> = HashMap::new();
     let mut created: HashSet<String> = HashSet::new();
     let mut logged: HashSet<(String, u64)> = HashSet::new();
+    let mut state: HashMap<String, Status> = HashMap::new();
     let mut last_fence = 0;
     let mut item_fence: HashMap<String, u64> = HashMap::new();
     let mut type_fence: HashMap<String, u64> = HashMap::new();
     let mut last_revision = 0;
-    for e in &events {
+    for e in events {
         let Some(id) = e.work_item_id.clone() else {
             continue;
         };
@@ -96,6 +286,16 @@ pub fn check(
         }
         last_revision = revision;
         logged.insert((id.clone(), revision));
+        let before = state.get(&id).copied();
+        if e.from != before || !legal(e.event, e.from, e.to) {
+            problems.push(format!(
+                "{id}: a {:?} event from {:?} to {:?} where the log had it {before:?}",
+                e.event, e.from, e.to
+            ));
+        }
+        if let Some(to) = e.to {
+            state.insert(id.clone(), to);
+        }
         let work_type = e.work_type.clone().unwrap_or_default();
         let is_exclusive = e.priority.is_some_and(|p| p >= Priority::High);
         match e.event {
@@ -174,59 +374,115 @@ pub fn check(
             EventKind::LockBroken => {}
         }
     }
-    for c in claims.iter().filter(|c| c.status == Status::InProgress) {
-        let expected = (c.agent_id.clone().unwrap_or_default(), c.fence.unwrap_or(0));
-        if holder.get(&c.work_item_id) != Some(&expected) {
+    // The log ends where the store is.
+    for (id, replayed) in &state {
+        if let Some(stored) = stored.get(id)
+            && stored != replayed.as_str()
+        {
             problems.push(format!(
-                "{} is held by {expected:?} but the log says {:?}",
-                c.work_item_id,
-                holder.get(&c.work_item_id)
+                "{id} is {stored} in the {}, but the log ends with it {replayed}",
+                place.get(id).copied().unwrap_or("store")
             ));
         }
     }
-    for id in &created {
-        if !place.contains_key(id) {
-            problems.push(format!(
-                "{id} was created but is in neither the claims file nor the archive"
-            ));
-        }
+    Replayed {
+        holder,
+        created,
+        logged,
     }
+}
 
-    // Every acknowledgement is in the store and the log.
-    let mut acks = 0;
-    let mut errors: HashMap<String, usize> = HashMap::new();
-    for entry in fs::read_dir(logs).map_err(|e| vec![format!("cannot list the agent logs: {e}")])? {
-        let path = entry.map_err(|e| vec![e.to_string()])?.path();
-        if path.extension().is_none_or(|x| x != "jsonl") {
-            continue;
+/// The item records an acknowledgement carries.
+fn acknowledged_items(line: &Value) -> Vec<&Value> {
+    let result = &line["result"];
+    match line["op"].as_str().unwrap_or_default() {
+        "cleanup" => Vec::new(),
+        "reap" => result["expired"].as_array().into_iter().flatten().collect(),
+        "archive_newest" => vec![&result["claimed"], &result["completed"]],
+        _ => vec![result],
+    }
+}
+
+/// An acknowledged action on an item must have started before the lease
+/// its agent last held on it ended (the store decides after the action
+/// starts, so a later start means the store accepted a lapsed lease).
+/// Records the lease the acknowledgement itself gives.
+fn check_lease(
+    agent: &str,
+    ack: &Value,
+    start: Option<&Value>,
+    deadline: &mut HashMap<String, i64>,
+    problems: &mut Vec<String>,
+) {
+    let op = ack["op"].as_str().unwrap_or_default();
+    let result = &ack["result"];
+    let id = result["work_item_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if matches!(
+        op,
+        "heartbeat" | "progress" | "complete" | "fail" | "release"
+    ) && let Some(start) = start.and_then(|s| s["at"].as_i64())
+        && let Some(&held_until) = deadline.get(&id)
+        && start >= held_until
+    {
+        problems.push(format!(
+            "{agent}'s {op} of {id} was acknowledged though it started at {start}, after the \
+             lease it held ended at {held_until} (µs since the epoch)"
+        ));
+    }
+    if matches!(op, "claim" | "next" | "heartbeat" | "progress")
+        && let Some(until) = result["lease_expires_at"]
+            .as_str()
+            .and_then(|t| t.parse::<coord_core::Timestamp>().ok())
+    {
+        deadline.insert(id, until.as_unix_micros());
+    }
+}
+
+/// No `next` said `nothing_to_take` while an item it could take was surely
+/// pending for the whole call (see the module docs for "surely").
+fn check_nothing_to_take(
+    events: &[Event],
+    calls: &[(String, i64, i64)],
+    acked_at: &HashMap<(String, u64), i64>,
+    has_dependencies: &HashSet<String>,
+    problems: &mut Vec<String>,
+) {
+    // Each item's events, in log order: when decided, and what they left.
+    let mut timeline: HashMap<&str, Vec<&Event>> = HashMap::new();
+    for e in events {
+        if let Some(id) = &e.work_item_id {
+            timeline.entry(id).or_default().push(e);
         }
-        for line in json_lines(&path) {
-            match line["phase"].as_str() {
-                Some("error") => {
-                    *errors
-                        .entry(line["kind"].as_str().unwrap_or("?").to_owned())
-                        .or_default() += 1
-                }
-                Some("ack") => {
-                    acks += 1;
-                    check_ack(&line, &place, &status, &logged, &mut problems);
-                }
-                _ => {}
+    }
+    let takable = |e: &Event| {
+        e.priority.is_some_and(|p| p <= Priority::Medium)
+            && !has_dependencies.contains(e.work_item_id.as_deref().unwrap_or_default())
+    };
+    for (agent, start, end) in calls {
+        for (id, history) in &timeline {
+            let at = |e: &Event| e.time.as_unix_micros();
+            // The last change decided before the call began...
+            let Some(i) = history.iter().rposition(|e| at(e) < *start) else {
+                continue;
+            };
+            let made = history[i];
+            let acknowledged = acked_at
+                .get(&((*id).to_owned(), made.revision.unwrap_or(0)))
+                .is_some_and(|ack| ack < start);
+            // ...left it pending, committed before the call began, and the
+            // next change was decided after the call ended.
+            let still = history.get(i + 1).is_none_or(|next| at(next) > *end);
+            if made.to == Some(Status::Pending) && acknowledged && still && takable(made) {
+                problems.push(format!(
+                    "{agent}'s next said nothing_to_take between {start} and {end} while {id} \
+                     ({:?}, no dependencies) was pending and ready throughout",
+                    made.priority
+                ));
             }
         }
-    }
-    if problems.is_empty() {
-        let mut errors: Vec<String> = errors.iter().map(|(k, n)| format!("{k}: {n}")).collect();
-        errors.sort();
-        Ok(format!(
-            "{acks} acknowledged operations, {} events, {} items ({} archived); refused operations: {}",
-            events.len(),
-            place.len(),
-            archived.len(),
-            errors.join(", ")
-        ))
-    } else {
-        Err(problems)
     }
 }
 
@@ -239,22 +495,20 @@ fn check_ack(
 ) {
     let op = line["op"].as_str().unwrap_or_default();
     let result = &line["result"];
-    let mut items: Vec<&Value> = Vec::new();
-    match op {
-        "cleanup" => {
-            for id in result["archived"].as_array().into_iter().flatten() {
-                let id = id.as_str().unwrap_or_default();
-                if place.get(id) != Some(&"archive") {
-                    problems.push(format!(
-                        "acknowledged archiving of {id}, but it is not in the archive"
-                    ));
-                }
-            }
+    let archived = match op {
+        "cleanup" => result["archived"].as_array(),
+        "archive_newest" => result["archived"].as_array(),
+        _ => None,
+    };
+    for id in archived.into_iter().flatten() {
+        let id = id.as_str().unwrap_or_default();
+        if place.get(id) != Some(&"archive") {
+            problems.push(format!(
+                "acknowledged archiving of {id}, but it is not in the archive"
+            ));
         }
-        "reap" => items.extend(result["expired"].as_array().into_iter().flatten()),
-        _ => items.push(result),
     }
-    for item in items {
+    for item in acknowledged_items(line) {
         let id = item["work_item_id"].as_str().unwrap_or_default();
         if !place.contains_key(id) {
             problems.push(format!(

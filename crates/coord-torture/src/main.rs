@@ -200,6 +200,7 @@ fn main() -> ExitCode {
             store.as_ref(),
             || FileStore::new(dir).archived(),
             check::Order::Global,
+            check::Run::Kills,
             &base.join("logs"),
         ),
         Target::Pg { url, schema } => {
@@ -211,6 +212,7 @@ fn main() -> ExitCode {
                 store.as_ref(),
                 || PgStore::connect(url, options)?.archived(),
                 check::Order::PerItemAndWorkType,
+                check::Run::KillsAndCutConnections,
                 &base.join("logs"),
             )
         }

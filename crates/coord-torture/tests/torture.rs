@@ -15,10 +15,12 @@ struct Report {
 
 /// Runs `coord-torture` with `args` and checks that it passed.
 fn torture(args: &[&str]) -> Report {
-    let out = Command::new(env!("CARGO_BIN_EXE_coord-torture"))
-        .args(args)
-        .output()
-        .unwrap();
+    // The run's own length and the check, with room to spare: a run that
+    // hangs fails here instead of hanging the suite.
+    let out = coord_testkit::output_within(
+        Command::new(env!("CARGO_BIN_EXE_coord-torture")).args(args),
+        std::time::Duration::from_secs(300),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");

@@ -38,8 +38,7 @@ fn seed_2_the_file_is_valid_json_with_every_required_field() {
     let claim: Run = env
         .command(&["claim", "docs"])
         .env_remove("COORD_AGENT_ID")
-        .output()
-        .unwrap()
+        .finish()
         .into();
     let claim = claim.expect_ok();
     assert!(
@@ -248,8 +247,7 @@ fn the_agent_id_comes_from_the_environment_too() {
     let claim: Run = env
         .command(&["claim", "x"])
         .env("COORD_AGENT_ID", "from_env")
-        .output()
-        .unwrap()
+        .finish()
         .into();
     assert_eq!(claim.expect_ok()["agent_id"], "from_env");
 }
@@ -394,7 +392,7 @@ fn a_failed_write_is_exit_7_atomic_write_failed_and_keeps_the_file() {
         });
     }
     let events_before = fs::read(env.dir.join("coordination_events.jsonl")).unwrap();
-    let run: Run = cmd.output().unwrap().into();
+    let run: Run = cmd.finish().into();
     let err = run.expect_error("atomic_write_failed", 7);
     // The event log is written ahead of the claims file, so it hits the
     // limit first; either way nothing of the change may remain.
@@ -432,7 +430,7 @@ fn a_held_lock_is_waited_for_then_exit_5_lock_timeout() {
     let child = env.spawn(&["--lock-timeout", "20s", "claim", "x"]);
     std::thread::sleep(Duration::from_millis(300));
     drop(held);
-    let run: Run = child.wait_with_output().unwrap().into();
+    let run: Run = child.finish().into();
     run.expect_ok();
 }
 
@@ -550,7 +548,7 @@ fn empty_variables_count_as_unset_and_flags_beat_variables() {
         ] {
             cmd.env(var, "");
         }
-        cmd.current_dir(&cwd).output().unwrap().into()
+        cmd.current_dir(&cwd).finish().into()
     };
     let claim = with_empty(&["claim", "build"]).expect_ok();
     let default_dir = cwd.join("agent_coordination");
@@ -568,8 +566,7 @@ fn empty_variables_count_as_unset_and_flags_beat_variables() {
             "COORD_DATABASE_URL",
             "postgresql://coord@nowhere.invalid/coord",
         )
-        .output()
-        .unwrap()
+        .finish()
         .into();
     run.expect_ok();
     assert!(elsewhere.join(CLAIMS).exists());

@@ -72,8 +72,7 @@ fn cleanup_killed_at_each_critical_point_loses_and_duplicates_nothing() {
         let killed = env
             .command(&["cleanup", "--older-than", "0s"])
             .env("COORD_CRASH_AT", point)
-            .output()
-            .unwrap();
+            .finish();
         assert_eq!(
             killed.status.signal(),
             Some(9),
@@ -135,7 +134,7 @@ fn cleanup_killed_at_random_moments_loses_and_duplicates_nothing() {
         let mut child = env.spawn(&["cleanup", "--older-than", "0s"]);
         std::thread::sleep(delay);
         let _ = child.kill();
-        child.wait().unwrap();
+        child.finish();
         // A writer settles any interrupted move; then check.
         env.run(&["reap"]).expect_ok();
         assert_each_item_in_one_place(&env, &all);
@@ -160,8 +159,7 @@ fn a_writer_killed_between_its_events_and_its_commit_leaves_no_trace_in_the_log(
     let killed = env
         .command(&["claim", "job"])
         .env("COORD_CRASH_AT", "commit:events-written")
-        .output()
-        .unwrap();
+        .finish();
     assert_eq!(killed.status.signal(), Some(9));
     // The write-ahead line is in the file, but no reader shows it...
     let raw = std::fs::read_to_string(env.dir.join("coordination_events.jsonl")).unwrap();

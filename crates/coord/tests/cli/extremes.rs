@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -58,30 +58,9 @@ fn help(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_coord"))
         .args(args)
         .arg("--help")
-        .output()
-        .unwrap();
+        .finish();
     assert!(out.status.success(), "{args:?} --help");
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs `cmd` to its end, killing it (and failing) after `limit`.
-fn finish_within(mut cmd: Command, limit: Duration, what: &str) -> Run {
-    let mut child = cmd.spawn().unwrap();
-    let started = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap().into();
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{what} still ran after {limit:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// How each command is run so that, the flag under test aside, it ends at
@@ -287,7 +266,8 @@ fn extreme_values_in_every_duration_and_number_flag_never_panic_or_hang() {
             args.extend(scenario.tail.iter().map(|w| (*w).to_owned()));
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
             let what = format!("coord {}", args.join(" "));
-            let run = finish_within(env.command(&refs), Duration::from_secs(30), &what);
+            let child = env.command(&refs).spawn().unwrap();
+            let run: Run = coord_testkit::wait_within(child, Duration::from_secs(30), &what).into();
             let documented = [0, 2, 3, 4, 5, 6, 7, 8, 9, 10];
             if !documented.contains(&run.code) || run.stderr.contains("panicked") {
                 failures.push(format!("{what}: exit {} {}", run.code, run.stderr));

@@ -41,7 +41,7 @@ fn a_killed_agents_claim_expires_is_taken_over_and_its_late_complete_is_refused(
     env.run_as("rival", &["claim", "deploy", "-p", "high"])
         .expect_error("coordination_conflict", 3);
     agent.kill().unwrap(); // SIGKILL
-    agent.wait().unwrap();
+    agent.finish();
 
     // Within a lease length of the last heartbeat, the work is free again.
     let taken = env
@@ -272,8 +272,7 @@ fn owner_fence_and_force_from_the_cli() {
         .command(&["progress", &id, "20"])
         .env("COORD_AGENT_ID", "alice")
         .env("COORD_FENCE", &fence)
-        .output()
-        .unwrap()
+        .finish()
         .into();
     assert_eq!(progressed.expect_ok()["progress"], 20);
     let hb = env
@@ -296,8 +295,7 @@ fn owner_fence_and_force_from_the_cli() {
     let anonymous: Run = env
         .command(&["complete", &other])
         .env_remove("COORD_AGENT_ID")
-        .output()
-        .unwrap()
+        .finish()
         .into();
     let err = anonymous.expect_error("not_owner", 9);
     assert!(
@@ -371,8 +369,7 @@ fn agents_register_and_are_listed_with_their_status() {
     let anonymous: Run = env
         .command(&["claim", "x"])
         .env_remove("COORD_AGENT_ID")
-        .output()
-        .unwrap()
+        .finish()
         .into();
     anonymous.expect_ok();
     let agents = env.run(&["agents"]).expect_ok();
@@ -415,7 +412,7 @@ fn the_event_log_records_every_change_and_can_be_followed() {
         .map(|_| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap())
         .collect();
     follower.kill().unwrap();
-    follower.wait().unwrap();
+    follower.finish();
     let kinds: Vec<&str> = followed
         .iter()
         .map(|e| e["event"].as_str().unwrap())
@@ -454,9 +451,9 @@ fn the_shell_tools_lock_file_is_honoured_and_a_dead_ones_is_broken_loudly() {
         .expect_error("lock_timeout", 5);
     assert!(legacy.exists());
     // A dead holder: coord breaks the lock, warns, logs it, and goes on.
-    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let gone = std::process::Command::new("true").spawn().unwrap();
     let pid = gone.id();
-    gone.wait().unwrap();
+    gone.finish();
     fs::write(&legacy, format!("{pid}\n")).unwrap();
     let run = env.run(&["claim", "x"]);
     run.expect_ok();
@@ -569,8 +566,8 @@ fn coord_and_the_shell_tools_share_a_directory_without_lost_updates() {
     for c in coords {
         c.join().unwrap();
     }
-    for mut s in shell_tools {
-        assert!(s.wait().unwrap().success());
+    for s in shell_tools {
+        assert!(s.finish().status.success());
     }
     let records = env.records();
     let by_tool = |t: &str| records.iter().filter(|r| r["work_type"] == t).count();

@@ -7,7 +7,7 @@ use std::process::Command;
 use coord_testkit::shared_cluster;
 use serde_json::Value;
 
-use crate::support::{Run, command_in};
+use crate::support::{Finish, Run, command_in};
 
 /// A schema of its own on the shared cluster, and `coord` pointed at it.
 struct PgEnv {
@@ -35,7 +35,7 @@ impl PgEnv {
     }
 
     fn run(&self, agent: &str, args: &[&str]) -> Run {
-        self.command(agent, args).output().unwrap().into()
+        self.command(agent, args).finish().into()
     }
 
     /// Starts `n` processes at once and waits for them all.
@@ -47,10 +47,7 @@ impl PgEnv {
                 self.command(&format!("agent_{i}"), &args).spawn().unwrap()
             })
             .collect();
-        children
-            .into_iter()
-            .map(|c| c.wait_with_output().unwrap().into())
-            .collect()
+        children.into_iter().map(|c| c.finish().into()).collect()
     }
 }
 
@@ -162,8 +159,7 @@ fn run_hands_the_child_the_database_and_records_its_outcome() {
         ],
     )
         .env("COORD", env!("CARGO_BIN_EXE_coord"))
-        .output()
-        .unwrap()
+        .finish()
         .into();
     assert_eq!(run.code, 0, "{run:?}");
     let items = env.run("x", &["list"]).expect_ok();
@@ -177,7 +173,7 @@ fn an_unreachable_database_is_a_database_error() {
     let env = PgEnv::new();
     let mut cmd = env.command("x", &["list"]);
     cmd.env("COORD_DATABASE_URL", "host=/nonexistent/socket user=nobody");
-    let run: Run = cmd.output().unwrap().into();
+    let run: Run = cmd.finish().into();
     let err = run.expect_error("database_error", 12);
     assert!(
         err["message"].as_str().unwrap().contains("connect"),
@@ -185,7 +181,7 @@ fn an_unreachable_database_is_a_database_error() {
     );
     let mut bad = env.command("x", &["list"]);
     bad.env("COORD_DATABASE_URL", "this is not = a url=");
-    let run: Run = bad.output().unwrap().into();
+    let run: Run = bad.finish().into();
     run.expect_error("coordination_validation_failed", 6);
 }
 
@@ -224,7 +220,7 @@ fn system_schemas_are_refused_and_any_lock_timeout_is_taken() {
     for schema in ["pg_catalog", "information_schema", "pg_anything"] {
         let mut cmd = env.command("a", &["claim", "build"]);
         cmd.env("COORD_SCHEMA", schema);
-        let run: Run = cmd.output().unwrap().into();
+        let run: Run = cmd.finish().into();
         let err = run.expect_error("coordination_validation_failed", 6);
         assert!(
             err["message"]
@@ -289,10 +285,7 @@ fn concurrent_next_processes_take_every_ready_item_best_first() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     tx.commit().unwrap();
-    let runs: Vec<Run> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap().into())
-        .collect();
+    let runs: Vec<Run> = children.into_iter().map(|c| c.finish().into()).collect();
     let mut taken = std::collections::HashMap::new();
     for run in &runs {
         match run.code {

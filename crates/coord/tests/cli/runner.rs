@@ -70,8 +70,7 @@ echo "built 3 crates""#;
         .env("COORD", COORD)
         .env("COORD_DIR", env.dir.file_name().unwrap())
         .current_dir(env.dir.parent().unwrap())
-        .output()
-        .unwrap()
+        .finish()
         .into();
     assert_eq!(run.code, 0, "{run:?}");
     let item = only_item(&env);
@@ -169,7 +168,7 @@ fn signals_are_forwarded_to_the_child() {
     let runner = env.spawn(&["run", "build", "--", "sh", "-c", &script]);
     wait_until("the child to start", || ready.exists());
     signal(&runner, 15);
-    let run: Run = runner.wait_with_output().unwrap().into();
+    let run: Run = runner.finish().into();
     assert_eq!(run.code, 5, "the child's own answer to SIGTERM: {run:?}");
     assert_eq!(only_item(&env)["reason"], "exit status 5");
 }
@@ -198,7 +197,7 @@ fn a_lost_lease_stops_a_child_that_ignores_sigterm_and_records_nothing() {
     )
     .expect_ok();
     let started = Instant::now();
-    let run: Run = runner.wait_with_output().unwrap().into();
+    let run: Run = runner.finish().into();
     let err = run.error();
     assert_eq!(
         (run.code, err["error"].as_str()),
@@ -229,7 +228,7 @@ fn a_runner_that_slept_past_its_lease_stops_the_child_and_exits_lease_expired() 
     signal(&runner, 19); // SIGSTOP
     thread::sleep(Duration::from_millis(1500));
     signal(&runner, 18); // SIGCONT
-    let run: Run = runner.wait_with_output().unwrap().into();
+    let run: Run = runner.finish().into();
     assert_eq!(run.code, 8, "{run:?}");
     assert_eq!(run.error()["error"], "lease_expired");
     wait_until("the child to die", || is_dead(child_pid));
@@ -255,7 +254,7 @@ fn a_runner_killed_with_sigkill_takes_its_child_along_and_its_claim_expires() {
     let child_pid = read_pid(&pid_file).unwrap();
     let id = id_of(&only_item(&env));
     runner.kill().unwrap(); // SIGKILL
-    runner.wait().unwrap();
+    runner.finish();
     wait_until("the orphan to die", || is_dead(child_pid));
 
     let taken = env
@@ -313,7 +312,7 @@ exit 0"#;
         .collect();
     let mut summaries = Vec::new();
     for w in workers {
-        let run: Run = w.wait_with_output().unwrap().into();
+        let run: Run = w.finish().into();
         assert_eq!(run.code, 0, "{run:?}");
         let line: Value = serde_json::from_str(run.stderr.lines().last().unwrap()).unwrap();
         summaries.push(line["summary"].clone());
@@ -373,7 +372,7 @@ fn a_stopped_worker_lets_children_finish_within_the_grace_period() {
             == 2
     });
     signal(&worker, 15);
-    let run: Run = worker.wait_with_output().unwrap().into();
+    let run: Run = worker.finish().into();
     assert_eq!(run.code, 0, "{run:?}");
     let summary: Value = serde_json::from_str(run.stderr.lines().last().unwrap()).unwrap();
     assert_eq!(summary["summary"]["completed"], 2);
@@ -405,7 +404,7 @@ fn a_stopped_worker_releases_items_whose_children_outlive_the_grace_period() {
     });
     let started = Instant::now();
     signal(&worker, 2); // SIGINT, as from a terminal
-    let run: Run = worker.wait_with_output().unwrap().into();
+    let run: Run = worker.finish().into();
     assert_eq!(run.code, 0, "{run:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     let summary: Value = serde_json::from_str(run.stderr.lines().last().unwrap()).unwrap();
@@ -473,7 +472,7 @@ fn a_busy_lock_when_the_child_ends_is_waited_out_not_given_up() {
     let held = hold_lock(&env.dir);
     thread::sleep(Duration::from_millis(1500));
     drop(held);
-    let run: Run = runner.wait_with_output().unwrap().into();
+    let run: Run = runner.finish().into();
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(only_item(&env)["status"], "completed");
 }

@@ -6,6 +6,8 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 
+use coord_testkit::{CHILD_LIMIT, output_within, wait_within};
+
 use serde_json::Value;
 
 pub const CLAIMS: &str = "work_claims.json";
@@ -77,6 +79,30 @@ impl From<Output> for Run {
     }
 }
 
+/// Running a child to its end with a time limit ([`CHILD_LIMIT`]): a child
+/// that hangs is killed and fails its test instead of hanging the suite.
+pub trait Finish {
+    fn finish(self) -> Output;
+}
+
+impl Finish for &mut Command {
+    fn finish(self) -> Output {
+        output_within(self, CHILD_LIMIT)
+    }
+}
+
+impl Finish for Command {
+    fn finish(mut self) -> Output {
+        output_within(&mut self, CHILD_LIMIT)
+    }
+}
+
+impl Finish for Child {
+    fn finish(self) -> Output {
+        wait_within(self, CHILD_LIMIT, "a child of the test")
+    }
+}
+
 /// `coord args` against `dir` as `agent`, in the normalised environment.
 /// Free of `Env`, so threads that only hold the directory can use it.
 pub fn command_in(dir: &std::path::Path, agent: &str, args: &[&str]) -> Command {
@@ -97,7 +123,7 @@ pub fn command_in(dir: &std::path::Path, agent: &str, args: &[&str]) -> Command 
 
 /// Runs [`command_in`] to completion.
 pub fn run_in(dir: &std::path::Path, agent: &str, args: &[&str]) -> Run {
-    command_in(dir, agent, args).output().unwrap().into()
+    command_in(dir, agent, args).finish().into()
 }
 
 impl Env {
@@ -112,7 +138,7 @@ impl Env {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        self.command(args).output().unwrap().into()
+        self.command(args).finish().into()
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
@@ -170,10 +196,7 @@ pub fn assert_seed_record(record: &Value) {
 }
 
 pub fn wait_all(children: Vec<Child>) -> Vec<Run> {
-    children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap().into())
-        .collect()
+    children.into_iter().map(|c| c.finish().into()).collect()
 }
 
 /// The `work_item_id` of a printed item.
