@@ -1,6 +1,11 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::error::CoordError;
+use crate::model::validate_name;
 use crate::time::Timestamp;
 
 /// How stale `last_seen` may get before a change by the agent rewrites it.
@@ -69,6 +74,50 @@ pub struct AgentRegistration {
     pub agent_id: String,
     pub team: Option<String>,
     pub capacity: Option<u32>,
+}
+
+impl AgentRegistration {
+    /// A sighting of `agent_id` (no team or capacity to record).
+    pub fn sighting(agent_id: impl Into<String>) -> Self {
+        AgentRegistration {
+            agent_id: agent_id.into(),
+            team: None,
+            capacity: None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), CoordError> {
+        validate_name("the agent id", &self.agent_id)?;
+        if let Some(team) = &self.team {
+            validate_name("the team", team)?;
+        }
+        Ok(())
+    }
+}
+
+/// When a store last recorded each agent as seen: a store records an agent
+/// that acts many times a second once a second ([`SEEN_PRECISION`]), and
+/// need not read the registry to know that it is up to date.
+#[derive(Debug, Default)]
+pub struct Sightings(Mutex<HashMap<String, Timestamp>>);
+
+impl Sightings {
+    /// Whether `agent`'s `last_seen` may be older than [`SEEN_PRECISION`].
+    pub fn due(&self, agent: &str, now: Timestamp) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(agent)
+            .is_none_or(|at| at.saturating_add(SEEN_PRECISION) <= now)
+    }
+
+    /// Notes that `agent` was recorded as seen at `now`.
+    pub fn record(&self, agent: &str, now: Timestamp) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(agent.to_owned(), now);
+    }
 }
 
 impl AgentRecord {

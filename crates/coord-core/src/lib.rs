@@ -4,8 +4,10 @@
 //!   [`Timestamp`]); [`ClaimHead`], the fields decisions read.
 //! - [`ConflictPolicy`]: which live claims a new claim must not overlap.
 //! - [`transition`]: the state machine, leases and fencing, the queue's
-//!   choice of the next item. Every store decides legality here, once, and
-//!   only applies the result atomically.
+//!   choice of the next item.
+//! - [`decide`]: every change to a store, decided once from what the store
+//!   read: the one place its rules live. Stores read, then apply the
+//!   [`Decision`] atomically.
 //! - [`Event`]: one line of the event log.
 //! - [`RetryPolicy`]: exponential backoff with full jitter.
 //! - [`CoordError`]: every error a store can return, with a stable
@@ -16,6 +18,7 @@
 //! are stored (no files, no locks, no SQL).
 
 mod agents;
+pub mod decide;
 mod duration;
 mod error;
 mod event;
@@ -27,7 +30,8 @@ mod store;
 mod time;
 pub mod transition;
 
-pub use agents::{AgentRecord, AgentRegistration, SEEN_PRECISION};
+pub use agents::{AgentRecord, AgentRegistration, SEEN_PRECISION, Sightings};
+pub use decide::{Decision, Sweep, Written};
 pub use duration::parse_duration;
 pub use error::{CoordError, ErrorKind};
 pub use event::{Event, EventKind};
@@ -39,7 +43,7 @@ pub use model::{
 pub use policy::{
     ConflictPolicy, ExclusivePerWorkType, SeedPolicy, Slot, find_conflict, needs_exclusion,
 };
-pub use retry::RetryPolicy;
+pub use retry::{RetryPolicy, backoff};
 pub use store::{EventPage, Store};
-pub use time::Timestamp;
+pub use time::{Clock, Timestamp, system_clock};
 pub use transition::{Action, Actor, Change, NewIds};

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, BlockingRetryable, ExponentialBuilder};
+use backon::BlockingRetryable;
 
 use crate::error::{CoordError, ErrorKind};
 
@@ -63,21 +63,15 @@ impl RetryPolicy {
     }
 
     /// The delays to sleep between attempts: exponential caps, each drawn
-    /// uniformly from zero to its cap, until the retries or the time run out.
+    /// uniformly from zero to its cap ([`backoff`]), until the retries or the
+    /// time run out.
     pub fn delays(&self) -> impl Iterator<Item = Duration> + Send + Sync + Unpin + use<> {
-        let mut schedule = ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_factor(2.0);
-        schedule = match self.max_retries {
-            Some(n) => schedule.with_max_times(n as usize),
-            None => schedule.without_max_times(),
-        };
+        let (min, max) = (self.min_delay, self.max_delay);
+        let retries = self.max_retries.map_or(usize::MAX, |n| n as usize);
         // A wait too long to be a point in time is no deadline at all.
         let deadline = self.max_wait.and_then(|w| Instant::now().checked_add(w));
-        schedule
-            .build()
-            .map(|cap| cap.mul_f64(fastrand::f64()))
+        (0..retries)
+            .map(move |n| backoff(min, max, u32::try_from(n).unwrap_or(u32::MAX)))
             .map_while(move |delay| match deadline {
                 None => Some(delay),
                 Some(deadline) => {
@@ -95,6 +89,15 @@ impl RetryPolicy {
             .when(Self::is_retryable)
             .call()
     }
+}
+
+/// The delay before retry number `retry` (0 for the first): drawn
+/// uniformly from zero to `first`·2^`retry`, capped at `max` (full jitter).
+/// The one backoff schedule: a blocked claim's retries and a failed queue
+/// item's requeue (`coord work`) both use it.
+pub fn backoff(first: Duration, max: Duration, retry: u32) -> Duration {
+    let cap = first.saturating_mul(1 << retry.min(30)).min(max);
+    cap.mul_f64(fastrand::f64())
 }
 
 #[cfg(test)]

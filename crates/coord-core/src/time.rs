@@ -1,7 +1,17 @@
 use std::fmt;
 use std::str::FromStr;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Where a store reads the time of a change; tests replace it.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The system's clock, as a [`Clock`].
+pub fn system_clock() -> Clock {
+    Arc::new(Timestamp::now)
+}
 
 /// An instant with microsecond precision, written as RFC 3339 UTC
 /// (`2024-12-15T15:17:50.133588Z`); any RFC 3339 form is accepted on input.
@@ -49,6 +59,18 @@ impl Timestamp {
         Self::truncated(
             self.0
                 .saturating_add(d)
+                .expect("a SignedDuration is always a valid span"),
+        )
+    }
+}
+
+impl Timestamp {
+    /// `self - duration`, saturating at the start of the supported range.
+    pub fn saturating_sub(self, duration: std::time::Duration) -> Self {
+        let d = jiff::SignedDuration::try_from(duration).unwrap_or(jiff::SignedDuration::MAX);
+        Self::truncated(
+            self.0
+                .saturating_sub(d)
                 .expect("a SignedDuration is always a valid span"),
         )
     }

@@ -15,8 +15,6 @@ use serde_json::value::RawValue;
 
 pub const AGENT_FILE: &str = "agent_status.json";
 
-pub(crate) use coord_core::SEEN_PRECISION;
-
 /// The registry as read: each entry's bytes and what they say.
 type Entries = Vec<(String, AgentRecord)>;
 

@@ -32,7 +32,7 @@ pub use archive::{ARCHIVE, CLEANUP_INTENT, Recovery};
 pub use events::EVENT_LOG;
 pub use lock::{LEGACY_LOCK_FILE, LOCK_FILE};
 pub use state::STATE_FILE;
-pub use store::{CLAIMS_FILE, Clock, FileStore, FileStoreOptions, Warning, WarningSink};
+pub use store::{CLAIMS_FILE, FileStore, FileStoreOptions, Warning, WarningSink};
 pub use telemetry::TracingMiddleware;
 
 /// The files coord replaces through temp (or staging) files: a change sweeps

@@ -1,14 +1,13 @@
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use coord_core::transition::{Action, Actor};
 use coord_core::{
-    AgentRecord, AgentRegistration, Claim, ClaimRequest, ConflictPolicy, CoordError, Event,
-    EventKind, EventPage, Filter, NextRequest, PostRequest, SeedPolicy, Store, Timestamp,
-    validate_name,
+    AgentRecord, AgentRegistration, Claim, ClaimRequest, Clock, ConflictPolicy, CoordError, Event,
+    EventKind, EventPage, Filter, NextRequest, PostRequest, SeedPolicy, Sightings, Store,
+    Timestamp, system_clock, validate_name,
 };
 use reactor_file::{AtomicWriter, ensure_dir};
 
@@ -33,9 +32,6 @@ pub struct Warning {
 
 /// Where warnings go; the default logs them with `tracing`.
 pub type WarningSink = Arc<dyn Fn(&Warning) + Send + Sync>;
-
-/// The store's clock; tests replace it.
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// How a [`FileStore`] behaves; `Default` gives the documented defaults.
 #[derive(Clone)]
@@ -76,7 +72,7 @@ impl Default for FileStoreOptions {
             lock_timeout: Duration::from_secs(10),
             policy: Arc::new(SeedPolicy),
             writer: AtomicWriter::new(),
-            clock: Arc::new(Timestamp::now),
+            clock: system_clock(),
             compact_at: 256,
             compact_keep: 64,
             rotate_at: 64 * 1024 * 1024,
@@ -132,7 +128,7 @@ pub struct FileStore {
     options: FileStoreOptions,
     /// When this store last recorded each agent: a long-lived process need
     /// not read the registry to learn that it is up to date.
-    recorded: Arc<Mutex<HashMap<String, Timestamp>>>,
+    sightings: Arc<Sightings>,
     /// What this store remembers of its earlier changes (the claims file it
     /// wrote, the event log it left, ...): a long-lived process does not
     /// redo that work per change (see `memory`).
@@ -148,7 +144,7 @@ impl FileStore {
         FileStore {
             dir: dir.into(),
             options,
-            recorded: Arc::default(),
+            sightings: Arc::default(),
             memory: SharedMemory::default(),
         }
     }
@@ -304,20 +300,11 @@ impl FileStore {
     }
 
     fn touch_agent(&self, agent: &str, now: Timestamp) {
-        let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
-        if recorded
-            .get(agent)
-            .is_some_and(|at| at.saturating_add(agents::SEEN_PRECISION) > now)
-        {
+        if !self.sightings.due(agent, now) {
             return;
         }
-        recorded.insert(agent.to_owned(), now);
-        let seen = AgentRegistration {
-            agent_id: agent.to_owned(),
-            team: None,
-            capacity: None,
-        };
-        if let Err(e) = agents::touch(&self.dir, &seen, now) {
+        self.sightings.record(agent, now);
+        if let Err(e) = agents::touch(&self.dir, &AgentRegistration::sighting(agent), now) {
             self.warn("agent_registry_not_updated", format!("{e}"));
         }
     }
@@ -411,10 +398,7 @@ impl Store for FileStore {
     }
 
     fn register_agent(&self, registration: &AgentRegistration) -> Result<AgentRecord, CoordError> {
-        validate_name("the agent id", &registration.agent_id)?;
-        if let Some(team) = &registration.team {
-            validate_name("the team", team)?;
-        }
+        registration.validate()?;
         ensure_dir(&self.dir).map_err(file_error)?;
         if !self.options.allow_unsafe_filesystem {
             fs_check::check(&self.dir)?;

@@ -29,4 +29,4 @@ mod take;
 mod tx;
 
 pub use schema::SCHEMA_VERSION;
-pub use store::{Clock, PgStore, PgStoreOptions};
+pub use store::{PgStore, PgStoreOptions};

@@ -1,4 +1,4 @@
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use coord_core::transition::{self, Action, Actor, NewIds};
 use coord_core::{
-    AgentRecord, AgentRegistration, Claim, ClaimHead, ClaimRequest, ConflictPolicy, CoordError,
-    Event, EventPage, Filter, NextRequest, PostRequest, Priority, SeedPolicy, Slot, Status, Store,
-    Timestamp, find_conflict, needs_exclusion, validate_name,
+    AgentRecord, AgentRegistration, Claim, ClaimHead, ClaimRequest, Clock, ConflictPolicy,
+    CoordError, Event, EventPage, Filter, NextRequest, PostRequest, Priority, SeedPolicy,
+    Sightings, Slot, Status, Store, Timestamp, find_conflict, needs_exclusion, system_clock,
+    validate_name,
 };
 use postgres::error::SqlState;
 use postgres::types::{Json, ToSql};
@@ -21,9 +22,6 @@ use crate::tx::{
     Conn, Tx, claim_from, claim_from_doc, ids_of, json_lit, number, rank, read, row_of, seen_sql,
     text_array,
 };
-
-/// The store's clock; tests replace it.
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// How a [`PgStore`] behaves; `Default` gives the documented defaults.
 #[derive(Clone)]
@@ -48,7 +46,7 @@ impl Default for PgStoreOptions {
             schema: "coord".to_owned(),
             lock_timeout: Duration::from_secs(10),
             policy: Arc::new(SeedPolicy),
-            clock: Arc::new(Timestamp::now),
+            clock: system_clock(),
             track_agents: true,
         }
     }
@@ -74,7 +72,7 @@ pub struct PgStore {
     options: PgStoreOptions,
     conn: Mutex<Option<Conn>>,
     /// When this store last recorded each agent (see `SEEN_PRECISION`).
-    recorded: Mutex<HashMap<String, Timestamp>>,
+    sightings: Sightings,
     /// What `take` does, learnt for the last agent and lease that took
     /// work (see `take.rs`); `None` inside when it is not a patch.
     take_shape: Mutex<Option<(String, Duration, Option<TakeShape>)>>,
@@ -157,7 +155,7 @@ impl PgStore {
             config,
             options,
             conn: Mutex::new(None),
-            recorded: Mutex::default(),
+            sightings: Sightings::default(),
             take_shape: Mutex::default(),
         };
         let conn = store.open()?;
@@ -299,27 +297,15 @@ impl PgStore {
         let mut seen_at = None;
         let value = self.with_conn(|conn| {
             let now = (self.options.clock)();
-            let seen = agent.filter(|a| self.options.track_agents && self.stale(a, now));
+            let seen = agent.filter(|a| self.options.track_agents && self.sightings.due(a, now));
             let value = body(conn, now, seen)?;
             seen_at = seen.map(|_| now);
             Ok(value)
         })?;
         if let (Some(agent), Some(now)) = (agent, seen_at) {
-            self.recorded
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(agent.to_owned(), now);
+            self.sightings.record(agent, now);
         }
         Ok(value)
-    }
-
-    /// Whether `agent`'s `last_seen` may need writing.
-    fn stale(&self, agent: &str, now: Timestamp) -> bool {
-        self.recorded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(agent)
-            .is_none_or(|at| at.saturating_add(coord_core::SEEN_PRECISION) <= now)
     }
 
     /// What `take` does for `request`'s agent and lease, learnt on first use.
@@ -984,10 +970,7 @@ impl Store for PgStore {
     }
 
     fn register_agent(&self, registration: &AgentRegistration) -> Result<AgentRecord, CoordError> {
-        validate_name("the agent id", &registration.agent_id)?;
-        if let Some(team) = &registration.team {
-            validate_name("the team", team)?;
-        }
+        registration.validate()?;
         self.with_client(|client| {
             let now = (self.options.clock)();
             let mut tx = client.transaction()?;

@@ -141,13 +141,13 @@ fn record(
     RetryPolicy::wait_for(RECORD_PATIENCE).run(|| store.act(id, action, actor))
 }
 
-/// The delay before a failed item may be taken again: exponential in the
-/// attempt, fully jittered, at most five minutes.
+/// The longest a failed item waits before it may be taken again.
+const MAX_REQUEUE_DELAY: Duration = Duration::from_secs(300);
+
+/// The delay before a failed item may be taken again: the one backoff
+/// schedule, by attempt (the first failure waits up to `base`).
 fn requeue_delay(base: Duration, attempt: u32) -> Duration {
-    let cap = base
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(Duration::from_secs(300));
-    cap.mul_f64(fastrand::f64())
+    coord_core::backoff(base, MAX_REQUEUE_DELAY, attempt.saturating_sub(1))
 }
 
 /// Runs `options.command` for `claim`, which `agent` holds, and records the
