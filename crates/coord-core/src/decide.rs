@@ -77,16 +77,27 @@ impl Decision {
             events: Vec::new(),
             archived: Vec::new(),
         };
+        decision.write_down(lapsed, except);
+        decision
+    }
+
+    /// Writes down the lapsed leases among items a later read of the same
+    /// change found in progress (the live claims of a work type it locked
+    /// only then): as [`Decision::begin`] does.
+    pub fn write_down_lapsed(&mut self, more: impl IntoIterator<Item = Claim>) {
+        self.write_down(more, None);
+    }
+
+    fn write_down(&mut self, lapsed: impl IntoIterator<Item = Claim>, except: Option<&str>) {
         for claim in lapsed {
             if Some(claim.work_item_id.as_str()) == except {
                 continue;
             }
-            let current = decision.current(&claim);
-            if let Some(change) = transition::expire(&current, now) {
-                decision.record(change, claim);
+            let current = self.current(&claim);
+            if let Some(change) = transition::expire(&current, self.now) {
+                self.record(change, claim);
             }
         }
-        decision
     }
 
     pub fn revision(&self) -> u64 {

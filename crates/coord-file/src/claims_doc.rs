@@ -491,6 +491,11 @@ impl Draft<'_> {
         }
     }
 
+    /// The head of the record at `pos`.
+    pub(crate) fn head(&self, pos: usize) -> &ClaimHead {
+        self.record(pos).1
+    }
+
     /// Every record in file order, with its position.
     pub(crate) fn heads(&self) -> impl Iterator<Item = (usize, &ClaimHead)> {
         let old = self.doc.records.len();

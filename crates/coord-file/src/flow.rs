@@ -23,14 +23,15 @@
 //! next writer). Every change also writes down the leases that lapsed since
 //! the last one.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::time::Duration;
 
-use coord_core::transition::{self, Action, Actor, NewIds};
+use coord_core::decide::{self, Sweep};
+use coord_core::transition::{Action, Actor, NewIds};
 use coord_core::{
-    Claim, ClaimRequest, CoordError, Event, NextRequest, PostRequest, Slot, Timestamp,
-    find_conflict,
+    Claim, ClaimHead, ClaimRequest, CoordError, Decision, Event, NextRequest, PostRequest,
+    Timestamp,
 };
 use reactor::{Failure, InputError, Inputs, Values, Workflow, WorkflowBuilder, from_fn};
 use reactor_file::{AtomicWrite, EnsureDir, FileError, FileSnapshot, read_optional};
@@ -222,34 +223,70 @@ fn open_draft<'a>(inputs: &Inputs<'a>) -> Result<Draft<'a>, FlowError> {
 /// What every change step reads.
 const READ: [&str; 2] = ["read_existing_claims", "settle_event_log"];
 
-/// Writes down every lapsed lease in `draft` except the one at `except`.
-fn expire_lapsed(
-    draft: &mut Draft<'_>,
+/// Where each item a change read is in its draft: the decision names items
+/// by id, the draft by position.
+type Positions = HashMap<String, usize>;
+
+/// The lapsed leases in `draft` (but the item at `except`), decoded, for
+/// [`Decision::begin`]; notes where each is.
+fn lapsed(
+    draft: &Draft<'_>,
     now: Timestamp,
     except: Option<usize>,
-) -> Result<(Vec<Event>, Vec<Claim>), CoordError> {
-    let lapsed: Vec<usize> = draft
-        .lapsed(now)
-        .into_iter()
-        .filter(|p| Some(*p) != except)
-        .collect();
-    let mut events = Vec::new();
-    let mut expired = Vec::new();
-    for pos in lapsed {
-        let old = draft.claim(pos)?;
-        if let Some(change) = transition::expire(&old, now) {
-            let change = change.at_revision(draft.revision());
-            draft.replace(pos, &old, &change.claim);
-            events.extend(change.event);
-            expired.push(change.claim);
+    positions: &mut Positions,
+) -> Result<Vec<Claim>, CoordError> {
+    let mut claims = Vec::new();
+    for pos in draft.lapsed(now).into_iter().filter(|p| Some(*p) != except) {
+        let claim = draft.claim(pos)?;
+        positions.insert(claim.work_item_id.clone(), pos);
+        claims.push(claim);
+    }
+    Ok(claims)
+}
+
+/// Begins the decision of a change over `draft`: its revision, and every
+/// lapsed lease written down (but the item at `except`'s).
+fn begin(
+    draft: &Draft<'_>,
+    now: Timestamp,
+    except: Option<usize>,
+    positions: &mut Positions,
+) -> Result<Decision, CoordError> {
+    let except_id = except.map(|p| draft.head(p).work_item_id.clone());
+    let lapsed = lapsed(draft, now, except, positions)?;
+    Ok(Decision::begin(
+        draft.revision(),
+        now,
+        lapsed,
+        except_id.as_deref(),
+    ))
+}
+
+/// Writes `decision`'s items into `draft`: an item the change read goes
+/// where it was (only its changed fields written over it), a new one at
+/// the end. Returns the archived items' lines, removed from the draft.
+fn apply(draft: &mut Draft<'_>, decision: &Decision, positions: &Positions) -> Vec<String> {
+    for written in decision.written() {
+        match &written.before {
+            Some(before) => {
+                let pos = positions[&written.claim.work_item_id];
+                draft.replace(pos, before, &written.claim);
+            }
+            None => {
+                draft.append(&written.claim);
+            }
         }
     }
-    Ok((events, expired))
+    decision
+        .archived()
+        .iter()
+        .map(|id| draft.remove(positions[id]))
+        .collect()
 }
 
 /// Ids for a new item, unique in the file even within one nanosecond.
-fn new_ids(draft: &Draft<'_>) -> NewIds {
-    NewIds::fresh(|id| draft.id_in_use(id))
+fn new_ids(draft: &Draft<'_>, decision: &Decision) -> NewIds {
+    NewIds::fresh(|id| draft.id_in_use(id) || decision.writes(id))
 }
 
 /// Parses the claims file, reusing what `memory` already decoded, and
@@ -326,7 +363,7 @@ pub(crate) fn current_claims(
 }
 
 /// The steps every change starts with, and the middleware.
-fn begin<'a>(ctx: &Ctx<'_>) -> WorkflowBuilder<'a, FlowError> {
+fn begin_workflow<'a>(ctx: &Ctx<'_>) -> WorkflowBuilder<'a, FlowError> {
     let dir = ctx.dir.to_owned();
     let sweep: &[&str] = if ctx.memory.lock().sweep_due() {
         &crate::SWEPT
@@ -450,52 +487,63 @@ fn run(
         .map_err(|f| into_coord_error(f, &ctx.claims_path()))
 }
 
+/// The claim as `check_coordination_conflicts` decided it, for
+/// `create_updated_claims` to write.
+struct Decided {
+    decision: Decision,
+    positions: Positions,
+    claim: Claim,
+}
+
 /// The CoordinationReactor: claims `request` on the spot.
+/// `check_coordination_conflicts` decides the claim (`decide::claim`: the
+/// live claims checked for a conflict, lapsed leases written down, the
+/// fence and ids drawn), and `create_updated_claims` writes the decision
+/// into the new claims file.
 pub(crate) fn claim(ctx: &Ctx<'_>, request: &ClaimRequest) -> Result<Plan, CoordError> {
     let now = ctx.now;
     let policy = ctx.options.policy.as_ref();
-    let builder = begin(ctx)
+    let builder = begin_workflow(ctx)
         .input("work_claim")
         .step(
             "check_coordination_conflicts",
-            &["work_claim", "read_existing_claims"],
+            &["work_claim", "read_existing_claims", "settle_event_log"],
             from_fn(move |inputs: &Inputs<'_>| {
                 let request = inputs.get::<ClaimRequest>("work_claim")?;
-                let slot = Slot {
-                    work_type: &request.work_type,
-                    priority: request.priority,
-                };
-                // Work that conflicts with nothing need not visit every record.
-                if policy.never_conflicts(request.priority) {
-                    return Ok(());
-                }
-                match find_conflict(policy, slot, doc(inputs)?.value.heads(), now) {
-                    Some(live) => Err(FlowError::Coord(CoordError::Conflict {
-                        work_type: request.work_type.clone(),
-                        conflicting_work_item_id: live.work_item_id.clone(),
-                    })),
-                    None => Ok(()),
-                }
+                let draft = open_draft(inputs)?;
+                let mut positions = Positions::new();
+                let mut decision = begin(&draft, now, None, &mut positions)?;
+                let fence = draft.next_fence()?;
+                let ids = new_ids(&draft, &decision);
+                let claim = decide::claim(
+                    &mut decision,
+                    request,
+                    draft.heads().map(|(_, h)| h),
+                    policy,
+                    ids,
+                    fence,
+                )?;
+                Ok::<_, FlowError>(Decided {
+                    decision,
+                    positions,
+                    claim,
+                })
             }),
         )
         .step(
             "create_updated_claims",
             &[
-                "work_claim",
                 "read_existing_claims",
                 "settle_event_log",
                 "check_coordination_conflicts",
             ],
             from_fn(move |inputs: &Inputs<'_>| {
-                let request = inputs.get::<ClaimRequest>("work_claim")?;
+                let decided = inputs.get::<Decided>("check_coordination_conflicts")?;
                 let mut draft = open_draft(inputs)?;
-                let (mut events, _) = expire_lapsed(&mut draft, now, None)?;
-                let fence = draft.next_fence()?;
-                let change = transition::claim(request, new_ids(&draft), fence, now)
-                    .at_revision(draft.revision());
-                draft.append(&change.claim);
-                events.extend(change.event);
-                Ok::<_, FlowError>(plan(&draft, events, Outcome::One(Box::new(change.claim))))
+                apply(&mut draft, &decided.decision, &decided.positions);
+                let events = decided.decision.events().to_vec();
+                let outcome = Outcome::One(Box::new(decided.claim.clone()));
+                Ok::<_, FlowError>(plan(&draft, events, outcome))
             }),
         );
     run(
@@ -510,26 +558,23 @@ pub(crate) fn claim(ctx: &Ctx<'_>, request: &ClaimRequest) -> Result<Plan, Coord
 pub(crate) fn post(ctx: &Ctx<'_>, request: &PostRequest) -> Result<Plan, CoordError> {
     let now = ctx.now;
     let request = request.clone();
-    let builder = begin(ctx).step(
+    let builder = begin_workflow(ctx).step(
         "create_work_item",
         &READ,
         from_fn(move |inputs: &Inputs<'_>| {
             let mut draft = open_draft(inputs)?;
-            let (mut events, _) = expire_lapsed(&mut draft, now, None)?;
-            if let Some(missing) = request
-                .depends_on
-                .iter()
-                .find(|d| draft.position(d).is_none())
-            {
-                return Err(FlowError::Coord(CoordError::NotFound {
-                    work_item_id: missing.clone(),
-                }));
-            }
-            let change =
-                transition::post(&request, new_ids(&draft), now).at_revision(draft.revision());
-            draft.append(&change.claim);
-            events.extend(change.event);
-            Ok(plan(&draft, events, Outcome::One(Box::new(change.claim))))
+            let mut positions = Positions::new();
+            let mut decision = begin(&draft, now, None, &mut positions)?;
+            let ids = new_ids(&draft, &decision);
+            let posted = decide::post(
+                &mut decision,
+                &request,
+                |d| draft.position(d).is_some(),
+                ids,
+            )?;
+            apply(&mut draft, &decision, &positions);
+            let events = decision.events().to_vec();
+            Ok::<_, FlowError>(plan(&draft, events, Outcome::One(Box::new(posted))))
         }),
     );
     run(builder, "create_work_item", Values::new(), ctx)
@@ -540,26 +585,29 @@ pub(crate) fn next(ctx: &Ctx<'_>, request: &NextRequest) -> Result<Plan, CoordEr
     let now = ctx.now;
     let policy = ctx.options.policy.as_ref();
     let request = request.clone();
-    let builder = begin(ctx).step(
+    let builder = begin_workflow(ctx).step(
         "take_next_item",
         &READ,
         from_fn(move |inputs: &Inputs<'_>| {
             let mut draft = open_draft(inputs)?;
-            let (mut events, _) = expire_lapsed(&mut draft, now, None)?;
-            let positions: Vec<usize> = draft.heads().map(|(p, _)| p).collect();
-            let chosen =
-                transition::pick_next(draft.heads().map(|(_, h)| h), &request, policy, now)
-                    .map(|i| positions[i])
+            let mut positions = Positions::new();
+            let mut decision = begin(&draft, now, None, &mut positions)?;
+            let (chosen, item) = {
+                let candidates: Vec<(usize, &ClaimHead)> = draft.heads().collect();
+                let heads: Vec<&ClaimHead> = candidates.iter().map(|(_, h)| *h).collect();
+                let chosen = decide::choose_next(&decision, &heads, [], &request, policy)
+                    .map(|i| candidates[i].0)
                     .ok_or_else(|| CoordError::NothingToTake {
                         work_types: request.work_types.clone(),
                     })?;
-            let item = draft.claim(chosen)?;
+                (chosen, draft.claim(chosen)?)
+            };
+            positions.insert(item.work_item_id.clone(), chosen);
             let fence = draft.next_fence()?;
-            let change =
-                transition::take(&item, &request, fence, now)?.at_revision(draft.revision());
-            draft.replace(chosen, &item, &change.claim);
-            events.extend(change.event);
-            Ok::<_, FlowError>(plan(&draft, events, Outcome::One(Box::new(change.claim))))
+            let taken = decide::take(&mut decision, &item, &request, fence)?;
+            apply(&mut draft, &decision, &positions);
+            let events = decision.events().to_vec();
+            Ok::<_, FlowError>(plan(&draft, events, Outcome::One(Box::new(taken))))
         }),
     );
     run(builder, "take_next_item", Values::new(), ctx)
@@ -573,7 +621,7 @@ pub(crate) fn act(
     actor: &Actor<'_>,
 ) -> Result<Plan, CoordError> {
     let now = ctx.now;
-    let builder = begin(ctx).step(
+    let builder = begin_workflow(ctx).step(
         "apply_transition",
         &READ,
         from_fn(move |inputs: &Inputs<'_>| {
@@ -583,14 +631,15 @@ pub(crate) fn act(
                 .ok_or_else(|| CoordError::NotFound {
                     work_item_id: work_item_id.to_owned(),
                 })?;
-            let old = draft.claim(pos)?;
-            // The target first: a forced change to a lapsed claim acts on it
-            // as it stands, before its expiry would be written down.
-            let change = transition::apply(&old, action, actor, now)?.at_revision(draft.revision());
-            draft.replace(pos, &old, &change.claim);
-            let (mut events, _) = expire_lapsed(&mut draft, now, Some(pos))?;
-            events.extend(change.event);
-            Ok::<_, FlowError>(plan(&draft, events, Outcome::One(Box::new(change.claim))))
+            let item = draft.claim(pos)?;
+            let mut positions = Positions::from([(item.work_item_id.clone(), pos)]);
+            // The item as it stands: a forced change to a lapsed claim acts
+            // on it before its expiry would be written down.
+            let mut decision = begin(&draft, now, Some(pos), &mut positions)?;
+            let changed = decide::act(&mut decision, &item, action, actor)?;
+            apply(&mut draft, &decision, &positions);
+            let events = decision.events().to_vec();
+            Ok::<_, FlowError>(plan(&draft, events, Outcome::One(Box::new(changed))))
         }),
     );
     run(builder, "apply_transition", Values::new(), ctx)
@@ -599,25 +648,20 @@ pub(crate) fn act(
 /// Writes down every lapsed lease.
 pub(crate) fn reap(ctx: &Ctx<'_>) -> Result<Plan, CoordError> {
     let now = ctx.now;
-    let builder = begin(ctx).step(
+    let builder = begin_workflow(ctx).step(
         "expire_lapsed_leases",
         &READ,
         from_fn(move |inputs: &Inputs<'_>| {
             let mut draft = open_draft(inputs)?;
-            let (events, expired) = expire_lapsed(&mut draft, now, None)?;
+            let mut positions = Positions::new();
+            let decision = begin(&draft, now, None, &mut positions)?;
+            let expired = decide::reap(&decision);
+            apply(&mut draft, &decision, &positions);
+            let events = decision.events().to_vec();
             Ok::<_, FlowError>(plan(&draft, events, Outcome::Many(expired)))
         }),
     );
     run(builder, "expire_lapsed_leases", Values::new(), ctx)
-}
-
-/// Which final items a cleanup moves to the archive.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Sweep {
-    /// Those that finished longer ago than this.
-    OlderThan(Duration),
-    /// All but the newest `n` (automatic compaction).
-    AllBut(usize),
 }
 
 /// The items a cleanup moves: their archive lines and ids, and the plan
@@ -648,21 +692,33 @@ impl Planned for Selection {
 /// whether they completed.
 pub(crate) fn cleanup(ctx: &Ctx<'_>, sweep: Sweep) -> Result<Plan, CoordError> {
     let now = ctx.now;
-    let builder = begin(ctx)
+    let builder = begin_workflow(ctx)
         .step(
             "select_finished_items",
             &READ,
             from_fn(move |inputs: &Inputs<'_>| {
                 let mut draft = open_draft(inputs)?;
-                let (events, _) = expire_lapsed(&mut draft, now, None)?;
-                let chosen = choose_finished(&draft, sweep, now);
+                let mut positions = Positions::new();
+                let mut decision = begin(&draft, now, None, &mut positions)?;
                 let max_fence = draft.max_fence();
-                let mut lines = Vec::with_capacity(chosen.len());
-                let mut ids = Vec::with_capacity(chosen.len());
-                for pos in chosen {
-                    ids.push(draft.claim(pos)?.work_item_id);
-                    lines.push(draft.remove(pos));
-                }
+                let ids = {
+                    let heads: Vec<(usize, &ClaimHead)> = draft.heads().collect();
+                    let needed = decide::needed_by_unfinished(heads.iter().map(|(_, h)| *h));
+                    let ids = decide::cleanup(
+                        &mut decision,
+                        heads.iter().map(|(_, h)| *h),
+                        &needed,
+                        sweep,
+                    );
+                    for (pos, head) in &heads {
+                        if ids.contains(&head.work_item_id) {
+                            positions.insert(head.work_item_id.clone(), *pos);
+                        }
+                    }
+                    ids
+                };
+                let lines = apply(&mut draft, &decision, &positions);
+                let events = decision.events().to_vec();
                 let plan = plan(&draft, events, Outcome::Archived(ids.clone()));
                 Ok::<_, FlowError>(Selection {
                     plan,
@@ -726,34 +782,6 @@ pub(crate) fn cleanup(ctx: &Ctx<'_>, sweep: Sweep) -> Result<Plan, CoordError> {
         .run::<Selection>(Values::new())
         .map(|s| s.plan)
         .map_err(|f| into_coord_error(f, &ctx.claims_path()))
-}
-
-/// The final items `sweep` selects, except those an unfinished item
-/// depends on.
-fn choose_finished(draft: &Draft<'_>, sweep: Sweep, now: Timestamp) -> Vec<usize> {
-    let needed: std::collections::HashSet<&str> = draft
-        .heads()
-        .filter(|(_, h)| !h.status.is_final())
-        .flat_map(|(_, h)| h.depends_on.iter().map(String::as_str))
-        .collect();
-    let mut finished: Vec<(usize, i128)> = draft
-        .heads()
-        .filter(|(_, h)| h.status.is_final() && !needed.contains(h.work_item_id.as_str()))
-        .map(|(p, h)| (p, h.finished_at().map_or(0, Timestamp::as_unix_nanos)))
-        .collect();
-    match sweep {
-        Sweep::OlderThan(age) => {
-            let cutoff = now.as_unix_nanos() - i128::try_from(age.as_nanos()).unwrap_or(i128::MAX);
-            finished.retain(|(_, t)| *t <= cutoff);
-        }
-        Sweep::AllBut(keep) => {
-            finished.sort_by_key(|(p, t)| (*t, *p));
-            finished.truncate(finished.len().saturating_sub(keep));
-        }
-    }
-    let mut chosen: Vec<usize> = finished.into_iter().map(|(p, _)| p).collect();
-    chosen.sort_unstable();
-    chosen
 }
 
 /// The `raise_fence_high_water` step: before any record leaves the claims

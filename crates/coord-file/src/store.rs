@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use coord_core::decide::Sweep;
 use coord_core::transition::{Action, Actor};
 use coord_core::{
     AgentRecord, AgentRegistration, Claim, ClaimRequest, Clock, ConflictPolicy, CoordError, Event,
@@ -13,7 +14,7 @@ use reactor_file::{AtomicWriter, ensure_dir};
 
 use crate::archive::{self, Recovery};
 use crate::claims_doc::ClaimsDoc;
-use crate::flow::{self, Ctx, Outcome, Plan, Sweep, file_error};
+use crate::flow::{self, Ctx, Outcome, Plan, file_error};
 use crate::lock::DirLock;
 use crate::memory::SharedMemory;
 use crate::{agents, events, fs_check};

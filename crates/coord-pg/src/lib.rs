@@ -23,10 +23,16 @@
 //! Tables live in their own schema (`coord` unless told otherwise); see
 //! `schema.rs`.
 
+mod changes;
+mod conn;
+mod options;
+mod rows;
 mod schema;
+mod sql;
 mod store;
 mod take;
 mod tx;
 
+pub use options::PgStoreOptions;
 pub use schema::SCHEMA_VERSION;
-pub use store::{PgStore, PgStoreOptions};
+pub use store::PgStore;

@@ -1,67 +1,29 @@
-use std::collections::{BTreeSet, HashSet};
+//! [`PgStore`]: the store, its one connection (opened again when it
+//! breaks), the transaction around each change (run again after a
+//! deadlock or an id clash), and the reads, which need no transaction of
+//! their own. What each change reads and writes is in `changes`.
+
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use coord_core::transition::{self, Action, Actor, NewIds};
+use coord_core::transition::{Action, Actor};
 use coord_core::{
-    AgentRecord, AgentRegistration, Claim, ClaimHead, ClaimRequest, Clock, ConflictPolicy,
-    CoordError, Event, EventPage, Filter, NextRequest, PostRequest, Priority, SeedPolicy,
-    Sightings, Slot, Status, Store, Timestamp, find_conflict, needs_exclusion, system_clock,
-    validate_name,
+    AgentRecord, AgentRegistration, Claim, ClaimRequest, CoordError, Event, EventPage, Filter,
+    NextRequest, PostRequest, Sightings, Status, Store, Timestamp, validate_name,
 };
 use postgres::error::SqlState;
-use postgres::types::{Json, ToSql};
-use postgres::{Client, Config, NoTls, Row, Transaction};
+use postgres::types::Json;
+use postgres::{Client, Config, NoTls, Transaction};
 
+use crate::changes;
+use crate::conn::{Conn, Fail, retryable};
+use crate::options::PgStoreOptions;
+use crate::rows::claim_from_doc;
 use crate::schema::{self, Migrated};
 use crate::take::TakeShape;
-use crate::tx::{
-    Conn, Tx, claim_from, claim_from_doc, ids_of, json_lit, number, rank, read, row_of, seen_sql,
-    text_array,
-};
-
-/// How a [`PgStore`] behaves; `Default` gives the documented defaults.
-#[derive(Clone)]
-pub struct PgStoreOptions {
-    /// The schema holding coord's tables (default `coord`), created if
-    /// missing. Stores with different schemas are independent.
-    pub schema: String,
-    /// How long a change waits for a lock another change holds (default
-    /// 10 s), as PostgreSQL's `lock_timeout`.
-    pub lock_timeout: Duration,
-    /// Which claims exclude each other (default [`SeedPolicy`]). Conflicts
-    /// must stay within one work type: exclusion is locked per work type.
-    pub policy: Arc<dyn ConflictPolicy>,
-    pub clock: Clock,
-    /// Record acting agents in `coord_agents` (default on).
-    pub track_agents: bool,
-}
-
-impl Default for PgStoreOptions {
-    fn default() -> Self {
-        PgStoreOptions {
-            schema: "coord".to_owned(),
-            lock_timeout: Duration::from_secs(10),
-            policy: Arc::new(SeedPolicy),
-            clock: system_clock(),
-            track_agents: true,
-        }
-    }
-}
-
-impl fmt::Debug for PgStoreOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgStoreOptions")
-            .field("schema", &self.schema)
-            .field("lock_timeout", &self.lock_timeout)
-            .field("policy", &self.policy)
-            .field("track_agents", &self.track_agents)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Work items kept in a PostgreSQL database.
 ///
@@ -88,39 +50,6 @@ impl fmt::Debug for PgStore {
 
 /// How often a change that hit a deadlock or an id clash is run again.
 const MAX_ATTEMPTS: u32 = 8;
-
-/// Candidates `next` reads at a time when it must read first.
-const NEXT_PAGE: usize = 32;
-
-/// Why a transaction did not commit.
-pub(crate) enum Fail {
-    Coord(CoordError),
-    Db(postgres::Error),
-}
-
-impl From<CoordError> for Fail {
-    fn from(e: CoordError) -> Self {
-        Fail::Coord(e)
-    }
-}
-
-impl From<postgres::Error> for Fail {
-    fn from(e: postgres::Error) -> Self {
-        Fail::Db(e)
-    }
-}
-
-/// Errors worth running the whole transaction again for: PostgreSQL broke
-/// a deadlock, or two machines minted the same item id.
-fn retryable(e: &postgres::Error) -> bool {
-    let Some(db) = e.as_db_error() else {
-        return false;
-    };
-    let code = db.code();
-    *code == SqlState::T_R_DEADLOCK_DETECTED
-        || *code == SqlState::T_R_SERIALIZATION_FAILURE
-        || (*code == SqlState::UNIQUE_VIOLATION && db.constraint() == Some("coord_claims_pkey"))
-}
 
 impl PgStore {
     /// Connects to the database `url` (a libpq connection string or URI,
@@ -285,7 +214,7 @@ impl PgStore {
         }
     }
 
-    /// Runs a change: `body` opens its transaction with [`Tx::begin`],
+    /// Runs a change: `body` opens its transaction (`Tx::begin`),
     /// decides, and commits with the `seen` agent it is given (the acting
     /// agent, when its `last_seen` may need writing). Run again after a
     /// deadlock or an id clash.
@@ -325,211 +254,6 @@ impl PgStore {
         }
     }
 
-    /// `next` when the best candidate needs more looked at (a priority that
-    /// may conflict, dependencies, lapsed leases to write down): read the
-    /// ready items without locks, lock what deciding needs, decide with
-    /// `transition::pick_next_from`, then lock only the chosen row.
-    ///
-    /// Locking just that row keeps other `next`s from skipping rows nobody
-    /// will take. A row another transaction holds is skipped and the choice
-    /// made again; when every row this `next` could take was held, it waits
-    /// for them in turn (a taker may give its row up), so "nothing to take"
-    /// means nothing ready was left that it may take.
-    fn next_reading_first(
-        &self,
-        conn: &mut Conn,
-        request: &NextRequest,
-        now: Timestamp,
-        seen: Option<&str>,
-    ) -> Result<Claim, Fail> {
-        let micros = now.as_unix_micros();
-        let policy = Arc::clone(&self.options.policy);
-        let types = &request.work_types;
-        let (mut tx, mut rows) = Tx::begin(
-            conn,
-            &self.options,
-            now,
-            &[read::candidates(micros, types, &[], NEXT_PAGE)],
-        )?;
-        let mut page = rows.swap_remove(0);
-        let mut passed: Vec<String> = Vec::new();
-        // Items another transaction held when this one tried them.
-        let mut busy: Vec<Claim> = Vec::new();
-        let mut lapsed_written = false;
-        loop {
-            let mut candidates: Vec<Claim> = Vec::with_capacity(page.len());
-            for row in &page {
-                candidates.push(tx.current(claim_from(row)?));
-            }
-            // What deciding needs, in one round trip: the exclusive work
-            // types' locks (all in one statement, in one order, so two
-            // `next`s cannot wait on each other) and their live claims; the
-            // lapsed leases; the dependencies' states.
-            let heads: Vec<ClaimHead> = candidates.iter().map(Claim::head).collect();
-            let exclusive: BTreeSet<&str> = heads
-                .iter()
-                .filter(|h| needs_exclusion(policy.as_ref(), Slot::from(*h)))
-                .map(|h| h.work_type.as_str())
-                .collect();
-            let dependencies: BTreeSet<&str> = heads
-                .iter()
-                .flat_map(|h| h.depends_on.iter().map(String::as_str))
-                .collect();
-            let mut reads = Vec::new();
-            if !exclusive.is_empty() {
-                let types: Vec<&str> = exclusive.iter().copied().collect();
-                reads.extend(read::exclusion(&self.options.schema, &types));
-            }
-            if !lapsed_written {
-                reads.push(read::lapsed(micros, None));
-                reads.push(read::numbers(false));
-            }
-            if !dependencies.is_empty() {
-                let ids: Vec<&str> = dependencies.iter().copied().collect();
-                reads.push(read::items(&ids));
-            }
-            let mut context: Vec<ClaimHead> = Vec::new();
-            if !reads.is_empty() {
-                let results = tx.run(&reads)?;
-                let mut at = if exclusive.is_empty() { 0 } else { 2 };
-                if !lapsed_written {
-                    // The revision first: writing a lapse down stamps it.
-                    tx.numbers(&results[at + 1])?;
-                }
-                if !exclusive.is_empty() {
-                    context.extend(tx.live(&results[1])?);
-                }
-                if !lapsed_written {
-                    tx.expire(&results[at])?;
-                    at += 2;
-                    lapsed_written = true;
-                    // Items this change itself put back on the queue.
-                    let read: HashSet<String> =
-                        candidates.iter().map(|c| c.work_item_id.clone()).collect();
-                    let requeued: Vec<Claim> = tx
-                        .requeued()
-                        .filter(|c| !read.contains(&c.work_item_id))
-                        .cloned()
-                        .collect();
-                    candidates.extend(requeued);
-                }
-                if !dependencies.is_empty() {
-                    for row in &results[at] {
-                        context.push(tx.current(claim_from(row)?).head());
-                    }
-                }
-            }
-            let heads: Vec<ClaimHead> = candidates.iter().map(Claim::head).collect();
-            let mut excluded: HashSet<usize> = HashSet::new();
-            loop {
-                let open: Vec<usize> = (0..heads.len()).filter(|i| !excluded.contains(i)).collect();
-                let refs: Vec<&ClaimHead> = open.iter().map(|&i| &heads[i]).collect();
-                let Some(k) =
-                    transition::pick_next_from(&refs, &context, request, policy.as_ref(), now)
-                else {
-                    break;
-                };
-                let chosen = &candidates[open[k]];
-                if let Some(claim) = self.take_if_free(&mut tx, chosen, request, micros, false)? {
-                    tx.commit(seen)?;
-                    return Ok(claim);
-                }
-                excluded.insert(open[k]);
-                busy.push(chosen.clone());
-            }
-            if page.len() == NEXT_PAGE {
-                // Every candidate of this page was held back: look further.
-                passed.extend(candidates.iter().map(|c| c.work_item_id.clone()));
-                page = tx
-                    .run(&[read::candidates(micros, types, &passed, NEXT_PAGE)])?
-                    .swap_remove(0);
-                continue;
-            }
-            break;
-        }
-        // Every item this `next` could take was held by another transaction:
-        // wait for each in turn; one its taker gave up is this one's.
-        for waited in busy {
-            let head = waited.head();
-            // What deciding on it needs, taken before the savepoint (rolling
-            // back to it must not let go of what recorded changes rely on).
-            let exclusive = needs_exclusion(policy.as_ref(), Slot::from(&head));
-            let mut reads = Vec::new();
-            if exclusive {
-                reads.extend(read::exclusion(
-                    &self.options.schema,
-                    &[head.work_type.as_str()],
-                ));
-            }
-            let dependencies: Vec<&str> = head.depends_on.iter().map(String::as_str).collect();
-            if !dependencies.is_empty() {
-                reads.push(read::items(&dependencies));
-            }
-            let mut context = Vec::new();
-            if !reads.is_empty() {
-                let results = tx.run(&reads)?;
-                if exclusive {
-                    context.extend(tx.live(&results[1])?);
-                }
-                if !dependencies.is_empty() {
-                    for row in results.last().expect("the dependencies' rows") {
-                        context.push(tx.current(claim_from(row)?).head());
-                    }
-                }
-            }
-            let results = tx.run(&[
-                "SAVEPOINT coord_wait".to_owned(),
-                read::ready(&waited.work_item_id, micros, true),
-            ])?;
-            let Some(row) = results[1].first() else {
-                continue; // taken, or no longer ready
-            };
-            let item = tx.current(claim_from(row)?);
-            let head = item.head();
-            if transition::pick_next_from(&[&head], &context, request, policy.as_ref(), now)
-                .is_some()
-                && let Some(claim) = self.take_if_free(&mut tx, &item, request, micros, true)?
-            {
-                tx.commit(seen)?;
-                return Ok(claim);
-            }
-            // Not this one's after all: let go of its row at once.
-            tx.run(&["ROLLBACK TO SAVEPOINT coord_wait".to_owned()])?;
-        }
-        Err(CoordError::NothingToTake {
-            work_types: request.work_types.clone(),
-        }
-        .into())
-    }
-
-    /// Takes `item` for `request` if it can be locked (`already_waited`:
-    /// the caller holds its lock) and is still ready, with a fence drawn
-    /// after the lock; `None` when another transaction holds it or took it.
-    fn take_if_free(
-        &self,
-        tx: &mut Tx<'_, '_>,
-        item: &Claim,
-        request: &NextRequest,
-        micros: i64,
-        already_waited: bool,
-    ) -> Result<Option<Claim>, Fail> {
-        // An item this change put back on the queue itself is locked by it.
-        let ours = tx.requeued().any(|c| c.work_item_id == item.work_item_id);
-        let mut reads = Vec::new();
-        if !ours && !already_waited {
-            reads.push(read::ready(&item.work_item_id, micros, false));
-        }
-        reads.push(read::fence());
-        let results = tx.run(&reads)?;
-        if !ours && !already_waited && results[0].is_empty() {
-            return Ok(None);
-        }
-        tx.numbers(results.last().expect("the numbers' row"))?;
-        let current = tx.current(item.clone());
-        let change = transition::take(&current, request, tx.fence(), tx.now)?;
-        Ok(Some(tx.record(change, false)))
-    }
-
     /// Every archived item as it stood when it was archived, oldest first.
     pub fn archived(&self) -> Result<Vec<serde_json::Value>, CoordError> {
         self.with_client(|client| {
@@ -540,22 +264,6 @@ impl PgStore {
                 .collect())
         })
     }
-}
-
-/// Reads a `doc` column as a claim (extended protocol rows).
-fn claim_of(row: &Row) -> Result<Claim, Fail> {
-    row.try_get::<_, Json<Claim>>("doc")
-        .map(|j| j.0)
-        .map_err(|e| {
-            Fail::Coord(CoordError::validation(format!(
-                "a row of coord_claims is not a claim coord can read: {e}"
-            )))
-        })
-}
-
-/// Two claims that may exclude each other lock the same key.
-pub(crate) fn type_key(schema: &str, work_type: &str) -> String {
-    format!("{schema}/{work_type}")
 }
 
 /// Records `registration` in `coord_agents` and returns the record.
@@ -591,265 +299,26 @@ fn upsert_agent(
     Ok(record)
 }
 
-/// A claim that reads nothing, in one round trip: one statement inserts
-/// the new row and its event (their fence and revision drawn by the
-/// statement), unless a lapsed lease waits to be written down; the agent's
-/// sighting goes with it. A message of several statements is one implicit
-/// transaction, so no `BEGIN` or `COMMIT` is needed. `None` when a lapsed
-/// lease waits: nothing was written, and the caller takes the path that
-/// writes it down.
-fn blind_claim(
-    conn: &mut Conn,
-    request: &ClaimRequest,
-    now: Timestamp,
-    seen: Option<&str>,
-) -> Result<Option<Claim>, Fail> {
-    let ids = NewIds::fresh(|_| false);
-    // Fence and revision are placeholders the statement replaces.
-    let change = transition::claim(request, ids.clone(), 0, now);
-    let row = row_of(&change.claim);
-    let numbers = match seen {
-        // The common case: one statement, over the extended protocol.
-        None => {
-            let (doc, event) = (Json(row.doc), Json(&change.event));
-            let rows = conn.query(
-                "coord_claim_blind",
-                &[
-                    &row.id,
-                    &row.work_type,
-                    &row.priority,
-                    &row.status,
-                    &row.agent_id,
-                    &row.lease_deadline,
-                    &row.posted_at,
-                    &row.retry_at,
-                    &row.finished_at,
-                    &doc,
-                    &event,
-                    &now.as_unix_micros(),
-                ],
-            )?;
-            let Some(row) = rows.first() else {
-                return Ok(None);
-            };
-            // Both come from sequences that start at 1.
-            let number = |i| row.try_get::<_, i64>(i).map(i64::unsigned_abs);
-            (number(0)?, number(1)?)
-        }
-        // With the sighting, in the same implicit transaction: one message
-        // of two statements.
-        Some(agent) => {
-            let sql = format!(
-                "EXECUTE coord_claim_blind({}, {}, {});{}",
-                row.arguments(),
-                json_lit(&change.event),
-                now.as_unix_micros(),
-                seen_sql(agent, now)
-            );
-            let results = conn.batch(&sql)?;
-            let Some(row) = results.first().and_then(|rows| rows.first()) else {
-                return Ok(None);
-            };
-            (number(row, 0)?, number(row, 1)?)
-        }
-    };
-    // The row holds what the same transition makes with these numbers; only
-    // they come back, which spares both sides a document's worth of JSON.
-    let (revision, fence) = numbers;
-    Ok(Some(
-        transition::claim(request, ids, fence, now)
-            .at_revision(revision)
-            .claim,
-    ))
-}
-
-/// What [`blind_next`] found.
-enum Blind {
-    Took(Box<Claim>),
-    NothingToTake,
-    /// The best candidate needs more looked at, or a lapsed lease waits:
-    /// nothing was written but the agent's sighting.
-    ReadFirst,
-}
-
-/// `next` in one round trip when the best free candidate can be taken
-/// without looking at any other row: one statement picks it, applies what
-/// `transition::take` does (as a patch learnt from it, see `take.rs`) and
-/// logs the event. `None`, having sent nothing, when no priority is free of
-/// conflicts or `take` is not a patch.
-fn blind_next(
-    conn: &mut Conn,
-    request: &NextRequest,
-    shape: &TakeShape,
-    policy: &dyn ConflictPolicy,
-    now: Timestamp,
-    seen: Option<&str>,
-) -> Result<Option<Blind>, Fail> {
-    let free: Vec<i16> = Priority::ALL
-        .into_iter()
-        .filter(|p| policy.never_conflicts(*p))
-        .map(rank)
-        .collect();
-    let patch = match shape.patch(request, now) {
-        Some(patch) if !free.is_empty() => patch,
-        _ => return Ok(None),
-    };
-    let typed = !request.work_types.is_empty();
-    // The taken item's document; `Some(None)` when there is nothing to
-    // take; `None` when the store must read first.
-    let found: Option<Option<String>> = match seen {
-        // The common case: one statement, over the extended protocol.
-        None => {
-            let micros = now.as_unix_micros();
-            let (columns, set, event) =
-                (Json(&patch.columns), Json(&patch.set), Json(&patch.event));
-            let mut params: Vec<&(dyn ToSql + Sync)> =
-                vec![&micros, &free, &columns, &patch.clear, &set, &event];
-            if typed {
-                params.push(&request.work_types);
-            }
-            let name = if typed {
-                "coord_next_blind_typed"
-            } else {
-                "coord_next_blind"
-            };
-            let rows = conn.query(name, &params)?;
-            rows.first().map(|row| row.try_get(0)).transpose()?
-        }
-        // With the agent's sighting, in the same implicit transaction.
-        Some(agent) => {
-            let free: Vec<String> = free.iter().map(i16::to_string).collect();
-            let sql = format!(
-                "EXECUTE coord_next_blind{}({}, ARRAY[{}]::int2[], {}, {}, {}, {}{});{}",
-                if typed { "_typed" } else { "" },
-                now.as_unix_micros(),
-                free.join(","),
-                json_lit(&patch.columns),
-                text_array(&patch.clear),
-                json_lit(&patch.set),
-                json_lit(&patch.event),
-                if typed {
-                    format!(", {}", text_array(&request.work_types))
-                } else {
-                    String::new()
-                },
-                seen_sql(agent, now),
-            );
-            let results = conn.batch(&sql)?;
-            results
-                .first()
-                .and_then(|rows| rows.first())
-                .map(|row| row.get(0).map(str::to_owned))
-        }
-    };
-    Ok(Some(match found {
-        Some(None) => Blind::NothingToTake,
-        Some(Some(doc)) => Blind::Took(Box::new(claim_from_doc(&doc)?)),
-        None => Blind::ReadFirst,
-    }))
-}
-
 impl Store for PgStore {
-    /// A claim that may exclude none (medium priority, by default) reads
-    /// nothing first: one round trip (`blind_claim`). When a lapsed lease
-    /// waits to be written down, it takes the path that reads and writes
-    /// the expiry down, like a claim that may exclude others.
     fn claim(&self, request: &ClaimRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        let slot = Slot {
-            work_type: &request.work_type,
-            priority: request.priority,
-        };
-        let exclusive = needs_exclusion(self.options.policy.as_ref(), slot);
-        self.change(Some(&request.agent_id), |conn, now, mut seen| {
-            if !exclusive {
-                if let Some(claim) = blind_claim(conn, request, now, seen)? {
-                    return Ok(claim);
-                }
-                seen = None; // written with the blind attempt
-            }
-            let mut reads = Vec::new();
-            if exclusive {
-                reads.extend(read::exclusion(&self.options.schema, &[&request.work_type]));
-            }
-            reads.push(read::lapsed(now.as_unix_micros(), None));
-            reads.push(read::numbers(true));
-            let (mut tx, rows) = Tx::begin(conn, &self.options, now, &reads)?;
-            let lapsed = if exclusive { 2 } else { 0 };
-            tx.numbers(&rows[lapsed + 1])?;
-            let live = if exclusive {
-                tx.live(&rows[1])?
-            } else {
-                Vec::new()
-            };
-            tx.expire(&rows[lapsed])?;
-            if let Some(holder) = find_conflict(tx.policy(), slot, &live, now) {
-                return Err(CoordError::Conflict {
-                    work_type: request.work_type.clone(),
-                    conflicting_work_item_id: holder.work_item_id.clone(),
-                }
-                .into());
-            }
-            let change = transition::claim(request, tx.new_ids(), tx.fence(), now);
-            let claim = tx.record(change, true);
-            tx.commit(seen)?;
-            Ok(claim)
+        self.change(Some(&request.agent_id), |conn, now, seen| {
+            changes::claim(conn, &self.options, request, now, seen)
         })
     }
 
     fn post(&self, request: &PostRequest) -> Result<Claim, CoordError> {
         request.validate()?;
         self.change(Some(&request.agent_id), |conn, now, seen| {
-            let deps: Vec<&str> = request.depends_on.iter().map(String::as_str).collect();
-            let mut reads = vec![
-                read::lapsed(now.as_unix_micros(), None),
-                read::numbers(false),
-            ];
-            if !deps.is_empty() {
-                // FOR SHARE: a cleanup cannot archive them before we commit.
-                reads.push(read::existing_for_share(&deps));
-            }
-            let (mut tx, rows) = Tx::begin(conn, &self.options, now, &reads)?;
-            let found = match rows.get(2) {
-                Some(rows) => ids_of(rows)?,
-                None => BTreeSet::new(),
-            };
-            if let Some(missing) = request.depends_on.iter().find(|d| !found.contains(*d)) {
-                return Err(CoordError::NotFound {
-                    work_item_id: missing.clone(),
-                }
-                .into());
-            }
-            tx.numbers(&rows[1])?;
-            tx.expire(&rows[0])?;
-            let claim = tx.record(transition::post(request, tx.new_ids(), now), true);
-            tx.commit(seen)?;
-            Ok(claim)
+            changes::post(conn, request, now, seen)
         })
     }
 
     fn next(&self, request: &NextRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        let policy = Arc::clone(&self.options.policy);
         let shape = self.take_shape(request);
-        self.change(Some(&request.agent_id), |conn, now, mut seen| {
-            let blind = match &shape {
-                Some(shape) => blind_next(conn, request, shape, policy.as_ref(), now, seen)?,
-                None => None,
-            };
-            match blind {
-                Some(Blind::Took(claim)) => return Ok(*claim),
-                Some(Blind::NothingToTake) => {
-                    return Err(CoordError::NothingToTake {
-                        work_types: request.work_types.clone(),
-                    }
-                    .into());
-                }
-                // The sighting went with the one-statement attempt.
-                Some(Blind::ReadFirst) => seen = None,
-                None => {}
-            }
-            self.next_reading_first(conn, request, now, seen)
+        self.change(Some(&request.agent_id), |conn, now, seen| {
+            changes::next(conn, &self.options, shape.as_ref(), request, now, seen)
         })
     }
 
@@ -861,79 +330,19 @@ impl Store for PgStore {
     ) -> Result<Claim, CoordError> {
         validate_name("the agent id", actor.agent_id)?;
         self.change(Some(actor.agent_id), |conn, now, seen| {
-            let reads = [
-                read::item(work_item_id),
-                read::lapsed(now.as_unix_micros(), Some(work_item_id)),
-                read::numbers(false),
-            ];
-            let (mut tx, rows) = Tx::begin(conn, &self.options, now, &reads)?;
-            let row = rows[0].first().ok_or_else(|| CoordError::NotFound {
-                work_item_id: work_item_id.to_owned(),
-            })?;
-            let old = claim_from(row)?;
-            // The target first: a forced change to a lapsed claim acts on it
-            // as it stands, before its expiry would be written down.
-            let change = transition::apply(&old, action, actor, now)?;
-            tx.numbers(&rows[2])?;
-            tx.expire(&rows[1])?;
-            let claim = tx.record(change, false);
-            tx.commit(seen)?;
-            Ok(claim)
+            changes::act(conn, work_item_id, action, actor, now, seen)
         })
     }
 
     fn reap(&self, agent_id: &str) -> Result<Vec<Claim>, CoordError> {
         self.change(Some(agent_id), |conn, now, seen| {
-            let reads = [
-                read::lapsed(now.as_unix_micros(), None),
-                read::numbers(false),
-            ];
-            let (mut tx, rows) = Tx::begin(conn, &self.options, now, &reads)?;
-            tx.numbers(&rows[1])?;
-            let expired = tx.expire(&rows[0])?;
-            tx.commit(seen)?;
-            Ok(expired)
+            changes::reap(conn, now, seen)
         })
     }
 
     fn cleanup(&self, agent_id: &str, older_than: Duration) -> Result<Vec<String>, CoordError> {
         self.change(Some(agent_id), |conn, now, seen| {
-            let cutoff = now
-                .as_unix_micros()
-                .saturating_sub(i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX));
-            // Lock first, then decide in a later statement: its snapshot
-            // sees any item that came to depend on these while we waited.
-            let reads = [
-                format!(
-                    "SELECT work_item_id FROM coord_claims \
-                     WHERE finished_at IS NOT NULL AND finished_at <= {cutoff} FOR UPDATE"
-                ),
-                format!(
-                    "WITH needed AS ( \
-                       SELECT DISTINCT unnest(depends_on) AS id FROM coord_claims \
-                       WHERE status IN ('pending', 'in_progress') AND cardinality(depends_on) > 0), \
-                     moved AS ( \
-                       DELETE FROM coord_claims AS c WHERE c.finished_at IS NOT NULL \
-                         AND c.finished_at <= {cutoff} \
-                         AND c.work_item_id NOT IN (SELECT id FROM needed) \
-                       RETURNING c.work_item_id, c.seq, c.doc) \
-                     INSERT INTO coord_archive (work_item_id, archived_at, doc) \
-                     SELECT work_item_id, {}, doc FROM moved ORDER BY seq \
-                     ON CONFLICT (work_item_id) DO UPDATE \
-                       SET archived_at = excluded.archived_at, doc = excluded.doc \
-                     RETURNING seq, work_item_id",
-                    now.as_unix_micros()
-                ),
-            ];
-            let (tx, rows) = Tx::begin(conn, &self.options, now, &reads)?;
-            let mut moved = Vec::with_capacity(rows[1].len());
-            for row in &rows[1] {
-                let seq: i64 = row.get(0).and_then(|s| s.parse().ok()).unwrap_or(0);
-                moved.push((seq, row.get(1).unwrap_or_default().to_owned()));
-            }
-            moved.sort();
-            tx.commit(seen)?;
-            Ok(moved.into_iter().map(|(_, id)| id).collect())
+            changes::cleanup(conn, older_than, now, seen)
         })
     }
 
@@ -941,20 +350,20 @@ impl Store for PgStore {
         self.with_client(|client| {
             let row = client
                 .query_opt(
-                    "SELECT doc FROM coord_claims WHERE work_item_id = $1",
+                    "SELECT doc::text FROM coord_claims WHERE work_item_id = $1",
                     &[&work_item_id],
                 )?
                 .ok_or_else(|| CoordError::NotFound {
                     work_item_id: work_item_id.to_owned(),
                 })?;
-            claim_of(&row)
+            claim_from_doc(row.try_get(0)?)
         })
     }
 
     fn list(&self, filter: &Filter) -> Result<Vec<Claim>, CoordError> {
         self.with_client(|client| {
             let rows = client.query(
-                "SELECT doc FROM coord_claims \
+                "SELECT doc::text FROM coord_claims \
                  WHERE ($1::text IS NULL OR status = $1) \
                    AND ($2::text IS NULL OR work_type = $2) \
                    AND ($3::text IS NULL OR agent_id = $3) \
@@ -965,7 +374,9 @@ impl Store for PgStore {
                     &filter.owner,
                 ],
             )?;
-            rows.iter().map(claim_of).collect()
+            rows.iter()
+                .map(|row| claim_from_doc(row.try_get(0)?))
+                .collect()
         })
     }
 
@@ -1014,7 +425,7 @@ impl Store for PgStore {
                                FROM coord_events WHERE seq IS NULL) \
                  UPDATE coord_events AS e SET seq = base.b + todo.n \
                  FROM todo, base WHERE e.id = todo.id; COMMIT",
-                crate::tx::sequencer_lock(&self.options.schema)
+                crate::sql::sequencer_lock(&self.options.schema)
             ));
             if let Err(e) = numbered {
                 // A failed statement leaves the transaction open and aborted.
@@ -1048,8 +459,12 @@ impl Store for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::Conn;
     use coord_core::ExclusivePerWorkType;
+    use coord_core::transition;
+    use coord_core::{ConflictPolicy, Priority, SeedPolicy};
     use coord_testkit::{TestClock, shared_cluster};
+    use std::sync::Arc;
 
     fn store(policy: Arc<dyn ConflictPolicy>) -> (PgStore, TestClock) {
         let cluster = shared_cluster();
@@ -1309,7 +724,7 @@ mod tests {
         let probes = [
             format!(
                 "SELECT {}",
-                crate::tx::LAPSED.replace("$1", &now.to_string())
+                crate::sql::LAPSED.replace("$1", &now.to_string())
             ),
             format!("EXECUTE coord_lapsed({now}, NULL)"),
             format!(

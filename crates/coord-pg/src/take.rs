@@ -24,7 +24,7 @@ use coord_core::{Claim, NextRequest, Origin, Priority, Status, Timestamp};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::tx::row_of;
+use crate::rows::row_of;
 
 /// The fence and revision, which the statement draws itself.
 const DRAWN: [&str; 2] = ["fence", "revision"];
@@ -219,6 +219,7 @@ fn apply(patch: &TakePatch, item: &Claim, fence: u64, revision: u64) -> (Value, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use coord_core::{Decision, decide};
     use proptest::prelude::*;
     use std::time::Duration;
 
@@ -266,7 +267,8 @@ mod tests {
     proptest! {
         /// On any pending item (each field from one template, the other, or
         /// absent), at any later time, the patch of a shape learnt once does
-        /// exactly what `take` does, event and columns included.
+        /// exactly what the decision layer's `take` does, event and columns
+        /// included.
         #[test]
         fn the_patch_does_what_take_does_on_any_pending_item(
             choice in field_choice(),
@@ -290,13 +292,14 @@ mod tests {
                 now().as_unix_nanos() + i128::from(later_ms) * 1_000_000,
             ).unwrap();
             let patch = TakeShape::learn(&request(), now()).unwrap().patch(&request(), then).unwrap();
-            let change = transition::take(&item, &request(), 77, then).unwrap().at_revision(88);
+            let mut decision = Decision::begin(88, then, [], None);
+            let taken = decide::take(&mut decision, &item, &request(), 77).unwrap();
             let (doc, event) = apply(&patch, &item, 77, 88);
-            prop_assert_eq!(doc, serde_json::to_value(&change.claim).unwrap());
-            prop_assert_eq!(event, serde_json::to_value(change.event.unwrap()).unwrap());
+            prop_assert_eq!(doc, serde_json::to_value(&taken).unwrap());
+            prop_assert_eq!(event, serde_json::to_value(&decision.events()[0]).unwrap());
             prop_assert_eq!(
                 Value::Object(SET_COLUMNS.iter()
-                    .map(|c| (c.to_string(), row_of(&change.claim).columns()[*c].clone()))
+                    .map(|c| (c.to_string(), row_of(&taken).columns()[*c].clone()))
                     .collect()),
                 patch.columns
             );

@@ -777,29 +777,103 @@ pub fn text_a_store_cannot_hold_is_refused_and_changes_nothing(h: &dyn Harness) 
 
 pub fn every_change_writes_down_the_leases_that_lapsed_before_it(h: &dyn Harness) {
     let store = h.store();
-    let lapsing = store
-        .claim(&ClaimRequest::new("alice", "build").lease(MIN))
-        .unwrap();
-    h.clock().advance(MIN * 2);
-    // A claim that excludes nobody, and reads nothing first where it can.
-    let other = store.claim(&ClaimRequest::new("bob", "build")).unwrap();
-    assert_eq!(
-        store.get(&lapsing.work_item_id).unwrap().status,
-        Status::Expired
-    );
-    let kinds: Vec<(EventKind, String)> = events(store)
-        .into_iter()
-        .map(|e| (e.event, e.work_item_id.unwrap()))
-        .collect();
-    assert_eq!(
-        kinds,
-        [
-            (EventKind::Claimed, lapsing.work_item_id.clone()),
-            (EventKind::Expired, lapsing.work_item_id.clone()),
-            (EventKind::Claimed, other.work_item_id.clone()),
-        ]
-    );
-    assert!(other.fence > lapsing.fence);
+    // Each mutation, with what it needs set up first (`target`: an item it
+    // acts on, held by "tom" on a long lease).
+    let act = |action: Action| {
+        move |store: &dyn Store, target: &str| {
+            store.act(target, &action, &Actor::new("tom")).map(|_| ())
+        }
+    };
+    type Mutation = Box<dyn Fn(&dyn Store, &str) -> Result<(), coord_core::CoordError>>;
+    let mutations: Vec<(&str, Mutation)> = vec![
+        (
+            "claim",
+            Box::new(|s, _| s.claim(&ClaimRequest::new("bob", "build")).map(|_| ())),
+        ),
+        (
+            "exclusive claim",
+            Box::new(|s, _| s.claim(&high("bob", "ship")).map(|_| ())),
+        ),
+        (
+            "post",
+            Box::new(|s, _| s.post(&PostRequest::new("bob", "queue")).map(|_| ())),
+        ),
+        (
+            "next",
+            Box::new(|s, _| {
+                s.post(&PostRequest::new("bob", "queue")).unwrap();
+                s.next(&NextRequest::new("bob").lease(10 * MIN)).map(|_| ())
+            }),
+        ),
+        (
+            "heartbeat",
+            Box::new(act(Action::Heartbeat { lease: None })),
+        ),
+        ("progress", Box::new(act(Action::Progress { percent: 5 }))),
+        ("complete", Box::new(act(Action::Complete { result: None }))),
+        (
+            "fail",
+            Box::new(act(Action::Fail {
+                reason: None,
+                requeue: false,
+                retry_after: None,
+            })),
+        ),
+        ("release", Box::new(act(Action::Release))),
+        ("reap", Box::new(|s, _| s.reap("bob").map(|_| ()))),
+        (
+            "cleanup",
+            Box::new(|s, _| s.cleanup("bob", Duration::ZERO).map(|_| ())),
+        ),
+    ];
+    for (name, mutation) in mutations {
+        let target = store
+            .post(&PostRequest::new("boss", "held"))
+            .and_then(|_| {
+                store.next(
+                    &NextRequest::new("tom")
+                        .work_types(["held"])
+                        .lease(100 * MIN),
+                )
+            })
+            .unwrap();
+        let lapsing = store
+            .claim(&ClaimRequest::new("alice", "build").lease(MIN))
+            .unwrap();
+        h.clock().advance(MIN * 2);
+        let logged = events(store).len();
+        mutation(store, &target.work_item_id).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            store.get(&lapsing.work_item_id).map(|c| c.status).ok(),
+            Some(Status::Expired),
+            "{name} wrote the lapsed lease down"
+        );
+        let after: Vec<(EventKind, String)> = events(store)[logged..]
+            .iter()
+            .map(|e| (e.event, e.work_item_id.clone().unwrap_or_default()))
+            .collect();
+        // The expiries come first (earlier items' leases may lapse too), then
+        // the mutation's own events.
+        let expiries = after.iter().take_while(|(e, _)| *e == EventKind::Expired);
+        assert!(
+            expiries.clone().any(|(_, id)| *id == lapsing.work_item_id),
+            "{name}: the expiry is logged before the change: {after:?}"
+        );
+        assert!(
+            after[expiries.count()..]
+                .iter()
+                .all(|(e, _)| *e != EventKind::Expired),
+            "{name}: {after:?}"
+        );
+        if name == "exclusive claim" || name == "claim" {
+            let fences: Vec<Option<u64>> =
+                events(store)[logged..].iter().map(|e| e.fence).collect();
+            assert!(
+                fences.last() > fences.first(),
+                "{name}: a later fence: {fences:?}"
+            );
+        }
+    }
 }
 
 /// One step of the property test.

@@ -1,0 +1,47 @@
+//! How a store behaves: [`PgStoreOptions`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coord_core::{Clock, ConflictPolicy, SeedPolicy, system_clock};
+
+/// How a [`PgStore`](crate::PgStore) behaves; `Default` gives the documented defaults.
+#[derive(Clone)]
+pub struct PgStoreOptions {
+    /// The schema holding coord's tables (default `coord`), created if
+    /// missing. Stores with different schemas are independent.
+    pub schema: String,
+    /// How long a change waits for a lock another change holds (default
+    /// 10 s), as PostgreSQL's `lock_timeout`.
+    pub lock_timeout: Duration,
+    /// Which claims exclude each other (default [`SeedPolicy`]). Conflicts
+    /// must stay within one work type: exclusion is locked per work type.
+    pub policy: Arc<dyn ConflictPolicy>,
+    pub clock: Clock,
+    /// Record acting agents in `coord_agents` (default on).
+    pub track_agents: bool,
+}
+
+impl Default for PgStoreOptions {
+    fn default() -> Self {
+        PgStoreOptions {
+            schema: "coord".to_owned(),
+            lock_timeout: Duration::from_secs(10),
+            policy: Arc::new(SeedPolicy),
+            clock: system_clock(),
+            track_agents: true,
+        }
+    }
+}
+
+impl fmt::Debug for PgStoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStoreOptions")
+            .field("schema", &self.schema)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("policy", &self.policy)
+            .field("track_agents", &self.track_agents)
+            .finish_non_exhaustive()
+    }
+}
