@@ -38,7 +38,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Entries, CoordError> {
 
 fn read_entries(dir: &Path) -> Result<Entries, CoordError> {
     let path = dir.join(AGENT_FILE);
-    match read_optional(&path).map_err(crate::flow::file_error)? {
+    match read_optional(&path).map_err(crate::errors::file_error)? {
         Some(bytes) if !bytes.iter().all(u8::is_ascii_whitespace) => parse(&path, &bytes),
         _ => Ok(Vec::new()),
     }

@@ -9,14 +9,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use coord_core::CoordError;
-use reactor::{Inputs, Step};
+use reactor::Step;
 use reactor_file::{AtomicWriter, read_optional};
 use serde::{Deserialize, Serialize};
 
-use crate::claims_doc::ClaimsDoc;
+use crate::claims_doc::{CLAIMS_FILE, ClaimsDoc};
 use crate::crash;
-use crate::flow::{FlowError, Selection, file_error};
-use crate::store::CLAIMS_FILE;
+use crate::errors::{FlowError, file_error, write_error};
 
 pub const ARCHIVE: &str = "work_claims.archive.jsonl";
 pub const CLEANUP_INTENT: &str = "cleanup.intent.json";
@@ -28,13 +27,6 @@ pub(crate) struct Intent {
     pub archive_len: u64,
     pub work_item_ids: Vec<String>,
     pub revision: u64,
-}
-
-fn write_error(path: &Path, source: io::Error) -> CoordError {
-    CoordError::AtomicWriteFailed {
-        path: path.to_owned(),
-        source: source.into(),
-    }
 }
 
 fn truncate(path: &Path, len: u64, writer: &AtomicWriter) -> Result<(), CoordError> {
@@ -171,21 +163,22 @@ fn last_line(path: &Path) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// The `write_cleanup_intent` step: rotates the archive if it is too big,
-/// then records the intent durably. Undo removes it.
+/// then records the intent durably: which items move, where the archive
+/// ends before the move, and the revision the cleanup commits as.
 pub(crate) struct WriteIntent {
     pub dir: PathBuf,
     pub rotate_at: u64,
     pub writer: AtomicWriter,
+    pub work_item_ids: Vec<String>,
+    pub revision: u64,
+    /// The intent, once written.
+    pub written: Option<Intent>,
 }
 
 impl Step<FlowError> for WriteIntent {
-    type Output = Option<Intent>;
+    type Output = Intent;
 
-    fn run(&mut self, inputs: &Inputs<'_>) -> Result<Option<Intent>, FlowError> {
-        let selection = inputs.get::<Selection>("select_finished_items")?;
-        if selection.ids.is_empty() {
-            return Ok(None);
-        }
+    fn run(&mut self) -> Result<Intent, FlowError> {
         let archive = self.dir.join(ARCHIVE);
         let torn = settle_tail(&archive)?;
         if torn > 0 {
@@ -205,8 +198,8 @@ impl Step<FlowError> for WriteIntent {
         };
         let intent = Intent {
             archive_len,
-            work_item_ids: selection.ids.clone(),
-            revision: selection.revision,
+            work_item_ids: self.work_item_ids.clone(),
+            revision: self.revision,
         };
         let path = self.dir.join(CLEANUP_INTENT);
         let bytes = serde_json::to_vec(&intent).expect("an intent always serialises");
@@ -214,49 +207,42 @@ impl Step<FlowError> for WriteIntent {
             .write(&path, &bytes)
             .map_err(|f| write_error(&path, f.source))?;
         crash::point("cleanup:intent-written");
-        Ok(Some(intent))
+        self.written = Some(intent.clone());
+        Ok(intent)
     }
 
     /// The intent goes only once the archive is back at the length it
     /// records: while a failed append's bytes are still there, it stays,
     /// and the next writer's [`recover`] cuts them.
-    fn undo(&mut self, output: &Option<Intent>, _inputs: &Inputs<'_>) -> Result<(), FlowError> {
-        if let Some(intent) = output {
+    fn undo(&mut self) -> Result<(), FlowError> {
+        if let Some(intent) = &self.written {
             truncate(&self.dir.join(ARCHIVE), intent.archive_len, &self.writer)?;
         }
         remove_intent(&self.dir).map_err(FlowError::from)
     }
 }
 
-/// The `append_to_archive` step: appends the selected records and fsyncs,
-/// all or nothing (a failed append is cut back at once). Undo cuts the
-/// archive back to its length before.
+/// The `append_to_archive` step: appends the moving records, all or
+/// nothing, and fsyncs. Undo cuts the archive back to its length before.
 pub(crate) struct AppendToArchive {
     pub dir: PathBuf,
     pub writer: AtomicWriter,
+    /// The records, one line each.
+    pub lines: Vec<String>,
+    /// The archive's length before (from the intent).
+    pub archive_len: u64,
 }
 
 impl Step<FlowError> for AppendToArchive {
     type Output = ();
 
-    fn run(&mut self, inputs: &Inputs<'_>) -> Result<(), FlowError> {
-        let selection = inputs.get::<Selection>("select_finished_items")?;
-        if inputs
-            .get::<Option<Intent>>("write_cleanup_intent")?
-            .is_none()
-        {
-            return Ok(());
-        }
+    fn run(&mut self) -> Result<(), FlowError> {
         let path = self.dir.join(ARCHIVE);
-        let mut bytes = Vec::with_capacity(selection.lines.iter().map(|l| l.len() + 1).sum());
-        for line in &selection.lines {
+        let mut bytes = Vec::with_capacity(self.lines.iter().map(|l| l.len() + 1).sum());
+        for line in &self.lines {
             bytes.extend_from_slice(line.as_bytes());
             bytes.push(b'\n');
         }
-        let intent = inputs
-            .get::<Option<Intent>>("write_cleanup_intent")?
-            .as_ref()
-            .expect("checked above");
         let existed = path.exists();
         let mut file = OpenOptions::new()
             .append(true)
@@ -268,7 +254,7 @@ impl Step<FlowError> for AppendToArchive {
         let (first, second) = bytes.split_at(bytes.len() / 2);
         let append = |file: &mut fs::File, part: &[u8], sync: bool| {
             self.writer
-                .append(&path, file, intent.archive_len, part, sync)
+                .append(&path, file, self.archive_len, part, sync)
                 .map_err(|f| write_error(&path, f.source))
         };
         let appended = append(&mut file, first, false).and_then(|()| {
@@ -285,33 +271,15 @@ impl Step<FlowError> for AppendToArchive {
         Ok(())
     }
 
-    fn undo(&mut self, _output: &(), inputs: &Inputs<'_>) -> Result<(), FlowError> {
-        match inputs.get::<Option<Intent>>("write_cleanup_intent")? {
-            Some(intent) => truncate(&self.dir.join(ARCHIVE), intent.archive_len, &self.writer)
-                .map_err(FlowError::from),
-            None => Ok(()),
-        }
+    fn undo(&mut self) -> Result<(), FlowError> {
+        truncate(&self.dir.join(ARCHIVE), self.archive_len, &self.writer).map_err(FlowError::from)
     }
 }
 
 /// The `remove_cleanup_intent` step: the move is complete.
-pub(crate) struct RemoveIntent {
-    pub dir: PathBuf,
-}
-
-impl Step<FlowError> for RemoveIntent {
-    type Output = ();
-
-    fn run(&mut self, inputs: &Inputs<'_>) -> Result<(), FlowError> {
-        if inputs
-            .get::<Option<Intent>>("write_cleanup_intent")?
-            .is_none()
-        {
-            return Ok(());
-        }
-        crash::point("cleanup:revision-raised");
-        remove_intent(&self.dir).map_err(FlowError::from)
-    }
+pub(crate) fn remove_cleanup_intent(dir: &Path) -> Result<(), CoordError> {
+    crash::point("cleanup:revision-raised");
+    remove_intent(dir)
 }
 
 /// Every archived record, as JSON objects (for `coord` readers and tests).

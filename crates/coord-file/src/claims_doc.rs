@@ -16,6 +16,9 @@ use reactor_file::Contents;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+/// The claims file inside the coordination directory.
+pub const CLAIMS_FILE: &str = "work_claims.json";
+
 /// A record changed or added by a draft: its new bytes and head.
 struct Record {
     raw: Box<RawValue>,
@@ -121,6 +124,12 @@ impl Summary {
             summary.add(head);
         }
         summary
+    }
+}
+
+impl AsRef<[u8]> for ClaimsDoc {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
     }
 }
 

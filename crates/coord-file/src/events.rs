@@ -8,10 +8,10 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use coord_core::{CoordError, Event, EventPage};
-use reactor::{Inputs, Step};
+use reactor::Step;
 use reactor_file::AtomicWriter;
 
-use crate::flow::{FlowError, Planned};
+use crate::errors::FlowError;
 use crate::memory::{OpenLog, SharedMemory};
 
 pub const EVENT_LOG: &str = "coordination_events.jsonl";
@@ -188,71 +188,69 @@ fn open_for_append(path: &Path, options: LogOptions) -> Result<(File, u64, Inode
     Ok((file, len, id))
 }
 
-/// The `append_event_log` step: appends the plan's events; undo cuts the
-/// log back to where it was.
-pub(crate) struct AppendEvents<P> {
+/// The `append_event_log` step: appends a change's events ahead of its
+/// commit; undo cuts the log back to where it was.
+pub(crate) struct AppendEvents {
     path: PathBuf,
-    plan_from: &'static str,
+    events: Vec<Event>,
+    /// The revision the change commits as.
+    revision: u64,
     options: LogOptions,
     writer: AtomicWriter,
     /// Where a long-lived store keeps the log open between changes.
     memory: SharedMemory,
-    _plan: std::marker::PhantomData<fn() -> P>,
+    /// The log's length before the append, once it appended.
+    len_before: Option<u64>,
 }
 
-impl<P> AppendEvents<P> {
+impl AppendEvents {
     pub(crate) fn new(
         path: PathBuf,
-        plan_from: &'static str,
+        events: Vec<Event>,
+        revision: u64,
         options: LogOptions,
         writer: AtomicWriter,
         memory: SharedMemory,
     ) -> Self {
         AppendEvents {
             path,
-            plan_from,
+            events,
+            revision,
             options,
             writer,
             memory,
-            _plan: std::marker::PhantomData,
+            len_before: None,
         }
     }
 }
 
-/// Where the log stood before the step appended to it.
-pub(crate) struct Appended {
-    len_before: Option<u64>,
-}
+impl Step<FlowError> for AppendEvents {
+    type Output = ();
 
-impl<P: Planned> Step<FlowError> for AppendEvents<P> {
-    type Output = Appended;
-
-    fn run(&mut self, inputs: &Inputs<'_>) -> Result<Appended, FlowError> {
-        let plan = inputs.get::<P>(self.plan_from)?.plan();
-        if plan.events.is_empty() {
-            return Ok(Appended { len_before: None });
+    fn run(&mut self) -> Result<(), FlowError> {
+        if self.events.is_empty() {
+            return Ok(());
         }
         let kept = self.memory.lock().take_log();
         let (len_before, log) =
-            append_keeping(&self.path, &plan.events, self.options, kept, &self.writer)?;
+            append_keeping(&self.path, &self.events, self.options, kept, &self.writer)?;
         let mut memory = self.memory.lock();
         if memory.long_lived() {
             // Trusted by the next change only once this one commits (the
-            // claims file then says `plan.revision` committed).
+            // claims file then says `revision` committed).
             memory.put_log(OpenLog {
-                revision: plan.revision,
+                revision: self.revision,
                 ..log
             });
         }
         drop(memory);
+        self.len_before = Some(len_before);
         crate::crash::point("commit:events-written");
-        Ok(Appended {
-            len_before: Some(len_before),
-        })
+        Ok(())
     }
 
-    fn undo(&mut self, output: &Appended, _inputs: &Inputs<'_>) -> Result<(), FlowError> {
-        let Some(len) = output.len_before else {
+    fn undo(&mut self) -> Result<(), FlowError> {
+        let Some(len) = self.len_before else {
             return Ok(());
         };
         drop(self.memory.lock().take_log());
@@ -265,14 +263,9 @@ impl<P: Planned> Step<FlowError> for AppendEvents<P> {
                 _ => Ok(()),
             };
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&self.path)
-            .map_err(|e| io_error(&self.path, e))?;
-        file.set_len(len)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| io_error(&self.path, e))?;
-        Ok(())
+        self.writer
+            .cut_back(&self.path, len)
+            .map_err(|e| io_error(&self.path, e).into())
     }
 }
 

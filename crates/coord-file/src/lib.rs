@@ -15,24 +15,28 @@
 
 mod agents;
 mod archive;
+mod changes;
 mod claims_doc;
 mod crash;
+mod errors;
 mod events;
 mod fields;
-mod flow;
 mod fs_check;
 pub mod lock;
 mod memory;
+mod options;
 mod state;
 mod store;
 mod telemetry;
 
 pub use agents::AGENT_FILE;
 pub use archive::{ARCHIVE, CLEANUP_INTENT, Recovery};
+pub use claims_doc::CLAIMS_FILE;
 pub use events::EVENT_LOG;
 pub use lock::{LEGACY_LOCK_FILE, LOCK_FILE};
+pub use options::{FileStoreOptions, Warning, WarningSink};
 pub use state::STATE_FILE;
-pub use store::{CLAIMS_FILE, FileStore, FileStoreOptions, Warning, WarningSink};
+pub use store::FileStore;
 pub use telemetry::TracingMiddleware;
 
 /// The files coord replaces through temp (or staging) files: a change sweeps

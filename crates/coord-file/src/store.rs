@@ -1,4 +1,3 @@
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,121 +5,20 @@ use std::time::Duration;
 use coord_core::decide::Sweep;
 use coord_core::transition::{Action, Actor};
 use coord_core::{
-    AgentRecord, AgentRegistration, Claim, ClaimRequest, Clock, ConflictPolicy, CoordError, Event,
-    EventKind, EventPage, Filter, NextRequest, PostRequest, SeedPolicy, Sightings, Store,
-    Timestamp, system_clock, validate_name,
+    AgentRecord, AgentRegistration, Claim, ClaimRequest, CoordError, Event, EventKind, EventPage,
+    Filter, NextRequest, PostRequest, Sightings, Store, Timestamp, validate_name,
 };
-use reactor_file::{AtomicWriter, ensure_dir};
+use reactor_file::ensure_dir;
 
 use crate::archive::{self, Recovery};
+use crate::changes::{self, Ctx, Outcome, Plan};
+use crate::claims_doc::CLAIMS_FILE;
 use crate::claims_doc::ClaimsDoc;
-use crate::flow::{self, Ctx, Outcome, Plan, file_error};
+use crate::errors::file_error;
 use crate::lock::DirLock;
 use crate::memory::SharedMemory;
+use crate::options::{FileStoreOptions, Warning};
 use crate::{agents, events, fs_check};
-
-/// The claims file inside the coordination directory.
-pub const CLAIMS_FILE: &str = "work_claims.json";
-
-/// Something worth telling a human that is not an error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning {
-    /// A stable name: `lock_broken`, `cleanup_recovered`, `compaction_failed`,
-    /// `agent_registry_not_updated`.
-    pub kind: &'static str,
-    pub message: String,
-}
-
-/// Where warnings go; the default logs them with `tracing`.
-pub type WarningSink = Arc<dyn Fn(&Warning) + Send + Sync>;
-
-/// How a [`FileStore`] behaves; `Default` gives the documented defaults.
-#[derive(Clone)]
-pub struct FileStoreOptions {
-    /// How long a writer waits for the directory lock (default 10 s).
-    pub lock_timeout: Duration,
-    /// Which claims exclude each other (default [`SeedPolicy`]).
-    pub policy: Arc<dyn ConflictPolicy>,
-    /// Writes the claims file; tests give it a fault injector.
-    pub writer: AtomicWriter,
-    pub clock: Clock,
-    /// Automatic compaction: when a change leaves more than this many
-    /// finished items in the claims file (default 256)...
-    pub compact_at: usize,
-    /// ...all but the newest this many (default 64) move to the archive.
-    pub compact_keep: usize,
-    /// The event log and the archive are rotated past this size (64 MiB).
-    pub rotate_at: u64,
-    /// fdatasync the event log before each change commits (default off).
-    /// Off, the log survives any process crash and never shows a change that
-    /// did not commit, but an OS crash or power loss can lose its last
-    /// lines (never the changes). On, it costs a third sync per change.
-    pub sync_events: bool,
-    /// Run on a network file system anyway (unsafe across machines).
-    pub allow_unsafe_filesystem: bool,
-    /// Record acting agents in `agent_status.json` (default on).
-    pub track_agents: bool,
-    /// Also hold the older shell tools' `work_claims.json.lock` while
-    /// writing (default on). Off saves a file creation and deletion per
-    /// change, for directories no shell tool uses.
-    pub shell_lock: bool,
-    pub on_warning: WarningSink,
-}
-
-impl Default for FileStoreOptions {
-    fn default() -> Self {
-        FileStoreOptions {
-            lock_timeout: Duration::from_secs(10),
-            policy: Arc::new(SeedPolicy),
-            writer: AtomicWriter::new(),
-            clock: system_clock(),
-            compact_at: 256,
-            compact_keep: 64,
-            rotate_at: 64 * 1024 * 1024,
-            sync_events: false,
-            allow_unsafe_filesystem: false,
-            track_agents: true,
-            shell_lock: true,
-            on_warning: Arc::new(|w: &Warning| tracing::warn!(kind = w.kind, "{}", w.message)),
-        }
-    }
-}
-
-impl FileStoreOptions {
-    /// How a change appends to the log (after its own settle step).
-    pub(crate) fn log(&self) -> crate::events::LogOptions {
-        crate::events::LogOptions {
-            rotate_at: self.rotate_at,
-            sync: self.sync_events,
-            settled: true,
-        }
-    }
-
-    /// How to append outside a change, where the tail may be torn.
-    fn unsettled_log(&self) -> crate::events::LogOptions {
-        crate::events::LogOptions {
-            settled: false,
-            ..self.log()
-        }
-    }
-}
-
-impl fmt::Debug for FileStoreOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileStoreOptions")
-            .field("lock_timeout", &self.lock_timeout)
-            .field("policy", &self.policy)
-            .field("writer", &self.writer)
-            .field("compact_at", &self.compact_at)
-            .field("compact_keep", &self.compact_keep)
-            .field("rotate_at", &self.rotate_at)
-            .field("sync_events", &self.sync_events)
-            .field("allow_unsafe_filesystem", &self.allow_unsafe_filesystem)
-            .field("track_agents", &self.track_agents)
-            .field("shell_lock", &self.shell_lock)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Work items kept in a coordination directory on this machine.
 #[derive(Debug, Clone)]
@@ -202,7 +100,7 @@ impl FileStore {
         // the lock is released, not while other writers wait for it.
         let mut replaced = vec![self.memory.lock().committed(&claims_path, &plan.doc)];
         if plan.finished > self.options.compact_at {
-            match flow::cleanup(&ctx, Sweep::AllBut(self.options.compact_keep)) {
+            match changes::cleanup(&ctx, Sweep::AllBut(self.options.compact_keep)) {
                 Ok(compacted) => {
                     replaced.push(self.memory.lock().committed(&claims_path, &compacted.doc));
                 }
@@ -257,7 +155,7 @@ impl FileStore {
         if lock.broken().is_empty() {
             return Ok(());
         }
-        let claims = flow::current_claims(&self.memory, &self.claims_path())?;
+        let claims = changes::current_claims(&self.memory, &self.claims_path())?;
         let committed = claims
             .value
             .summary()
@@ -313,7 +211,7 @@ impl FileStore {
     /// Reads the claims file without the lock: the atomic rename means it is
     /// always a whole file, the one before or after any change.
     fn snapshot(&self) -> Result<ClaimsDoc, CoordError> {
-        flow::current_claims(&self.memory, &self.claims_path()).map(|s| s.value)
+        changes::current_claims(&self.memory, &self.claims_path()).map(|s| s.value)
     }
 
     /// Every archived item as it stood when it was archived (the current
@@ -333,19 +231,19 @@ fn one(outcome: Outcome) -> Claim {
 impl Store for FileStore {
     fn claim(&self, request: &ClaimRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.locked(Some(&request.agent_id), |ctx| flow::claim(ctx, request))
+        self.locked(Some(&request.agent_id), |ctx| changes::claim(ctx, request))
             .map(one)
     }
 
     fn post(&self, request: &PostRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.locked(Some(&request.agent_id), |ctx| flow::post(ctx, request))
+        self.locked(Some(&request.agent_id), |ctx| changes::post(ctx, request))
             .map(one)
     }
 
     fn next(&self, request: &NextRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.locked(Some(&request.agent_id), |ctx| flow::next(ctx, request))
+        self.locked(Some(&request.agent_id), |ctx| changes::next(ctx, request))
             .map(one)
     }
 
@@ -357,13 +255,13 @@ impl Store for FileStore {
     ) -> Result<Claim, CoordError> {
         validate_name("the agent id", actor.agent_id)?;
         self.locked(Some(actor.agent_id), |ctx| {
-            flow::act(ctx, work_item_id, action, actor)
+            changes::act(ctx, work_item_id, action, actor)
         })
         .map(one)
     }
 
     fn reap(&self, agent_id: &str) -> Result<Vec<Claim>, CoordError> {
-        match self.locked(Some(agent_id), flow::reap)? {
+        match self.locked(Some(agent_id), changes::reap)? {
             Outcome::Many(expired) => Ok(expired),
             other => unreachable!("reap returned {other:?}"),
         }
@@ -371,7 +269,7 @@ impl Store for FileStore {
 
     fn cleanup(&self, agent_id: &str, older_than: Duration) -> Result<Vec<String>, CoordError> {
         match self.locked(Some(agent_id), |ctx| {
-            flow::cleanup(ctx, Sweep::OlderThan(older_than))
+            changes::cleanup(ctx, Sweep::OlderThan(older_than))
         })? {
             Outcome::Archived(ids) => Ok(ids),
             other => unreachable!("cleanup returned {other:?}"),

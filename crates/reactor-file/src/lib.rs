@@ -3,8 +3,8 @@
 //! - [`EnsureDir`]: make sure a directory exists (undo removes it again if
 //!   this step created it and it is still empty), optionally sweeping the
 //!   temp files a killed writer left behind.
-//! - [`ReadFile`]: read a file (a missing file is `None`) and parse it with a
-//!   caller's function, keeping the exact bytes for a later undo.
+//! - [`FileSnapshot`]: a file as it was read (a missing file is `None`),
+//!   parsed by a caller's function, with the exact bytes kept for an undo.
 //! - [`AtomicWrite`]: replace a file atomically (temp file in the same
 //!   directory, write, fsync, rename, fsync the directory). If it fails after
 //!   the rename, its compensation puts the previous bytes back; its undo does
@@ -22,7 +22,7 @@ pub use atomic::{
     temp_name_prefix,
 };
 pub use error::FileError;
-pub use steps::{AtomicWrite, Contents, DirStatus, EnsureDir, FileSnapshot, ReadFile, Written};
+pub use steps::{AtomicWrite, Contents, DirStatus, EnsureDir, FileSnapshot, Written};
 
 /// Reads `path`, treating a missing file as `None`.
 pub fn read_optional(path: &std::path::Path) -> Result<Option<Vec<u8>>, FileError> {

@@ -1,19 +1,53 @@
+//! The file steps: [`EnsureDir`] and [`AtomicWrite`], each able to undo
+//! what it did; and [`FileSnapshot`], a file as it was read, whose bytes
+//! an [`AtomicWrite`] puts back.
+
 use std::fs;
 use std::io;
-use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
-use reactor::{Compensation, InputError, Inputs, Step};
+use reactor::{Compensation, Step};
 
 use crate::atomic::{AtomicWriter, remove_stale_temps};
 use crate::error::FileError;
 use crate::{ensure_dir, read_optional};
+
+/// A file's bytes, shared without copying between a snapshot and whatever
+/// the caller's parse keeps of them.
+pub type Contents = std::sync::Arc<Vec<u8>>;
+
+/// A file as it was read: its exact bytes (`None` when it did not exist)
+/// and the caller's parse of them.
+#[derive(Debug, Clone)]
+pub struct FileSnapshot<T> {
+    pub path: PathBuf,
+    pub bytes: Option<Contents>,
+    pub value: T,
+}
+
+impl<T> FileSnapshot<T> {
+    /// Reads `path` (a missing file is `None`) and parses it with `parse`,
+    /// which gets the shared bytes, so what it builds can point into them.
+    pub fn read<E: From<FileError>>(
+        path: &Path,
+        parse: impl FnOnce(&Path, Option<&Contents>) -> Result<T, E>,
+    ) -> Result<FileSnapshot<T>, E> {
+        let bytes = read_optional(path)?.map(Contents::new);
+        let value = parse(path, bytes.as_ref())?;
+        Ok(FileSnapshot {
+            path: path.to_owned(),
+            bytes,
+            value,
+        })
+    }
+}
 
 /// Makes sure a directory exists.
 #[derive(Debug, Clone)]
 pub struct EnsureDir {
     path: PathBuf,
     sweep_temps_of: Vec<String>,
+    created: bool,
 }
 
 /// What [`EnsureDir`] did.
@@ -28,6 +62,7 @@ impl EnsureDir {
         Self {
             path: path.into(),
             sweep_temps_of: Vec::new(),
+            created: false,
         }
     }
 
@@ -44,9 +79,9 @@ impl EnsureDir {
 impl<E: From<FileError>> Step<E> for EnsureDir {
     type Output = DirStatus;
 
-    fn run(&mut self, _inputs: &Inputs<'_>) -> Result<DirStatus, E> {
+    fn run(&mut self) -> Result<DirStatus, E> {
         let path = &self.path;
-        let created = ensure_dir(path)?;
+        self.created = ensure_dir(path)?;
         let targets: Vec<&str> = self.sweep_temps_of.iter().map(String::as_str).collect();
         let removed_temps = if targets.is_empty() {
             Vec::new()
@@ -57,15 +92,15 @@ impl<E: From<FileError>> Step<E> for EnsureDir {
             })?
         };
         Ok(DirStatus {
-            created,
+            created: self.created,
             removed_temps,
         })
     }
 
     /// Removes the directory if this step created it and nothing has been
     /// put in it since; a directory with contents is left alone.
-    fn undo(&mut self, output: &DirStatus, _inputs: &Inputs<'_>) -> Result<(), E> {
-        if !output.created {
+    fn undo(&mut self) -> Result<(), E> {
+        if !self.created {
             return Ok(());
         }
         match fs::remove_dir(&self.path) {
@@ -87,85 +122,22 @@ impl<E: From<FileError>> Step<E> for EnsureDir {
     }
 }
 
-/// A file's bytes, shared without copying between a snapshot and whatever
-/// the caller's parse keeps of them.
-pub type Contents = std::sync::Arc<Vec<u8>>;
-
-/// A file as it was read: its exact bytes (`None` when it did not exist)
-/// and the caller's parse of them.
-#[derive(Debug, Clone)]
-pub struct FileSnapshot<T> {
-    pub path: PathBuf,
-    pub bytes: Option<Contents>,
-    pub value: T,
-}
-
-/// Reads a file and parses it with a caller's function, which also sees a
-/// missing file (as `None`) and decides what that means. The function gets
-/// the shared bytes, so what it builds can point into them without a copy.
-pub struct ReadFile<T, P> {
+/// Replaces a file atomically with `contents`, keeping the bytes it had
+/// (`previous`, from the snapshot the caller read) to put back.
+pub struct AtomicWrite<C> {
     path: PathBuf,
-    parse: P,
-    _value: PhantomData<fn() -> T>,
-}
-
-impl<T, P> std::fmt::Debug for ReadFile<T, P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadFile")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T, P> ReadFile<T, P> {
-    pub fn new(path: impl Into<PathBuf>, parse: P) -> Self {
-        Self {
-            path: path.into(),
-            parse,
-            _value: PhantomData,
-        }
-    }
-}
-
-impl<E, T, P> Step<E> for ReadFile<T, P>
-where
-    E: From<FileError>,
-    T: 'static,
-    P: FnMut(&Path, Option<&Contents>) -> Result<T, E>,
-{
-    type Output = FileSnapshot<T>;
-
-    fn run(&mut self, _inputs: &Inputs<'_>) -> Result<FileSnapshot<T>, E> {
-        let bytes = read_optional(&self.path)?.map(Contents::new);
-        let value = (self.parse)(&self.path, bytes.as_ref())?;
-        Ok(FileSnapshot {
-            path: self.path.clone(),
-            bytes,
-            value,
-        })
-    }
-}
-
-/// Replaces a file atomically with the bytes of the step named
-/// `contents_from` (any `C: AsRef<[u8]>`), keeping the previous contents from
-/// the [`FileSnapshot<T>`] of the step named `previous_from` for undo.
-pub struct AtomicWrite<C, T> {
-    path: PathBuf,
-    contents_from: String,
-    previous_from: String,
+    contents: C,
+    previous: Option<Contents>,
     writer: AtomicWriter,
     /// How the last attempt failed: whether the target had been replaced,
     /// and the OS error kind (for the retry decision).
     last_failure: Option<(bool, io::ErrorKind)>,
-    _types: PhantomData<fn() -> (C, T)>,
 }
 
-impl<C, T> std::fmt::Debug for AtomicWrite<C, T> {
+impl<C> std::fmt::Debug for AtomicWrite<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AtomicWrite")
             .field("path", &self.path)
-            .field("contents_from", &self.contents_from)
-            .field("previous_from", &self.previous_from)
             .finish_non_exhaustive()
     }
 }
@@ -182,19 +154,16 @@ fn is_transient(kind: io::ErrorKind) -> bool {
     matches!(kind, io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock)
 }
 
-impl<C, T> AtomicWrite<C, T> {
-    pub fn new(
-        path: impl Into<PathBuf>,
-        contents_from: impl Into<String>,
-        previous_from: impl Into<String>,
-    ) -> Self {
+impl<C: AsRef<[u8]>> AtomicWrite<C> {
+    /// Writes `contents` over `path`, whose bytes before were `previous`
+    /// (`None`: it did not exist).
+    pub fn new(path: impl Into<PathBuf>, contents: C, previous: Option<Contents>) -> Self {
         Self {
             path: path.into(),
-            contents_from: contents_from.into(),
-            previous_from: previous_from.into(),
+            contents,
+            previous,
             writer: AtomicWriter::new(),
             last_failure: None,
-            _types: PhantomData,
         }
     }
 
@@ -204,36 +173,21 @@ impl<C, T> AtomicWrite<C, T> {
         self
     }
 
-    fn put_back<E>(&self, inputs: &Inputs<'_>) -> Result<(), E>
-    where
-        E: From<FileError> + From<InputError>,
-        T: 'static,
-    {
-        let previous = inputs.get::<FileSnapshot<T>>(&self.previous_from)?;
+    fn put_back(&self) -> Result<(), FileError> {
         self.writer
-            .restore(&self.path, previous.bytes.as_deref().map(Vec::as_slice))
-            .map_err(|source| {
-                FileError::Restore {
-                    path: self.path.clone(),
-                    source,
-                }
-                .into()
+            .restore(&self.path, self.previous.as_deref().map(Vec::as_slice))
+            .map_err(|source| FileError::Restore {
+                path: self.path.clone(),
+                source,
             })
     }
 }
 
-impl<E, C, T> Step<E> for AtomicWrite<C, T>
-where
-    E: From<FileError> + From<InputError>,
-    C: AsRef<[u8]> + 'static,
-    T: 'static,
-{
+impl<E: From<FileError>, C: AsRef<[u8]>> Step<E> for AtomicWrite<C> {
     type Output = Written;
 
-    fn run(&mut self, inputs: &Inputs<'_>) -> Result<Written, E> {
-        let contents = inputs.get::<C>(&self.contents_from)?.as_ref();
-        // Checked now so a wiring mistake fails before the file is touched.
-        inputs.get::<FileSnapshot<T>>(&self.previous_from)?;
+    fn run(&mut self) -> Result<Written, E> {
+        let contents = self.contents.as_ref();
         self.last_failure = None;
         match self.writer.write(&self.path, contents) {
             Ok(()) => Ok(Written {
@@ -255,17 +209,12 @@ where
     /// The temp file is already gone; if the target had been replaced (the
     /// directory sync failed), the previous bytes go back, so a failed write
     /// leaves the file as it was. Transient errors are retried once.
-    fn compensate(
-        &mut self,
-        error: E,
-        inputs: &Inputs<'_>,
-        attempt: u32,
-    ) -> Compensation<Written, E> {
+    fn compensate(&mut self, error: E, attempt: u32) -> Compensation<Written, E> {
         let Some((replaced, kind)) = self.last_failure else {
             return Compensation::Fail(error);
         };
-        if replaced && let Err(restore_error) = self.put_back::<E>(inputs) {
-            return Compensation::Fail(restore_error);
+        if replaced && let Err(restore_error) = self.put_back() {
+            return Compensation::Fail(restore_error.into());
         }
         if is_transient(kind) && attempt < 2 {
             Compensation::Retry
@@ -274,7 +223,7 @@ where
         }
     }
 
-    fn undo(&mut self, _output: &Written, inputs: &Inputs<'_>) -> Result<(), E> {
-        self.put_back(inputs)
+    fn undo(&mut self) -> Result<(), E> {
+        self.put_back().map_err(E::from)
     }
 }

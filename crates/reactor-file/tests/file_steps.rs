@@ -8,26 +8,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use reactor::{Inputs, Values, Workflow, from_fn};
+use reactor::{Failure, saga};
 use reactor_file::{
-    AtomicWrite, AtomicWriter, EnsureDir, FileError, FileSnapshot, ReadFile, WriteStage,
-    is_temp_of, remove_stale_temps,
+    AtomicWrite, AtomicWriter, EnsureDir, FileError, FileSnapshot, WriteStage, is_temp_of,
+    remove_stale_temps,
 };
 
 #[derive(Debug)]
 enum Error {
     File(FileError),
-    Input(#[allow(dead_code)] reactor::InputError),
     Later,
 }
 impl From<FileError> for Error {
     fn from(e: FileError) -> Self {
         Error::File(e)
-    }
-}
-impl From<reactor::InputError> for Error {
-    fn from(e: reactor::InputError) -> Self {
-        Error::Input(e)
     }
 }
 
@@ -53,30 +47,25 @@ fn fail_at(stage: WriteStage, times: u32, kind: io::ErrorKind) -> AtomicWriter {
 }
 
 /// read -> write(contents) [-> a step that fails].
-fn write_workflow(path: &Path, writer: AtomicWriter, then_fail: bool) -> Workflow<'static, Error> {
-    let mut b = Workflow::builder()
-        .input("contents")
-        .step(
-            "read",
-            &[],
-            ReadFile::new(path, |_: &Path, b: Option<&reactor_file::Contents>| {
-                Ok::<_, Error>(b.map(|b| b.len()))
-            }),
-        )
-        .step(
+fn write_saga(
+    path: &Path,
+    writer: AtomicWriter,
+    contents: &'static str,
+    then_fail: bool,
+) -> Result<reactor_file::Written, Failure<Error>> {
+    saga(&(), |s| {
+        let read = s.run("read", || {
+            FileSnapshot::read(path, |_, b| Ok::<_, Error>(b.map(|b| b.len())))
+        })?;
+        let written = s.step(
             "write",
-            &["contents", "read"],
-            AtomicWrite::<&'static str, Option<usize>>::new(path, "contents", "read")
-                .with_writer(writer),
-        );
-    if then_fail {
-        b = b.step(
-            "later",
-            &["write"],
-            from_fn(|_: &Inputs<'_>| Err::<(), _>(Error::Later)),
-        );
-    }
-    b.build().unwrap()
+            AtomicWrite::new(path, contents, read.bytes.clone()).with_writer(writer),
+        )?;
+        if then_fail {
+            s.run("later", || Err::<(), _>(Error::Later))?;
+        }
+        Ok(written)
+    })
 }
 
 fn setup() -> (tempfile::TempDir, PathBuf) {
@@ -104,10 +93,13 @@ fn a_failure_at_any_stage_leaves_the_file_as_it_was_and_no_temp_file() {
     for stage in WriteStage::ALL {
         let (dir, path) = setup();
         fs::write(&path, "original bytes").unwrap();
-        let wf = write_workflow(&path, fail_at(stage, 1, io::ErrorKind::Other), false);
-        let err = wf
-            .run::<()>(Values::new().with("contents", "replacement"))
-            .unwrap_err();
+        let err = write_saga(
+            &path,
+            fail_at(stage, 1, io::ErrorKind::Other),
+            "replacement",
+            false,
+        )
+        .unwrap_err();
         assert_eq!(err.step, "write");
         match &err.error {
             Error::File(FileError::Write { stage: s, .. }) => assert_eq!(*s, stage),
@@ -126,9 +118,7 @@ fn a_failure_at_any_stage_leaves_the_file_as_it_was_and_no_temp_file() {
 fn a_failed_first_write_leaves_no_file_at_all() {
     for stage in WriteStage::ALL {
         let (dir, path) = setup();
-        let wf = write_workflow(&path, fail_at(stage, 1, io::ErrorKind::Other), false);
-        wf.run::<()>(Values::new().with("contents", "x"))
-            .unwrap_err();
+        write_saga(&path, fail_at(stage, 1, io::ErrorKind::Other), "x", false).unwrap_err();
         assert!(
             names_in(dir.path()).is_empty(),
             "stage {stage:?}: {:?}",
@@ -140,12 +130,13 @@ fn a_failed_first_write_leaves_no_file_at_all() {
 #[test]
 fn a_transient_error_is_retried_by_the_compensation() {
     let (_dir, path) = setup();
-    let wf = write_workflow(
+    let written = write_saga(
         &path,
         fail_at(WriteStage::WriteTemp, 1, io::ErrorKind::Interrupted),
+        "retried",
         false,
-    );
-    let written: reactor_file::Written = wf.run(Values::new().with("contents", "retried")).unwrap();
+    )
+    .unwrap();
     assert_eq!(written.len, 7);
     assert_eq!(fs::read_to_string(&path).unwrap(), "retried");
 }
@@ -155,10 +146,7 @@ fn undo_restores_the_exact_previous_bytes_when_a_later_step_fails() {
     let (dir, path) = setup();
     let original = b"[\n  {\"odd\" :  1.50 }\n]\n";
     fs::write(&path, original).unwrap();
-    let wf = write_workflow(&path, AtomicWriter::new(), true);
-    let err = wf
-        .run::<()>(Values::new().with("contents", "new"))
-        .unwrap_err();
+    let err = write_saga(&path, AtomicWriter::new(), "new", true).unwrap_err();
     assert!(matches!(err.error, Error::Later));
     assert!(err.undo_failures.is_empty(), "{:?}", err.undo_failures);
     assert_eq!(fs::read(&path).unwrap(), original);
@@ -168,9 +156,7 @@ fn undo_restores_the_exact_previous_bytes_when_a_later_step_fails() {
 #[test]
 fn undo_removes_a_file_that_did_not_exist_before() {
     let (dir, path) = setup();
-    let wf = write_workflow(&path, AtomicWriter::new(), true);
-    wf.run::<()>(Values::new().with("contents", "new"))
-        .unwrap_err();
+    write_saga(&path, AtomicWriter::new(), "new", true).unwrap_err();
     assert!(names_in(dir.path()).is_empty());
 }
 
@@ -180,14 +166,13 @@ fn a_failing_restore_is_reported() {
     fs::write(&path, "before").unwrap();
     // Every directory sync fails: the write replaces the file, then the
     // compensation's restore fails the same way and must say so.
-    let wf = write_workflow(
+    let err = write_saga(
         &path,
         fail_at(WriteStage::SyncDir, u32::MAX, io::ErrorKind::Other),
+        "x",
         false,
-    );
-    let err = wf
-        .run::<()>(Values::new().with("contents", "x"))
-        .unwrap_err();
+    )
+    .unwrap_err();
     assert!(
         matches!(err.error, Error::File(FileError::Restore { .. })),
         "{:?}",
@@ -222,27 +207,16 @@ fn stale_temp_files_are_swept_without_following_symlinks() {
 fn ensure_dir_creates_sweeps_and_undoes() {
     let base = tempfile::tempdir().unwrap();
     let dir = base.path().join("a/b");
-    let log = Arc::new(Mutex::new(None));
-    let seen = log.clone();
-    let wf = Workflow::<Error>::builder()
-        .step(
-            "ensure",
-            &[],
-            EnsureDir::new(&dir).sweeping_temps_of("x.json"),
-        )
-        .step(
-            "peek",
-            &["ensure"],
-            from_fn(move |i: &Inputs<'_>| {
-                *seen.lock().unwrap() = Some(i.get::<reactor_file::DirStatus>("ensure")?.created);
-                Err::<(), _>(Error::Later)
-            }),
-        )
-        .build()
-        .unwrap();
-    wf.run::<()>(Values::new()).unwrap_err();
+    let seen = Arc::new(Mutex::new(None));
+    let err = saga(&(), |s| -> Result<(), Error> {
+        let status = s.step("ensure", EnsureDir::new(&dir).sweeping_temps_of("x.json"))?;
+        *seen.lock().unwrap() = Some(status.created);
+        s.run("peek", || Err(Error::Later))
+    })
+    .unwrap_err();
+    assert!(matches!(err.error, Error::Later));
     assert_eq!(
-        *log.lock().unwrap(),
+        *seen.lock().unwrap(),
         Some(true),
         "the step created the directory"
     );
@@ -250,27 +224,19 @@ fn ensure_dir_creates_sweeps_and_undoes() {
 
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join(".x.json.coord-tmp.1.1.1"), "stale").unwrap();
-    let status: reactor_file::DirStatus = Workflow::<Error>::builder()
-        .step(
-            "ensure",
-            &[],
-            EnsureDir::new(&dir).sweeping_temps_of("x.json"),
-        )
-        .build()
-        .unwrap()
-        .run(Values::new())
-        .unwrap();
+    let status = saga(&(), |s| -> Result<_, Error> {
+        s.step("ensure", EnsureDir::new(&dir).sweeping_temps_of("x.json"))
+    })
+    .unwrap();
     assert!(!status.created);
     assert_eq!(status.removed_temps.len(), 1);
 
     let file = base.path().join("plain");
     fs::write(&file, "").unwrap();
-    let err = Workflow::<Error>::builder()
-        .step("ensure", &[], EnsureDir::new(&file))
-        .build()
-        .unwrap()
-        .run::<reactor_file::DirStatus>(Values::new())
-        .unwrap_err();
+    let err = saga(&(), |s| -> Result<_, Error> {
+        s.step("ensure", EnsureDir::new(&file))
+    })
+    .unwrap_err();
     assert!(matches!(
         err.error,
         Error::File(FileError::NotADirectory { .. })
@@ -278,42 +244,21 @@ fn ensure_dir_creates_sweeps_and_undoes() {
 }
 
 #[test]
-fn read_file_keeps_bytes_and_reports_read_errors() {
+fn a_snapshot_keeps_the_bytes_and_reports_read_errors() {
     let (dir, path) = setup();
     fs::write(&path, "abc").unwrap();
-    let snap: FileSnapshot<usize> = Workflow::<Error>::builder()
-        .step(
-            "read",
-            &[],
-            ReadFile::new(&path, |_: &Path, b: Option<&reactor_file::Contents>| {
-                Ok::<_, Error>(b.unwrap().len())
-            }),
-        )
-        .build()
-        .unwrap()
-        .run(Values::new())
-        .unwrap();
+    let snap = FileSnapshot::read(&path, |_, b| Ok::<_, Error>(b.unwrap().len())).unwrap();
     assert_eq!(snap.bytes.as_deref().map(Vec::as_slice), Some(&b"abc"[..]));
     assert_eq!(snap.value, 3);
+    let missing =
+        FileSnapshot::read(&dir.path().join("none"), |_, b| Ok::<_, Error>(b.is_none())).unwrap();
+    assert!(missing.value && missing.bytes.is_none());
 
     // A directory where the file should be cannot be read.
-    let err = Workflow::<Error>::builder()
-        .step(
-            "read",
-            &[],
-            ReadFile::new(
-                dir.path(),
-                |_: &Path, _: Option<&reactor_file::Contents>| Ok::<_, Error>(()),
-            ),
-        )
-        .build()
-        .unwrap()
-        .run::<FileSnapshot<()>>(Values::new())
-        .unwrap_err();
+    let err = FileSnapshot::read(dir.path(), |_, _| Ok::<_, Error>(())).unwrap_err();
     assert!(
-        matches!(err.error, Error::File(FileError::Read { .. })),
-        "{:?}",
-        err.error
+        matches!(err, Error::File(FileError::Read { .. })),
+        "{err:?}"
     );
 }
 

@@ -1,26 +1,29 @@
-//! `reactor`: a small saga workflow engine.
+//! `reactor`: a small saga engine, typed.
 //!
-//! A [`Workflow`] is a set of named [`Step`]s. Each step declares the named
-//! inputs it reads (workflow inputs or earlier steps' outputs), so the steps
-//! form a DAG, and running the workflow executes them in dependency order.
+//! A saga is plain code. Each step runs where it is written, through
+//! [`Saga::step`] (a [`Step`], which may compensate its own failure and
+//! undo its effect) or [`Saga::run`] (a closure, for a step with no effect
+//! outside its output). A step's output is an ordinary value of its own
+//! type, passed to the steps that need it as an argument: a wiring mistake
+//! does not compile, and a reader can follow every value from the first
+//! step to the last.
 //!
-//! When a step fails, its [`Step::compensate`] decides what happens: retry the
-//! step, recover with a value, or fail (with the same or another error). When
-//! the failure stands, every step that had already completed is undone with
-//! [`Step::undo`], in reverse completion order. An undo that fails is reported
-//! in the returned [`Failure`], never swallowed.
+//! When a step fails, its compensation decides what happens: run it again,
+//! recover with a value, or fail. When the failure stands, [`saga`] undoes
+//! every step that had completed and registered an undo, in reverse order,
+//! and returns a [`Failure`] that names the step and every undo that failed
+//! too (none is swallowed).
 //!
-//! [`Middleware`] sees every step start, finish, fail, retry and undo, so
-//! telemetry can be attached without touching the steps.
+//! [`Middleware`] sees every step start, finish, fail, retry and undo, by
+//! name, so telemetry hangs off the engine instead of the steps.
 //!
-//! Architecture invariant: this crate knows nothing of files, claims or JSON.
+//! Architecture invariant: this crate knows nothing of files, claims or
+//! JSON.
 
 mod middleware;
+mod saga;
 mod step;
-mod values;
-mod workflow;
 
 pub use middleware::Middleware;
-pub use step::{Compensation, FnStep, Step, from_fn};
-pub use values::{InputError, Inputs, Values};
-pub use workflow::{BuildError, Failure, UndoFailure, Workflow, WorkflowBuilder};
+pub use saga::{Failure, Saga, UndoFailure, saga};
+pub use step::{Compensation, Step};

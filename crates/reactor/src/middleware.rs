@@ -1,3 +1,5 @@
+//! Hooks around every step: [`Middleware`].
+
 use std::time::Duration;
 
 /// Hooks around every step, for logging, metrics and tracing. All methods

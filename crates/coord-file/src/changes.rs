@@ -1,0 +1,592 @@
+//! The changes a coordination directory makes, each a saga run under the
+//! directory lock (see `FileStore::locked`), after any half-done cleanup was
+//! settled:
+//!
+//! ```text
+//! claim (the CoordinationReactor)     every other change
+//!   ensure_coordination_directory       ensure_coordination_directory
+//!   read_existing_claims                read_existing_claims
+//!   settle_event_log                    settle_event_log
+//!   check_coordination_conflicts        <the decision: create_work_item, take_next_item,
+//!   create_updated_claims                apply_transition, expire_lapsed_leases>
+//!   append_event_log                    append_event_log
+//!   write_claims_atomically             write_claims_atomically
+//!
+//! cleanup
+//!   ensure_coordination_directory, read_existing_claims, settle_event_log,
+//!   select_finished_items, raise_fence_high_water, write_cleanup_intent,
+//!   append_to_archive, append_event_log, write_claims_atomically,
+//!   raise_revision_high_water, remove_cleanup_intent
+//! ```
+//!
+//! The claim keeps the seed's five steps: `check_coordination_conflicts`
+//! decides it (`coord_core::decide::claim`), `create_updated_claims` writes
+//! the decision into the new claims file. `settle_event_log` and
+//! `append_event_log` keep the event log exact (written ahead, settled by
+//! the next writer). Every change decides through `coord_core::decide`,
+//! which writes down the leases that lapsed since the last change.
+//!
+//! What undoes what: `append_event_log` cuts the log back,
+//! `write_claims_atomically` puts the old claims file back (its
+//! compensation does when only its directory sync failed), and cleanup's
+//! fence high-water mark, intent and archive append each undo themselves.
+//! The reads and decisions have nothing to undo.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use coord_core::decide::{self, Sweep};
+use coord_core::transition::{Action, Actor, NewIds};
+use coord_core::{
+    Claim, ClaimHead, ClaimRequest, CoordError, Decision, Event, NextRequest, PostRequest,
+    Timestamp,
+};
+use reactor::Saga;
+use reactor_file::{AtomicWrite, FileSnapshot};
+
+use crate::archive::{AppendToArchive, WriteIntent, remove_cleanup_intent};
+use crate::claims_doc::{CLAIMS_FILE, ClaimsDoc, Draft};
+use crate::errors::{FlowError, saga_error};
+use crate::events::{AppendEvents, EVENT_LOG};
+use crate::memory::SharedMemory;
+use crate::options::FileStoreOptions;
+use crate::state::{self, RaiseFence};
+use crate::telemetry::TracingMiddleware;
+
+/// What a change produced, for the caller.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    One(Box<Claim>),
+    Many(Vec<Claim>),
+    Archived(Vec<String>),
+}
+
+/// A change ready to write: the new file, its events, what to return, and
+/// how many final items the new file holds (for automatic compaction).
+pub(crate) struct Plan {
+    /// The claims file this change writes, already parsed.
+    pub doc: ClaimsDoc,
+    /// The store revision the change commits as.
+    pub revision: u64,
+    pub events: Vec<Event>,
+    pub outcome: Outcome,
+    pub finished: usize,
+}
+
+fn plan(draft: &Draft<'_>, events: Vec<Event>, outcome: Outcome) -> Plan {
+    let doc = draft.render();
+    Plan {
+        revision: draft.revision(),
+        events,
+        outcome,
+        finished: doc.summary().finished,
+        doc,
+    }
+}
+
+/// What a change needs to know besides its own input.
+pub(crate) struct Ctx<'a> {
+    pub dir: &'a Path,
+    pub options: &'a FileStoreOptions,
+    pub now: Timestamp,
+    /// What the store remembers of its earlier changes.
+    pub memory: &'a SharedMemory,
+}
+
+impl Ctx<'_> {
+    fn claims_path(&self) -> PathBuf {
+        self.dir.join(CLAIMS_FILE)
+    }
+}
+
+/// What every earlier change committed: the store revision, and the fence
+/// high-water mark the state file keeps for records cleanup removed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Committed {
+    pub revision: u64,
+    pub fence_floor: u64,
+}
+
+/// What every change starts from: the claims file as read, and what
+/// committed before.
+struct Start {
+    claims: FileSnapshot<ClaimsDoc>,
+    committed: Committed,
+}
+
+impl Start {
+    /// A draft over the claims as read, for the next revision.
+    fn draft(&self) -> Result<Draft<'_>, CoordError> {
+        Ok(self.claims.value.draft(
+            &self.claims.path,
+            CoordError::next_of("revision", self.committed.revision)?,
+            self.committed.fence_floor,
+        ))
+    }
+}
+
+/// Runs a change's saga; its failure, undos run, as one error.
+fn run<T>(
+    ctx: &Ctx<'_>,
+    body: impl FnOnce(&mut Saga<'_, FlowError>) -> Result<T, FlowError>,
+) -> Result<T, CoordError> {
+    reactor::saga(&TracingMiddleware, body).map_err(|f| saga_error(f, &ctx.claims_path()))
+}
+
+/// The three steps every change starts with.
+fn start(saga: &mut Saga<'_, FlowError>, ctx: &Ctx<'_>) -> Result<Start, FlowError> {
+    saga.run("ensure_coordination_directory", || {
+        // The directory exists (the lock file is in it); under the lock,
+        // the temp files killed writers left can go.
+        if ctx.memory.lock().sweep_due() {
+            reactor_file::remove_stale_temps(ctx.dir, &crate::SWEPT).map_err(|source| {
+                reactor_file::FileError::Read {
+                    path: ctx.dir.to_owned(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    })?;
+    let claims = saga.run("read_existing_claims", || {
+        current_claims(ctx.memory, &ctx.claims_path()).map_err(FlowError::from)
+    })?;
+    let committed = saga.run("settle_event_log", || settle_event_log(ctx, &claims.value))?;
+    Ok(Start { claims, committed })
+}
+
+/// What committed: the newest record, or what cleanup remembered of
+/// records it removed. Log lines past it are a dead writer's write-ahead
+/// and go.
+fn settle_event_log(ctx: &Ctx<'_>, claims: &ClaimsDoc) -> Result<Committed, FlowError> {
+    let state = state::read(ctx.dir)?;
+    let committed = claims.summary().max_revision.max(state.revision);
+    let log = ctx.dir.join(EVENT_LOG);
+    let result = Committed {
+        revision: committed,
+        fence_floor: state.fence,
+    };
+    // A log this store left after its own committed change is settled.
+    let mut memory = ctx.memory.lock();
+    if let Some(open) = memory.settled_log(&log, committed) {
+        memory.put_log(open);
+        return Ok(result);
+    }
+    drop(memory);
+    let (dropped, open) = crate::events::settle_keeping(&log, committed)?;
+    // Handed to this change's append, which saves opening it again.
+    if let Some(open) = open {
+        ctx.memory.lock().put_log(open);
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            committed,
+            "dropped events of a change that never committed"
+        );
+    }
+    Ok(result)
+}
+
+/// The two steps every change ends with: its events, written ahead, then
+/// the commit, the new claims file replacing the one read.
+fn commit(
+    saga: &mut Saga<'_, FlowError>,
+    ctx: &Ctx<'_>,
+    start: &Start,
+    plan: &Plan,
+) -> Result<(), FlowError> {
+    saga.step(
+        "append_event_log",
+        AppendEvents::new(
+            ctx.dir.join(EVENT_LOG),
+            plan.events.clone(),
+            plan.revision,
+            ctx.options.log(),
+            ctx.options.writer.clone(),
+            ctx.memory.clone(),
+        ),
+    )?;
+    saga.step(
+        "write_claims_atomically",
+        AtomicWrite::new(
+            ctx.claims_path(),
+            plan.doc.clone(),
+            start.claims.bytes.clone(),
+        )
+        .with_writer(ctx.options.writer.clone()),
+    )?;
+    Ok(())
+}
+
+/// Where each item a change read is in its draft: the decision names items
+/// by id, the draft by position.
+type Positions = HashMap<String, usize>;
+
+/// The lapsed leases in `draft` (but the item at `except`), decoded, for
+/// [`Decision::begin`]; notes where each is.
+fn lapsed(
+    draft: &Draft<'_>,
+    now: Timestamp,
+    except: Option<usize>,
+    positions: &mut Positions,
+) -> Result<Vec<Claim>, CoordError> {
+    let mut claims = Vec::new();
+    for pos in draft.lapsed(now).into_iter().filter(|p| Some(*p) != except) {
+        let claim = draft.claim(pos)?;
+        positions.insert(claim.work_item_id.clone(), pos);
+        claims.push(claim);
+    }
+    Ok(claims)
+}
+
+/// Begins the decision of a change over `draft`: its revision, and every
+/// lapsed lease written down (but the item at `except`'s).
+fn begin(
+    draft: &Draft<'_>,
+    now: Timestamp,
+    except: Option<usize>,
+    positions: &mut Positions,
+) -> Result<Decision, CoordError> {
+    let except_id = except.map(|p| draft.head(p).work_item_id.clone());
+    let lapsed = lapsed(draft, now, except, positions)?;
+    Ok(Decision::begin(
+        draft.revision(),
+        now,
+        lapsed,
+        except_id.as_deref(),
+    ))
+}
+
+/// Writes `decision`'s items into `draft`: an item the change read goes
+/// where it was (only its changed fields written over it), a new one at
+/// the end. Returns the archived items' lines, removed from the draft.
+fn apply(draft: &mut Draft<'_>, decision: &Decision, positions: &Positions) -> Vec<String> {
+    for written in decision.written() {
+        match &written.before {
+            Some(before) => {
+                let pos = positions[&written.claim.work_item_id];
+                draft.replace(pos, before, &written.claim);
+            }
+            None => {
+                draft.append(&written.claim);
+            }
+        }
+    }
+    decision
+        .archived()
+        .iter()
+        .map(|id| draft.remove(positions[id]))
+        .collect()
+}
+
+/// Ids for a new item, unique in the file even within one nanosecond.
+fn new_ids(draft: &Draft<'_>, decision: &Decision) -> NewIds {
+    NewIds::fresh(|id| draft.id_in_use(id) || decision.writes(id))
+}
+
+/// Parses the claims file, reusing what `memory` already decoded, and
+/// remembers the result for the next read.
+pub(crate) fn read_claims(
+    memory: &SharedMemory,
+    path: &Path,
+    bytes: Option<&reactor_file::Contents>,
+) -> Result<ClaimsDoc, CoordError> {
+    let prior = memory.lock().last_doc();
+    let doc = ClaimsDoc::parse(path, bytes, prior.as_ref())?;
+    memory.lock().remember_read(&doc);
+    Ok(doc)
+}
+
+/// The claims file's bytes (`None`: no file). A symbolic link there is
+/// refused, for readers and writers alike: a change replaces the file by
+/// rename, which would turn the link into a copy and leave its target
+/// stale, and a reader should not show what no change can act on.
+fn read_claims_file(path: &Path) -> Result<Option<Vec<u8>>, CoordError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path);
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(CoordError::validation(format!(
+                "{} is a symbolic link; coord replaces the claims file by rename, which would \
+                 turn the link into a copy: put the file itself there (or point --dir at the \
+                 directory the link leads to)",
+                path.display()
+            )));
+        }
+        Err(e) => {
+            return Err(CoordError::FileRead {
+                path: path.to_owned(),
+                source: e.into(),
+            });
+        }
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| CoordError::FileRead {
+            path: path.to_owned(),
+            source: e.into(),
+        })?;
+    Ok(Some(bytes))
+}
+
+/// The claims file as it stands: what this store wrote last if the file is
+/// still that one (no read at all), else read and parsed.
+pub(crate) fn current_claims(
+    memory: &SharedMemory,
+    path: &Path,
+) -> Result<FileSnapshot<ClaimsDoc>, CoordError> {
+    if let Some(doc) = memory.lock().unchanged_claims(path) {
+        return Ok(FileSnapshot {
+            path: path.to_owned(),
+            bytes: Some(doc.contents()),
+            value: doc,
+        });
+    }
+    let bytes = read_claims_file(path)?.map(reactor_file::Contents::new);
+    let value = read_claims(memory, path, bytes.as_ref())?;
+    Ok(FileSnapshot {
+        path: path.to_owned(),
+        bytes,
+        value,
+    })
+}
+
+/// The claim as `check_coordination_conflicts` decided it.
+struct Decided {
+    decision: Decision,
+    positions: Positions,
+    claim: Claim,
+}
+
+/// The CoordinationReactor: claims `request` on the spot.
+pub(crate) fn claim(ctx: &Ctx<'_>, request: &ClaimRequest) -> Result<Plan, CoordError> {
+    let policy = ctx.options.policy.as_ref();
+    run(ctx, |saga| {
+        let start = start(saga, ctx)?;
+        // The live claims checked for a conflict, lapsed leases written
+        // down, the fence and ids drawn: the decision layer's claim.
+        let decided = saga.run("check_coordination_conflicts", || {
+            let draft = start.draft()?;
+            let mut positions = Positions::new();
+            let mut decision = begin(&draft, ctx.now, None, &mut positions)?;
+            let fence = draft.next_fence()?;
+            let ids = new_ids(&draft, &decision);
+            let heads = draft.heads().map(|(_, h)| h);
+            let claim = decide::claim(&mut decision, request, heads, policy, ids, fence)?;
+            Ok::<_, FlowError>(Decided {
+                decision,
+                positions,
+                claim,
+            })
+        })?;
+        let plan = saga.run("create_updated_claims", || {
+            let mut draft = start.draft()?;
+            apply(&mut draft, &decided.decision, &decided.positions);
+            let events = decided.decision.events().to_vec();
+            Ok::<_, FlowError>(plan(&draft, events, Outcome::One(Box::new(decided.claim))))
+        })?;
+        commit(saga, ctx, &start, &plan)?;
+        Ok(plan)
+    })
+}
+
+/// A change decided in one step named `step` by `decide`, which gets the
+/// draft over the claims as read and the decision begun on it (every
+/// lapsed lease written down, but the one at `except`'s); its outcome and
+/// the decision go into the new claims file.
+fn decided_change(
+    ctx: &Ctx<'_>,
+    step: &'static str,
+    except: impl FnOnce(&Draft<'_>) -> Result<Option<usize>, CoordError>,
+    decide: impl FnOnce(&Draft<'_>, &mut Decision, &mut Positions) -> Result<Outcome, CoordError>,
+) -> Result<Plan, CoordError> {
+    run(ctx, |saga| {
+        let start = start(saga, ctx)?;
+        let plan = saga.run(step, || {
+            let mut draft = start.draft()?;
+            let except = except(&draft)?;
+            let mut positions = Positions::new();
+            if let Some(pos) = except {
+                positions.insert(draft.head(pos).work_item_id.clone(), pos);
+            }
+            let mut decision = begin(&draft, ctx.now, except, &mut positions)?;
+            let outcome = decide(&draft, &mut decision, &mut positions)?;
+            apply(&mut draft, &decision, &positions);
+            Ok::<_, FlowError>(plan(&draft, decision.events().to_vec(), outcome))
+        })?;
+        commit(saga, ctx, &start, &plan)?;
+        Ok(plan)
+    })
+}
+
+/// Adds a pending item to the queue.
+pub(crate) fn post(ctx: &Ctx<'_>, request: &PostRequest) -> Result<Plan, CoordError> {
+    decided_change(
+        ctx,
+        "create_work_item",
+        |_| Ok(None),
+        |draft, decision, _| {
+            let ids = new_ids(draft, decision);
+            let exists = |d: &str| draft.position(d).is_some();
+            let posted = decide::post(decision, request, exists, ids)?;
+            Ok(Outcome::One(Box::new(posted)))
+        },
+    )
+}
+
+/// Takes the best ready pending item.
+pub(crate) fn next(ctx: &Ctx<'_>, request: &NextRequest) -> Result<Plan, CoordError> {
+    let policy = ctx.options.policy.as_ref();
+    decided_change(
+        ctx,
+        "take_next_item",
+        |_| Ok(None),
+        |draft, decision, positions| {
+            let candidates: Vec<(usize, &ClaimHead)> = draft.heads().collect();
+            let heads: Vec<&ClaimHead> = candidates.iter().map(|(_, h)| *h).collect();
+            let chosen = decide::choose_next(decision, &heads, [], request, policy)
+                .map(|i| candidates[i].0)
+                .ok_or_else(|| CoordError::NothingToTake {
+                    work_types: request.work_types.clone(),
+                })?;
+            let item = draft.claim(chosen)?;
+            positions.insert(item.work_item_id.clone(), chosen);
+            let taken = decide::take(decision, &item, request, draft.next_fence()?)?;
+            Ok(Outcome::One(Box::new(taken)))
+        },
+    )
+}
+
+/// Applies `action` by `actor` to one item.
+pub(crate) fn act(
+    ctx: &Ctx<'_>,
+    work_item_id: &str,
+    action: &Action,
+    actor: &Actor<'_>,
+) -> Result<Plan, CoordError> {
+    // The item as it stands: a forced change to a lapsed claim acts on it
+    // before its expiry would be written down.
+    let target = |draft: &Draft<'_>| {
+        draft
+            .position(work_item_id)
+            .map(Some)
+            .ok_or_else(|| CoordError::NotFound {
+                work_item_id: work_item_id.to_owned(),
+            })
+    };
+    decided_change(
+        ctx,
+        "apply_transition",
+        target,
+        |draft, decision, positions| {
+            let item = draft.claim(positions[work_item_id])?;
+            let changed = decide::act(decision, &item, action, actor)?;
+            Ok(Outcome::One(Box::new(changed)))
+        },
+    )
+}
+
+/// Writes down every lapsed lease.
+pub(crate) fn reap(ctx: &Ctx<'_>) -> Result<Plan, CoordError> {
+    decided_change(
+        ctx,
+        "expire_lapsed_leases",
+        |_| Ok(None),
+        |_, decision, _| Ok(Outcome::Many(decide::reap(decision))),
+    )
+}
+
+/// What cleanup's `select_finished_items` chose: the new claims file
+/// without them, their archive lines and ids, and the largest fence before.
+struct Selection {
+    plan: Plan,
+    lines: Vec<String>,
+    ids: Vec<String>,
+    max_fence: u64,
+}
+
+/// Moves finished items to the archive (see `archive` for the crash story).
+/// Items that an unfinished item depends on stay, so `next` can still see
+/// whether they completed.
+pub(crate) fn cleanup(ctx: &Ctx<'_>, sweep: Sweep) -> Result<Plan, CoordError> {
+    let writer = &ctx.options.writer;
+    run(ctx, |saga| {
+        let start = start(saga, ctx)?;
+        let selection = saga.run("select_finished_items", || {
+            let mut draft = start.draft()?;
+            let mut positions = Positions::new();
+            let mut decision = begin(&draft, ctx.now, None, &mut positions)?;
+            let max_fence = draft.max_fence();
+            let heads: Vec<(usize, &ClaimHead)> = draft.heads().collect();
+            let needed = decide::needed_by_unfinished(heads.iter().map(|(_, h)| *h));
+            let ids = decide::cleanup(&mut decision, heads.iter().map(|(_, h)| *h), &needed, sweep);
+            for (pos, head) in &heads {
+                if ids.contains(&head.work_item_id) {
+                    positions.insert(head.work_item_id.clone(), *pos);
+                }
+            }
+            let lines = apply(&mut draft, &decision, &positions);
+            let events = decision.events().to_vec();
+            let plan = plan(&draft, events, Outcome::Archived(ids.clone()));
+            Ok::<_, FlowError>(Selection {
+                plan,
+                lines,
+                ids,
+                max_fence,
+            })
+        })?;
+        if selection.ids.is_empty() {
+            // Nothing moves: a change like any other (lapses written down).
+            commit(saga, ctx, &start, &selection.plan)?;
+            return Ok(selection.plan);
+        }
+        saga.step(
+            "raise_fence_high_water",
+            RaiseFence {
+                dir: ctx.dir.to_owned(),
+                max_fence: selection.max_fence,
+                writer: writer.clone(),
+                previous: None,
+            },
+        )?;
+        let intent = saga.step(
+            "write_cleanup_intent",
+            WriteIntent {
+                dir: ctx.dir.to_owned(),
+                rotate_at: ctx.options.rotate_at,
+                writer: writer.clone(),
+                work_item_ids: selection.ids.clone(),
+                revision: selection.plan.revision,
+                written: None,
+            },
+        )?;
+        saga.step(
+            "append_to_archive",
+            AppendToArchive {
+                dir: ctx.dir.to_owned(),
+                writer: writer.clone(),
+                lines: selection.lines.clone(),
+                archive_len: intent.archive_len,
+            },
+        )?;
+        commit(saga, ctx, &start, &selection.plan)?;
+        // Once the cleanup committed, the state file remembers its revision,
+        // which the records it removed may have been the only ones to carry.
+        // (Its intent covers a crash before.)
+        saga.run("raise_revision_high_water", || {
+            crate::crash::point("cleanup:claims-written");
+            state::raise_revision(ctx.dir, selection.plan.revision, writer).map_err(FlowError::from)
+        })?;
+        saga.run("remove_cleanup_intent", || {
+            remove_cleanup_intent(ctx.dir).map_err(FlowError::from)
+        })?;
+        Ok(selection.plan)
+    })
+}
