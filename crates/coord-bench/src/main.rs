@@ -169,12 +169,10 @@ fn store(dir: &Path) -> FileStore {
 fn store_with(dir: &Path, shell_lock: bool) -> FileStore {
     FileStore::with_options(
         dir,
-        FileStoreOptions {
-            lock_timeout: Duration::from_secs(300),
-            shell_lock,
-            on_warning: std::sync::Arc::new(|_| {}),
-            ..FileStoreOptions::default()
-        },
+        FileStoreOptions::default()
+            .lock_timeout(Duration::from_secs(300))
+            .shell_lock(shell_lock)
+            .on_warning(std::sync::Arc::new(|_| {})),
     )
 }
 

@@ -80,10 +80,7 @@ fn for_clients(
     let deadline = Duration::from_secs_f64(secs);
     let threads: Vec<_> = (0..clients)
         .map(|i| {
-            let options = PgStoreOptions {
-                schema: schema.to_owned(),
-                ..PgStoreOptions::default()
-            };
+            let options = PgStoreOptions::default().schema(schema.to_owned());
             let store = PgStore::connect(url, options).expect("a bench client connects");
             let (op, barrier) = (Arc::clone(&op), Arc::clone(&barrier));
             std::thread::spawn(move || {

@@ -17,12 +17,11 @@ pub enum CoordError {
     },
     #[error("no work item {work_item_id:?}")]
     NotFound { work_item_id: String },
-    #[error("gave up after {waited:?} waiting for the lock {}", path.display())]
-    LockTimeout { path: PathBuf, waited: Duration },
-    /// Input that parses but makes no sense, a store whose contents are not
-    /// what coord wrote, or a change the state machine does not allow.
-    #[error("{message}")]
-    ValidationFailed { message: String },
+    #[error("gave up after {waited:?} waiting for the lock {lock}")]
+    LockTimeout { lock: LockName, waited: Duration },
+    /// A change refused as invalid; `reason` says in what way.
+    #[error("{}{message}", reason.prefix())]
+    ValidationFailed { reason: Invalid, message: String },
     #[error("cannot read {}: {source}", path.display())]
     FileRead { path: PathBuf, source: Source },
     /// A file could not be created, replaced or appended to; what was
@@ -59,6 +58,68 @@ pub enum CoordError {
         #[source]
         source: Option<Source>,
     },
+}
+
+/// The lock a change gave up waiting for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockName {
+    /// A lock file of the coordination directory.
+    File(PathBuf),
+    /// A lock in the database, on coord's tables in `schema`.
+    Database { schema: String },
+}
+
+impl std::fmt::Display for LockName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockName::File(path) => write!(f, "{}", path.display()),
+            LockName::Database { schema } => write!(f, "postgresql:{schema}"),
+        }
+    }
+}
+
+/// In what way a change was invalid: every reason is the one error kind
+/// `coordination_validation_failed` (exit 6); the reason says what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Invalid {
+    /// A value given that parses but makes no sense (an empty work type,
+    /// progress outside 0-100, a lease under 100 ms): fix the call.
+    Input,
+    /// A change the state machine does not allow (completing twice, taking
+    /// an item that is not pending).
+    Transition,
+    /// What the store holds is not what coord writes (a damaged claims file
+    /// or row, a schema from a newer coord): nothing was written over it.
+    StoredData,
+    /// A fence or revision counter at its end: the store can hand out no
+    /// more.
+    Exhausted,
+    /// coord broke an assumption of its own: a bug, worth a report.
+    Internal,
+}
+
+impl Invalid {
+    /// The stable name, the `reason` field of the CLI's JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Invalid::Input => "input",
+            Invalid::Transition => "transition",
+            Invalid::StoredData => "stored_data",
+            Invalid::Exhausted => "exhausted",
+            Invalid::Internal => "internal",
+        }
+    }
+
+    /// What a message of this reason starts with, where the rest does not
+    /// say it already.
+    fn prefix(self) -> &'static str {
+        match self {
+            Invalid::Internal => "internal error in coord (a bug; please report it): ",
+            _ => "",
+        }
+    }
 }
 
 fn describe_types(types: &[String]) -> String {
@@ -105,9 +166,38 @@ impl ErrorKind {
 }
 
 impl CoordError {
-    pub fn validation(message: impl Into<String>) -> Self {
+    /// A value given that makes no sense ([`Invalid::Input`]).
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Self::invalid(Invalid::Input, message)
+    }
+
+    /// A change the state machine does not allow ([`Invalid::Transition`]).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::invalid(Invalid::Transition, message)
+    }
+
+    /// Stored data coord cannot work on ([`Invalid::StoredData`]).
+    pub fn damaged(message: impl Into<String>) -> Self {
+        Self::invalid(Invalid::StoredData, message)
+    }
+
+    /// A broken assumption of coord's own ([`Invalid::Internal`]).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::invalid(Invalid::Internal, message)
+    }
+
+    fn invalid(reason: Invalid, message: impl Into<String>) -> Self {
         CoordError::ValidationFailed {
+            reason,
             message: message.into(),
+        }
+    }
+
+    /// Why a change was refused as invalid, for that kind of error.
+    pub fn invalid_reason(&self) -> Option<Invalid> {
+        match self {
+            CoordError::ValidationFailed { reason, .. } => Some(*reason),
+            _ => None,
         }
     }
 
@@ -115,10 +205,13 @@ impl CoordError {
     /// largest value, `last`: the next would wrap around to a number given
     /// out before, which a fence or revision must never be.
     pub fn counter_exhausted(counter: &str, last: u64) -> Self {
-        CoordError::validation(format!(
-            "the store's {counter} counter is exhausted: {last} has been handed out and no \
+        Self::invalid(
+            Invalid::Exhausted,
+            format!(
+                "the store's {counter} counter is exhausted: {last} has been handed out and no \
              larger {counter} exists; coord will not wrap it around to reuse one"
-        ))
+            ),
+        )
     }
 
     /// `last + 1` for the store's `counter`, or the error saying it is

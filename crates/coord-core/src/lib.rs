@@ -33,7 +33,7 @@ pub mod transition;
 pub use agents::{AgentRecord, AgentRegistration, SEEN_PRECISION, Sightings};
 pub use decide::{Decision, Sweep, Written};
 pub use duration::parse_duration;
-pub use error::{CoordError, ErrorKind};
+pub use error::{CoordError, ErrorKind, Invalid, LockName};
 pub use event::{Event, EventKind};
 pub use ids::unique_id;
 pub use model::{
@@ -47,3 +47,21 @@ pub use retry::{RetryPolicy, backoff};
 pub use store::{EventPage, Store};
 pub use time::{Clock, Timestamp, system_clock};
 pub use transition::{Action, Actor, Change, NewIds};
+
+/// Builder-style setters for an options struct's fields, one
+/// `fn field(self, value) -> Self` per field named: options structs are
+/// `#[non_exhaustive]` (a new option is no breaking change), so callers in
+/// other crates set them by name, `FileStoreOptions::default().lock_timeout(d)`.
+#[macro_export]
+macro_rules! setters {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        $(
+            #[doc = concat!("Sets `", stringify!($field), "` (see the field).")]
+            #[must_use]
+            pub fn $field(mut self, value: $ty) -> Self {
+                self.$field = value;
+                self
+            }
+        )*
+    };
+}

@@ -467,7 +467,7 @@ pub fn validate_name(what: &str, value: &str) -> Result<(), CoordError> {
         None
     };
     match problem {
-        Some(p) => Err(CoordError::validation(format!(
+        Some(p) => Err(CoordError::invalid_input(format!(
             "{what} {p} (got {})",
             quoted_start(value)
         ))),
@@ -491,7 +491,7 @@ fn quoted_start(value: &str) -> String {
 
 pub(crate) fn validate_lease(lease: Duration) -> Result<(), CoordError> {
     if lease < MIN_LEASE {
-        return Err(CoordError::validation(format!(
+        return Err(CoordError::invalid_input(format!(
             "a lease must be at least {MIN_LEASE:?}, got {lease:?}"
         )));
     }
@@ -574,7 +574,7 @@ impl PostRequest {
         validate_name("the work type", &self.work_type)?;
         validate_name("the agent id", &self.agent_id)?;
         if self.max_attempts == 0 {
-            return Err(CoordError::validation("max attempts must be at least 1"));
+            return Err(CoordError::invalid_input("max attempts must be at least 1"));
         }
         Ok(())
     }

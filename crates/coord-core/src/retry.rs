@@ -149,7 +149,7 @@ mod tests {
         let err = RetryPolicy::retries(5)
             .run(|| -> Result<(), _> {
                 calls.set(calls.get() + 1);
-                Err(CoordError::validation("bad"))
+                Err(CoordError::invalid_input("bad"))
             })
             .unwrap_err();
         assert_eq!((err.kind(), calls.get()), (ErrorKind::ValidationFailed, 1));

@@ -223,7 +223,7 @@ pub fn take(
     now: Timestamp,
 ) -> Result<Change, CoordError> {
     if item.status != Status::Pending {
-        return Err(CoordError::validation(format!(
+        return Err(CoordError::forbidden(format!(
             "cannot take work item {}: it is {}, not pending",
             item.work_item_id, item.status
         )));
@@ -280,7 +280,7 @@ pub fn apply(
             )));
         }
         status => {
-            return Err(CoordError::validation(format!(
+            return Err(CoordError::forbidden(format!(
                 "cannot {} work item {id}: it is {status}, and only an in-progress claim can change",
                 action.name()
             )));
@@ -319,7 +319,7 @@ pub fn apply(
                 .ok()
                 .filter(|p| *p <= 100)
                 .ok_or_else(|| {
-                    CoordError::validation(format!(
+                    CoordError::invalid_input(format!(
                         "progress must be between 0 and 100, got {percent}"
                     ))
                 })?;

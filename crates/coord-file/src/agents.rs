@@ -20,7 +20,7 @@ type Entries = Vec<(String, AgentRecord)>;
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<Entries, CoordError> {
     let invalid = |what: String| {
-        CoordError::validation(format!(
+        CoordError::damaged(format!(
             "{} is not a valid agent registry (a JSON array of agents): {what}",
             path.display()
         ))

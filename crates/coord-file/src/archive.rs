@@ -67,7 +67,7 @@ pub(crate) fn recover(dir: &Path, writer: &AtomicWriter) -> Result<Option<Recove
         return Ok(None);
     };
     let intent: Intent = serde_json::from_slice(&bytes).map_err(|e| {
-        CoordError::validation(format!(
+        CoordError::damaged(format!(
             "{} is not a valid cleanup intent ({e}); coord will not guess how to settle it",
             intent_path.display()
         ))
@@ -126,7 +126,7 @@ fn settle_tail(path: &Path) -> Result<u64, CoordError> {
 }
 
 fn not_ours(path: &Path) -> CoordError {
-    CoordError::validation(format!(
+    CoordError::damaged(format!(
         "{} does not end with a whole archived item; coord will not append to it",
         path.display()
     ))
@@ -297,7 +297,7 @@ pub(crate) fn read_all(dir: &Path) -> Result<Vec<serde_json::Value>, CoordError>
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
         .map(|(n, line)| {
             serde_json::from_slice(line).map_err(|e| {
-                CoordError::validation(format!(
+                CoordError::damaged(format!(
                     "{} line {}: not a JSON object ({e})",
                     path.display(),
                     n + 1

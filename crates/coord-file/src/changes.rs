@@ -313,7 +313,7 @@ fn read_claims_file(path: &Path) -> Result<Option<Vec<u8>>, CoordError> {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            return Err(CoordError::validation(format!(
+            return Err(CoordError::damaged(format!(
                 "{} is a symbolic link; coord replaces the claims file by rename, which would \
                  turn the link into a copy: put the file itself there (or point --dir at the \
                  directory the link leads to)",

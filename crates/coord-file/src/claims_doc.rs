@@ -143,7 +143,7 @@ impl std::fmt::Debug for ClaimsDoc {
 }
 
 fn invalid(path: &Path, what: impl std::fmt::Display) -> CoordError {
-    CoordError::validation(format!(
+    CoordError::damaged(format!(
         "{} is not a valid claims file: {what}",
         path.display()
     ))

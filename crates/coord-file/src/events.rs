@@ -27,7 +27,7 @@ fn io_error(path: &Path, source: io::Error) -> CoordError {
 const LINE_START: &[u8] = b"{\"time\":\"";
 
 fn not_ours(path: &Path, what: &str) -> CoordError {
-    CoordError::validation(format!(
+    CoordError::damaged(format!(
         "{} {what}; coord will not write to a log it cannot read",
         path.display()
     ))
@@ -410,7 +410,7 @@ fn read_from(
         let text = &line[..line.len() - 1];
         if !text.iter().all(u8::is_ascii_whitespace) {
             let event: Event = serde_json::from_slice(text).map_err(|e| {
-                CoordError::validation(format!(
+                CoordError::damaged(format!(
                     "{} has a line that is not an event at byte {offset}: {e}",
                     path.display()
                 ))

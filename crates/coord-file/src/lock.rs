@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use coord_core::CoordError;
+use coord_core::{CoordError, LockName};
 
 /// The name of the lock file inside the coordination directory.
 pub const LOCK_FILE: &str = "coord.lock";
@@ -43,6 +43,15 @@ pub const LEGACY_LOCK_FILE: &str = "work_claims.json.lock";
 /// A shell tool's lock file without a readable pid is taken for a crashed
 /// writer's once it is this old.
 const UNREADABLE_LEGACY_LOCK_AGE: Duration = Duration::from_secs(60);
+
+/// Whether a writer also takes the older shell tools' lock file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShellLock {
+    /// Take it too, so shell tools wait while coord writes (the default).
+    Take,
+    /// Do not: for directories no shell tool uses.
+    Skip,
+}
 
 /// Holds the directory's exclusive lock (and the shell tools' lock file)
 /// until dropped.
@@ -63,10 +72,18 @@ pub struct BrokenLock {
 
 impl DirLock {
     /// Takes the lock of `dir` (which must exist), waiting up to `timeout`
-    /// for the flock and, with `shell_lock`, the shell tools' lock file.
-    pub fn acquire(dir: &Path, timeout: Duration, shell_lock: bool) -> Result<DirLock, CoordError> {
+    /// for the flock and, as `shell_lock` says, the shell tools' lock file.
+    pub fn acquire(
+        dir: &Path,
+        timeout: Duration,
+        shell_lock: ShellLock,
+    ) -> Result<DirLock, CoordError> {
         let mut staging = None;
-        Self::acquire_staged(dir, timeout, shell_lock.then_some(&mut staging))
+        Self::acquire_staged(
+            dir,
+            timeout,
+            (shell_lock == ShellLock::Take).then_some(&mut staging),
+        )
     }
 
     /// [`DirLock::acquire`], taking the shell tools' lock (when `staging` is
@@ -119,7 +136,7 @@ impl DirLock {
             Err(TryLockError::Error(e)) => return Err(lock_error(e)),
         }
         let timed_out = || CoordError::LockTimeout {
-            path: path.clone(),
+            lock: LockName::File(path.clone()),
             waited: timeout,
         };
         if timeout.is_zero() {
@@ -270,7 +287,7 @@ impl LegacyLock {
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(CoordError::LockTimeout {
-                    path: path.clone(),
+                    lock: LockName::File(path.clone()),
                     waited: timeout,
                 });
             }
@@ -319,22 +336,25 @@ mod tests {
     #[test]
     fn a_second_holder_waits_and_then_times_out() {
         let dir = tempfile::tempdir().unwrap();
-        let held = DirLock::acquire(dir.path(), Duration::ZERO, true).unwrap();
+        let held = DirLock::acquire(dir.path(), Duration::ZERO, ShellLock::Take).unwrap();
         let started = Instant::now();
-        let err = DirLock::acquire(dir.path(), Duration::from_millis(150), true).unwrap_err();
+        let err =
+            DirLock::acquire(dir.path(), Duration::from_millis(150), ShellLock::Take).unwrap_err();
         assert!(matches!(err, CoordError::LockTimeout { .. }), "{err:?}");
         assert!(started.elapsed() >= Duration::from_millis(150));
         drop(held);
-        DirLock::acquire(dir.path(), Duration::ZERO, true).expect("free again after drop");
+        DirLock::acquire(dir.path(), Duration::ZERO, ShellLock::Take)
+            .expect("free again after drop");
     }
 
     #[test]
     fn a_waiter_gets_the_lock_when_it_is_released() {
         let dir = tempfile::tempdir().unwrap();
-        let held = DirLock::acquire(dir.path(), Duration::ZERO, true).unwrap();
+        let held = DirLock::acquire(dir.path(), Duration::ZERO, ShellLock::Take).unwrap();
         let d = dir.path().to_owned();
-        let waiter =
-            thread::spawn(move || DirLock::acquire(&d, Duration::from_secs(10), true).map(|_| ()));
+        let waiter = thread::spawn(move || {
+            DirLock::acquire(&d, Duration::from_secs(10), ShellLock::Take).map(|_| ())
+        });
         thread::sleep(Duration::from_millis(50));
         drop(held);
         waiter.join().unwrap().expect("acquired after release");
@@ -344,7 +364,7 @@ mod tests {
     fn the_shell_tools_lock_file_is_held_with_our_pid_and_removed() {
         let dir = tempfile::tempdir().unwrap();
         let legacy = dir.path().join(LEGACY_LOCK_FILE);
-        let held = DirLock::acquire(dir.path(), Duration::ZERO, true).unwrap();
+        let held = DirLock::acquire(dir.path(), Duration::ZERO, ShellLock::Take).unwrap();
         assert_eq!(
             fs::read_to_string(&legacy).unwrap().trim(),
             std::process::id().to_string()
@@ -363,9 +383,10 @@ mod tests {
         let legacy = dir.path().join(LEGACY_LOCK_FILE);
         // Our own pid is certainly alive.
         fs::write(&legacy, format!("{}\n", std::process::id())).unwrap();
-        let err = DirLock::acquire(dir.path(), Duration::from_millis(100), true).unwrap_err();
+        let err =
+            DirLock::acquire(dir.path(), Duration::from_millis(100), ShellLock::Take).unwrap_err();
         assert!(
-            matches!(err, CoordError::LockTimeout { ref path, .. } if path == &legacy),
+            matches!(err, CoordError::LockTimeout { lock: LockName::File(ref path), .. } if path == &legacy),
             "{err:?}"
         );
         assert!(legacy.exists(), "a live holder's file is left alone");
@@ -376,7 +397,7 @@ mod tests {
                 fs::remove_file(legacy).unwrap();
             })
         };
-        let held = DirLock::acquire(dir.path(), Duration::from_secs(5), true).unwrap();
+        let held = DirLock::acquire(dir.path(), Duration::from_secs(5), ShellLock::Take).unwrap();
         assert!(held.broken().is_empty());
         remover.join().unwrap();
     }
@@ -390,7 +411,7 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         fs::write(&legacy, format!("{pid}\n")).unwrap();
-        let held = DirLock::acquire(dir.path(), Duration::from_secs(1), true).unwrap();
+        let held = DirLock::acquire(dir.path(), Duration::from_secs(1), ShellLock::Take).unwrap();
         assert_eq!(held.broken().len(), 1);
         assert!(held.broken()[0].holder.contains(&pid.to_string()));
     }
@@ -400,9 +421,10 @@ mod tests {
     #[test]
     fn a_timeout_too_long_for_the_clock_still_waits_for_the_lock() {
         let dir = tempfile::tempdir().unwrap();
-        let held = DirLock::acquire(dir.path(), Duration::ZERO, true).unwrap();
+        let held = DirLock::acquire(dir.path(), Duration::ZERO, ShellLock::Take).unwrap();
         let d = dir.path().to_owned();
-        let waiter = thread::spawn(move || DirLock::acquire(&d, Duration::MAX, true).map(|_| ()));
+        let waiter =
+            thread::spawn(move || DirLock::acquire(&d, Duration::MAX, ShellLock::Take).map(|_| ()));
         thread::sleep(Duration::from_millis(50));
         drop(held);
         waiter.join().unwrap().expect("acquired after release");
@@ -418,7 +440,7 @@ mod tests {
             dir.path().join(LOCK_FILE),
         )
         .unwrap();
-        let err = DirLock::acquire(dir.path(), Duration::ZERO, true).unwrap_err();
+        let err = DirLock::acquire(dir.path(), Duration::ZERO, ShellLock::Take).unwrap_err();
         assert!(
             matches!(&err, CoordError::AtomicWriteFailed { path, .. } if path.ends_with(LOCK_FILE)),
             "{err:?}"
@@ -433,10 +455,10 @@ mod tests {
     #[test]
     fn a_waiter_that_gave_up_does_not_keep_the_lock() {
         let dir = tempfile::tempdir().unwrap();
-        let held = DirLock::acquire(dir.path(), Duration::ZERO, true).unwrap();
-        DirLock::acquire(dir.path(), Duration::from_millis(20), true).unwrap_err();
+        let held = DirLock::acquire(dir.path(), Duration::ZERO, ShellLock::Take).unwrap();
+        DirLock::acquire(dir.path(), Duration::from_millis(20), ShellLock::Take).unwrap_err();
         drop(held);
         // Giving up leaves nothing behind that holds or waits for the lock.
-        DirLock::acquire(dir.path(), Duration::ZERO, true).expect("free at once");
+        DirLock::acquire(dir.path(), Duration::ZERO, ShellLock::Take).expect("free at once");
     }
 }

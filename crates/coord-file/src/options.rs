@@ -20,8 +20,10 @@ pub struct Warning {
 /// Where warnings go; the default logs them with `tracing`.
 pub type WarningSink = Arc<dyn Fn(&Warning) + Send + Sync>;
 
-/// How a [`FileStore`] behaves; `Default` gives the documented defaults.
+/// How a [`FileStore`](crate::FileStore) behaves; `Default` gives the
+/// documented defaults, and a method per field changes one.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct FileStoreOptions {
     /// How long a writer waits for the directory lock (default 10 s).
     pub lock_timeout: Duration,
@@ -73,6 +75,21 @@ impl Default for FileStoreOptions {
 }
 
 impl FileStoreOptions {
+    coord_core::setters! {
+        lock_timeout: Duration,
+        policy: Arc<dyn ConflictPolicy>,
+        writer: AtomicWriter,
+        clock: Clock,
+        compact_at: usize,
+        compact_keep: usize,
+        rotate_at: u64,
+        sync_events: bool,
+        allow_unsafe_filesystem: bool,
+        track_agents: bool,
+        shell_lock: bool,
+        on_warning: WarningSink,
+    }
+
     /// How a change appends to the log (after its own settle step).
     pub(crate) fn log(&self) -> crate::events::LogOptions {
         crate::events::LogOptions {

@@ -30,7 +30,7 @@ pub(crate) fn read(dir: &Path) -> Result<State, CoordError> {
     match bytes {
         None => Ok(State::default()),
         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            CoordError::validation(format!("{} is not a valid state file: {e}", path.display()))
+            CoordError::damaged(format!("{} is not a valid state file: {e}", path.display()))
         }),
     }
 }

@@ -15,7 +15,7 @@ use crate::changes::{self, Ctx, Outcome, Plan};
 use crate::claims_doc::CLAIMS_FILE;
 use crate::claims_doc::ClaimsDoc;
 use crate::errors::file_error;
-use crate::lock::DirLock;
+use crate::lock::{DirLock, ShellLock};
 use crate::memory::SharedMemory;
 use crate::options::{FileStoreOptions, Warning};
 use crate::{agents, events, fs_check};
@@ -302,11 +302,12 @@ impl Store for FileStore {
         if !self.options.allow_unsafe_filesystem {
             fs_check::check(&self.dir)?;
         }
-        let lock = DirLock::acquire(
-            &self.dir,
-            self.options.lock_timeout,
-            self.options.shell_lock,
-        )?;
+        let shell_lock = if self.options.shell_lock {
+            ShellLock::Take
+        } else {
+            ShellLock::Skip
+        };
+        let lock = DirLock::acquire(&self.dir, self.options.lock_timeout, shell_lock)?;
         let now = (self.options.clock)();
         self.settle_after_lock(&lock, Some(&registration.agent_id), now)?;
         agents::touch(&self.dir, registration, now)

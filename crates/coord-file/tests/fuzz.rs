@@ -193,7 +193,7 @@ proptest! {
         fs::write(dir.path().join(name), &damaged).unwrap();
         let readable = parses(dir.path(), name);
 
-        let store = FileStore::with_options(dir.path(), FileStoreOptions { lock_timeout: Duration::from_secs(5), ..FileStoreOptions::default() });
+        let store = FileStore::with_options(dir.path(), FileStoreOptions::default().lock_timeout(Duration::from_secs(5)));
         for (command, result) in commands(&store) {
             if let Err(e) = &result {
                 prop_assert!(!e.to_string().is_empty());

@@ -106,10 +106,9 @@ fn the_shell_tools_agent_entries_are_read_listed_and_kept() {
     let seen = warnings.clone();
     let store = FileStore::with_options(
         dir.path(),
-        coord_file::FileStoreOptions {
-            on_warning: std::sync::Arc::new(move |w| seen.lock().unwrap().push(w.message.clone())),
-            ..Default::default()
-        },
+        coord_file::FileStoreOptions::default().on_warning(std::sync::Arc::new(move |w| {
+            seen.lock().unwrap().push(w.message.clone())
+        })),
     );
     let agents = store.agents().unwrap();
     assert_eq!(agents.len(), 1);

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use coord_core::{ClaimRequest, ErrorKind, Filter, Priority, Status, Store};
-use coord_file::{CLAIMS_FILE, FileStore, FileStoreOptions, STATE_FILE};
+use coord_file::{CLAIMS_FILE, FileStore, STATE_FILE};
 use coord_testkit::conformance::complete;
 
 mod support;
@@ -67,11 +67,7 @@ fn automatic_compaction_keeps_the_claims_file_small() {
     let clock = Clock::new("2026-01-01T00:00:00Z");
     let store = FileStore::with_options(
         dir.path(),
-        FileStoreOptions {
-            compact_at: 10,
-            compact_keep: 3,
-            ..at_time(clock.clone())
-        },
+        at_time(clock.clone()).compact_at(10).compact_keep(3),
     );
     let mut all = Vec::new();
     for _ in 0..40 {
@@ -137,10 +133,6 @@ fn cleanup_appends_after_an_archived_item_of_any_size() {
 #[test]
 fn random_operations_keep_every_invariant_while_compaction_runs() {
     coord_testkit::conformance::random_operations_keep_every_invariant(|| {
-        support::FileHarness::new(|options| FileStoreOptions {
-            compact_at: 6,
-            compact_keep: 2,
-            ..options
-        })
+        support::FileHarness::new(|options| options.compact_at(6).compact_keep(2))
     });
 }

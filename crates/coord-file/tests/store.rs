@@ -30,13 +30,7 @@ fn failing_once_at(stage: WriteStage, kind: io::ErrorKind, times: u32) -> Atomic
 }
 
 fn store_with(dir: &Path, writer: AtomicWriter) -> FileStore {
-    FileStore::with_options(
-        dir,
-        FileStoreOptions {
-            writer,
-            ..FileStoreOptions::default()
-        },
-    )
+    FileStore::with_options(dir, FileStoreOptions::default().writer(writer))
 }
 
 /// The names in `dir`, but the shell-tool lock's staging file a live store
@@ -157,10 +151,7 @@ fn the_conflict_policy_is_replaceable() {
     let dir = tempfile::tempdir().unwrap();
     let strict = FileStore::with_options(
         dir.path(),
-        FileStoreOptions {
-            policy: Arc::new(ExclusivePerWorkType),
-            ..FileStoreOptions::default()
-        },
+        FileStoreOptions::default().policy(Arc::new(ExclusivePerWorkType)),
     );
     let low = ClaimRequest::new("a", "docs").priority(Priority::Low);
     let held = strict.claim(&low).unwrap();
@@ -386,10 +377,8 @@ fn a_failed_archive_append_leaves_every_file_as_it_was() {
     let seen = Arc::clone(&warnings);
     let store = FileStore::with_options(
         dir.path(),
-        FileStoreOptions {
-            on_warning: Arc::new(move |w| seen.lock().unwrap().push(w.kind)),
-            ..FileStoreOptions::default()
-        },
+        FileStoreOptions::default()
+            .on_warning(Arc::new(move |w| seen.lock().unwrap().push(w.kind))),
     );
     assert_eq!(
         store.cleanup("a", std::time::Duration::ZERO).unwrap().len(),

@@ -634,7 +634,7 @@ mod tests {
             fence in 1u64..i64::MAX as u64,
             revision in 1u64..i64::MAX as u64,
         ) {
-            let options = PgStoreOptions { policy: Arc::new(SeedPolicy), ..PgStoreOptions::default() };
+            let options = PgStoreOptions::default().policy(Arc::new(SeedPolicy));
             let request = ClaimRequest::new("agent", "build")
                 .priority(Priority::ALL[priority])
                 .description(description)

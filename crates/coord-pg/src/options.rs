@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use coord_core::{Clock, ConflictPolicy, SeedPolicy, system_clock};
 
-/// How a [`PgStore`](crate::PgStore) behaves; `Default` gives the documented defaults.
+/// How a [`PgStore`](crate::PgStore) behaves; `Default` gives the
+/// documented defaults, and a method per field changes one.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct PgStoreOptions {
     /// The schema holding coord's tables (default `coord`), created if
     /// missing. Stores with different schemas are independent.
@@ -32,6 +34,16 @@ impl Default for PgStoreOptions {
             clock: system_clock(),
             track_agents: true,
         }
+    }
+}
+
+impl PgStoreOptions {
+    coord_core::setters! {
+        schema: String,
+        lock_timeout: Duration,
+        policy: Arc<dyn ConflictPolicy>,
+        clock: Clock,
+        track_agents: bool,
     }
 }
 

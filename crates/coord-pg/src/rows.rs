@@ -13,7 +13,7 @@ use crate::sql::{json_lit, lit, micros, rank};
 /// The text of column `i`, which the statement guarantees is not NULL.
 fn text(row: &SimpleQueryRow, i: usize) -> Result<&str, Fail> {
     row.try_get(i)?
-        .ok_or_else(|| Fail::Coord(CoordError::validation("a NOT NULL column came back NULL")))
+        .ok_or_else(|| Fail::Coord(CoordError::internal("a NOT NULL column came back NULL")))
 }
 
 pub(crate) fn number(row: &SimpleQueryRow, i: usize) -> Result<u64, Fail> {
@@ -27,7 +27,7 @@ pub(crate) fn optional_number(row: &SimpleQueryRow, i: usize) -> Result<Option<u
 
 fn parse_number(t: &str) -> Result<u64, Fail> {
     t.parse().map_err(|_| {
-        Fail::Coord(CoordError::validation(format!(
+        Fail::Coord(CoordError::internal(format!(
             "expected a number from the database, got {t:?}"
         )))
     })
@@ -41,7 +41,7 @@ pub(crate) fn claim_from(row: &SimpleQueryRow) -> Result<Claim, Fail> {
 /// A claim from the text of a row's `doc`.
 pub(crate) fn claim_from_doc(doc: &str) -> Result<Claim, Fail> {
     serde_json::from_str(doc).map_err(|e| {
-        Fail::Coord(CoordError::validation(format!(
+        Fail::Coord(CoordError::damaged(format!(
             "a row of coord_claims is not a claim coord can read: {e}"
         )))
     })

@@ -4,7 +4,6 @@
 //! their own. What each change reads and writes is in `changes`.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -12,7 +11,7 @@ use std::time::Duration;
 use coord_core::transition::{Action, Actor};
 use coord_core::{
     AgentRecord, AgentRegistration, Claim, ClaimRequest, CoordError, Event, EventPage, Filter,
-    NextRequest, PostRequest, Sightings, Status, Store, Timestamp, validate_name,
+    LockName, NextRequest, PostRequest, Sightings, Status, Store, Timestamp, validate_name,
 };
 use postgres::error::SqlState;
 use postgres::types::Json;
@@ -57,10 +56,10 @@ impl PgStore {
     /// and creates coord's tables if they are missing.
     pub fn connect(url: &str, options: PgStoreOptions) -> Result<PgStore, CoordError> {
         let config = Config::from_str(url).map_err(|e| {
-            CoordError::validation(format!("not a valid PostgreSQL connection string: {e}"))
+            CoordError::invalid_input(format!("not a valid PostgreSQL connection string: {e}"))
         })?;
         if let Some(problem) = schema::schema_name_problem(&options.schema) {
-            return Err(CoordError::validation(format!(
+            return Err(CoordError::invalid_input(format!(
                 "schema {:?} {problem}",
                 options.schema
             )));
@@ -124,7 +123,7 @@ impl PgStore {
                 .and_then(|m| tx.commit().map(|()| m))
                 .map_err(|e| self.db_error(e))?;
             if let Migrated::Newer(version) = migrated {
-                return Err(CoordError::validation(format!(
+                return Err(CoordError::damaged(format!(
                     "the database schema {schema:?} is at version {version}, newer than this \
                      coord understands ({}); upgrade coord",
                     schema::SCHEMA_VERSION
@@ -147,14 +146,16 @@ impl PgStore {
         }
         if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
             return CoordError::LockTimeout {
-                path: PathBuf::from(format!("postgresql:{}", self.options.schema)),
+                lock: LockName::Database {
+                    schema: self.options.schema.clone(),
+                },
                 waited: self.options.lock_timeout,
             };
         }
         if e.code() == Some(&SqlState::UNTRANSLATABLE_CHARACTER)
             || e.code() == Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE)
         {
-            return CoordError::validation(format!(
+            return CoordError::invalid_input(format!(
                 "PostgreSQL cannot store this text (a NUL character?): {}",
                 e.as_db_error()
                     .map_or_else(|| e.to_string(), |d| d.message().to_owned())
@@ -281,7 +282,7 @@ fn upsert_agent(
             row.try_get::<_, Json<AgentRecord>>(0)
                 .map(|j| j.0)
                 .map_err(|e| {
-                    CoordError::validation(format!(
+                    CoordError::damaged(format!(
                         "the row of agent {} in coord_agents is not an agent record: {e}",
                         registration.agent_id
                     ))
@@ -399,7 +400,7 @@ impl Store for PgStore {
                     row.try_get::<_, Json<AgentRecord>>(0)
                         .map(|j| j.0)
                         .map_err(|e| {
-                            Fail::Coord(CoordError::validation(format!(
+                            Fail::Coord(CoordError::damaged(format!(
                                 "a row of coord_agents is not an agent record: {e}"
                             )))
                         })
@@ -443,7 +444,7 @@ impl Store for PgStore {
             for row in &rows {
                 last = row.get::<_, i64>(0) as u64;
                 events.push(row.try_get::<_, Json<Event>>(1).map(|j| j.0).map_err(|e| {
-                    Fail::Coord(CoordError::validation(format!(
+                    Fail::Coord(CoordError::damaged(format!(
                         "event {last} in coord_events is not an event coord can read: {e}"
                     )))
                 })?);
@@ -469,12 +470,10 @@ mod tests {
     fn store(policy: Arc<dyn ConflictPolicy>) -> (PgStore, TestClock) {
         let cluster = shared_cluster();
         let clock = TestClock::new("2026-01-01T00:00:00Z");
-        let options = PgStoreOptions {
-            schema: cluster.fresh_schema("blind"),
-            clock: clock.as_fn(),
-            policy,
-            ..PgStoreOptions::default()
-        };
+        let options = PgStoreOptions::default()
+            .schema(cluster.fresh_schema("blind"))
+            .clock(clock.as_fn())
+            .policy(policy);
         (PgStore::connect(&cluster.url(), options).unwrap(), clock)
     }
 
@@ -648,10 +647,7 @@ mod tests {
                  DELETE FROM coord_meta WHERE key = 'layout'",
             )
             .unwrap();
-        let options = PgStoreOptions {
-            schema: schema.clone(),
-            ..PgStoreOptions::default()
-        };
+        let options = PgStoreOptions::default().schema(schema.clone());
         let upgraded = PgStore::connect(&shared_cluster().url(), options.clone()).unwrap();
         assert_eq!(indexes(&upgraded), ["coord_claims_deadline", "layout 2"]);
         assert_eq!(upgraded.get(&claim.work_item_id).unwrap(), claim);

@@ -75,7 +75,7 @@ impl<'c> Tx<'c> {
     pub fn numbers(&mut self, rows: &[SimpleQueryRow]) -> Result<(), Fail> {
         let row = rows
             .first()
-            .ok_or_else(|| CoordError::validation("nextval returned no row"))?;
+            .ok_or_else(|| CoordError::internal("nextval returned no row"))?;
         if let Some(revision) = optional_number(row, 0)? {
             assert!(self.revision.is_none(), "a change draws its revision once");
             self.revision = Some(revision);

@@ -16,11 +16,9 @@ struct PgHarness {
 fn harness() -> PgHarness {
     let cluster = shared_cluster();
     let clock = TestClock::new("2026-01-01T00:00:00Z");
-    let options = PgStoreOptions {
-        schema: cluster.fresh_schema("conformance"),
-        clock: clock.as_fn(),
-        ..PgStoreOptions::default()
-    };
+    let options = PgStoreOptions::default()
+        .schema(cluster.fresh_schema("conformance"))
+        .clock(clock.as_fn());
     let url = cluster.url();
     let store = PgStore::connect(&url, options.clone()).unwrap();
     PgHarness {

@@ -13,11 +13,9 @@ use coord_testkit::shared_cluster;
 fn store(name: &str, lock_timeout: Duration) -> (PgStore, String, String) {
     let cluster = shared_cluster();
     let schema = cluster.fresh_schema("recovery");
-    let options = PgStoreOptions {
-        schema: schema.clone(),
-        lock_timeout,
-        ..PgStoreOptions::default()
-    };
+    let options = PgStoreOptions::default()
+        .schema(schema.clone())
+        .lock_timeout(lock_timeout);
     let url = format!("{} application_name={name}", cluster.url());
     let store = PgStore::connect(&url, options).unwrap();
     (store, cluster.url(), schema)

@@ -18,8 +18,9 @@ use crate::shutdown::Shutdown;
 /// How often the runner looks at the child, its signals and its lease.
 const POLL: Duration = Duration::from_millis(50);
 
-/// How to run the child.
+/// How to run the child: [`RunOptions::new`] and a method per field.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RunOptions {
     /// The program and its arguments.
     pub command: Vec<OsString>,
@@ -35,6 +36,30 @@ pub struct RunOptions {
     pub requeue_backoff: Option<Duration>,
     /// An elapsed-time spinner on stderr, when stderr is a terminal.
     pub spinner: bool,
+}
+
+impl RunOptions {
+    /// Runs `command` (the program, then its arguments): no store
+    /// variables, a grace period of 10 s, the child's last line as the
+    /// result, failures not requeued, no spinner.
+    pub fn new(command: Vec<OsString>) -> Self {
+        RunOptions {
+            command,
+            store_env: Vec::new(),
+            grace: Duration::from_secs(10),
+            result: None,
+            requeue_backoff: None,
+            spinner: false,
+        }
+    }
+
+    coord_core::setters! {
+        store_env: Vec<(&'static str, String)>,
+        grace: Duration,
+        result: Option<String>,
+        requeue_backoff: Option<Duration>,
+        spinner: bool,
+    }
 }
 
 /// What became of the claim.
@@ -213,7 +238,7 @@ pub fn supervise(
             return RunOutcome {
                 status: None,
                 finish: Finish::Failed,
-                error: Some(CoordError::validation(format!(
+                error: Some(CoordError::internal(format!(
                     "cannot wait for the child: {e}"
                 ))),
             };

@@ -11,8 +11,10 @@ use coord_core::{CoordError, NextRequest, RetryPolicy, Store};
 use crate::shutdown::Shutdown;
 use crate::supervise::{Finish, RunOptions, supervise};
 
-/// How the worker loop behaves.
+/// How the worker loop behaves: [`WorkOptions::new`] and a method per
+/// field.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WorkOptions {
     /// Only items of these work types (any when empty).
     pub work_types: Vec<String>,
@@ -24,6 +26,29 @@ pub struct WorkOptions {
     /// Stop when there was nothing to take for this long.
     pub idle_exit: Option<Duration>,
     pub run: RunOptions,
+}
+
+impl WorkOptions {
+    /// Runs `run` for each item taken: any work type, the default lease,
+    /// one at a time, until stopped.
+    pub fn new(run: RunOptions) -> Self {
+        WorkOptions {
+            work_types: Vec::new(),
+            lease: coord_core::DEFAULT_LEASE,
+            concurrency: 1,
+            max_items: None,
+            idle_exit: None,
+            run,
+        }
+    }
+
+    coord_core::setters! {
+        work_types: Vec<String>,
+        lease: Duration,
+        concurrency: usize,
+        max_items: Option<usize>,
+        idle_exit: Option<Duration>,
+    }
 }
 
 /// What a worker did, for its summary line.

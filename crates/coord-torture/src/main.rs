@@ -88,21 +88,17 @@ impl Target {
         match self {
             Target::Dir(dir) => Box::new(FileStore::with_options(
                 dir,
-                FileStoreOptions {
-                    lock_timeout: Duration::from_secs(30),
-                    compact_at: 40,
-                    compact_keep: 10,
-                    on_warning: std::sync::Arc::new(|_| {}),
-                    ..FileStoreOptions::default()
-                },
+                FileStoreOptions::default()
+                    .lock_timeout(Duration::from_secs(30))
+                    .compact_at(40)
+                    .compact_keep(10)
+                    .on_warning(std::sync::Arc::new(|_| {})),
             )),
             Target::Pg { url, schema } => {
                 // The database may be restarting its connections under us.
-                let options = PgStoreOptions {
-                    schema: schema.clone(),
-                    lock_timeout: Duration::from_secs(30),
-                    ..PgStoreOptions::default()
-                };
+                let options = PgStoreOptions::default()
+                    .schema(schema.clone())
+                    .lock_timeout(Duration::from_secs(30));
                 loop {
                     match PgStore::connect(url, options.clone()) {
                         Ok(store) => return Box::new(store),
@@ -204,10 +200,7 @@ fn main() -> ExitCode {
             &base.join("logs"),
         ),
         Target::Pg { url, schema } => {
-            let options = PgStoreOptions {
-                schema: schema.clone(),
-                ..PgStoreOptions::default()
-            };
+            let options = PgStoreOptions::default().schema(schema.clone());
             check::check(
                 store.as_ref(),
                 || PgStore::connect(url, options)?.archived(),

@@ -21,27 +21,23 @@ impl Backend {
     /// id, which names one call, not an agent worth listing.
     pub fn open(cli: &Cli, track_agents: bool) -> Result<Backend, CoordError> {
         if let Some(url) = &cli.database_url {
-            let options = PgStoreOptions {
-                schema: cli.schema.clone(),
-                lock_timeout: cli.lock_timeout,
-                track_agents,
-                ..PgStoreOptions::default()
-            };
+            let options = PgStoreOptions::default()
+                .schema(cli.schema.clone())
+                .lock_timeout(cli.lock_timeout)
+                .track_agents(track_agents);
             return PgStore::connect(url, options).map(|s| Backend::Pg(Box::new(s)));
         }
         Ok(Backend::File(FileStore::with_options(
             &cli.dir,
-            FileStoreOptions {
-                lock_timeout: cli.lock_timeout,
-                allow_unsafe_filesystem: cli.allow_unsafe_filesystem,
-                compact_at: cli.compact_at,
-                sync_events: cli.sync_events,
-                shell_lock: !cli.no_shell_lock,
-                compact_keep: cli.compact_keep,
-                track_agents,
-                on_warning: Arc::new(|w: &Warning| output::warn(w.kind, &w.message)),
-                ..FileStoreOptions::default()
-            },
+            FileStoreOptions::default()
+                .lock_timeout(cli.lock_timeout)
+                .allow_unsafe_filesystem(cli.allow_unsafe_filesystem)
+                .compact_at(cli.compact_at)
+                .sync_events(cli.sync_events)
+                .shell_lock(!cli.no_shell_lock)
+                .compact_keep(cli.compact_keep)
+                .track_agents(track_agents)
+                .on_warning(Arc::new(|w: &Warning| output::warn(w.kind, &w.message))),
         )))
     }
 

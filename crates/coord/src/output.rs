@@ -210,12 +210,13 @@ pub fn fail(error: &CoordError) -> ExitCode {
         CoordError::NotFound { work_item_id } | CoordError::LeaseExpired { work_item_id, .. } => {
             vec![("work_item_id", json!(work_item_id))]
         }
-        CoordError::LockTimeout { path: p, waited } => {
+        CoordError::LockTimeout { lock, waited } => {
             vec![
-                ("path", path(p)),
+                ("path", json!(lock.to_string())),
                 ("waited_ms", json!(waited.as_millis() as u64)),
             ]
         }
+        CoordError::ValidationFailed { reason, .. } => vec![("reason", json!(reason.as_str()))],
         CoordError::FileRead { path: p, .. } | CoordError::AtomicWriteFailed { path: p, .. } => {
             vec![("path", path(p))]
         }

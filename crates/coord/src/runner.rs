@@ -35,17 +35,16 @@ pub fn run(cli: &Cli, args: &RunArgs, backend: &Backend, agent: &str) -> ExitCod
                 "signals_not_forwarded",
                 &format!("cannot watch signals: {e}"),
             );
-            return output::fail(&coord_core::CoordError::validation(e.to_string()));
+            return output::fail(&coord_core::CoordError::internal(format!(
+                "cannot watch signals: {e}"
+            )));
         }
     };
-    let options = RunOptions {
-        command: command.clone(),
-        store_env: backend.child_env(cli),
-        grace: *grace,
-        result: result.clone(),
-        requeue_backoff: None,
-        spinner: true,
-    };
+    let options = RunOptions::new(command.clone())
+        .store_env(backend.child_env(cli))
+        .grace(*grace)
+        .result(result.clone())
+        .spinner(true);
     let outcome = coord_runner::supervise(store, &claim, agent, &options, &shutdown);
     signals.close();
     match (&outcome.finish, &outcome.error) {
@@ -84,26 +83,21 @@ pub fn work(cli: &Cli, args: &WorkArgs, backend: &Backend, agent: &str) -> ExitC
     let signals = match watch_signals(&shutdown, SignalMode::Stop) {
         Ok(handle) => handle,
         Err(e) => {
-            return output::fail(&coord_core::CoordError::validation(format!(
+            return output::fail(&coord_core::CoordError::internal(format!(
                 "cannot watch signals: {e}"
             )));
         }
     };
-    let options = WorkOptions {
-        work_types: work_types.clone(),
-        lease: lease.lease,
-        concurrency: usize::from(*concurrency),
-        max_items: *max_items,
-        idle_exit: *idle_exit,
-        run: RunOptions {
-            command: command.clone(),
-            store_env: backend.child_env(cli),
-            grace: *grace,
-            result: None,
-            requeue_backoff: Some(*retry_backoff),
-            spinner: false,
-        },
-    };
+    let run = RunOptions::new(command.clone())
+        .store_env(backend.child_env(cli))
+        .grace(*grace)
+        .requeue_backoff(Some(*retry_backoff));
+    let options = WorkOptions::new(run)
+        .work_types(work_types.clone())
+        .lease(lease.lease)
+        .concurrency(usize::from(*concurrency))
+        .max_items(*max_items)
+        .idle_exit(*idle_exit);
     let report = coord_runner::work(store, agent, &options, &shutdown);
     signals.close();
     let summary = json!({"summary": {

@@ -9,10 +9,7 @@ use coord_testkit::conformance::Harness;
 
 /// Store options whose clock is `clock`.
 pub fn at_time(clock: Clock) -> FileStoreOptions {
-    FileStoreOptions {
-        clock: clock.as_fn(),
-        ..FileStoreOptions::default()
-    }
+    FileStoreOptions::default().clock(clock.as_fn())
 }
 
 /// A fresh coordination directory for the conformance suite.

@@ -284,8 +284,10 @@ fn validation_failures_are_exit_6_and_change_nothing() {
         &["progress", &id, "101"],
         &["progress", &id, "-1"],
     ] {
-        env.run(args)
+        let err = env
+            .run(args)
             .expect_error("coordination_validation_failed", 6);
+        assert_eq!(err["reason"], "input", "{args:?}");
         assert_eq!(
             fs::read(env.claims_path()).unwrap(),
             before,
@@ -309,6 +311,7 @@ fn validation_failures_are_exit_6_and_change_nothing() {
                 .contains("only an in-progress claim"),
             "{err}"
         );
+        assert_eq!(err["reason"], "transition", "{err}");
         assert_eq!(fs::read(env.claims_path()).unwrap(), completed);
     }
 }
@@ -341,6 +344,7 @@ fn a_corrupt_claims_file_is_exit_6_and_keeps_every_byte() {
                     .contains("work_claims.json"),
                 "{err}"
             );
+            assert_eq!(err["reason"], "stored_data", "{err}");
         }
         assert_eq!(fs::read(env.claims_path()).unwrap(), garbage);
     }
@@ -635,4 +639,20 @@ fn a_directory_that_cannot_be_written_is_atomic_write_failed_naming_the_file() {
     let listed = run_in(&dir, "agent_test", &["list"]).expect_ok();
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(fs::read(dir.join(CLAIMS)).unwrap(), before);
+}
+
+/// A store whose fence counter is at its end refuses, saying so.
+#[test]
+fn an_exhausted_counter_is_exit_6_with_its_reason() {
+    let env = Env::new();
+    env.run(&["claim", "x"]).expect_ok();
+    fs::write(
+        env.dir.join("coord_state.json"),
+        format!("{{\"fence\": {}, \"revision\": 0}}", u64::MAX),
+    )
+    .unwrap();
+    let err = env
+        .run(&["claim", "x"])
+        .expect_error("coordination_validation_failed", 6);
+    assert_eq!(err["reason"], "exhausted", "{err}");
 }
