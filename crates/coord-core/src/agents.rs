@@ -1,3 +1,8 @@
+//! The agent registry's rules, for both stores: [`AgentRecord`] (read
+//! leniently: other tools write entries too), what registering or being
+//! seen changes ([`AgentRecord::seen`]), and how often a sighting is
+//! written ([`Sightings`]).
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 

@@ -1,3 +1,5 @@
+//! Durations as users write them: [`parse_duration`].
+
 use std::time::Duration;
 
 /// Reads `500ms`, `10s`, `1m 30s`, `2h`, ISO 8601 `PT10S`, or a bare number

@@ -1,3 +1,7 @@
+//! Every error a store can return: [`CoordError`], with the context a
+//! caller needs, its stable [`ErrorKind`] (the JSON contract's `error`),
+//! and for an invalid change the [`Invalid`] reason.
+
 use std::error::Error as StdError;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,3 +1,5 @@
+//! One line of the event log: [`Event`] and its [`EventKind`].
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Claim, Priority, Status};

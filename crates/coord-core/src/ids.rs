@@ -1,3 +1,5 @@
+//! Ids for new items: [`unique_id`].
+
 /// `<prefix>_<nanos>`, bumping `nanos` until `is_taken` says the id is free.
 /// Two processes that read the clock in the same nanosecond still get
 /// distinct ids, because ids are made under the store's lock (or in its

@@ -1,3 +1,8 @@
+//! What a work item is: [`Claim`] (every field), [`ClaimHead`] (the fields
+//! decisions read), [`Priority`], [`Status`], [`Origin`], the requests a
+//! change is asked for ([`ClaimRequest`], [`PostRequest`], [`NextRequest`])
+//! with their validation, and [`Filter`] for `list`.
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;

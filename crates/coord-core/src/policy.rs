@@ -1,3 +1,7 @@
+//! Which claims exclude each other: the [`ConflictPolicy`] trait, the seed's
+//! rule ([`SeedPolicy`], the default) and [`ExclusivePerWorkType`], and the
+//! checks stores make with a policy ([`find_conflict`], [`needs_exclusion`]).
+
 use std::fmt;
 
 use crate::model::{ClaimHead, Priority};

@@ -1,3 +1,5 @@
+//! The [`Store`] trait every backend implements, and [`EventPage`].
+
 use std::time::Duration;
 
 use crate::agents::{AgentRecord, AgentRegistration};

@@ -1,3 +1,6 @@
+//! Time: [`Timestamp`] (microseconds, RFC 3339 UTC, read back equal to
+//! what was written) and the [`Clock`] a store reads it from.
+
 use std::fmt;
 use std::str::FromStr;
 

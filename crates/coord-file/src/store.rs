@@ -1,3 +1,9 @@
+//! [`FileStore`]: the coordination directory as a [`Store`]. A change
+//! takes the directory lock (`FileStore::locked`), settles what a killed
+//! writer left, runs its saga (`changes`), compacts, and records the agent
+//! as seen; the reads (`get`, `list`, `agents`, `events`) take no lock: the
+//! atomic rename shows them a whole file, old or new.
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,3 +1,5 @@
+//! [`TracingMiddleware`]: every saga step reported to `tracing`.
+
 use std::time::Duration;
 
 use reactor::Middleware;

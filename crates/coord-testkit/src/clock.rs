@@ -1,3 +1,5 @@
+//! [`TestClock`]: a clock the test moves by hand.
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;

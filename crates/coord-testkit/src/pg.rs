@@ -1,3 +1,7 @@
+//! [`PgCluster`]: a throwaway PostgreSQL server on a Unix socket, started
+//! from the installed server binaries, stopped (by a watchdog, if need be)
+//! when its owner goes away.
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;

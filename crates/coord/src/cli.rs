@@ -1,3 +1,8 @@
+//! The command line: every command and flag (the contract's first half),
+//! parsed with clap. Parsing builds only the subcommand used (see
+//! [`Cli::parse_args`]), an empty variable counts as unset, and a flag beats
+//! its variable.
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,3 +1,5 @@
+//! [`FileError`]: what went wrong in a file step, naming the path.
+
 use std::io;
 use std::path::{Path, PathBuf};
 

@@ -95,7 +95,7 @@ pub fn saga<'a, T, E>(
 
 impl<'a, E> Saga<'a, E> {
     /// Runs `step` as the step `name`: its compensation handles its
-    /// failures (bounded by [`MAX_ATTEMPTS`] runs); once it completed, its
+    /// failures (bounded by five runs); once it completed, its
     /// undo runs if the saga fails later.
     pub fn step<S: Step<E> + 'a>(
         &mut self,
