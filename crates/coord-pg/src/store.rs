@@ -860,3 +860,102 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod next_is_the_decision_layers {
+    //! PostgreSQL's `next` decides in SQL which item is ready and whether
+    //! it may take it in one statement; held here to the decision layer.
+
+    use super::*;
+    use coord_core::decide;
+    use coord_core::transition::{self, NewIds};
+    use coord_core::{ClaimHead, Decision, Priority, SeedPolicy};
+    use coord_testkit::shared_cluster;
+    use proptest::prelude::*;
+
+    /// One item of a generated queue: its priority, how old it is, what
+    /// state it is in (0-2 pending, 3 completed, 4 in progress), whether it
+    /// backs off past now, and which earlier item it depends on.
+    type Item = (usize, u8, u8, bool, Option<usize>);
+
+    fn queue(items: &[Item], now: Timestamp) -> Vec<Claim> {
+        let mut claims: Vec<Claim> = Vec::new();
+        for (n, &(priority, age, state, backing_off, dependency)) in items.iter().enumerate() {
+            let ids = NewIds {
+                work_item_id: format!("work_{n}"),
+                coordination_id: format!("coord_{n}"),
+            };
+            let mut request = PostRequest::new("boss", format!("type_{}", n % 3))
+                .priority(Priority::ALL[priority]);
+            if let Some(d) = dependency.filter(|d| *d < n) {
+                request = request.after([format!("work_{d}")]);
+            }
+            let posted_at = now.saturating_sub(Duration::from_secs(u64::from(age) * 10 + 1));
+            let mut claim = transition::post(&request, ids, posted_at).claim;
+            if backing_off {
+                claim.retry_at = Some(now.saturating_add(Duration::from_secs(60)));
+            }
+            match state {
+                3 => {
+                    claim.status = Status::Completed;
+                    claim.completed_at = Some(posted_at);
+                }
+                4 => {
+                    claim.status = Status::InProgress;
+                    claim.agent_id = Some("holder".into());
+                    claim.fence = Some(1);
+                    claim.lease_expires_at = Some(now.saturating_add(Duration::from_secs(600)));
+                }
+                _ => {}
+            }
+            claims.push(claim);
+        }
+        claims
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Over any queue (priorities, ages, dependencies done or not,
+        /// backoff, live exclusive claims), `next` takes the item the
+        /// decision layer chooses, or says nothing is left when it chooses
+        /// none: whichever path (one statement or reading first) it takes.
+        #[test]
+        fn next_takes_what_the_decision_layer_chooses(
+            // Mostly work of priorities that conflict with nothing, so the
+            // one-statement path decides often.
+            items in proptest::collection::vec(
+                (prop_oneof![4 => Just(0usize), 4 => Just(1), 1 => Just(2), 1 => Just(3)],
+                 0u8..20, 0u8..5, proptest::bool::weighted(0.2),
+                 proptest::option::weighted(0.5, 0usize..12)),
+                1..12,
+            ),
+        ) {
+            let cluster = shared_cluster();
+            let clock = coord_testkit::TestClock::new("2026-01-01T00:00:00Z");
+            let options = PgStoreOptions::default()
+                .schema(cluster.fresh_schema("choose"))
+                .clock(clock.as_fn());
+            let store = PgStore::connect(&cluster.url(), options).unwrap();
+            let now = clock.now();
+            let claims = queue(&items, now);
+            let rows: Vec<_> = claims.iter().map(crate::rows::row_of).collect();
+            store
+                .slot()
+                .as_mut()
+                .unwrap()
+                .batch(&format!("EXECUTE coord_insert({})", crate::sql::json_lit(&rows)))
+                .unwrap();
+            let request = NextRequest::new("worker");
+            let heads: Vec<ClaimHead> = claims.iter().map(Claim::head).collect();
+            let refs: Vec<&ClaimHead> = heads.iter().collect();
+            let decision = Decision::begin(1, now, [], None);
+            let chosen = decide::choose_next(&decision, &refs, [], &request, &SeedPolicy);
+            match (store.next(&request), chosen) {
+                (Ok(taken), Some(i)) => prop_assert_eq!(&taken.work_item_id, &claims[i].work_item_id),
+                (Err(e), None) => prop_assert_eq!(e.kind(), coord_core::ErrorKind::NothingToTake),
+                (got, expected) => prop_assert!(false, "took {got:?}, the decision layer chose {expected:?}"),
+            }
+        }
+    }
+}
