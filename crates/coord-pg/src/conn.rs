@@ -33,7 +33,8 @@ impl From<postgres::Error> for Fail {
 }
 
 /// Errors worth running the whole transaction again for: PostgreSQL broke
-/// a deadlock, or two machines minted the same item id.
+/// a deadlock, two machines minted the same item id, or two changes took
+/// exclusive work of one type at once (the schema kept them apart).
 pub(crate) fn retryable(e: &postgres::Error) -> bool {
     let Some(db) = e.as_db_error() else {
         return false;
@@ -42,6 +43,10 @@ pub(crate) fn retryable(e: &postgres::Error) -> bool {
     *code == SqlState::T_R_DEADLOCK_DETECTED
         || *code == SqlState::T_R_SERIALIZATION_FAILURE
         || (*code == SqlState::UNIQUE_VIOLATION && db.constraint() == Some("coord_claims_pkey"))
+        // Two changes decided at once on a work type's exclusive work: read
+        // again, and the second finds the first's claim (a conflict).
+        || (*code == SqlState::EXCLUSION_VIOLATION
+            && db.constraint() == Some("coord_claims_exclusive"))
 }
 
 /// Runs `sql` (any number of statements) in one round trip and returns

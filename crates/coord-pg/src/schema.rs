@@ -5,6 +5,7 @@
 //! a `jsonb` document, the same JSON the claims file holds; the columns
 //! beside it are copies of the fields that queries select and order by.
 
+use coord_core::{ConflictPolicy, Priority, Slot};
 use postgres::Transaction;
 
 /// Bumped when the tables change; a store refuses a database whose schema
@@ -21,7 +22,11 @@ pub const SCHEMA_VERSION: i64 = 1;
 ///   status, so no index but this one can answer it: on in-progress rows,
 ///   statistics taken while none were in progress let PostgreSQL read them
 ///   all through the live-by-type index instead.
-pub const LAYOUT: i64 = 2;
+///
+/// - 3: `coord_claims_exclusive`, an exclusion constraint on the work type
+///   of live high and critical claims: the database itself refuses a second
+///   one of a work type at commit, whoever writes the row.
+pub const LAYOUT: i64 = 3;
 
 /// The first key of every advisory lock coord takes ("coor" in ASCII), so
 /// they do not collide with other applications' locks.
@@ -108,12 +113,50 @@ fn valid_schema_name(name: &str) -> bool {
         && name.len() <= 63
 }
 
+/// At most one live exclusive claim of a work type, in the schema: no two
+/// in-progress rows of priority high or critical (`rows::rank`: 2 and 3)
+/// share a work type. The priorities are the default policy's exclusive
+/// ones; a store's policy may be stricter, never more permissive
+/// (`policy_fits_schema`). An exclusion constraint rather than a unique
+/// index so it can be checked at commit: a change that writes down a lapsed
+/// exclusive claim and inserts its successor passes in any statement order,
+/// so a coord of an older layout keeps working beside this one.
+const EXCLUSIVE_CONSTRAINT: &str = "ALTER TABLE coord_claims ADD CONSTRAINT coord_claims_exclusive \
+     EXCLUDE USING btree (work_type WITH =) WHERE (status = 'in_progress' AND priority >= 2) \
+     DEFERRABLE INITIALLY DEFERRED";
+
+/// Whether `policy` makes every two high or critical claims of one work type
+/// conflict, as `EXCLUSIVE_CONSTRAINT` does: a store refuses a policy that would
+/// let the database turn down claims the policy allows.
+pub fn policy_fits_schema(policy: &dyn ConflictPolicy) -> bool {
+    let exclusive = [Priority::High, Priority::Critical];
+    exclusive.iter().all(|&new| {
+        exclusive.iter().all(|&live| {
+            let slot = |priority| Slot {
+                work_type: "any",
+                priority,
+            };
+            policy.conflicts(slot(new), slot(live))
+        })
+    })
+}
+
+/// The work types that hold more than one live exclusive claim, and their
+/// ids: what keeps `EXCLUSIVE_CONSTRAINT` from being added.
+const EXCLUSIVE_DUPLICATES: &str = "SELECT work_type, string_agg(work_item_id, ', ' ORDER BY seq) \
+     FROM coord_claims WHERE status = 'in_progress' AND priority >= 2 \
+     GROUP BY work_type HAVING count(*) > 1 ORDER BY work_type";
+
 /// What `migrate` found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Migrated {
     Current,
     /// The database was made by a newer coord, with this schema version.
     Newer(i64),
+    /// Work types with more than one live exclusive claim, and their ids:
+    /// the upgrade to layout 3 cannot refuse them for the future until they
+    /// are down to one. Nothing was changed.
+    DuplicateExclusive(Vec<(String, String)>),
 }
 
 /// Creates the schema and tables if missing. Runs under an advisory lock,
@@ -142,6 +185,26 @@ pub fn migrate(tx: &mut Transaction<'_>, schema: &str) -> Result<Migrated, postg
                 &[&SCHEMA_VERSION],
             )?;
         }
+    }
+    // Exclusivity in the schema (layout 3), unless a table already breaks
+    // it: then nothing changes, and the caller names the duplicates.
+    let duplicates: Vec<(String, String)> = tx
+        .query(EXCLUSIVE_DUPLICATES, &[])?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    if !duplicates.is_empty() {
+        return Ok(Migrated::DuplicateExclusive(duplicates));
+    }
+    let constrained = tx
+        .query_opt(
+            "SELECT 1 FROM pg_constraint \
+             WHERE conname = 'coord_claims_exclusive' AND conrelid = 'coord_claims'::regclass",
+            &[],
+        )?
+        .is_some();
+    if !constrained {
+        tx.batch_execute(EXCLUSIVE_CONSTRAINT)?;
     }
     // `TABLES` made this layout's indexes; what layout 1 had and 2 replaced
     // goes. A newer layout is left as it is.

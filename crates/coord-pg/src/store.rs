@@ -64,6 +64,14 @@ impl PgStore {
                 options.schema
             )));
         }
+        if !schema::policy_fits_schema(options.policy.as_ref()) {
+            return Err(CoordError::invalid_input(format!(
+                "the conflict policy {:?} lets two high or critical claims of one work type \
+                 run together; the PostgreSQL store's schema refuses that (one live high or \
+                 critical claim per work type), so it needs a policy at least as strict",
+                options.policy
+            )));
+        }
         // Session settings travel with the connection's start-up message:
         // no round trip, and no transaction can undo them.
         let mut config = config;
@@ -119,15 +127,31 @@ impl PgStore {
         };
         if !up_to_date {
             let mut tx = conn.client.transaction().map_err(|e| self.db_error(e))?;
-            let migrated = schema::migrate(&mut tx, schema)
-                .and_then(|m| tx.commit().map(|()| m))
-                .map_err(|e| self.db_error(e))?;
-            if let Migrated::Newer(version) = migrated {
-                return Err(CoordError::damaged(format!(
-                    "the database schema {schema:?} is at version {version}, newer than this \
-                     coord understands ({}); upgrade coord",
-                    schema::SCHEMA_VERSION
-                )));
+            let migrated = schema::migrate(&mut tx, schema).map_err(|e| self.db_error(e))?;
+            match migrated {
+                Migrated::Current => tx.commit().map_err(|e| self.db_error(e))?,
+                Migrated::Newer(version) => {
+                    return Err(CoordError::damaged(format!(
+                        "the database schema {schema:?} is at version {version}, newer than \
+                         this coord understands ({}); upgrade coord",
+                        schema::SCHEMA_VERSION
+                    )));
+                }
+                Migrated::DuplicateExclusive(duplicates) => {
+                    let listed: Vec<String> = duplicates
+                        .iter()
+                        .map(|(work_type, ids)| format!("{work_type:?}: {ids}"))
+                        .collect();
+                    return Err(CoordError::damaged(format!(
+                        "the schema {schema:?} cannot be brought up to layout {}, which refuses \
+                         a second live high or critical claim of one work type: these work \
+                         types have more than one ({}). End all but one of each (coord fail \
+                         ID --force, or complete) with a coord that knows the older layout, \
+                         then connect again; nothing was changed",
+                        schema::LAYOUT,
+                        listed.join("; ")
+                    )));
+                }
             }
         }
         Ok(conn)
@@ -617,7 +641,8 @@ mod tests {
                 .unwrap()
                 .batch(&format!(
                     "SELECT indexname FROM pg_indexes WHERE schemaname = '{schema}' \
-                     AND indexname IN ('coord_claims_lease', 'coord_claims_deadline'); \
+                     AND indexname IN ('coord_claims_lease', 'coord_claims_deadline', \
+                     'coord_claims_exclusive') ORDER BY indexname; \
                      SELECT value FROM coord_meta WHERE key = 'layout'"
                 ))
                 .unwrap();
@@ -632,7 +657,12 @@ mod tests {
             );
             found
         };
-        assert_eq!(indexes(&store), ["coord_claims_deadline", "layout 2"]);
+        let current = [
+            "coord_claims_deadline",
+            "coord_claims_exclusive",
+            "layout 3",
+        ];
+        assert_eq!(indexes(&store), current);
 
         // The layout a coord of before layouts made: the lease index on
         // in-progress rows, no `layout` row.
@@ -642,6 +672,7 @@ mod tests {
             .unwrap()
             .batch(
                 "DROP INDEX coord_claims_deadline; \
+                 ALTER TABLE coord_claims DROP CONSTRAINT coord_claims_exclusive; \
                  CREATE INDEX coord_claims_lease ON coord_claims (lease_deadline) \
                      WHERE status = 'in_progress'; \
                  DELETE FROM coord_meta WHERE key = 'layout'",
@@ -649,7 +680,7 @@ mod tests {
             .unwrap();
         let options = PgStoreOptions::default().schema(schema.clone());
         let upgraded = PgStore::connect(&shared_cluster().url(), options.clone()).unwrap();
-        assert_eq!(indexes(&upgraded), ["coord_claims_deadline", "layout 2"]);
+        assert_eq!(indexes(&upgraded), current);
         assert_eq!(upgraded.get(&claim.work_item_id).unwrap(), claim);
 
         // A newer layout is a layout this store can work on, as it is.
@@ -657,10 +688,17 @@ mod tests {
             .slot()
             .as_mut()
             .unwrap()
-            .batch("UPDATE coord_meta SET value = 3 WHERE key = 'layout'")
+            .batch("UPDATE coord_meta SET value = 4 WHERE key = 'layout'")
             .unwrap();
         let later = PgStore::connect(&shared_cluster().url(), options).unwrap();
-        assert_eq!(indexes(&later), ["coord_claims_deadline", "layout 3"]);
+        assert_eq!(
+            indexes(&later),
+            [
+                "coord_claims_deadline",
+                "coord_claims_exclusive",
+                "layout 4"
+            ]
+        );
         later.claim(&ClaimRequest::new("agent", "build")).unwrap();
     }
 
@@ -859,6 +897,139 @@ mod tests {
             "the worker is seen: {agents:?}"
         );
     }
+
+    /// Runs `sql` on `store`'s own connection (its schema on the path).
+    fn run_sql(store: &PgStore, sql: &str) -> Result<(), postgres::Error> {
+        store.slot().as_mut().unwrap().batch(sql).map(drop)
+    }
+
+    /// SQL that copies `item`'s row under the id `id`, with `priority` and
+    /// `work_type` of its own: a second writer that does not ask coord.
+    fn copy_row(item: &Claim, id: &str, priority: i16, work_type: &str) -> String {
+        format!(
+            "INSERT INTO coord_claims (work_item_id, work_type, priority, status, doc) \
+             SELECT '{id}', '{work_type}', {priority}, status, doc FROM coord_claims \
+             WHERE work_item_id = '{}'",
+            item.work_item_id
+        )
+    }
+
+    #[test]
+    fn the_schema_refuses_a_second_live_high_or_critical_claim_of_a_work_type_whoever_writes_it() {
+        let (store, _clock) = store(Arc::new(SeedPolicy));
+        let live = store
+            .claim(&ClaimRequest::new("agent", "deploy").priority(Priority::High))
+            .unwrap();
+        for (id, priority) in [("rogue-high", 2), ("rogue-critical", 3)] {
+            let refused = run_sql(&store, &copy_row(&live, id, priority, "deploy")).unwrap_err();
+            assert_eq!(
+                refused.code(),
+                Some(&SqlState::EXCLUSION_VIOLATION),
+                "{refused}"
+            );
+        }
+        // Work that excludes nobody, and exclusive work of another type.
+        run_sql(&store, &copy_row(&live, "medium", 1, "deploy")).unwrap();
+        run_sql(&store, &copy_row(&live, "other", 3, "release")).unwrap();
+        // One statement may write down the live claim and add the next: the
+        // check waits for the commit.
+        run_sql(
+            &store,
+            &format!(
+                "{}; UPDATE coord_claims SET status = 'expired' WHERE work_item_id = '{}'",
+                copy_row(&live, "successor", 3, "deploy"),
+                live.work_item_id
+            ),
+        )
+        .unwrap();
+        let mut slot = store.slot();
+        let rows = slot
+            .as_mut()
+            .unwrap()
+            .batch(
+                "SELECT string_agg(work_item_id, ', ' ORDER BY seq) FROM coord_claims \
+                 WHERE work_type = 'deploy' AND priority >= 2 AND status = 'in_progress'",
+            )
+            .unwrap();
+        assert_eq!(rows[0][0].get(0), Some("successor"));
+    }
+
+    #[test]
+    fn a_schema_with_two_live_exclusive_claims_of_a_type_is_named_and_left_as_it_was() {
+        let (store, _clock) = store(Arc::new(SeedPolicy));
+        let schema = store.options.schema.clone();
+        let live = store
+            .claim(&ClaimRequest::new("agent", "deploy").priority(Priority::High))
+            .unwrap();
+        // Layout 2 had no constraint, so two writers could both win.
+        run_sql(
+            &store,
+            &format!(
+                "ALTER TABLE coord_claims DROP CONSTRAINT coord_claims_exclusive; \
+                 UPDATE coord_meta SET value = 2 WHERE key = 'layout'; {}",
+                copy_row(&live, "twin", 3, "deploy")
+            ),
+        )
+        .unwrap();
+        let layout = |store: &PgStore| -> String {
+            let mut slot = store.slot();
+            let rows = slot
+                .as_mut()
+                .unwrap()
+                .batch(
+                    "SELECT value::text || ' ' || (SELECT count(*) FROM pg_constraint \
+                     WHERE conname = 'coord_claims_exclusive' \
+                     AND conrelid = 'coord_claims'::regclass)::text \
+                     FROM coord_meta WHERE key = 'layout'",
+                )
+                .unwrap();
+            rows[0][0].get(0).unwrap().to_owned()
+        };
+        let options = PgStoreOptions::default().schema(schema);
+        let refused = PgStore::connect(&shared_cluster().url(), options.clone()).unwrap_err();
+        let message = refused.to_string();
+        assert_eq!(refused.kind(), coord_core::ErrorKind::ValidationFailed);
+        assert!(
+            message.contains(&format!("\"deploy\": {}, twin", live.work_item_id)),
+            "{message}"
+        );
+        assert_eq!(layout(&store), "2 0", "nothing changed");
+
+        // With one of them ended, the upgrade goes through.
+        run_sql(
+            &store,
+            "UPDATE coord_claims SET status = 'failed' WHERE work_item_id = 'twin'",
+        )
+        .unwrap();
+        let upgraded = PgStore::connect(&shared_cluster().url(), options).unwrap();
+        assert_eq!(layout(&upgraded), "3 1");
+    }
+
+    /// Lets any two claims run together.
+    #[derive(Debug)]
+    struct NothingConflicts;
+
+    impl ConflictPolicy for NothingConflicts {
+        fn conflicts(&self, _: coord_core::Slot<'_>, _: coord_core::Slot<'_>) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_policy_more_permissive_than_the_schema_is_refused() {
+        let cluster = shared_cluster();
+        let options = PgStoreOptions::default()
+            .schema(cluster.fresh_schema("permissive"))
+            .policy(Arc::new(NothingConflicts));
+        let refused = PgStore::connect(&cluster.url(), options).unwrap_err();
+        assert_eq!(refused.kind(), coord_core::ErrorKind::ValidationFailed);
+        assert!(
+            refused.to_string().contains("NothingConflicts"),
+            "{refused}"
+        );
+        // A stricter policy than the seed's is welcome.
+        store(Arc::new(ExclusivePerWorkType));
+    }
 }
 
 #[cfg(test)]
@@ -880,7 +1051,18 @@ mod next_is_the_decision_layers {
 
     fn queue(items: &[Item], now: Timestamp) -> Vec<Claim> {
         let mut claims: Vec<Claim> = Vec::new();
-        for (n, &(priority, age, state, backing_off, dependency)) in items.iter().enumerate() {
+        for (n, &(priority, age, mut state, backing_off, dependency)) in items.iter().enumerate() {
+            // A second live exclusive claim of a type is a state no store
+            // may reach (the schema refuses it): that item waits instead.
+            let exclusive = Priority::ALL[priority] >= Priority::High;
+            let type_held = claims.iter().any(|c| {
+                c.work_type == format!("type_{}", n % 3)
+                    && c.status == Status::InProgress
+                    && c.priority >= Priority::High
+            });
+            if state == 4 && exclusive && type_held {
+                state = 0;
+            }
             let ids = NewIds {
                 work_item_id: format!("work_{n}"),
                 coordination_id: format!("coord_{n}"),
