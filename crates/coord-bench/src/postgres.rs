@@ -108,6 +108,7 @@ pub fn run(quick: bool) -> Value {
     let cluster = match PgCluster::start(&PgClusterOptions {
         durable: true,
         max_connections: 200,
+        tls: false,
     }) {
         Ok(c) => c,
         Err(e) => return skipped(e),

@@ -20,6 +20,10 @@
 //! - the event log's cursor is assigned after commit (see
 //!   `Store::events` on [`PgStore`]), so a follower never skips a late commit.
 //!
+//! - the schema itself refuses a second live high or critical claim of a
+//!   work type (`schema.rs`, layout 3);
+//! - TLS is set the libpq way, `sslmode` and `sslrootcert` (`tls.rs`).
+//!
 //! Tables live in their own schema (`coord` unless told otherwise); see
 //! `schema.rs`.
 
@@ -31,6 +35,7 @@ mod schema;
 mod sql;
 mod store;
 mod take;
+mod tls;
 mod tx;
 
 pub use options::PgStoreOptions;

@@ -13,9 +13,11 @@ use coord_core::{
     AgentRecord, AgentRegistration, Claim, ClaimRequest, CoordError, Event, EventPage, Filter,
     LockName, NextRequest, PostRequest, Sightings, Status, Store, Timestamp, validate_name,
 };
+use postgres::config::SslMode;
 use postgres::error::SqlState;
 use postgres::types::Json;
 use postgres::{Client, Config, NoTls, Transaction};
+use postgres_native_tls::MakeTlsConnector;
 
 use crate::changes;
 use crate::conn::{Conn, Fail, retryable};
@@ -23,6 +25,7 @@ use crate::options::PgStoreOptions;
 use crate::rows::claim_from_doc;
 use crate::schema::{self, Migrated};
 use crate::take::TakeShape;
+use crate::tls;
 
 /// Work items kept in a PostgreSQL database.
 ///
@@ -30,6 +33,8 @@ use crate::take::TakeShape;
 /// when it breaks. Operations from several threads take turns on it.
 pub struct PgStore {
     config: Config,
+    /// `None` when TLS is never tried (see `tls.rs`).
+    tls: Option<MakeTlsConnector>,
     options: PgStoreOptions,
     conn: Mutex<Option<Conn>>,
     /// When this store last recorded each agent (see `SEEN_PRECISION`).
@@ -55,9 +60,15 @@ impl PgStore {
     /// e.g. `postgresql://user@host/db` or `host=/run/postgresql dbname=x`)
     /// and creates coord's tables if they are missing.
     pub fn connect(url: &str, options: PgStoreOptions) -> Result<PgStore, CoordError> {
-        let config = Config::from_str(url).map_err(|e| {
+        let tls = tls::settings(url, |name| std::env::var(name).ok())?;
+        let mut config = Config::from_str(&tls.rest).map_err(|e| {
             CoordError::invalid_input(format!("not a valid PostgreSQL connection string: {e}"))
         })?;
+        let connector = tls.connector(config.get_hosts())?;
+        config.ssl_mode(match connector {
+            Some(_) => tls.wire_mode(),
+            None => SslMode::Disable,
+        });
         if let Some(problem) = schema::schema_name_problem(&options.schema) {
             return Err(CoordError::invalid_input(format!(
                 "schema {:?} {problem}",
@@ -74,7 +85,6 @@ impl PgStore {
         }
         // Session settings travel with the connection's start-up message:
         // no round trip, and no transaction can undo them.
-        let mut config = config;
         // PostgreSQL keeps `lock_timeout` in an int of milliseconds (0 would
         // mean "wait for ever"): a longer wait is its longest.
         let lock_timeout_ms = options.lock_timeout.as_millis().clamp(1, i32::MAX as u128);
@@ -89,6 +99,7 @@ impl PgStore {
         config.options(&options_text);
         let store = PgStore {
             config,
+            tls: connector,
             options,
             conn: Mutex::new(None),
             sightings: Sightings::default(),
@@ -111,7 +122,11 @@ impl PgStore {
     /// tables (made or brought up to date if needed). A store that is up
     /// to date costs one round trip after the connection's own start.
     fn open(&self) -> Result<Conn, CoordError> {
-        let client = self.config.connect(NoTls).map_err(|e| self.db_error(e))?;
+        let client = match &self.tls {
+            Some(connector) => self.config.connect(connector.clone()),
+            None => self.config.connect(NoTls),
+        }
+        .map_err(|e| self.db_error(e))?;
         let mut conn = Conn::new(client);
         let schema = &self.options.schema;
         let current = conn.batch(&schema::current_sql());

@@ -14,6 +14,9 @@ pub struct PgClusterOptions {
     /// benchmarks keep them on, so their figures mean something.
     pub durable: bool,
     pub max_connections: u32,
+    /// Also listen on 127.0.0.1 with TLS only (`hostssl` in `pg_hba.conf`),
+    /// with a certificate for `localhost` from a CA made for this cluster.
+    pub tls: bool,
 }
 
 impl Default for PgClusterOptions {
@@ -21,6 +24,7 @@ impl Default for PgClusterOptions {
         PgClusterOptions {
             durable: false,
             max_connections: 200,
+            tls: false,
         }
     }
 }
@@ -35,7 +39,25 @@ pub struct PgCluster {
     bin: PathBuf,
     socket: PathBuf,
     as_postgres: bool,
+    /// The TCP port, when the cluster listens with TLS.
+    tls_port: Option<u16>,
 }
+
+/// Makes, in `dir`: `ca.crt` (a CA), `server.crt` and `server.key` (a
+/// certificate it signed for the name `localhost` only), and `other-ca.crt`
+/// (a CA that signed nothing here).
+const MAKE_CERTIFICATES: &str = r#"set -e
+key="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+ca_ext="-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+openssl req -x509 $key $ca_ext -keyout ca.key -out ca.crt -days 2 -subj /CN=coord-test-ca 2>/dev/null
+openssl req -x509 $key $ca_ext -keyout other-ca.key -out other-ca.crt -days 2 -subj /CN=coord-other-ca 2>/dev/null
+openssl req $key -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null
+printf 'subjectAltName=DNS:localhost
+extendedKeyUsage=serverAuth
+' > server.ext
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2     -extfile server.ext -out server.crt 2>/dev/null
+chmod 600 server.key
+"#;
 
 /// The server binaries: `COORD_PG_BIN`, or the newest
 /// `/usr/lib/postgresql/<version>/bin`, or `pg_config --bindir`.
@@ -72,6 +94,15 @@ fn find_bin() -> Result<PathBuf, String> {
         .to_owned())
 }
 
+/// A TCP port on 127.0.0.1 that nothing listened on a moment ago.
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -92,11 +123,30 @@ impl PgCluster {
         std::fs::create_dir(&socket).map_err(|e| e.to_string())?;
         // initdb and postgres refuse to run as root.
         let as_postgres = is_root();
+        let tls_port = if options.tls {
+            let dir = root.join("tls");
+            std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
+            let out = Command::new("sh")
+                .args(["-c", MAKE_CERTIFICATES])
+                .current_dir(&dir)
+                .output()
+                .map_err(|e| format!("cannot run openssl: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cannot make test certificates with openssl: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Some(free_port()?)
+        } else {
+            None
+        };
         let cluster = PgCluster {
             root,
             bin,
             socket,
             as_postgres,
+            tls_port,
         };
         cluster.spawn_watchdog()?;
         if as_postgres {
@@ -123,6 +173,20 @@ impl PgCluster {
         if !options.durable {
             settings.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }
+        if let Some(port) = cluster.tls_port {
+            let tls = cluster.root.join("tls");
+            settings = format!(
+                "-c listen_addresses=127.0.0.1 -p {port} -k {} -c max_connections={} \
+                 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cluster.socket.display(),
+                options.max_connections,
+                tls.join("server.crt").display(),
+                tls.join("server.key").display(),
+            );
+            // Over the network, TLS or nothing.
+            let hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\n";
+            std::fs::write(data.join("pg_hba.conf"), hba).map_err(|e| e.to_string())?;
+        }
         cluster.run(
             cluster
                 .server_command("pg_ctl")
@@ -141,6 +205,20 @@ impl PgCluster {
             "host={} user=postgres dbname=postgres",
             self.socket.display()
         )
+    }
+
+    /// A connection string over TCP to `host` (which must resolve to
+    /// 127.0.0.1) for a cluster started with `tls`, followed by `extra`
+    /// (more key=value pairs). Panics on a cluster without TLS.
+    pub fn tls_url(&self, host: &str, extra: &str) -> String {
+        let port = self.tls_port.expect("a cluster started with tls");
+        format!("host={host} port={port} user=postgres dbname=postgres {extra}")
+    }
+
+    /// A file of the cluster's test certificates (see `MAKE_CERTIFICATES`):
+    /// `ca.crt`, `other-ca.crt`.
+    pub fn tls_file(&self, name: &str) -> PathBuf {
+        self.root.join("tls").join(name)
     }
 
     /// The directory of the Unix socket (`psql -h`, `pgbench -h`).

@@ -8,3 +8,4 @@ mod lifecycle;
 mod pg;
 mod runner;
 mod support;
+mod tls;
