@@ -6,6 +6,7 @@ use crate::agents::{AgentRecord, AgentRegistration};
 use crate::error::CoordError;
 use crate::event::Event;
 use crate::model::{Claim, ClaimRequest, Filter, NextRequest, PostRequest};
+use crate::time::Timestamp;
 use crate::transition::{Action, Actor};
 
 /// Events read from a store's log, and where to read on from.
@@ -60,4 +61,11 @@ pub trait Store {
 
     /// Events after `cursor` (0: from the start of the current log).
     fn events(&self, cursor: u64) -> Result<EventPage, CoordError>;
+
+    /// The time the store acts at now, which statuses (an agent gone
+    /// `stale`) are worked out against: the machine's clock for a
+    /// directory, the database's for PostgreSQL. Default: the system's.
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
 }

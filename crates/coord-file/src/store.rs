@@ -235,6 +235,12 @@ fn one(outcome: Outcome) -> Claim {
 }
 
 impl Store for FileStore {
+    /// This machine's clock (the store's clock option): the directory is on
+    /// one machine.
+    fn now(&self) -> Timestamp {
+        (self.options.clock)()
+    }
+
     fn claim(&self, request: &ClaimRequest) -> Result<Claim, CoordError> {
         request.validate()?;
         self.locked(Some(&request.agent_id), |ctx| changes::claim(ctx, request))

@@ -35,6 +35,7 @@ mod schema;
 mod sql;
 mod store;
 mod take;
+mod time;
 mod tls;
 mod tx;
 

@@ -20,6 +20,9 @@ pub struct PgStoreOptions {
     /// Which claims exclude each other (default [`SeedPolicy`]). Conflicts
     /// must stay within one work type: exclusion is locked per work type.
     pub policy: Arc<dyn ConflictPolicy>,
+    /// The client's clock (default the system's). The store takes from it
+    /// only the time elapsed since it last read the database's clock, which
+    /// every time it compares or writes comes from.
     pub clock: Clock,
     /// Record acting agents in `coord_agents` (default on).
     pub track_agents: bool,

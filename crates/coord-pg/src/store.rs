@@ -25,6 +25,7 @@ use crate::options::PgStoreOptions;
 use crate::rows::claim_from_doc;
 use crate::schema::{self, Migrated};
 use crate::take::TakeShape;
+use crate::time::{self, ServerClock};
 use crate::tls;
 
 /// Work items kept in a PostgreSQL database.
@@ -35,6 +36,8 @@ pub struct PgStore {
     config: Config,
     /// `None` when TLS is never tried (see `tls.rs`).
     tls: Option<MakeTlsConnector>,
+    /// Where every time the store compares or writes comes from.
+    time: ServerClock,
     options: PgStoreOptions,
     conn: Mutex<Option<Conn>>,
     /// When this store last recorded each agent (see `SEEN_PRECISION`).
@@ -100,6 +103,7 @@ impl PgStore {
         let store = PgStore {
             config,
             tls: connector,
+            time: ServerClock::new(options.clock.clone()),
             options,
             conn: Mutex::new(None),
             sightings: Sightings::default(),
@@ -112,6 +116,17 @@ impl PgStore {
 
     pub fn options(&self) -> &PgStoreOptions {
         &self.options
+    }
+
+    /// Reads the server's clock on `conn` (one round trip).
+    fn read_server_clock(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
+        let sent = self.time.client_now();
+        let rows = conn.batch(time::SERVER_NOW_SQL)?;
+        // A reading that is not a number keeps the last one.
+        if let Ok(micros) = server_micros(&rows[0]) {
+            self.time.record(sent, micros);
+        }
+        Ok(())
     }
 
     fn slot(&self) -> MutexGuard<'_, Option<Conn>> {
@@ -129,9 +144,18 @@ impl PgStore {
         .map_err(|e| self.db_error(e))?;
         let mut conn = Conn::new(client);
         let schema = &self.options.schema;
-        let current = conn.batch(&schema::current_sql());
+        // The server's clock rides along with the layout check.
+        let sent = self.time.client_now();
+        let current = conn.batch(&format!(
+            "{}; {}",
+            time::SERVER_NOW_SQL,
+            schema::current_sql()
+        ));
         let up_to_date = match current {
-            Ok(results) => !results[0].is_empty(),
+            Ok(results) => {
+                self.time.record(sent, server_micros(&results[0])?);
+                !results[1].is_empty()
+            }
             Err(e)
                 if e.code() == Some(&SqlState::UNDEFINED_TABLE)
                     || e.code() == Some(&SqlState::INVALID_SCHEMA_NAME) =>
@@ -144,7 +168,11 @@ impl PgStore {
             let mut tx = conn.client.transaction().map_err(|e| self.db_error(e))?;
             let migrated = schema::migrate(&mut tx, schema).map_err(|e| self.db_error(e))?;
             match migrated {
-                Migrated::Current => tx.commit().map_err(|e| self.db_error(e))?,
+                Migrated::Current => {
+                    tx.commit().map_err(|e| self.db_error(e))?;
+                    self.read_server_clock(&mut conn)
+                        .map_err(|e| self.db_error(e))?;
+                }
                 Migrated::Newer(version) => {
                     return Err(CoordError::damaged(format!(
                         "the database schema {schema:?} is at version {version}, newer than \
@@ -236,6 +264,15 @@ impl PgStore {
             attempt += 1;
             if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
                 *slot = Some(self.open()?);
+            } else if self.time.stale() {
+                let conn = slot.as_mut().expect("checked above");
+                if let Err(e) = self.read_server_clock(conn) {
+                    if conn.client.is_closed() {
+                        *slot = Some(self.open()?);
+                    } else {
+                        return Err(self.db_error(e));
+                    }
+                }
             }
             let conn = slot.as_mut().expect("opened above");
             match body(conn) {
@@ -265,7 +302,7 @@ impl PgStore {
     ) -> Result<T, CoordError> {
         let mut seen_at = None;
         let value = self.with_conn(|conn| {
-            let now = (self.options.clock)();
+            let now = self.time.now();
             let seen = agent.filter(|a| self.options.track_agents && self.sightings.due(a, now));
             let value = body(conn, now, seen)?;
             seen_at = seen.map(|_| now);
@@ -287,7 +324,7 @@ impl PgStore {
                 shape.clone()
             }
             _ => {
-                let shape = TakeShape::learn(request, (self.options.clock)());
+                let shape = TakeShape::learn(request, self.time.now());
                 *slot = Some((request.agent_id.clone(), request.lease, shape.clone()));
                 shape
             }
@@ -304,6 +341,14 @@ impl PgStore {
                 .collect())
         })
     }
+}
+
+/// The server's clock from `rows` (`time::SERVER_NOW_SQL`'s one row).
+fn server_micros(rows: &[postgres::SimpleQueryRow]) -> Result<i64, CoordError> {
+    rows.first()
+        .and_then(|row| row.get(0))
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| CoordError::internal("the server's clock read as no number"))
 }
 
 /// Records `registration` in `coord_agents` and returns the record.
@@ -420,10 +465,16 @@ impl Store for PgStore {
         })
     }
 
+    /// The database's clock as last read, plus the time elapsed since on
+    /// the client's clock (see `time.rs`).
+    fn now(&self) -> Timestamp {
+        self.time.now()
+    }
+
     fn register_agent(&self, registration: &AgentRegistration) -> Result<AgentRecord, CoordError> {
         registration.validate()?;
         self.with_client(|client| {
-            let now = (self.options.clock)();
+            let now = self.time.now();
             let mut tx = client.transaction()?;
             let record = upsert_agent(&mut tx, registration, now)?;
             tx.commit()?;
@@ -738,9 +789,9 @@ mod tests {
 
     #[test]
     fn the_lapsed_lease_probe_reads_no_in_progress_row_whatever_the_statistics() {
-        let (store, clock) = store(Arc::new(SeedPolicy));
+        let (store, _clock) = store(Arc::new(SeedPolicy));
         store.claim(&ClaimRequest::new("agent", "build")).unwrap();
-        let now = clock.now().as_unix_micros();
+        let now = store.now().as_unix_micros();
         let mut slot = store.slot();
         let conn = slot.as_mut().unwrap();
         // Statistics taken while nothing is in progress, then 50,000 items
@@ -801,10 +852,9 @@ mod tests {
             let (taken, n) = trips(&store, |s| s.next(&request).unwrap());
             assert_eq!(n, round_trips);
             let fence = taken.fence.unwrap();
-            let expected =
-                transition::take(&posted, &request, fence, store.options.clock.as_ref()())
-                    .unwrap()
-                    .at_revision(taken.revision.unwrap());
+            let expected = transition::take(&posted, &request, fence, store.now())
+                .unwrap()
+                .at_revision(taken.revision.unwrap());
             assert_eq!(taken, expected.claim);
             assert_eq!(store.get(&posted.work_item_id).unwrap(), taken);
             let event = store.events(0).unwrap().events.pop().unwrap();
@@ -1134,7 +1184,7 @@ mod next_is_the_decision_layers {
                 .schema(cluster.fresh_schema("choose"))
                 .clock(clock.as_fn());
             let store = PgStore::connect(&cluster.url(), options).unwrap();
-            let now = clock.now();
+            let now = store.now();
             let claims = queue(&items, now);
             let rows: Vec<_> = claims.iter().map(crate::rows::row_of).collect();
             store

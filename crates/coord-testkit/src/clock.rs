@@ -31,3 +31,17 @@ impl TestClock {
         Arc::new(move || clock.now())
     }
 }
+
+/// The system's clock, `offset_s` seconds off (ahead if positive): a
+/// machine whose clock is wrong.
+pub fn skewed_clock(offset_s: i64) -> Arc<dyn Fn() -> Timestamp + Send + Sync> {
+    let shift = Duration::from_secs(offset_s.unsigned_abs());
+    Arc::new(move || {
+        let now = Timestamp::now();
+        if offset_s >= 0 {
+            now.saturating_add(shift)
+        } else {
+            now.saturating_sub(shift)
+        }
+    })
+}

@@ -421,7 +421,7 @@ pub fn agents_are_registered_seen_and_go_stale(h: &dyn Harness) {
         agents.iter().map(|a| (a.agent_id.as_str(), a)).collect();
     assert_eq!(by_id["alice"].team.as_deref(), Some("platform"));
     assert_eq!(by_id["alice"].capacity, Some(4));
-    let now = h.clock().now();
+    let now = h.store().now();
     assert_eq!(
         by_id["alice"].status(now, Duration::from_secs(300)),
         "stale"
@@ -941,7 +941,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Checks what must hold after every operation.
 fn check_invariants(h: &dyn Harness, created: &HashSet<String>) {
-    let now = h.clock().now();
+    let now = h.store().now();
     let claims: Vec<Claim> = h.store().list(&Filter::default()).unwrap();
     let archived = h.archived_ids();
     let in_claims: HashSet<String> = claims.iter().map(|c| c.work_item_id.clone()).collect();

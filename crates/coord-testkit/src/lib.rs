@@ -17,7 +17,7 @@ mod pg;
 mod process;
 mod tmpfs;
 
-pub use clock::TestClock;
+pub use clock::{TestClock, skewed_clock};
 pub use pg::{PgCluster, PgClusterOptions, shared_cluster};
 pub use process::{CHILD_LIMIT, output_within, wait_within};
 pub use tmpfs::Tmpfs;

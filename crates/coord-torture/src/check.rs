@@ -169,6 +169,10 @@ pub fn check(
     let mut refusals: HashMap<String, usize> = HashMap::new();
     let mut acked_at: HashMap<(String, u64), i64> = HashMap::new();
     let mut nothing_calls: Vec<(String, i64, i64)> = Vec::new();
+    // When each change was known committed (its earliest acknowledgement),
+    // and the latest deadline acknowledged for each holding (item, fence).
+    let mut committed_by: HashMap<u64, i64> = HashMap::new();
+    let mut lease_of: HashMap<(String, u64), i64> = HashMap::new();
     for entry in fs::read_dir(logs).map_err(|e| vec![format!("cannot list the agent logs: {e}")])? {
         let path = entry.map_err(|e| vec![e.to_string()])?.path();
         if path.extension().is_none_or(|x| x != "jsonl") {
@@ -217,8 +221,21 @@ pub fn check(
                             item["work_item_id"].as_str().unwrap_or_default().to_owned(),
                             item["revision"].as_u64().unwrap_or(0),
                         );
+                        let revision = key.1;
                         let known = acked_at.entry(key).or_insert(at);
                         *known = (*known).min(at);
+                        let committed = committed_by.entry(revision).or_insert(at);
+                        *committed = (*committed).min(at);
+                        if let (Some(id), Some(fence), Some(until)) = (
+                            item["work_item_id"].as_str(),
+                            item["fence"].as_u64(),
+                            item["lease_expires_at"]
+                                .as_str()
+                                .and_then(|t| t.parse::<coord_core::Timestamp>().ok()),
+                        ) {
+                            let latest = lease_of.entry((id.to_owned(), fence)).or_insert(i64::MIN);
+                            *latest = (*latest).max(until.as_unix_micros());
+                        }
                     }
                     check_ack(&line, &place, &status, &replayed.logged, &mut problems);
                 }
@@ -226,6 +243,7 @@ pub fn check(
             }
         }
     }
+    check_lapses(&events, &committed_by, &lease_of, &mut problems);
     check_nothing_to_take(
         &events,
         &nothing_calls,
@@ -247,6 +265,38 @@ pub fn check(
         ))
     } else {
         Err(problems)
+    }
+}
+
+/// How far (µs) a store may act ahead of the machine's clock: PostgreSQL's
+/// time is the server's, read a one-way trip late (never behind it).
+const CLOCK_TOLERANCE_US: i64 = 250_000;
+
+/// No lease is written down as lapsed before it ended by the machine's
+/// clock: the change that wrote an `expired` event was acknowledged (to
+/// someone) at a time no earlier than the deadline its holder was given.
+/// A store that trusted a fast client's clock would take live work here.
+fn check_lapses(
+    events: &[Event],
+    committed_by: &HashMap<u64, i64>,
+    lease_of: &HashMap<(String, u64), i64>,
+    problems: &mut Vec<String>,
+) {
+    for e in events.iter().filter(|e| e.event == EventKind::Expired) {
+        let (Some(id), Some(fence), Some(revision)) = (&e.work_item_id, e.fence, e.revision) else {
+            continue;
+        };
+        if let (Some(&until), Some(&committed)) = (
+            lease_of.get(&(id.clone(), fence)),
+            committed_by.get(&revision),
+        ) && until > committed + CLOCK_TOLERANCE_US
+        {
+            problems.push(format!(
+                "{id}'s lease (fence {fence}) was written down as lapsed by revision {revision}, \
+                 acknowledged at {committed}, before the lease ended at {until} (µs since the \
+                 epoch): its work could have two owners at once"
+            ));
+        }
     }
 }
 

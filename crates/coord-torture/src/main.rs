@@ -10,8 +10,12 @@
 //!
 //! ```text
 //! coord-torture [--agents 20] [--seconds 10] [--seed N] [--dir DIR]
-//!               [--postgres | --database-url URL [--schema NAME]]
+//!               [--postgres | --database-url URL [--schema NAME]] [--skew-seconds S]
 //! ```
+//!
+//! On PostgreSQL, `--skew-seconds S` runs the first agent with a client
+//! clock S seconds ahead and the second S seconds behind: the database's
+//! clock must decide, so the checker still finds no lease taken early.
 
 mod agent;
 mod check;
@@ -26,7 +30,7 @@ use clap::{Parser, Subcommand};
 use coord_core::Store;
 use coord_file::{FileStore, FileStoreOptions};
 use coord_pg::{PgStore, PgStoreOptions};
-use coord_testkit::{PgCluster, PgClusterOptions};
+use coord_testkit::{PgCluster, PgClusterOptions, skewed_clock};
 
 #[derive(Debug, Parser)]
 #[command(name = "coord-torture")]
@@ -52,6 +56,10 @@ struct Cli {
     /// Run against this PostgreSQL database instead of a directory
     #[arg(long)]
     database_url: Option<String>,
+    /// PostgreSQL: the first agent's clock runs this many seconds ahead,
+    /// the second's as many behind
+    #[arg(long, default_value_t = 0)]
+    skew_seconds: i64,
     /// The schema to use in that database (default: `torture_<seed>`)
     #[arg(long)]
     schema: Option<String>,
@@ -73,6 +81,9 @@ enum Role {
         seed: u64,
         #[arg(long)]
         log: PathBuf,
+        /// Seconds the agent's clock is off (PostgreSQL)
+        #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+        clock_offset_s: i64,
     },
 }
 
@@ -84,7 +95,9 @@ enum Target {
 }
 
 impl Target {
-    fn open(&self) -> Box<dyn Store> {
+    /// The store, with a client clock `clock_offset_s` seconds off (on
+    /// PostgreSQL; a directory is on one machine and one clock).
+    fn open(&self, clock_offset_s: i64) -> Box<dyn Store> {
         match self {
             Target::Dir(dir) => Box::new(FileStore::with_options(
                 dir,
@@ -98,7 +111,8 @@ impl Target {
                 // The database may be restarting its connections under us.
                 let options = PgStoreOptions::default()
                     .schema(schema.clone())
-                    .lock_timeout(Duration::from_secs(30));
+                    .lock_timeout(Duration::from_secs(30))
+                    .clock(skewed_clock(clock_offset_s));
                 loop {
                     match PgStore::connect(url, options.clone()) {
                         Ok(store) => return Box::new(store),
@@ -131,6 +145,7 @@ fn main() -> ExitCode {
         id,
         seed,
         log,
+        clock_offset_s,
     }) = cli.role
     {
         let target = match (dir, database_url) {
@@ -141,7 +156,7 @@ fn main() -> ExitCode {
             },
             _ => panic!("an agent needs --dir or --database-url"),
         };
-        agent::run(target.open().as_ref(), &id, seed, &log);
+        agent::run(target.open(clock_offset_s).as_ref(), &id, seed, &log);
         return ExitCode::SUCCESS;
     }
     let seed = cli.seed.unwrap_or_else(|| fastrand::u64(..));
@@ -178,6 +193,10 @@ fn main() -> ExitCode {
         cli.seconds,
         match &target {
             Target::Dir(dir) => format!("directory {}", dir.display()),
+            Target::Pg { schema, .. } if cli.skew_seconds != 0 => format!(
+                "PostgreSQL schema {schema}, two agents' clocks {} s off",
+                cli.skew_seconds
+            ),
             Target::Pg { schema, .. } => format!("PostgreSQL schema {schema}"),
         },
         base.display()
@@ -188,9 +207,10 @@ fn main() -> ExitCode {
         cli.agents,
         Duration::from_secs(cli.seconds),
         seed,
+        cli.skew_seconds,
     );
     println!("{report}");
-    let store = target.open();
+    let store = target.open(0);
     let verdict = match &target {
         Target::Dir(dir) => check::check(
             store.as_ref(),
@@ -246,7 +266,14 @@ const CRASH_POINTS: [&str; 6] = [
     "cleanup:revision-raised",
 ];
 
-fn spawn_agent(base: &Path, target: &Target, slot: usize, incarnation: usize, seed: u64) -> Child {
+fn spawn_agent(
+    base: &Path,
+    target: &Target,
+    slot: usize,
+    incarnation: usize,
+    seed: u64,
+    skew_seconds: i64,
+) -> Child {
     let id = format!("agent_{slot}_{incarnation}");
     let mut rng = fastrand::Rng::with_seed(seed ^ ((slot as u64) << 40) ^ incarnation as u64);
     let mut command = Command::new(std::env::current_exe().expect("our own path"));
@@ -265,6 +292,15 @@ fn spawn_agent(base: &Path, target: &Target, slot: usize, incarnation: usize, se
         .arg((seed ^ ((slot as u64) << 32) ^ incarnation as u64).to_string())
         .arg("--log")
         .arg(base.join("logs").join(format!("{id}.jsonl")))
+        .arg("--clock-offset-s")
+        .arg(
+            match slot {
+                0 => skew_seconds,
+                1 => -skew_seconds,
+                _ => 0,
+            }
+            .to_string(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
@@ -279,17 +315,18 @@ fn orchestrate(
     agents: usize,
     duration: Duration,
     seed: u64,
+    skew_seconds: i64,
 ) -> String {
     if let Target::Dir(dir) = target {
         std::fs::create_dir_all(dir).expect("the coordination directory");
     } else {
         // Agents race to make the tables; one store made first avoids it.
-        drop(target.open());
+        drop(target.open(0));
     }
     std::fs::create_dir_all(base.join("logs")).expect("the log directory");
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut children: Vec<(Child, usize)> = (0..agents)
-        .map(|slot| (spawn_agent(base, target, slot, 0, seed), 0))
+        .map(|slot| (spawn_agent(base, target, slot, 0, seed, skew_seconds), 0))
         .collect();
     let stop = AtomicBool::new(false);
     let samples = AtomicUsize::new(0);
@@ -345,7 +382,7 @@ fn orchestrate(
                 if let Ok(Some(_)) = child.try_wait() {
                     crashes += 1;
                     *incarnation += 1;
-                    *child = spawn_agent(base, target, slot, *incarnation, seed);
+                    *child = spawn_agent(base, target, slot, *incarnation, seed, skew_seconds);
                 }
             }
             let slot = rng.usize(..agents);
@@ -354,7 +391,7 @@ fn orchestrate(
             let _ = child.wait();
             kills += 1;
             *incarnation += 1;
-            *child = spawn_agent(base, target, slot, *incarnation, seed);
+            *child = spawn_agent(base, target, slot, *incarnation, seed, skew_seconds);
         }
         for (child, _) in &mut children {
             let _ = child.kill();

@@ -70,3 +70,22 @@ fn twenty_agents_on_postgresql_killed_and_cut_off_at_random_lose_and_double_noth
     );
     assert!(run.acknowledged >= 100, "{}", run.stdout);
 }
+
+#[test]
+fn on_postgresql_agents_whose_clocks_are_ten_minutes_off_take_no_live_lease() {
+    let run = torture(&[
+        "--postgres",
+        "--agents",
+        "20",
+        "--seconds",
+        "6",
+        "--skew-seconds",
+        "600",
+    ]);
+    assert!(
+        run.stdout.contains("two agents' clocks 600 s off"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.acknowledged >= 100, "{}", run.stdout);
+}

@@ -151,13 +151,14 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
             Output::Value(agent_json(
                 &store.register_agent(&registration)?,
                 Duration::MAX,
+                store.now(),
             ))
         }
         Command::Agents(agents) => Output::Value(serde_json::Value::Array(
             store
                 .agents()?
                 .iter()
-                .map(|a| agent_json(a, agents.stale_after))
+                .map(|a| agent_json(a, agents.stale_after, store.now()))
                 .collect(),
         )),
         Command::Log(_) | Command::Run(_) | Command::Work(_) => {
@@ -166,10 +167,15 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
     })
 }
 
-/// An agent as printed: its record plus `status` (`active` or `stale`).
-fn agent_json(agent: &coord_core::AgentRecord, stale_after: Duration) -> serde_json::Value {
+/// An agent as printed: its record plus `status` (`active` or `stale`, at
+/// the store's `now`).
+fn agent_json(
+    agent: &coord_core::AgentRecord,
+    stale_after: Duration,
+    now: Timestamp,
+) -> serde_json::Value {
     let mut value = serde_json::to_value(agent).expect("an agent always serialises");
-    value["status"] = json!(agent.status(Timestamp::now(), stale_after));
+    value["status"] = json!(agent.status(now, stale_after));
     value
 }
 
