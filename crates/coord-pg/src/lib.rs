@@ -29,6 +29,7 @@
 
 mod changes;
 mod conn;
+mod import;
 mod options;
 mod rows;
 mod schema;
@@ -39,6 +40,7 @@ mod time;
 mod tls;
 mod tx;
 
+pub use import::{ImportSource, Imported};
 pub use options::PgStoreOptions;
 pub use schema::SCHEMA_VERSION;
 pub use store::PgStore;

@@ -48,7 +48,7 @@ pub(crate) fn claim_from_doc(doc: &str) -> Result<Claim, Fail> {
 }
 
 /// A claim as the columns of its row.
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub(crate) struct ClaimRow<'a> {
     pub id: &'a str,
     pub work_type: &'a str,

@@ -116,9 +116,14 @@ pub(crate) const LAPSED: &str =
 const BY_KEY: &str =
     "c.work_item_id = ANY(ARRAY(SELECT r->>'id' FROM jsonb_array_elements($1) AS r))";
 
+/// The columns of a claim row as `jsonb_to_recordset` reads them (see
+/// `rows::row_of`).
+pub(crate) const CLAIM_ROW: &str = "id text, work_type text, priority int2, status text, \
+     agent_id text, lease_deadline int8, posted_at int8, retry_at int8, finished_at int8, \
+     doc jsonb";
+
 fn statement_list() -> Vec<(&'static str, String)> {
-    let claim_row = "id text, work_type text, priority int2, status text, agent_id text, \
-         lease_deadline int8, posted_at int8, retry_at int8, finished_at int8, doc jsonb";
+    let claim_row = CLAIM_ROW;
     vec![
         (
             "coord_lapsed(int8, text)",

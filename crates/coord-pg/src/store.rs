@@ -245,7 +245,7 @@ impl PgStore {
 
     /// Runs `body` on the connection (opened again if it broke), running it
     /// again after a deadlock or an id clash.
-    fn with_client<T>(
+    pub(crate) fn with_client<T>(
         &self,
         mut body: impl FnMut(&mut Client) -> Result<T, Fail>,
     ) -> Result<T, CoordError> {

@@ -272,6 +272,12 @@ pub enum Command {
     Work(Lazy<WorkArgs>),
     /// Print the event log, one JSON object per line
     Log(Lazy<LogArgs>),
+    /// Copy a coordination directory into the database (--database-url):
+    /// items, archive, event log, agents; prints what was new
+    ///
+    /// One transaction: all or nothing. The directory is only read. What
+    /// the database already holds is not imported again.
+    Import(Lazy<ImportArgs>),
 }
 
 // The arguments of each subcommand. (Plain comments: a doc comment on an
@@ -376,6 +382,13 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The coordination directory to copy
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
 }
 
 #[derive(Debug, Args)]

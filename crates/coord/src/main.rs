@@ -8,6 +8,7 @@ mod cli;
 mod output;
 mod runner;
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use coord_core::{
     Action, Actor, AgentRegistration, CoordError, Filter, NextRequest, PostRequest, Store,
     Timestamp,
 };
+use coord_file::FileStore;
+use coord_pg::ImportSource;
 use serde_json::json;
 
 use backend::Backend;
@@ -38,12 +41,44 @@ fn main() -> ExitCode {
         Command::Log(log) => return output::follow_log(store, log.follow),
         Command::Run(run) => return runner::run(&cli, run, &backend, &agent),
         Command::Work(work) => return runner::work(&cli, work, &backend, &agent),
+        Command::Import(import) => {
+            return match import_dir(&backend, &import.from) {
+                Ok(out) => output::print(&out),
+                Err(error) => output::fail(&error),
+            };
+        }
         _ => {}
     }
     match run(&cli, store, &agent) {
         Ok(out) => output::print(&out),
         Err(error) => output::fail(&hint(error, agent_given)),
     }
+}
+
+/// `coord import --from DIR`: reads the directory as its own store does
+/// (refusing what that store refuses), then copies it in one transaction.
+fn import_dir(backend: &Backend, from: &Path) -> Result<Output, CoordError> {
+    let Backend::Pg(database) = backend else {
+        return Err(CoordError::invalid_input(
+            "coord import copies a directory into a database: give --database-url or \
+             COORD_DATABASE_URL",
+        ));
+    };
+    if !from.is_dir() {
+        return Err(CoordError::invalid_input(format!(
+            "--from {}: no such directory",
+            from.display()
+        )));
+    }
+    let source = FileStore::new(from);
+    let read = ImportSource::new(
+        source.list(&Filter::default())?,
+        source.archived()?,
+        source.events(0)?.events,
+        source.agents()?,
+    );
+    let imported = database.import(&read)?;
+    Ok(Output::Value(json!({ "imported": imported })))
 }
 
 /// A generated agent id can never own an existing claim: say so.
@@ -161,7 +196,7 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
                 .map(|a| agent_json(a, agents.stale_after, store.now()))
                 .collect(),
         )),
-        Command::Log(_) | Command::Run(_) | Command::Work(_) => {
+        Command::Log(_) | Command::Run(_) | Command::Work(_) | Command::Import(_) => {
             unreachable!("handled before")
         }
     })

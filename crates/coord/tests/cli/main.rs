@@ -4,6 +4,7 @@
 mod contract;
 mod crash;
 mod extremes;
+mod import;
 mod lifecycle;
 mod pg;
 mod runner;
