@@ -16,8 +16,7 @@ use coord_core::{
 use postgres::config::SslMode;
 use postgres::error::SqlState;
 use postgres::types::Json;
-use postgres::{Client, Config, NoTls, Transaction};
-use postgres_native_tls::MakeTlsConnector;
+use postgres::{Client, Config, Transaction};
 
 use crate::changes;
 use crate::conn::{Conn, Fail, retryable};
@@ -26,7 +25,7 @@ use crate::rows::claim_from_doc;
 use crate::schema::{self, Migrated};
 use crate::take::TakeShape;
 use crate::time::{self, ServerClock};
-use crate::tls;
+use crate::tls::{self, MakeTlsConnector};
 
 /// Work items kept in a PostgreSQL database.
 ///
@@ -137,11 +136,7 @@ impl PgStore {
     /// tables (made or brought up to date if needed). A store that is up
     /// to date costs one round trip after the connection's own start.
     fn open(&self) -> Result<Conn, CoordError> {
-        let client = match &self.tls {
-            Some(connector) => self.config.connect(connector.clone()),
-            None => self.config.connect(NoTls),
-        }
-        .map_err(|e| self.db_error(e))?;
+        let client = tls::connect(&self.config, self.tls.as_ref()).map_err(|e| self.db_error(e))?;
         let mut conn = Conn::new(client);
         let schema = &self.options.schema;
         // The server's clock rides along with the layout check.
@@ -658,7 +653,8 @@ mod tests {
         let schema = store.options.schema.clone();
         for given_up in [true, false] {
             let item = post(&store, PostRequest::new("boss", "build"));
-            let mut other = postgres::Client::connect(&shared_cluster().url(), NoTls).unwrap();
+            let mut other =
+                postgres::Client::connect(&shared_cluster().url(), postgres::NoTls).unwrap();
             let mut hold = other.transaction().unwrap();
             hold.execute(
                 &format!("SELECT 1 FROM {schema}.coord_claims WHERE work_item_id = $1 FOR UPDATE"),
