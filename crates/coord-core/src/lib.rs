@@ -44,7 +44,7 @@ pub use policy::{
     ConflictPolicy, ExclusivePerWorkType, SeedPolicy, Slot, find_conflict, needs_exclusion,
 };
 pub use retry::{RetryPolicy, backoff};
-pub use store::{EventPage, Store};
+pub use store::{EventPage, SAFETY_POLL, Store, Wakeup};
 pub use time::{Clock, Timestamp, system_clock};
 pub use transition::{Action, Actor, Change, NewIds};
 

@@ -17,6 +17,28 @@ pub struct EventPage {
     pub cursor: u64,
 }
 
+/// How long a waiter on a [`Wakeup`] waits before it reads anyway: a
+/// safety net for a notification lost with its connection.
+pub const SAFETY_POLL: Duration = Duration::from_secs(30);
+
+/// Waits for a store's next change (see [`Store::wakeup`]). Made before
+/// the caller reads, so a change that commits between the read and the
+/// wait still wakes it.
+pub trait Wakeup: Send {
+    /// Blocks until a change may have committed since this waker was made
+    /// or last woke (`Ok(true)`: read again), or `timeout` passed
+    /// (`Ok(false)`). A waker that lost its connection says `true`, since it
+    /// may have missed a change, and listens again on its next wait.
+    fn wait(&mut self, timeout: Duration) -> Result<bool, CoordError>;
+
+    /// Something another thread may call to end a `wait` early (say, on
+    /// shutdown); the interrupted wait returns `Ok(false)`. `None`: a wait
+    /// cannot be cut short, so callers wait in short slices.
+    fn interrupter(&self) -> Option<Box<dyn Fn() + Send + Sync>> {
+        None
+    }
+}
+
 /// A place where work items live. Every backend (the coordination
 /// directory, PostgreSQL) implements this, and one conformance suite tests
 /// them all.
@@ -61,6 +83,13 @@ pub trait Store {
 
     /// Events after `cursor` (0: from the start of the current log).
     fn events(&self, cursor: u64) -> Result<EventPage, CoordError>;
+
+    /// A way to wait for this store's next change instead of polling, if
+    /// it has one (PostgreSQL: a connection that waits in the database).
+    /// `None` (the default, and the directory's answer): poll.
+    fn wakeup(&self) -> Result<Option<Box<dyn Wakeup>>, CoordError> {
+        Ok(None)
+    }
 
     /// The time the store acts at now, which statuses (an agent gone
     /// `stale`) are worked out against: the machine's clock for a

@@ -39,6 +39,7 @@ mod take;
 mod time;
 mod tls;
 mod tx;
+mod wakeup;
 
 pub use import::{ImportSource, Imported};
 pub use options::PgStoreOptions;

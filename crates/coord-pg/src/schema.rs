@@ -26,7 +26,44 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// - 3: `coord_claims_exclusive`, an exclusion constraint on the work type
 ///   of live high and critical claims: the database itself refuses a second
 ///   one of a work type at commit, whoever writes the row.
-pub const LAYOUT: i64 = 3;
+///
+/// - 4: `coord_wait_for_change`, the function waiters sleep in (see
+///   `wait_function`).
+pub const LAYOUT: i64 = 4;
+
+/// The function a waiter (`wakeup.rs`) calls: it returns the log's newest
+/// `seq` as soon as that passes `mark` (numbering committed events itself,
+/// so a change is seen whoever reads the log), or NULL after `wait_ms`.
+/// It looks every `every_ms` inside one statement: no transaction while
+/// nothing happens, and no cost to writers (a NOTIFY would serialise every
+/// durable commit; see docs/benchmarks.md).
+fn wait_function(schema: &str) -> String {
+    let lock = crate::sql::sequencer_lock(schema).replacen("SELECT", "PERFORM", 1);
+    format!(
+        "CREATE OR REPLACE FUNCTION coord_wait_for_change(mark bigint, wait_ms integer, \
+             every_ms integer) RETURNS bigint LANGUAGE plpgsql \
+             SET search_path FROM CURRENT AS $fn$ \
+         DECLARE \
+             deadline timestamptz := clock_timestamp() + wait_ms * interval '1 millisecond'; \
+             newest bigint; \
+         BEGIN \
+             LOOP \
+                 IF EXISTS (SELECT 1 FROM coord_events WHERE seq IS NULL) THEN \
+                     {lock}; \
+                     {}; \
+                 END IF; \
+                 SELECT max(seq) INTO newest FROM coord_events; \
+                 IF coalesce(newest, 0) > mark THEN \
+                     RETURN newest; \
+                 END IF; \
+                 EXIT WHEN clock_timestamp() >= deadline; \
+                 PERFORM pg_sleep(every_ms / 1000.0); \
+             END LOOP; \
+             RETURN NULL; \
+         END $fn$",
+        crate::sql::SEQUENCE_EVENTS
+    )
+}
 
 /// The first key of every advisory lock coord takes ("coor" in ASCII), so
 /// they do not collide with other applications' locks.
@@ -206,6 +243,7 @@ pub fn migrate(tx: &mut Transaction<'_>, schema: &str) -> Result<Migrated, postg
     if !constrained {
         tx.batch_execute(EXCLUSIVE_CONSTRAINT)?;
     }
+    tx.batch_execute(&wait_function(schema))?;
     // `TABLES` made this layout's indexes; what layout 1 had and 2 replaced
     // goes. A newer layout is left as it is.
     tx.batch_execute("DROP INDEX IF EXISTS coord_claims_lease")?;

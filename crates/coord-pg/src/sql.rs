@@ -480,6 +480,14 @@ pub(crate) fn seen_sql(agent: &str, now: Timestamp) -> String {
 }
 
 /// The advisory lock that orders readers numbering the event log.
+/// Gives every committed event not yet numbered its place in the log
+/// (`seq`), in `id` order, under `sequencer_lock`.
+pub(crate) const SEQUENCE_EVENTS: &str = "WITH base AS (SELECT coalesce(max(seq), 0) AS b FROM coord_events), \
+          todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n \
+                   FROM coord_events WHERE seq IS NULL) \
+     UPDATE coord_events AS e SET seq = base.b + todo.n \
+     FROM todo, base WHERE e.id = todo.id";
+
 pub(crate) fn sequencer_lock(schema: &str) -> String {
     format!(
         "SELECT pg_advisory_xact_lock({LOCK_CLASS}, hashtext({}))",

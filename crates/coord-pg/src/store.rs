@@ -11,7 +11,7 @@ use std::time::Duration;
 use coord_core::transition::{Action, Actor};
 use coord_core::{
     AgentRecord, AgentRegistration, Claim, ClaimRequest, CoordError, Event, EventPage, Filter,
-    LockName, NextRequest, PostRequest, Sightings, Status, Store, Timestamp, validate_name,
+    LockName, NextRequest, PostRequest, Sightings, Status, Store, Timestamp, Wakeup, validate_name,
 };
 use postgres::config::SslMode;
 use postgres::error::SqlState;
@@ -26,6 +26,7 @@ use crate::schema::{self, Migrated};
 use crate::take::TakeShape;
 use crate::time::{self, ServerClock};
 use crate::tls::{self, MakeTlsConnector};
+use crate::wakeup::LogWaiter;
 
 /// Work items kept in a PostgreSQL database.
 ///
@@ -460,6 +461,14 @@ impl Store for PgStore {
         })
     }
 
+    /// A connection of its own that waits in the database for the next
+    /// change (`wakeup.rs`).
+    fn wakeup(&self) -> Result<Option<Box<dyn Wakeup>>, CoordError> {
+        let waiter = LogWaiter::start(self.config.clone(), self.tls.clone())
+            .map_err(|e| self.db_error(e))?;
+        Ok(Some(Box::new(waiter)))
+    }
+
     /// The database's clock as last read, plus the time elapsed since on
     /// the client's clock (see `time.rs`).
     fn now(&self) -> Timestamp {
@@ -505,13 +514,9 @@ impl Store for PgStore {
     fn events(&self, cursor: u64) -> Result<EventPage, CoordError> {
         self.with_conn(|conn| {
             let numbered = conn.batch(&format!(
-                "BEGIN; {}; \
-                 WITH base AS (SELECT coalesce(max(seq), 0) AS b FROM coord_events), \
-                      todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n \
-                               FROM coord_events WHERE seq IS NULL) \
-                 UPDATE coord_events AS e SET seq = base.b + todo.n \
-                 FROM todo, base WHERE e.id = todo.id; COMMIT",
-                crate::sql::sequencer_lock(&self.options.schema)
+                "BEGIN; {}; {}; COMMIT",
+                crate::sql::sequencer_lock(&self.options.schema),
+                crate::sql::SEQUENCE_EVENTS
             ));
             if let Err(e) = numbered {
                 // A failed statement leaves the transaction open and aborted.
@@ -722,7 +727,7 @@ mod tests {
         let current = [
             "coord_claims_deadline",
             "coord_claims_exclusive",
-            "layout 3",
+            "layout 4",
         ];
         assert_eq!(indexes(&store), current);
 
@@ -750,7 +755,7 @@ mod tests {
             .slot()
             .as_mut()
             .unwrap()
-            .batch("UPDATE coord_meta SET value = 4 WHERE key = 'layout'")
+            .batch("UPDATE coord_meta SET value = 5 WHERE key = 'layout'")
             .unwrap();
         let later = PgStore::connect(&shared_cluster().url(), options).unwrap();
         assert_eq!(
@@ -758,7 +763,7 @@ mod tests {
             [
                 "coord_claims_deadline",
                 "coord_claims_exclusive",
-                "layout 4"
+                "layout 5"
             ]
         );
         later.claim(&ClaimRequest::new("agent", "build")).unwrap();
@@ -1063,7 +1068,7 @@ mod tests {
         )
         .unwrap();
         let upgraded = PgStore::connect(&shared_cluster().url(), options).unwrap();
-        assert_eq!(layout(&upgraded), "3 1");
+        assert_eq!(layout(&upgraded), "4 1");
     }
 
     /// Lets any two claims run together.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use coord_core::{Claim, CoordError, ErrorKind, Event, Status, Store};
+use coord_core::{Claim, CoordError, ErrorKind, Event, SAFETY_POLL, Status, Store};
 use serde_json::{Value, json};
 
 /// Whether output is for people (`--human`); set once, at start.
@@ -168,10 +168,23 @@ pub fn warn(kind: &str, message: &str) {
 /// Prints the event log, one event per line; with `follow`, keeps polling
 /// for new events until stdout closes or the process is stopped.
 pub fn follow_log(store: &dyn Store, follow: bool) -> ExitCode {
+    // Listening starts before the first read, so no change slips between
+    // a read and the wait after it.
+    let mut wakeup = match store.wakeup() {
+        Ok(wakeup) if follow => wakeup,
+        Ok(_) => None,
+        Err(e) => return fail(&e),
+    };
     let mut cursor = 0;
     loop {
+        // A follower outlives a dropped connection: reading from a cursor
+        // can be repeated, and the store opens a new connection.
         let page = match store.events(cursor) {
             Ok(page) => page,
+            Err(e) if follow && e.kind() == ErrorKind::Database => match store.events(cursor) {
+                Ok(page) => page,
+                Err(e) => return fail(&e),
+            },
             Err(e) => return fail(&e),
         };
         for event in &page.events {
@@ -188,7 +201,14 @@ pub fn follow_log(store: &dyn Store, follow: bool) -> ExitCode {
         if !follow {
             return ExitCode::SUCCESS;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        match &mut wakeup {
+            Some(wakeup) => {
+                if let Err(e) = wakeup.wait(SAFETY_POLL) {
+                    return fail(&e);
+                }
+            }
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
     }
 }
 

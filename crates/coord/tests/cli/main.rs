@@ -10,3 +10,4 @@ mod pg;
 mod runner;
 mod support;
 mod tls;
+mod wake;
