@@ -230,3 +230,32 @@ fn a_follower_whose_connections_are_cut_misses_and_repeats_nothing() {
         .collect();
     assert_eq!(seen, logged);
 }
+
+#[test]
+fn an_idle_worker_waiting_in_the_database_stops_at_once_on_sigterm() {
+    let db = Db::new("wake_stop");
+    db.run("boss", &["list"]).expect_ok();
+    let worker = db
+        .command(
+            "worker",
+            "worker",
+            &["work", "--concurrency", "2", "--", "true"],
+        )
+        .spawn()
+        .unwrap();
+    // Both slots are waiting in the database by now.
+    thread::sleep(Duration::from_secs(1));
+    let status = Command::new("kill")
+        .args(["-15", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let asked = Instant::now();
+    let run: Run = worker.finish().into();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "stopped {:?} after SIGTERM",
+        asked.elapsed()
+    );
+}
