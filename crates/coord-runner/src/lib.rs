@@ -15,6 +15,7 @@
 mod child;
 mod shutdown;
 mod supervise;
+mod wake;
 mod worker;
 
 pub use shutdown::{Shutdown, SignalMode, watch_signals};

@@ -2,14 +2,15 @@
 //! command for it, until told to stop, out of items, or idle too long.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use coord_core::{CoordError, ErrorKind, NextRequest, RetryPolicy, SAFETY_POLL, Store, Wakeup};
+use coord_core::{CoordError, ErrorKind, NextRequest, RetryPolicy, SAFETY_POLL, Store};
 
 use crate::shutdown::Shutdown;
 use crate::supervise::{Finish, RunOptions, supervise};
+use crate::wake::WorkSignal;
 
 /// How the worker loop behaves: [`WorkOptions::new`] and a method per
 /// field.
@@ -74,15 +75,16 @@ pub fn work(
 ) -> WorkReport {
     let reserved = AtomicUsize::new(0);
     let report = Mutex::new(WorkReport::default());
+    let signal = WorkSignal::new(store);
     thread::scope(|scope| {
         for slot in 0..options.concurrency.max(1) {
-            let (reserved, report) = (&reserved, &report);
+            let (reserved, report, signal) = (&reserved, &report, &signal);
             // A slot's thread lives as long as its children: their parent-
             // death signal is tied to the thread that started them.
             thread::Builder::new()
                 .name(format!("coord-work-{slot}"))
                 .spawn_scoped(scope, move || {
-                    run_slot(store, agent, options, shutdown, reserved, report)
+                    run_slot(store, agent, options, shutdown, reserved, report, signal)
                 })
                 .expect("a worker thread starts");
         }
@@ -97,6 +99,7 @@ fn run_slot(
     shutdown: &Shutdown,
     reserved: &AtomicUsize,
     report: &Mutex<WorkReport>,
+    signal: &WorkSignal,
 ) {
     let request = NextRequest::new(agent)
         .work_types(options.work_types.iter().cloned())
@@ -109,18 +112,13 @@ fn run_slot(
     };
     let mut delays = polling.delays();
     let mut idle_since = Instant::now();
-    // A store that can wake this slot on commit spares it polling while
-    // there is nothing to take; made before the first `next`.
-    let mut wakeup = store.wakeup().unwrap_or_else(|e| {
-        tracing::warn!(%e, "waiting for work by polling: cannot listen for changes");
-        None
-    });
     while !shutdown.is_requested() {
         // Reserve one of `max_items` before taking, so slots never overshoot.
         let n = reserved.fetch_add(1, Ordering::SeqCst);
         if options.max_items.is_some_and(|max| n >= max) {
             return;
         }
+        let seen = signal.generation();
         match store.next(&request) {
             Ok(claim) => {
                 idle_since = Instant::now();
@@ -151,14 +149,15 @@ fn run_slot(
                     return;
                 }
                 let delay = delays.next().unwrap_or(polling.max_delay);
-                let idle_left = options
-                    .idle_exit
-                    .map(|idle| idle.saturating_sub(idle_since.elapsed()));
-                let stop = match &mut wakeup {
-                    Some(wakeup) if e.kind() == ErrorKind::NothingToTake => {
-                        wait_for_work(wakeup.as_mut(), shutdown, idle_left, delay)
-                    }
-                    _ => shutdown.wait(delay),
+                // Nothing to take: until the store may have work (and at
+                // least once per `SAFETY_POLL`, or when idle too long).
+                let limit = options.idle_exit.map_or(SAFETY_POLL, |idle| {
+                    idle.saturating_sub(idle_since.elapsed()).min(SAFETY_POLL)
+                });
+                let stop = if e.kind() == ErrorKind::NothingToTake {
+                    signal.wait(seen, shutdown, limit, delay)
+                } else {
+                    shutdown.wait(delay)
                 };
                 if stop {
                     return;
@@ -169,60 +168,6 @@ fn run_slot(
                 stop_slot(report, &e);
                 return;
             }
-        }
-    }
-}
-
-/// How often the helper of a slot waiting on a wakeup looks whether the
-/// slot was told to stop (in this process: no database work).
-const SHUTDOWN_CHECK: Duration = Duration::from_millis(100);
-
-/// Waits until the store may have new work, `idle_left` runs out, or
-/// `SAFETY_POLL` passes; returns whether the slot was told to stop. A
-/// shutdown cuts the wait short through the wakeup's interrupter; a wakeup
-/// without one, or one that fails, falls back to one polling `delay`.
-fn wait_for_work(
-    wakeup: &mut dyn Wakeup,
-    shutdown: &Shutdown,
-    idle_left: Option<Duration>,
-    delay: Duration,
-) -> bool {
-    let limit = idle_left.map_or(SAFETY_POLL, |left| left.min(SAFETY_POLL));
-    let Some(interrupt) = wakeup.interrupter() else {
-        return shutdown.wait(delay);
-    };
-    let started = Instant::now();
-    let waiting = AtomicBool::new(true);
-    let woken = thread::scope(|scope| {
-        scope.spawn(|| {
-            while waiting.load(Ordering::SeqCst) {
-                if shutdown.wait(SHUTDOWN_CHECK) {
-                    interrupt();
-                    return;
-                }
-            }
-        });
-        let woken = loop {
-            let left = limit.saturating_sub(started.elapsed());
-            if left.is_zero() || shutdown.is_requested() {
-                break Ok(false);
-            }
-            match wakeup.wait(left) {
-                Ok(false) => {}
-                other => break other,
-            }
-        };
-        waiting.store(false, Ordering::SeqCst);
-        woken
-    });
-    if shutdown.is_requested() {
-        return true;
-    }
-    match woken {
-        Ok(_) => false,
-        Err(e) => {
-            tracing::warn!(%e, "waiting for work by polling");
-            shutdown.wait(delay)
         }
     }
 }

@@ -232,19 +232,28 @@ fn a_follower_whose_connections_are_cut_misses_and_repeats_nothing() {
 }
 
 #[test]
-fn an_idle_worker_waiting_in_the_database_stops_at_once_on_sigterm() {
+fn an_idle_worker_waits_on_one_connection_and_stops_at_once_on_sigterm() {
     let db = Db::new("wake_stop");
     db.run("boss", &["list"]).expect_ok();
     let worker = db
         .command(
             "worker",
             "worker",
-            &["work", "--concurrency", "2", "--", "true"],
+            &["work", "--concurrency", "8", "--", "true"],
         )
         .spawn()
         .unwrap();
-    // Both slots are waiting in the database by now.
+    // Every slot is waiting by now: one of them in the database, for all.
     thread::sleep(Duration::from_secs(1));
+    let sessions: i64 = admin()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'worker'",
+            &[&db.name],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(sessions, 2, "the store's connection and one waiting");
     let status = Command::new("kill")
         .args(["-15", &worker.id().to_string()])
         .status()
