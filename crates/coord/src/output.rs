@@ -170,9 +170,9 @@ pub fn warn(kind: &str, message: &str) {
 pub fn follow_log(store: &dyn Store, follow: bool) -> ExitCode {
     // Listening starts before the first read, so no change slips between
     // a read and the wait after it.
-    let mut wakeup = match store.wakeup() {
-        Ok(wakeup) if follow => wakeup,
-        Ok(_) => None,
+    let waiting = if follow { store.wakeup() } else { Ok(None) };
+    let mut wakeup = match waiting {
+        Ok(wakeup) => wakeup,
         Err(e) => return fail(&e),
     };
     let mut cursor = 0;
