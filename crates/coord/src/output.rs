@@ -202,9 +202,16 @@ pub fn follow_log(store: &dyn Store, follow: bool) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         match &mut wakeup {
+            // Until woken, or `SAFETY_POLL` passed (a store's wait may end
+            // sooner, with nothing new).
             Some(wakeup) => {
-                if let Err(e) = wakeup.wait(SAFETY_POLL) {
-                    return fail(&e);
+                let started = std::time::Instant::now();
+                loop {
+                    match wakeup.wait(SAFETY_POLL.saturating_sub(started.elapsed())) {
+                        Ok(false) if started.elapsed() < SAFETY_POLL => {}
+                        Ok(_) => break,
+                        Err(e) => return fail(&e),
+                    }
                 }
             }
             None => std::thread::sleep(Duration::from_millis(200)),
