@@ -8,6 +8,7 @@ use std::path::Path;
 
 use coord_core::{Action, Actor, ClaimRequest, ErrorKind, Filter, NextRequest, PostRequest, Store};
 use coord_file::{CLAIMS_FILE, FileStore, STATE_FILE};
+use coord_testkit::conformance::complete;
 
 /// Every file of `dir` with its bytes, the shell-lock staging file of a
 /// live store aside.
@@ -287,13 +288,7 @@ fn symbolic_links_are_refused_where_coord_replaces_files() {
     // The state file, replaced by cleanup: refused too.
     fs::remove_file(&link).unwrap();
     let claim = store.claim(&ClaimRequest::new("a", "build")).unwrap();
-    store
-        .act(
-            &claim.work_item_id,
-            &Action::Complete { result: None },
-            &Actor::new("a"),
-        )
-        .unwrap();
+    complete(&store, &claim.work_item_id, "a");
     let state_target = elsewhere.path().join("state.json");
     fs::write(&state_target, "{\"fence\": 0}\n").unwrap();
     std::os::unix::fs::symlink(&state_target, dir.path().join(STATE_FILE)).unwrap();

@@ -12,6 +12,7 @@ use coord_core::{
     Status, Store,
 };
 use coord_file::{CLAIMS_FILE, EVENT_LOG, FileStore, FileStoreOptions};
+use coord_testkit::conformance::complete;
 
 use reactor_file::{AtomicWriter, WriteStage};
 
@@ -451,13 +452,7 @@ fn a_torn_archive_tail_is_settled_by_the_next_writer() {
     fs::write(&path, [whole.as_slice(), b"not json\n"].concat()).unwrap();
     store.claim(&ClaimRequest::new("a", "x")).unwrap();
     let claim = store.claim(&ClaimRequest::new("a", "x")).unwrap();
-    store
-        .act(
-            &claim.work_item_id,
-            &Action::Complete { result: None },
-            &Actor::new("a"),
-        )
-        .unwrap();
+    complete(&store, &claim.work_item_id, "a");
     let err = store.cleanup("a", std::time::Duration::ZERO).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ValidationFailed, "{err}");
 }
