@@ -18,7 +18,7 @@ pub struct EventPage {
 }
 
 /// How long a waiter on a [`Wakeup`] waits before it reads anyway: a
-/// safety net for a notification lost with its connection.
+/// safety net for a wake-up lost with its connection.
 pub const SAFETY_POLL: Duration = Duration::from_secs(30);
 
 /// Waits for a store's next change (see [`Store::wakeup`]). Made before
@@ -28,7 +28,7 @@ pub trait Wakeup: Send {
     /// Blocks until a change may have committed since this waker was made
     /// or last woke (`Ok(true)`: read again), or `timeout` passed
     /// (`Ok(false)`). A waker that lost its connection says `true`, since it
-    /// may have missed a change, and listens again on its next wait.
+    /// may have missed a change, and waits on a new connection next time.
     fn wait(&mut self, timeout: Duration) -> Result<bool, CoordError>;
 
     /// Something another thread may call to end a `wait` early (say, on

@@ -2,7 +2,7 @@
 //!
 //! [`PgStore`] implements the same [`coord_core::Store`] trait as the
 //! coordination directory, and the same conformance suite tests both. It
-//! decides every change with [`coord_core::transition`] on rows it has
+//! decides every change with [`coord_core::decide`] on rows it has
 //! locked, and lets PostgreSQL make the outcome atomic and durable:
 //!
 //! - one transaction per operation, at READ COMMITTED;
@@ -22,7 +22,9 @@
 //!
 //! - the schema itself refuses a second live high or critical claim of a
 //!   work type (`schema.rs`, layout 3);
-//! - TLS is set the libpq way, `sslmode` and `sslrootcert` (`tls.rs`).
+//! - TLS is set the libpq way, `sslmode` and `sslrootcert` (`tls.rs`);
+//! - the time is the database's (`time.rs`), and waiters for the next
+//!   change wait inside the database, not by polling (`wakeup.rs`).
 //!
 //! Tables live in their own schema (`coord` unless told otherwise); see
 //! `schema.rs`.

@@ -271,7 +271,6 @@ fn system_roots() -> Result<RootCertStore, CoordError> {
 fn read_root_certs(path: &PathBuf) -> Result<RootCertStore, CoordError> {
     let problem =
         |what: String| CoordError::invalid_input(format!("sslrootcert {}: {what}", path.display()));
-    std::fs::metadata(path).map_err(|e| problem(format!("cannot read it: {e}")))?;
     let mut roots = RootCertStore::empty();
     for cert in
         CertificateDer::pem_file_iter(path).map_err(|e| problem(format!("cannot read it: {e}")))?

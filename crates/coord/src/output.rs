@@ -168,7 +168,7 @@ pub fn warn(kind: &str, message: &str) {
 /// Prints the event log, one event per line; with `follow`, keeps polling
 /// for new events until stdout closes or the process is stopped.
 pub fn follow_log(store: &dyn Store, follow: bool) -> ExitCode {
-    // Listening starts before the first read, so no change slips between
+    // The waiter starts before the first read, so no change slips between
     // a read and the wait after it.
     let waiting = if follow { store.wakeup() } else { Ok(None) };
     let mut wakeup = match waiting {
