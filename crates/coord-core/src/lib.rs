@@ -13,6 +13,8 @@
 //! - [`CoordError`]: every error a store can return, with a stable
 //!   [`ErrorKind`] string for the JSON contract.
 //! - [`Store`]: the one trait every storage backend implements.
+//! - [`IdempotencyKey`]: a change made once however often it is retried
+//!   ([`Store::apply_once`]).
 //!
 //! Architecture invariant: this crate knows nothing of how or where items
 //! are stored (no files, no locks, no SQL).
@@ -24,6 +26,7 @@ mod error;
 mod event;
 mod ids;
 mod model;
+mod once;
 mod policy;
 mod retry;
 mod store;
@@ -40,6 +43,7 @@ pub use model::{
     Claim, ClaimHead, ClaimRequest, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, Filter, NextRequest,
     Origin, PostRequest, Priority, Status, validate_name,
 };
+pub use once::{Answer, IdempotencyKey, KEY_TTL, KeyedChange, Refusal, Remembered};
 pub use policy::{
     ConflictPolicy, ExclusivePerWorkType, SeedPolicy, Slot, find_conflict, needs_exclusion,
 };

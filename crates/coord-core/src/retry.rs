@@ -62,6 +62,13 @@ impl RetryPolicy {
         )
     }
 
+    /// [`Self::is_retryable`], and for a call made under an idempotency key
+    /// a database error too: the change may have committed, and the key
+    /// makes sending it again safe.
+    pub fn is_retryable_with_key(error: &CoordError) -> bool {
+        Self::is_retryable(error) || error.kind() == ErrorKind::Database
+    }
+
     /// The delays to sleep between attempts: exponential caps, each drawn
     /// uniformly from zero to its cap ([`backoff`]), until the retries or the
     /// time run out.
@@ -87,6 +94,15 @@ impl RetryPolicy {
         op.retry(self.delays())
             .sleep(std::thread::sleep)
             .when(Self::is_retryable)
+            .call()
+    }
+
+    /// [`Self::run`] for an `op` made under an idempotency key: database
+    /// errors are retried too ([`Self::is_retryable_with_key`]).
+    pub fn run_keyed<T>(&self, op: impl FnMut() -> Result<T, CoordError>) -> Result<T, CoordError> {
+        op.retry(self.delays())
+            .sleep(std::thread::sleep)
+            .when(Self::is_retryable_with_key)
             .call()
     }
 }

@@ -6,6 +6,7 @@ use crate::agents::{AgentRecord, AgentRegistration};
 use crate::error::CoordError;
 use crate::event::Event;
 use crate::model::{Claim, ClaimRequest, Filter, NextRequest, PostRequest};
+use crate::once::{IdempotencyKey, KeyedChange};
 use crate::time::Timestamp;
 use crate::transition::{Action, Actor};
 
@@ -63,6 +64,17 @@ pub trait Store {
         work_item_id: &str,
         action: &Action,
         actor: &Actor<'_>,
+    ) -> Result<Claim, CoordError>;
+
+    /// Makes `change` once for its agent and `key`: a call repeated with
+    /// the same key within [`crate::KEY_TTL`] gets the first call's item or
+    /// refusal back and changes nothing; the same key with other arguments
+    /// is refused as invalid input. The key is kept in the same commit as
+    /// the change, so a caller that lost the answer retries safely.
+    fn apply_once(
+        &self,
+        key: &IdempotencyKey,
+        change: &KeyedChange<'_>,
     ) -> Result<Claim, CoordError>;
 
     /// Writes down every lapsed lease now; returns the items it changed.

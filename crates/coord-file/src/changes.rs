@@ -38,8 +38,8 @@ use std::path::{Path, PathBuf};
 use coord_core::decide::{self, Sweep};
 use coord_core::transition::{Action, Actor, NewIds};
 use coord_core::{
-    Claim, ClaimHead, ClaimRequest, CoordError, Decision, Event, NextRequest, PostRequest,
-    Timestamp,
+    Answer, Claim, ClaimHead, ClaimRequest, CoordError, Decision, Event, IdempotencyKey,
+    KeyedChange, NextRequest, PostRequest, Remembered, Timestamp,
 };
 use reactor::Saga;
 use reactor_file::{AtomicWrite, FileSnapshot};
@@ -48,6 +48,7 @@ use crate::archive::{AppendToArchive, WriteIntent, remove_cleanup_intent};
 use crate::claims_doc::{CLAIMS_FILE, ClaimsDoc, Draft};
 use crate::errors::{FlowError, saga_error};
 use crate::events::{AppendEvents, EVENT_LOG};
+use crate::keys::{self, Keys};
 use crate::memory::SharedMemory;
 use crate::options::FileStoreOptions;
 use crate::state::{self, RaiseFence};
@@ -85,12 +86,29 @@ fn plan(draft: &Draft<'_>, events: Vec<Event>, outcome: Outcome) -> Plan {
 }
 
 /// What a change needs to know besides its own input.
+#[derive(Clone, Copy)]
 pub(crate) struct Ctx<'a> {
     pub dir: &'a Path,
     pub options: &'a FileStoreOptions,
     pub now: Timestamp,
     /// What the store remembers of its earlier changes.
     pub memory: &'a SharedMemory,
+    /// The key a keyed change remembers its answer under (see [`once`]).
+    pub keyed: Option<&'a Keyed<'a>>,
+}
+
+/// A keyed change's key, and the keys file it adds its answer to.
+pub(crate) struct Keyed<'a> {
+    keys: Keys,
+    key: &'a IdempotencyKey,
+    change: KeyedChange<'a>,
+}
+
+/// What a change under [`FileStore::locked`](crate::FileStore) did.
+pub(crate) enum Done {
+    Changed(Plan),
+    /// A keyed change made before: its item again, nothing written.
+    Answered(Box<Claim>),
 }
 
 impl Ctx<'_> {
@@ -184,18 +202,47 @@ fn settle_event_log(ctx: &Ctx<'_>, claims: &ClaimsDoc) -> Result<Committed, Flow
             committed,
             "dropped events of a change that never committed"
         );
+        // That change may have written its key ahead too.
+        keys::settle(ctx.dir, committed, &ctx.options.writer)?;
     }
     Ok(result)
 }
 
 /// The two steps every change ends with: its events, written ahead, then
-/// the commit, the new claims file replacing the one read.
+/// the commit, the new claims file replacing the one read. A keyed change
+/// writes its key between them (see `keys.rs`), or after the commit when
+/// it has no events (a heartbeat, which may safely be made twice).
 fn commit(
     saga: &mut Saga<'_, FlowError>,
     ctx: &Ctx<'_>,
     start: &Start,
     plan: &Plan,
 ) -> Result<(), FlowError> {
+    let key_write = match (ctx.keyed, &plan.outcome) {
+        (Some(keyed), Outcome::One(item)) => {
+            let remembered = Remembered {
+                fingerprint: keyed.change.fingerprint(),
+                answer: Answer::Item(item.clone()),
+            };
+            let bytes = keyed.keys.with(
+                keyed.key,
+                &keyed.change,
+                remembered,
+                ctx.now,
+                start.committed.revision,
+                plan.revision,
+            );
+            Some(
+                AtomicWrite::new(keyed.keys.path(), bytes, keyed.keys.previous())
+                    .with_writer(ctx.options.writer.clone()),
+            )
+        }
+        _ => None,
+    };
+    let (ahead, after) = match key_write {
+        Some(write) if plan.events.is_empty() => (None, Some(write)),
+        write => (write, None),
+    };
     saga.step(
         "append_event_log",
         AppendEvents::new(
@@ -207,6 +254,9 @@ fn commit(
             ctx.memory.clone(),
         ),
     )?;
+    if let Some(write) = ahead {
+        saga.step("record_idempotency_key", write)?;
+    }
     saga.step(
         "write_claims_atomically",
         AtomicWrite::new(
@@ -216,7 +266,62 @@ fn commit(
         )
         .with_writer(ctx.options.writer.clone()),
     )?;
+    if let Some(write) = after {
+        saga.step("record_idempotency_key", write)?;
+    }
     Ok(())
+}
+
+/// The store revision every earlier change committed at.
+fn committed_revision(ctx: &Ctx<'_>) -> Result<u64, CoordError> {
+    let claims = current_claims(ctx.memory, &ctx.claims_path())?;
+    let state = state::read(ctx.dir)?;
+    Ok(claims.value.summary().max_revision.max(state.revision))
+}
+
+/// A keyed change: the answer its agent's `key` got before, if any;
+/// else the change made by `make` with its answer remembered (an item in
+/// the change's own commit, a refusal on its own: it changes nothing else).
+pub(crate) fn once(
+    ctx: &Ctx<'_>,
+    key: &IdempotencyKey,
+    change: &KeyedChange<'_>,
+    make: impl FnOnce(&Ctx<'_>) -> Result<Plan, CoordError>,
+) -> Result<Done, CoordError> {
+    let keys = Keys::read(ctx.dir)?;
+    let committed = committed_revision(ctx)?;
+    if let Some(remembered) = keys.lookup(change.agent_id(), key, ctx.now, committed) {
+        return remembered
+            .replay(key, change)
+            .map(|c| Done::Answered(Box::new(c)));
+    }
+    let keyed = Keyed {
+        keys,
+        key,
+        change: *change,
+    };
+    let keyed_ctx = Ctx {
+        keyed: Some(&keyed),
+        ..*ctx
+    };
+    let refused = match make(&keyed_ctx) {
+        Ok(plan) => return Ok(Done::Changed(plan)),
+        Err(e) => Err(e),
+    };
+    if let Some(answer @ Answer::Refused(_)) = Answer::of(&refused) {
+        let remembered = Remembered {
+            fingerprint: change.fingerprint(),
+            answer,
+        };
+        let bytes = keyed
+            .keys
+            .with(key, change, remembered, ctx.now, committed, committed);
+        // Not remembered, a retry is refused again or acts: nothing changed.
+        if let Err(e) = keys::write(&keyed.keys, &bytes, &ctx.options.writer) {
+            tracing::warn!(error = %e, "could not remember the idempotency key of a refusal");
+        }
+    }
+    refused.map(|c| Done::Answered(Box::new(c)))
 }
 
 /// Where each item a change read is in its draft: the decision names items

@@ -2,7 +2,7 @@
 //!
 //! A directory holds `work_claims.json` (a JSON array of work items, one per
 //! line), `coord.lock` (an empty file that writers `flock`), the event log,
-//! the archive and the agent registry. Every change runs as a [`reactor`]
+//! the archive, the agent registry and the answers of recent keyed changes. Every change runs as a [`reactor`]
 //! workflow while the lock is held, so the read, the decision and the atomic
 //! write are one step for every other process.
 //!
@@ -22,6 +22,7 @@ mod errors;
 mod events;
 mod fields;
 mod fs_check;
+mod keys;
 pub mod lock;
 mod memory;
 mod options;
@@ -33,6 +34,7 @@ pub use agents::AGENT_FILE;
 pub use archive::{ARCHIVE, CLEANUP_INTENT, Recovery};
 pub use claims_doc::CLAIMS_FILE;
 pub use events::EVENT_LOG;
+pub use keys::{KEYS_FILE, MAX_KEYS};
 pub use lock::{LEGACY_LOCK_FILE, LOCK_FILE};
 pub use options::{FileStoreOptions, Warning, WarningSink};
 pub use state::STATE_FILE;
@@ -41,8 +43,9 @@ pub use telemetry::TracingMiddleware;
 
 /// The files coord replaces through temp (or staging) files: a change sweeps
 /// what killed writers of any of them left behind.
-const SWEPT: [&str; 5] = [
+const SWEPT: [&str; 6] = [
     CLAIMS_FILE,
+    keys::KEYS_FILE,
     AGENT_FILE,
     STATE_FILE,
     CLEANUP_INTENT,

@@ -12,12 +12,13 @@ use coord_core::decide::Sweep;
 use coord_core::transition::{Action, Actor};
 use coord_core::{
     AgentRecord, AgentRegistration, Claim, ClaimRequest, CoordError, Event, EventKind, EventPage,
-    Filter, NextRequest, PostRequest, Sightings, Store, Timestamp, validate_name,
+    Filter, IdempotencyKey, KeyedChange, NextRequest, PostRequest, Sightings, Store, Timestamp,
+    validate_name,
 };
 use reactor_file::ensure_dir;
 
 use crate::archive::{self, Recovery};
-use crate::changes::{self, Ctx, Outcome, Plan};
+use crate::changes::{self, Ctx, Done, Outcome, Plan};
 use crate::claims_doc::CLAIMS_FILE;
 use crate::claims_doc::ClaimsDoc;
 use crate::errors::file_error;
@@ -77,6 +78,19 @@ impl FileStore {
         agent: Option<&str>,
         change: impl FnOnce(&Ctx<'_>) -> Result<Plan, CoordError>,
     ) -> Result<Outcome, CoordError> {
+        match self.locked_done(agent, |ctx| change(ctx).map(Done::Changed))? {
+            Done::Changed(plan) => Ok(plan.outcome),
+            Done::Answered(claim) => Ok(Outcome::One(claim)),
+        }
+    }
+
+    /// [`Self::locked`] for a change that may answer without changing
+    /// anything (a keyed change made before).
+    fn locked_done(
+        &self,
+        agent: Option<&str>,
+        change: impl FnOnce(&Ctx<'_>) -> Result<Done, CoordError>,
+    ) -> Result<Done, CoordError> {
         ensure_dir(&self.dir).map_err(file_error)?;
         if !self.options.allow_unsafe_filesystem && self.memory.lock().fs_unchecked() {
             fs_check::check(&self.dir)?;
@@ -99,9 +113,18 @@ impl FileStore {
             options: &self.options,
             now,
             memory: &self.memory,
+            keyed: None,
         };
         let claims_path = self.claims_path();
-        let plan = change(&ctx)?;
+        let plan = match change(&ctx)? {
+            Done::Changed(plan) => plan,
+            answered => {
+                if let Some(agent) = agent.filter(|_| self.options.track_agents) {
+                    self.touch_agent(agent, now);
+                }
+                return Ok(answered);
+            }
+        };
         // Files this store had pinned and the change replaced: freed after
         // the lock is released, not while other writers wait for it.
         let mut replaced = vec![self.memory.lock().committed(&claims_path, &plan.doc)];
@@ -121,7 +144,7 @@ impl FileStore {
         }
         drop(lock);
         drop(replaced);
-        Ok(plan.outcome)
+        Ok(Done::Changed(plan))
     }
 
     /// What every holder of the lock does first: settle a cleanup a killed
@@ -270,6 +293,31 @@ impl Store for FileStore {
             changes::act(ctx, work_item_id, action, actor)
         })
         .map(one)
+    }
+
+    fn apply_once(
+        &self,
+        key: &IdempotencyKey,
+        change: &KeyedChange<'_>,
+    ) -> Result<Claim, CoordError> {
+        let make = |ctx: &Ctx<'_>| match *change {
+            KeyedChange::Claim(request) => changes::claim(ctx, request),
+            KeyedChange::Post(request) => changes::post(ctx, request),
+            KeyedChange::Next(request) => changes::next(ctx, request),
+            KeyedChange::Act {
+                work_item_id,
+                action,
+                ref actor,
+            } => changes::act(ctx, work_item_id, action, actor),
+        };
+        change.validate()?;
+        let done = self.locked_done(Some(change.agent_id()), |ctx| {
+            changes::once(ctx, key, change, make)
+        })?;
+        match done {
+            Done::Changed(plan) => Ok(one(plan.outcome)),
+            Done::Answered(claim) => Ok(*claim),
+        }
     }
 
     fn reap(&self, agent_id: &str) -> Result<Vec<Claim>, CoordError> {

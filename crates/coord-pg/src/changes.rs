@@ -53,7 +53,8 @@ pub(crate) fn claim(
         priority: request.priority,
     };
     let exclusive = needs_exclusion(policy, slot);
-    if !exclusive {
+    // A keyed claim writes its key in its commit: the reading path.
+    if !exclusive && conn.keyed.is_none() {
         if let Some(claim) = blind_claim(conn, options, request, now, seen)? {
             return Ok(claim);
         }
@@ -79,7 +80,7 @@ pub(crate) fn claim(
     let live: Vec<ClaimHead> = held.iter().map(|c| decision.current(c).head()).collect();
     let ids = NewIds::fresh(|id| decision.writes(id));
     let claim = decide::claim(&mut decision, request, &live, policy, ids, tx.fence())?;
-    tx.commit(decision, seen)?;
+    tx.commit_answering(decision, seen, &claim)?;
     Ok(claim)
 }
 
@@ -198,7 +199,7 @@ pub(crate) fn post(
     let mut decision = Decision::begin(tx.revision(), now, claims_of(&rows[0])?, None);
     let ids = NewIds::fresh(|id| decision.writes(id));
     let claim = decide::post(&mut decision, request, |d| found.contains(d), ids)?;
-    tx.commit(decision, seen)?;
+    tx.commit_answering(decision, seen, &claim)?;
     Ok(claim)
 }
 
@@ -221,7 +222,7 @@ pub(crate) fn next(
     now: Timestamp,
     mut seen: Option<&str>,
 ) -> Result<Claim, Fail> {
-    let blind = match shape {
+    let blind = match shape.filter(|_| conn.keyed.is_none()) {
         Some(shape) => blind_next(conn, options, request, shape, now, seen)?,
         None => None,
     };
@@ -441,7 +442,7 @@ fn next_reading_first(
     }
     let mut decision = decision.expect("the first page's reads began the decision");
     if let Some(claim) = taken {
-        tx.commit(decision, seen)?;
+        tx.commit_answering(decision, seen, &claim)?;
         return Ok(claim);
     }
     // Every item this `next` could take was held by another transaction:
@@ -485,7 +486,7 @@ fn next_reading_first(
         if decide::choose_next(&decision, &[&head], &context, request, policy).is_some()
             && let Some(claim) = take_if_free(&mut tx, &mut decision, &item, request, Lock::Held)?
         {
-            tx.commit(decision, seen)?;
+            tx.commit_answering(decision, seen, &claim)?;
             return Ok(claim);
         }
         // Not this one's after all: let go of its row at once.
@@ -563,7 +564,7 @@ pub(crate) fn act(
     let mut decision =
         Decision::begin(tx.revision(), now, claims_of(&rows[1])?, Some(work_item_id));
     let claim = decide::act(&mut decision, &item, action, actor)?;
-    tx.commit(decision, seen)?;
+    tx.commit_answering(decision, seen, &claim)?;
     Ok(claim)
 }
 
@@ -608,6 +609,11 @@ pub(crate) fn cleanup(
     let dependents: Vec<ClaimHead> = claims_of(&rows[3])?.iter().map(Claim::head).collect();
     let needed = decide::needed_by_unfinished(&dependents);
     let moved = decide::cleanup(&mut decision, &finished, &needed, sweep);
+    // Expired idempotency keys go with the finished items.
+    tx.run(&[format!(
+        "DELETE FROM coord_idempotency_keys WHERE used_at <= {}",
+        crate::keys::expired_before(now)
+    )])?;
     tx.commit(decision, seen)?;
     Ok(moved)
 }

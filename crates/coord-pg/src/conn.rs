@@ -43,6 +43,10 @@ pub(crate) fn retryable(e: &postgres::Error) -> bool {
     *code == SqlState::T_R_DEADLOCK_DETECTED
         || *code == SqlState::T_R_SERIALIZATION_FAILURE
         || (*code == SqlState::UNIQUE_VIOLATION && db.constraint() == Some("coord_claims_pkey"))
+        // Two calls with one idempotency key at once: run again, and the
+        // second finds the first's answer.
+        || (*code == SqlState::UNIQUE_VIOLATION
+            && db.constraint() == Some("coord_idempotency_keys_pkey"))
         // Two changes decided at once on a work type's exclusive work: read
         // again, and the second finds the first's claim (a conflict).
         || (*code == SqlState::EXCLUSION_VIOLATION
@@ -80,6 +84,9 @@ pub(crate) struct Conn {
     /// A batch with new `PREPARE`s failed: which of them ran is unknown
     /// until asked.
     unsure: bool,
+    /// The idempotency key the change in progress remembers its answer
+    /// under (see `keys.rs`); set for one keyed call.
+    pub keyed: Option<crate::keys::KeyedCall>,
     /// Batches sent, for tests that count round trips.
     #[cfg(test)]
     pub trips: u64,
@@ -92,6 +99,7 @@ impl Conn {
             prepared: HashSet::new(),
             extended: HashMap::new(),
             unsure: false,
+            keyed: None,
             #[cfg(test)]
             trips: 0,
         }

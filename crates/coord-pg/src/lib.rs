@@ -24,7 +24,9 @@
 //!   work type (`schema.rs`, layout 3);
 //! - TLS is set the libpq way, `sslmode` and `sslrootcert` (`tls.rs`);
 //! - the time is the database's (`time.rs`), and waiters for the next
-//!   change wait inside the database, not by polling (`wakeup.rs`).
+//!   change wait inside the database, not by polling (`wakeup.rs`);
+//! - an idempotency key is written in the commit of the change it answers
+//!   (`keys.rs`).
 //!
 //! Tables live in their own schema (`coord` unless told otherwise); see
 //! `schema.rs`.
@@ -32,6 +34,7 @@
 mod changes;
 mod conn;
 mod import;
+mod keys;
 mod options;
 mod rows;
 mod schema;

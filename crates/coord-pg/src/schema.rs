@@ -29,7 +29,10 @@ pub const SCHEMA_VERSION: i64 = 1;
 ///
 /// - 4: `coord_wait_for_change`, the function waiters sleep in (see
 ///   `wait_function`).
-pub const LAYOUT: i64 = 4;
+///
+/// - 5: `coord_idempotency_keys`, the answers of keyed changes (see
+///   `keys.rs`).
+pub const LAYOUT: i64 = 5;
 
 /// The function a waiter (`wakeup.rs`) calls: it returns the log's newest
 /// `seq` as soon as that passes `mark` (numbering committed events itself,
@@ -122,6 +125,17 @@ CREATE TABLE IF NOT EXISTS coord_agents (
     agent_id text PRIMARY KEY,
     doc      jsonb NOT NULL
 );
+-- The answers of keyed changes (idempotency keys), kept 24 hours.
+CREATE TABLE IF NOT EXISTS coord_idempotency_keys (
+    agent_id    text NOT NULL,
+    key         text NOT NULL,
+    -- The database's time of the call, in microseconds since the Unix epoch.
+    used_at     bigint NOT NULL,
+    fingerprint text NOT NULL,
+    answer      jsonb NOT NULL,
+    PRIMARY KEY (agent_id, key)
+);
+CREATE INDEX IF NOT EXISTS coord_idempotency_keys_used ON coord_idempotency_keys (used_at);
 CREATE SEQUENCE IF NOT EXISTS coord_fence;
 CREATE SEQUENCE IF NOT EXISTS coord_revision;
 ";

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use coord_core::transition::{Action, Actor};
 use coord_core::{
-    AgentRecord, AgentRegistration, Claim, ClaimRequest, CoordError, Event, EventPage, Filter,
-    LockName, NextRequest, PostRequest, Sightings, Status, Store, Timestamp, Wakeup, validate_name,
+    AgentRecord, AgentRegistration, Answer, Claim, ClaimRequest, CoordError, Event, EventPage,
+    Filter, IdempotencyKey, KeyedChange, LockName, NextRequest, PostRequest, Sightings, Status,
+    Store, Timestamp, Wakeup, validate_name,
 };
 use postgres::config::SslMode;
 use postgres::error::SqlState;
@@ -20,6 +21,7 @@ use postgres::{Client, Config, Transaction};
 
 use crate::changes;
 use crate::conn::{Conn, Fail, retryable};
+use crate::keys::{self, KeyedCall};
 use crate::options::PgStoreOptions;
 use crate::rows::claim_from_doc;
 use crate::schema::{self, Migrated};
@@ -415,6 +417,41 @@ impl Store for PgStore {
         })
     }
 
+    fn apply_once(
+        &self,
+        key: &IdempotencyKey,
+        change: &KeyedChange<'_>,
+    ) -> Result<Claim, CoordError> {
+        change.validate()?;
+        let call = KeyedCall::new(key, change);
+        self.change(Some(change.agent_id()), |conn, now, seen| {
+            if let Some(remembered) = keys::lookup(&mut conn.client, &call, now)? {
+                return Ok(remembered.replay(key, change)?);
+            }
+            conn.keyed = Some(call.clone());
+            let made = match *change {
+                KeyedChange::Claim(r) => changes::claim(conn, &self.options, r, now, seen),
+                KeyedChange::Post(r) => changes::post(conn, r, now, seen),
+                KeyedChange::Next(r) => changes::next(conn, &self.options, None, r, now, seen),
+                KeyedChange::Act {
+                    work_item_id,
+                    action,
+                    ref actor,
+                } => changes::act(conn, work_item_id, action, actor, now, seen),
+            };
+            conn.keyed = None;
+            let Err(Fail::Coord(error)) = made else {
+                return made;
+            };
+            // A refusal changed nothing: its key goes in on its own.
+            let refused = Err(error);
+            if let Some(answer @ Answer::Refused(_)) = Answer::of(&refused) {
+                conn.batch(&call.remember_sql(&answer, now))?;
+            }
+            Ok(refused?)
+        })
+    }
+
     fn reap(&self, agent_id: &str) -> Result<Vec<Claim>, CoordError> {
         self.change(Some(agent_id), |conn, now, seen| {
             changes::reap(conn, now, seen)
@@ -709,7 +746,8 @@ mod tests {
                 .batch(&format!(
                     "SELECT indexname FROM pg_indexes WHERE schemaname = '{schema}' \
                      AND indexname IN ('coord_claims_lease', 'coord_claims_deadline', \
-                     'coord_claims_exclusive') ORDER BY indexname; \
+                     'coord_claims_exclusive', 'coord_idempotency_keys_used') \
+                     ORDER BY indexname; \
                      SELECT value FROM coord_meta WHERE key = 'layout'"
                 ))
                 .unwrap();
@@ -727,7 +765,8 @@ mod tests {
         let current = [
             "coord_claims_deadline",
             "coord_claims_exclusive",
-            "layout 4",
+            "coord_idempotency_keys_used",
+            "layout 5",
         ];
         assert_eq!(indexes(&store), current);
 
@@ -740,6 +779,7 @@ mod tests {
             .batch(
                 "DROP INDEX coord_claims_deadline; \
                  ALTER TABLE coord_claims DROP CONSTRAINT coord_claims_exclusive; \
+                 DROP TABLE coord_idempotency_keys; \
                  CREATE INDEX coord_claims_lease ON coord_claims (lease_deadline) \
                      WHERE status = 'in_progress'; \
                  DELETE FROM coord_meta WHERE key = 'layout'",
@@ -755,7 +795,7 @@ mod tests {
             .slot()
             .as_mut()
             .unwrap()
-            .batch("UPDATE coord_meta SET value = 5 WHERE key = 'layout'")
+            .batch("UPDATE coord_meta SET value = 6 WHERE key = 'layout'")
             .unwrap();
         let later = PgStore::connect(&shared_cluster().url(), options).unwrap();
         assert_eq!(
@@ -763,7 +803,8 @@ mod tests {
             [
                 "coord_claims_deadline",
                 "coord_claims_exclusive",
-                "layout 5"
+                "coord_idempotency_keys_used",
+                "layout 6"
             ]
         );
         later.claim(&ClaimRequest::new("agent", "build")).unwrap();
@@ -1068,7 +1109,7 @@ mod tests {
         )
         .unwrap();
         let upgraded = PgStore::connect(&shared_cluster().url(), options).unwrap();
-        assert_eq!(layout(&upgraded), "4 1");
+        assert_eq!(layout(&upgraded), "5 1");
     }
 
     /// Lets any two claims run together.

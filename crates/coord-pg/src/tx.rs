@@ -15,7 +15,7 @@
 //! Between the two batches `coord_core::decide` decides; [`Tx::commit`]
 //! writes its [`Decision`].
 
-use coord_core::{CoordError, Decision, Timestamp};
+use coord_core::{Answer, Claim, CoordError, Decision, Timestamp};
 use postgres::SimpleQueryRow;
 
 use crate::conn::{Conn, Fail};
@@ -96,8 +96,29 @@ impl<'c> Tx<'c> {
     }
 
     /// Writes `decision` (items, events, archive moves), records `seen`
-    /// as active, and commits: one round trip.
-    pub fn commit(mut self, decision: Decision, seen: Option<&str>) -> Result<(), Fail> {
+    /// as active, and commits: one round trip. For a change that answers
+    /// with an item, see [`Tx::commit_answering`].
+    pub fn commit(self, decision: Decision, seen: Option<&str>) -> Result<(), Fail> {
+        self.commit_with(decision, seen, None)
+    }
+
+    /// [`Tx::commit`] for a change that answers with `answer`: a keyed
+    /// call's key and answer go in the same commit.
+    pub fn commit_answering(
+        self,
+        decision: Decision,
+        seen: Option<&str>,
+        answer: &Claim,
+    ) -> Result<(), Fail> {
+        self.commit_with(decision, seen, Some(answer))
+    }
+
+    fn commit_with(
+        mut self,
+        decision: Decision,
+        seen: Option<&str>,
+        answer: Option<&Claim>,
+    ) -> Result<(), Fail> {
         let now = self.now;
         let (written, events, archived) = decision.into_parts();
         let mut sql = String::new();
@@ -129,6 +150,12 @@ impl<'c> Tx<'c> {
         }
         if let Some(agent) = seen {
             sql.push_str(&crate::sql::seen_sql(agent, now));
+        }
+        if let Some(call) = &self.conn.keyed {
+            let answer = answer.ok_or_else(|| {
+                CoordError::internal("a keyed change committed without its answer")
+            })?;
+            sql.push_str(&call.remember_sql(&Answer::Item(Box::new(answer.clone())), now));
         }
         sql.push_str("COMMIT");
         // A statement that fails skips the rest of the batch, COMMIT too,

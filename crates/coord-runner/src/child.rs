@@ -10,7 +10,7 @@ use std::thread::{self, JoinHandle};
 /// The longest `result` taken from the child's last line of output.
 const RESULT_MAX_CHARS: usize = 200;
 
-/// Starts `argv` with `env` added. With `capture`, its stdout is piped
+/// Starts `argv` with `env` added (and no `COORD_IDEMPOTENCY_KEY`). With `capture`, its stdout is piped
 /// (see [`pass_through`]); otherwise it is inherited.
 ///
 /// The child gets SIGKILL when the runner's thread that started it dies,
@@ -23,6 +23,9 @@ pub(crate) fn spawn(argv: &[OsString], env: &[(&str, String)], capture: bool) ->
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no command to run"))?;
     let mut command = Command::new(program);
     command.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+    // A key the runner was given names the runner's call, not the child's:
+    // the child's own coord calls would all be answered as that one.
+    command.env_remove("COORD_IDEMPOTENCY_KEY");
     if capture {
         command.stdout(Stdio::piped());
     }

@@ -9,7 +9,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use coord_core::{
-    Action, Actor, Claim, CoordError, DEFAULT_LEASE, ErrorKind, RetryPolicy, Status, Store,
+    Action, Actor, Claim, CoordError, DEFAULT_LEASE, ErrorKind, IdempotencyKey, KeyedChange,
+    RetryPolicy, Status, Store,
 };
 
 use crate::child;
@@ -155,15 +156,23 @@ fn heartbeat(
 /// How long recording a child's outcome keeps trying through a busy lock.
 const RECORD_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Records how the child ended. A busy lock is waited out (with backoff,
-/// for a while): giving up would leave the claim to lapse with its lease.
+/// Records how the child ended. A busy lock or a broken connection is
+/// waited out (with backoff, for a while): giving up would leave the claim
+/// to lapse with its lease. The change goes under a key of its own, so an
+/// attempt that committed but lost its answer is not made again.
 fn record(
     store: &(dyn Store + Sync),
     id: &str,
     action: &Action,
     actor: &Actor<'_>,
 ) -> Result<Claim, CoordError> {
-    RetryPolicy::wait_for(RECORD_PATIENCE).run(|| store.act(id, action, actor))
+    let key = IdempotencyKey::fresh("coord-record");
+    let change = KeyedChange::Act {
+        work_item_id: id,
+        action,
+        actor: *actor,
+    };
+    RetryPolicy::wait_for(RECORD_PATIENCE).run_keyed(|| store.apply_once(&key, &change))
 }
 
 /// The longest a failed item waits before it may be taken again.

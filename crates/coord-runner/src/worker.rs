@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use coord_core::{CoordError, ErrorKind, NextRequest, RetryPolicy, SAFETY_POLL, Store};
+use coord_core::{
+    Claim, CoordError, ErrorKind, IdempotencyKey, KeyedChange, NextRequest, RetryPolicy,
+    SAFETY_POLL, Store,
+};
 
 use crate::shutdown::Shutdown;
 use crate::supervise::{Finish, RunOptions, supervise};
@@ -112,6 +115,8 @@ fn run_slot(
     };
     let mut delays = polling.delays();
     let mut idle_since = Instant::now();
+    // One key per item taken, kept across the retries of its take.
+    let mut take_key = IdempotencyKey::fresh("coord-next");
     while !shutdown.is_requested() {
         // Reserve one of `max_items` before taking, so slots never overshoot.
         let n = reserved.fetch_add(1, Ordering::SeqCst);
@@ -119,8 +124,9 @@ fn run_slot(
             return;
         }
         let seen = signal.generation();
-        match store.next(&request) {
+        match take(store, &take_key, &request) {
             Ok(claim) => {
+                take_key = IdempotencyKey::fresh("coord-next");
                 idle_since = Instant::now();
                 delays = polling.delays();
                 report.lock().expect("not poisoned").taken += 1;
@@ -168,6 +174,33 @@ fn run_slot(
                 stop_slot(report, &e);
                 return;
             }
+        }
+    }
+}
+
+/// How often a take that lost its connection is sent again.
+const TAKE_RETRIES: u32 = 4;
+
+/// Takes an item under `key`. A broken connection is retried with the same
+/// key a few times, so a take that committed but lost its answer is
+/// answered, not left held by nobody until its lease lapses.
+fn take(
+    store: &(dyn Store + Sync),
+    key: &IdempotencyKey,
+    request: &NextRequest,
+) -> Result<Claim, CoordError> {
+    let change = KeyedChange::Next(request);
+    let mut delays = RetryPolicy::retries(TAKE_RETRIES).delays();
+    loop {
+        match store.apply_once(key, &change) {
+            Err(e) if e.kind() == ErrorKind::Database => match delays.next() {
+                Some(delay) => {
+                    tracing::warn!(error = %e, "taking work failed; trying again with its key");
+                    std::thread::sleep(delay);
+                }
+                None => return Err(e),
+            },
+            other => return other,
         }
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use coord_core::{
     Action, Actor, AgentRegistration, Claim, ClaimRequest, ErrorKind, Event, EventKind, Filter,
-    NextRequest, PostRequest, Priority, Status, Store,
+    IdempotencyKey, Invalid, KEY_TTL, KeyedChange, NextRequest, PostRequest, Priority, Status,
+    Store,
 };
 use proptest::strategy::Strategy;
 
@@ -62,7 +63,11 @@ macro_rules! conformance_suite {
             the_event_log_replays_to_the_store_and_its_cursor_resumes,
             a_follower_reading_while_writers_commit_sees_every_event_once,
             text_a_store_cannot_hold_is_refused_and_changes_nothing,
-            every_change_writes_down_the_leases_that_lapsed_before_it
+            every_change_writes_down_the_leases_that_lapsed_before_it,
+            a_keyed_change_is_made_once_however_often_it_is_sent,
+            a_key_remembers_a_refusal_and_refuses_a_different_call,
+            keys_belong_to_their_agent_and_expire_after_a_day,
+            concurrent_calls_with_one_key_make_one_change
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -520,6 +525,174 @@ fn on_threads<T: Send + 'static>(
         })
         .collect();
     threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+fn key(k: &str) -> IdempotencyKey {
+    IdempotencyKey::new(k).unwrap()
+}
+
+/// Every item in the store, by id.
+fn all_items(store: &dyn Store) -> Vec<Claim> {
+    store.list(&Filter::default()).unwrap()
+}
+
+pub fn a_keyed_change_is_made_once_however_often_it_is_sent(h: &dyn Harness) {
+    let store = h.store();
+    // claim, post, next and an acting change, each sent twice.
+    let claim = high("a1", "deploy");
+    let first = store
+        .apply_once(&key("c"), &KeyedChange::Claim(&claim))
+        .unwrap();
+    let again = store
+        .apply_once(&key("c"), &KeyedChange::Claim(&claim))
+        .unwrap();
+    assert_eq!(again, first, "the repeat answers with the first claim");
+    let post = PostRequest::new("a1", "tests").description("run them");
+    let posted = store
+        .apply_once(&key("p"), &KeyedChange::Post(&post))
+        .unwrap();
+    assert_eq!(
+        store
+            .apply_once(&key("p"), &KeyedChange::Post(&post))
+            .unwrap(),
+        posted
+    );
+    let next = NextRequest::new("a2").lease(MIN);
+    let taken = store
+        .apply_once(&key("n"), &KeyedChange::Next(&next))
+        .unwrap();
+    assert_eq!(taken.work_item_id, posted.work_item_id);
+    assert_eq!(
+        store
+            .apply_once(&key("n"), &KeyedChange::Next(&next))
+            .unwrap(),
+        taken
+    );
+    let complete = Action::Complete {
+        result: Some("ok".into()),
+    };
+    let act = KeyedChange::Act {
+        work_item_id: &taken.work_item_id,
+        action: &complete,
+        actor: Actor::new("a2").fence(taken.fence),
+    };
+    let completed = store.apply_once(&key("done"), &act).unwrap();
+    assert_eq!(completed.status, Status::Completed);
+    // Unkeyed, completing twice is refused; keyed, the repeat is answered.
+    assert_eq!(store.apply_once(&key("done"), &act).unwrap(), completed);
+    let items = all_items(store);
+    assert_eq!(items.len(), 2, "one claim, one post: {items:?}");
+    let kinds: Vec<EventKind> = events(store).iter().map(|e| e.event).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Claimed,
+            EventKind::Posted,
+            EventKind::Claimed,
+            EventKind::Completed
+        ],
+        "each change logged once"
+    );
+}
+
+pub fn a_key_remembers_a_refusal_and_refuses_a_different_call(h: &dyn Harness) {
+    let store = h.store();
+    let holder = store.claim(&high("holder", "deploy")).unwrap();
+    // "Not now" is not remembered: once the way is free, the key claims.
+    let claim = high("a1", "deploy");
+    let blocked = store
+        .apply_once(&key("c"), &KeyedChange::Claim(&claim))
+        .unwrap_err();
+    assert_eq!(blocked.kind(), ErrorKind::Conflict);
+    complete(store, &holder.work_item_id, "holder");
+    let claimed = store
+        .apply_once(&key("c"), &KeyedChange::Claim(&claim))
+        .unwrap();
+    assert_eq!(claimed.agent_id.as_deref(), Some("a1"));
+    // A final refusal is: a1 may not complete what a2 holds, and the key
+    // says so again even once a1 holds the item.
+    store
+        .post(&PostRequest::new("poster", "tests").description("one"))
+        .unwrap();
+    let held = store.next(&NextRequest::new("a2").lease(MIN)).unwrap();
+    let done = Action::Complete { result: None };
+    let act = KeyedChange::Act {
+        work_item_id: &held.work_item_id,
+        action: &done,
+        actor: Actor::new("a1"),
+    };
+    let refused = store.apply_once(&key("k"), &act).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::NotOwner, "{refused}");
+    store
+        .act(&held.work_item_id, &Action::Release, &Actor::new("a2"))
+        .unwrap();
+    let mine = store.next(&NextRequest::new("a1").lease(MIN)).unwrap();
+    assert_eq!(mine.work_item_id, held.work_item_id);
+    let again = store.apply_once(&key("k"), &act).unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::NotOwner, "{again}");
+    assert_eq!(again.to_string(), refused.to_string());
+    assert_eq!(
+        store.get(&held.work_item_id).unwrap().status,
+        Status::InProgress
+    );
+    // The same key for another call: refused, nothing written.
+    let before = all_items(store);
+    let other = high("a1", "release");
+    let e = store
+        .apply_once(&key("k"), &KeyedChange::Claim(&other))
+        .unwrap_err();
+    assert_eq!(e.invalid_reason(), Some(Invalid::Input), "{e}");
+    assert!(e.to_string().contains("different call"), "{e}");
+    assert_eq!(all_items(store), before);
+    // Bad input is refused before any key is kept: fixed, it goes through.
+    let empty = ClaimRequest::new("a1", "");
+    let e = store
+        .apply_once(&key("k3"), &KeyedChange::Claim(&empty))
+        .unwrap_err();
+    assert_eq!(e.invalid_reason(), Some(Invalid::Input));
+    let fixed = ClaimRequest::new("a1", "docs");
+    store
+        .apply_once(&key("k3"), &KeyedChange::Claim(&fixed))
+        .unwrap();
+}
+
+pub fn keys_belong_to_their_agent_and_expire_after_a_day(h: &dyn Harness) {
+    let store = h.store();
+    let post = |agent: &str| PostRequest::new(agent, "tests").description("same words");
+    let (a, b) = (post("a"), post("b"));
+    let first = store.apply_once(&key("k"), &KeyedChange::Post(&a)).unwrap();
+    let other = store.apply_once(&key("k"), &KeyedChange::Post(&b)).unwrap();
+    assert_ne!(
+        first.work_item_id, other.work_item_id,
+        "another agent's key"
+    );
+    h.clock().advance(KEY_TTL - Duration::from_secs(60));
+    assert_eq!(
+        store.apply_once(&key("k"), &KeyedChange::Post(&a)).unwrap(),
+        first
+    );
+    h.clock().advance(Duration::from_secs(120));
+    let later = store.apply_once(&key("k"), &KeyedChange::Post(&a)).unwrap();
+    assert_ne!(later.work_item_id, first.work_item_id, "an expired key");
+    assert_eq!(all_items(store).len(), 3);
+}
+
+pub fn concurrent_calls_with_one_key_make_one_change(h: &dyn Harness) {
+    let results = on_threads(h, 6, |_, store| {
+        let post = PostRequest::new("a1", "tests").description("once");
+        store.apply_once(&key("same"), &KeyedChange::Post(&post))
+    });
+    let ids: HashSet<String> = results
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .expect("every call answered")
+                .work_item_id
+                .clone()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{results:?}");
+    assert_eq!(all_items(h.store()).len(), 1);
 }
 
 pub fn concurrent_exclusive_claims_admit_exactly_one(h: &dyn Harness) {

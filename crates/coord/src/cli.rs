@@ -123,6 +123,25 @@ fn flags_beat_variables(mut cli: Cli, matches: &ArgMatches) -> Result<Cli, clap:
     Ok(cli)
 }
 
+// `claim`'s own arguments: what `run` claims with, and a key.
+#[derive(Debug, Args)]
+pub struct ClaimCommandArgs {
+    #[command(flatten)]
+    pub what: ClaimArgs,
+    #[command(flatten)]
+    pub key: KeyArg,
+}
+
+// Making a change once, however often it is sent.
+#[derive(Debug, Args)]
+pub struct KeyArg {
+    /// Your name for this change: sent again with the same key by the same
+    /// agent within 24 hours, it answers as the first time and changes
+    /// nothing (a different call with the key is refused)
+    #[arg(long, env = "COORD_IDEMPOTENCY_KEY", value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+}
+
 // What to claim, and how hard to try (`claim` and `run`).
 #[derive(Debug, Args)]
 pub struct ClaimArgs {
@@ -187,6 +206,8 @@ pub struct HoldArgs {
     /// the event log)
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub key: KeyArg,
 }
 
 /// A subcommand's arguments, defined only when that subcommand is the one
@@ -224,7 +245,7 @@ impl<T: Args> Args for Lazy<T> {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Claim a work item on the spot; prints the new claim
-    Claim(Lazy<ClaimArgs>),
+    Claim(Lazy<ClaimCommandArgs>),
     /// Add a pending work item to the queue; prints it
     Post(Lazy<PostArgs>),
     /// Take the best ready pending item (highest priority, then oldest); prints it
@@ -295,6 +316,8 @@ pub struct PostArgs {
     /// How many times the item may be taken before a failure is final
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: u32,
+    #[command(flatten)]
+    pub key: KeyArg,
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +329,8 @@ pub struct NextArgs {
     pub lease: LeaseArg,
     #[command(flatten)]
     pub retry: RetryArgs,
+    #[command(flatten)]
+    pub key: KeyArg,
 }
 
 #[derive(Debug, Args)]
@@ -684,7 +709,7 @@ mod tests {
         let Command::Claim(what) = cli.command else {
             panic!()
         };
-        assert_eq!(what.retry.policy().max_retries, Some(4));
+        assert_eq!(what.what.retry.policy().max_retries, Some(4));
         let cli = Cli::try_parse_from(["coord", "next", "--wait-for", "2s"]).unwrap();
         let Command::Next(next) = cli.command else {
             panic!()

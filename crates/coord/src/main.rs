@@ -13,15 +13,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use coord_core::{
-    Action, Actor, AgentRegistration, CoordError, Filter, NextRequest, PostRequest, Store,
-    Timestamp,
+    Action, Actor, AgentRegistration, Claim, CoordError, Filter, IdempotencyKey, KeyedChange,
+    NextRequest, PostRequest, Store, Timestamp,
 };
 use coord_file::FileStore;
 use coord_pg::ImportSource;
 use serde_json::json;
 
 use backend::Backend;
-use cli::{AgentCommand, Cli, Command, HoldArgs};
+use cli::{AgentCommand, Cli, Command, HoldArgs, KeyArg};
 use output::Output;
 
 fn main() -> ExitCode {
@@ -97,6 +97,14 @@ fn hint(error: CoordError, agent_given: bool) -> CoordError {
     }
 }
 
+/// Makes `change`, once per key when `--idempotency-key` is given.
+fn once(store: &dyn Store, key: &KeyArg, change: KeyedChange<'_>) -> Result<Claim, CoordError> {
+    match &key.idempotency_key {
+        None => change.apply(store),
+        Some(k) => store.apply_once(&IdempotencyKey::new(k.as_str())?, &change),
+    }
+}
+
 fn act(
     store: &dyn Store,
     id: &str,
@@ -104,15 +112,21 @@ fn act(
     agent: &str,
     hold: &HoldArgs,
 ) -> Result<Output, CoordError> {
-    let actor = Actor::new(agent).fence(hold.fence).force(hold.force);
-    Ok(Output::One(Box::new(store.act(id, &action, &actor)?)))
+    let change = KeyedChange::Act {
+        work_item_id: id,
+        action: &action,
+        actor: Actor::new(agent).fence(hold.fence).force(hold.force),
+    };
+    Ok(Output::One(Box::new(once(store, &hold.key, change)?)))
 }
 
 fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> {
     Ok(match &cli.command {
-        Command::Claim(what) => {
-            let request = what.request(agent);
-            Output::One(Box::new(what.retry.policy().run(|| store.claim(&request))?))
+        Command::Claim(claim) => {
+            let request = claim.what.request(agent);
+            let change = KeyedChange::Claim(&request);
+            let policy = claim.what.retry.policy();
+            Output::One(Box::new(policy.run(|| once(store, &claim.key, change))?))
         }
         Command::Post(post) => {
             let request = PostRequest::new(agent, post.work_type.as_str())
@@ -120,13 +134,16 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
                 .priority(post.priority)
                 .after(post.after.iter().cloned())
                 .max_attempts(post.max_attempts);
-            Output::One(Box::new(store.post(&request)?))
+            let change = KeyedChange::Post(&request);
+            Output::One(Box::new(once(store, &post.key, change)?))
         }
         Command::Next(next) => {
             let request = NextRequest::new(agent)
                 .work_types(next.work_types.iter().cloned())
                 .lease(next.lease.lease);
-            Output::One(Box::new(next.retry.policy().run(|| store.next(&request))?))
+            let change = KeyedChange::Next(&request);
+            let policy = next.retry.policy();
+            Output::One(Box::new(policy.run(|| once(store, &next.key, change))?))
         }
         Command::Heartbeat(beat) => act(
             store,

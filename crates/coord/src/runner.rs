@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use coord_core::{IdempotencyKey, KeyedChange};
 use coord_runner::{Finish, RunOptions, Shutdown, SignalMode, WorkOptions, watch_signals};
 use serde_json::json;
 
@@ -22,8 +23,15 @@ pub fn run(cli: &Cli, args: &RunArgs, backend: &Backend, agent: &str) -> ExitCod
         command,
     } = args;
     let request = what.request(agent);
-    // A claim that cannot be had runs nothing.
-    let claim = match what.retry.policy().run(|| store.claim(&request)) {
+    // A claim that cannot be had runs nothing. Its key makes a retry after
+    // a broken connection safe: a claim that committed is answered.
+    let key = IdempotencyKey::fresh("coord-run");
+    let change = KeyedChange::Claim(&request);
+    let claimed = what
+        .retry
+        .policy()
+        .run_keyed(|| store.apply_once(&key, &change));
+    let claim = match claimed {
         Ok(claim) => claim,
         Err(e) => return output::fail(&e),
     };

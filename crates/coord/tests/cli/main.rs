@@ -5,6 +5,7 @@ mod contract;
 mod crash;
 mod extremes;
 mod import;
+mod keys;
 mod lifecycle;
 mod pg;
 mod runner;

@@ -112,6 +112,7 @@ pub fn command_in(dir: &std::path::Path, agent: &str, args: &[&str]) -> Command 
         .env_remove("COORD_LOG")
         .env_remove("COORD_FENCE")
         .env_remove("COORD_CRASH_AT")
+        .env_remove("COORD_IDEMPOTENCY_KEY")
         .env_remove("COORD_DATABASE_URL")
         .env_remove("COORD_SCHEMA")
         .env("COORD_DIR", dir)
