@@ -8,8 +8,10 @@
 //!   the least a queue in PostgreSQL does per item.
 //! - coord: N threads, each holding its own `PgStore` (one connection),
 //!   claiming (medium priority, so no claim waits for another), then taking
-//!   posted items with `next`; and `coord claim` processes one after the
-//!   other, each opening its own connection.
+//!   posted items with `next`, and with `next_many` taking
+//!   [`BATCH`] at a time (as `coord work` does for its free slots); and
+//!   `coord claim` processes one after the other, each opening its own
+//!   connection.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -20,6 +22,21 @@ use coord_core::{ClaimRequest, ErrorKind, NextRequest, PostRequest, Store};
 use coord_pg::{PgStore, PgStoreOptions};
 use coord_testkit::{PgCluster, PgClusterOptions};
 use serde_json::{Value, json};
+
+/// How many items a client of the batch phase takes per `next_many`.
+const BATCH: usize = 4;
+
+/// Posts `items` pending items to `schema`, from up to 16 clients.
+fn post_items(url: &str, schema: &str, clients: usize, items: usize) {
+    let posters = clients.min(16);
+    for_clients(url, schema, posters, 600.0, move |store, i, n| {
+        let mine = items / posters + 1;
+        n < mine
+            && store
+                .post(&PostRequest::new(format!("boss_{i}"), "job"))
+                .is_ok()
+    });
+}
 
 /// `pgbench` transactions per second, from its summary line.
 fn pgbench(cluster: &PgCluster, script: &Path, extra: &[String]) -> Result<f64, String> {
@@ -103,7 +120,7 @@ fn for_clients(
 pub fn run(quick: bool) -> Value {
     println!(
         "\n## postgres: the PostgreSQL store vs pgbench on the same server (fsync on), median of {} rounds",
-        if quick { 1 } else { 3 }
+        if quick { 1 } else { 5 }
     );
     let cluster = match PgCluster::start(&PgClusterOptions {
         durable: true,
@@ -115,7 +132,7 @@ pub fn run(quick: bool) -> Value {
     };
     let url = cluster.url();
     let secs: f64 = if quick { 2.0 } else { 3.0 };
-    let rounds = if quick { 1 } else { 3 };
+    let rounds = if quick { 1 } else { 5 };
     let script_dir = tempfile::tempdir().expect("a temp dir");
     let script = script_dir.path().join("insert.sql");
     std::fs::write(
@@ -143,7 +160,7 @@ pub fn run(quick: bool) -> Value {
     .unwrap();
 
     println!(
-        "{:>8} {:>12} {:>14} {:>8} {:>12} {:>8} {:>10} {:>8}",
+        "{:>8} {:>12} {:>14} {:>8} {:>12} {:>8} {:>10} {:>8} {:>12} {:>14}",
         "clients",
         "pgbench tps",
         "coord claim/s",
@@ -151,7 +168,9 @@ pub fn run(quick: bool) -> Value {
         "coord next/s",
         "ratio",
         "bare pop/s",
-        "next/pop"
+        "next/pop",
+        format!("next x{BATCH}/s"),
+        format!("x{BATCH}/pop range"),
     );
     let mut rows = Vec::new();
     let mut at_16 = None;
@@ -160,6 +179,7 @@ pub fn run(quick: bool) -> Value {
         // machine falls on both; each figure is the median of its rounds.
         let (mut bases, mut claim_rates, mut next_rates, mut pops) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut batch_rates = Vec::new();
         // `script` run by pgbench over `clients` persistent connections.
         let persistent = |script: &Path| {
             let duration = format!("{}", secs.ceil() as u64);
@@ -194,13 +214,7 @@ pub fn run(quick: bool) -> Value {
             });
             // Enough posted items for `next` to take for the whole interval.
             let items = ((claims * secs * 1.5) as usize).max(200);
-            for_clients(&url, &schema, clients.min(16), 600.0, move |store, i, n| {
-                let mine = items / clients.min(16) + 1;
-                n < mine
-                    && store
-                        .post(&PostRequest::new(format!("boss_{i}"), "job"))
-                        .is_ok()
-            });
+            post_items(&url, &schema, clients, items);
             let nexts = for_clients(&url, &schema, clients, secs, |store, i, _| {
                 match store.next(&NextRequest::new(format!("worker_{i}"))) {
                     Ok(_) => true,
@@ -208,6 +222,27 @@ pub fn run(quick: bool) -> Value {
                     Err(e) => panic!("next failed: {e}"),
                 }
             });
+            // Taking `BATCH` at a time, from a queue of its own.
+            let batch_schema = format!("{schema}_batch");
+            post_items(&url, &batch_schema, clients, items * BATCH);
+            let batches = for_clients(
+                &url,
+                &batch_schema,
+                clients,
+                secs,
+                |store, i, _| match store.next_many(&NextRequest::new(format!("worker_{i}")), BATCH)
+                {
+                    Ok(taken) => {
+                        assert!(!taken.is_empty());
+                        true
+                    }
+                    Err(e) if e.kind() == ErrorKind::NothingToTake => false,
+                    Err(e) => panic!("next_many failed: {e}"),
+                },
+            );
+            // Calls per second, as items: a short batch at the very end of
+            // the queue is counted full, a bias of at most one call.
+            batch_rates.push(batches * BATCH as f64);
             // The bare queue, fresh like coord's, with more items than it
             // can pop in the interval (no pop faster than an insert).
             let queued = items.max((bases.last().copied().unwrap_or(0.0) * secs * 1.5) as usize);
@@ -234,27 +269,47 @@ pub fn run(quick: bool) -> Value {
             crate::median(bases),
             crate::median(claim_rates),
             crate::median(next_rates),
-            crate::median(pops),
+            crate::median(pops.clone()),
         );
+        // Each round's batch rate against the same round's pop.
+        let batch_ratios: Vec<f64> = batch_rates.iter().zip(&pops).map(|(b, p)| b / p).collect();
+        let (batch_low, batch_high) = (
+            batch_ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            batch_ratios.iter().copied().fold(0.0, f64::max),
+        );
+        let batch = crate::median(batch_rates);
+        let batch_ratio = crate::median(batch_ratios);
         println!(
-            "{clients:>8} {base:>12.0} {claims:>14.0} {:>8.2} {nexts:>12.0} {:>8.2} {pop:>10.0} {:>8.2}",
+            "{clients:>8} {base:>12.0} {claims:>14.0} {:>8.2} {nexts:>12.0} {:>8.2} {pop:>10.0} {:>8.2} {batch:>12.0} {:>14}",
             claims / base,
             nexts / base,
-            nexts / pop
+            nexts / pop,
+            format!("{batch_ratio:.2} ({batch_low:.2}-{batch_high:.2})"),
         );
         if clients == 16 {
-            at_16 = Some((claims / base, nexts / base, nexts / pop, pop / base));
+            at_16 = Some((
+                claims / base,
+                nexts / base,
+                nexts / pop,
+                pop / base,
+                batch_ratio,
+            ));
         }
         rows.push(
             json!({"clients": clients, "pgbench_tps": base, "claims_per_s": claims,
             "claim_ratio": claims / base, "next_per_s": nexts, "next_ratio": nexts / base,
-            "pgbench_pop_tps": pop, "next_vs_pop": nexts / pop}),
+            "pgbench_pop_tps": pop, "next_vs_pop": nexts / pop,
+            "batch": BATCH, "batch_items_per_s": batch, "batch_vs_pop": batch_ratio,
+            "batch_vs_pop_range": [batch_low, batch_high]}),
         );
     }
-    if let Some((c, n, n_pop, pop)) = at_16 {
+    if let Some((c, n, n_pop, pop, batch)) = at_16 {
         println!("at 16 clients: claims {c:.2}, next {n:.2} of pgbench's rate (target >= 0.50)");
         println!(
             "at 16 clients: next {n_pop:.2} of a bare queue pop, which itself reaches {pop:.2} of the insert"
+        );
+        println!(
+            "at 16 clients: next_many({BATCH}) {batch:.2} of a bare queue pop (target >= 0.85)"
         );
     }
 

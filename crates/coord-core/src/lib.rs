@@ -40,8 +40,8 @@ pub use error::{CoordError, ErrorKind, Invalid, LockName};
 pub use event::{Event, EventKind};
 pub use ids::unique_id;
 pub use model::{
-    Claim, ClaimHead, ClaimRequest, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, Filter, NextRequest,
-    Origin, PostRequest, Priority, Status, validate_name,
+    Claim, ClaimHead, ClaimRequest, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, Filter, MAX_TAKE,
+    NextRequest, Origin, PostRequest, Priority, Status, validate_name,
 };
 pub use once::{Answer, IdempotencyKey, KEY_TTL, KeyedChange, Refusal, Remembered};
 pub use policy::{

@@ -613,7 +613,21 @@ impl NextRequest {
         }
         validate_lease(self.lease)
     }
+
+    /// [`Self::validate`], for taking up to `max` items at once
+    /// (`Store::next_many`): 1 to [`MAX_TAKE`].
+    pub fn validate_many(&self, max: usize) -> Result<(), CoordError> {
+        if !(1..=MAX_TAKE).contains(&max) {
+            return Err(CoordError::invalid_input(format!(
+                "the number of items to take must be 1 to {MAX_TAKE}, not {max}"
+            )));
+        }
+        self.validate()
+    }
 }
+
+/// The most items one `Store::next_many` takes.
+pub const MAX_TAKE: usize = 1024;
 
 /// Which claims `list` returns; every set field must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -58,6 +58,13 @@ pub trait Store {
     /// Takes the best ready pending item, or [`CoordError::NothingToTake`].
     fn next(&self, request: &NextRequest) -> Result<Claim, CoordError>;
 
+    /// Takes up to `max` (at least 1) of the best ready pending items in
+    /// one change, each with its own lease and fence, best first: what
+    /// `next` called that many times would take. A store may take fewer
+    /// than are ready (PostgreSQL takes one when it must read first);
+    /// [`CoordError::NothingToTake`] when it takes none.
+    fn next_many(&self, request: &NextRequest, max: usize) -> Result<Vec<Claim>, CoordError>;
+
     /// Applies `action` by `actor` to `work_item_id` and returns the item.
     fn act(
         &self,

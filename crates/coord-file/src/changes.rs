@@ -548,6 +548,29 @@ pub(crate) fn post(ctx: &Ctx<'_>, request: &PostRequest) -> Result<Plan, CoordEr
 
 /// Takes the best ready pending item.
 pub(crate) fn next(ctx: &Ctx<'_>, request: &NextRequest) -> Result<Plan, CoordError> {
+    take_next(ctx, request, 1, |mut taken| {
+        Outcome::One(Box::new(taken.pop().expect("at least one taken")))
+    })
+}
+
+/// Takes up to `max` of the best ready pending items.
+pub(crate) fn next_many(
+    ctx: &Ctx<'_>,
+    request: &NextRequest,
+    max: usize,
+) -> Result<Plan, CoordError> {
+    take_next(ctx, request, max, Outcome::Many)
+}
+
+/// Takes up to `max` items, one choice after another in one decision (each
+/// choice sees the items taken before it as in progress), with fences one
+/// above the other; [`CoordError::NothingToTake`] if none.
+fn take_next(
+    ctx: &Ctx<'_>,
+    request: &NextRequest,
+    max: usize,
+    outcome: impl FnOnce(Vec<Claim>) -> Outcome,
+) -> Result<Plan, CoordError> {
     let policy = ctx.options.policy.as_ref();
     decided_change(
         ctx,
@@ -556,15 +579,27 @@ pub(crate) fn next(ctx: &Ctx<'_>, request: &NextRequest) -> Result<Plan, CoordEr
         |draft, decision, positions| {
             let candidates: Vec<(usize, &ClaimHead)> = draft.heads().collect();
             let heads: Vec<&ClaimHead> = candidates.iter().map(|(_, h)| *h).collect();
-            let chosen = decide::choose_next(decision, &heads, [], request, policy)
-                .map(|i| candidates[i].0)
-                .ok_or_else(|| CoordError::NothingToTake {
+            let mut taken: Vec<Claim> = Vec::new();
+            while taken.len() < max {
+                let Some(chosen) = decide::choose_next(decision, &heads, [], request, policy)
+                    .map(|i| candidates[i].0)
+                else {
+                    break;
+                };
+                let item = draft.claim(chosen)?;
+                positions.insert(item.work_item_id.clone(), chosen);
+                let fence = match taken.last() {
+                    None => draft.next_fence()?,
+                    Some(last) => CoordError::next_of("fence", last.fence.unwrap_or_default())?,
+                };
+                taken.push(decide::take(decision, &item, request, fence)?);
+            }
+            if taken.is_empty() {
+                return Err(CoordError::NothingToTake {
                     work_types: request.work_types.clone(),
-                })?;
-            let item = draft.claim(chosen)?;
-            positions.insert(item.work_item_id.clone(), chosen);
-            let taken = decide::take(decision, &item, request, draft.next_fence()?)?;
-            Ok(Outcome::One(Box::new(taken)))
+                });
+            }
+            Ok(outcome(taken))
         },
     )
 }

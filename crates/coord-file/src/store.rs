@@ -282,6 +282,16 @@ impl Store for FileStore {
             .map(one)
     }
 
+    fn next_many(&self, request: &NextRequest, max: usize) -> Result<Vec<Claim>, CoordError> {
+        request.validate_many(max)?;
+        match self.locked(Some(&request.agent_id), |ctx| {
+            changes::next_many(ctx, request, max)
+        })? {
+            Outcome::Many(taken) => Ok(taken),
+            other => unreachable!("next_many returned {other:?}"),
+        }
+    }
+
     fn act(
         &self,
         work_item_id: &str,

@@ -205,29 +205,32 @@ pub(crate) fn post(
 
 /// What [`blind_next`] found.
 enum Blind {
-    Took(Box<Claim>),
+    /// The items taken, best first.
+    Took(Vec<Claim>),
     NothingToTake,
     /// The best item needs more looked at, or a lapsed lease waits: nothing
     /// was locked or written but the agent's sighting.
     ReadFirst,
 }
 
-/// Takes the best ready item: in one statement when it is plain work (see
-/// [`blind_next`]), else reading first ([`next_reading_first`]).
+/// Takes up to `max` of the best ready items: in one statement when they
+/// are plain work (see [`blind_next`]), else one, reading first
+/// ([`next_reading_first`]).
 pub(crate) fn next(
     conn: &mut Conn,
     options: &PgStoreOptions,
     shape: Option<&TakeShape>,
     request: &NextRequest,
+    max: usize,
     now: Timestamp,
     mut seen: Option<&str>,
-) -> Result<Claim, Fail> {
+) -> Result<Vec<Claim>, Fail> {
     let blind = match shape.filter(|_| conn.keyed.is_none()) {
-        Some(shape) => blind_next(conn, options, request, shape, now, seen)?,
+        Some(shape) => blind_next(conn, options, request, shape, max, now, seen)?,
         None => None,
     };
     match blind {
-        Some(Blind::Took(claim)) => return Ok(*claim),
+        Some(Blind::Took(taken)) => return Ok(taken),
         Some(Blind::NothingToTake) => {
             return Err(CoordError::NothingToTake {
                 work_types: request.work_types.clone(),
@@ -238,43 +241,56 @@ pub(crate) fn next(
         Some(Blind::ReadFirst) => seen = None,
         None => {}
     }
-    next_reading_first(conn, options, request, now, seen)
+    Ok(vec![next_reading_first(conn, options, request, now, seen)?])
 }
 
-/// `next` in one round trip when the best ready item can be taken without
-/// looking at any other row: one statement peeks at it, locks and takes the
-/// best free item of a priority that conflicts with nothing, applying what
-/// the decision layer's `take` does (as a patch learnt from it, see
-/// `take.rs`) and logs the event. `None`, having sent nothing, when no
-/// priority is free of conflicts or `take` is not a patch.
-fn blind_next(
-    conn: &mut Conn,
-    options: &PgStoreOptions,
-    request: &NextRequest,
-    shape: &TakeShape,
-    now: Timestamp,
-    seen: Option<&str>,
-) -> Result<Option<Blind>, Fail> {
+/// The `priority` values of the priorities `options`' policy says never
+/// conflict, when they are the lowest ones (as the default policy's low
+/// and medium are): what the one-statement `next` can take.
+fn free_priorities(options: &PgStoreOptions) -> Option<Vec<i16>> {
     let free: Vec<i16> = Priority::ALL
         .into_iter()
         .filter(|p| options.policy.never_conflicts(*p))
         .map(rank)
         .collect();
-    let patch = match shape.patch(request, now) {
-        Some(patch) if !free.is_empty() => patch,
-        _ => return Ok(None),
+    let lowest = free.iter().zip(0..).all(|(rank, i)| *rank == i);
+    (!free.is_empty() && lowest).then_some(free)
+}
+
+/// `next` in one round trip when the best ready items can be taken without
+/// looking at any other row: one statement makes sure no ready item of a
+/// priority that may conflict waits, locks and takes up to `max` of the best
+/// free items, applying what the decision layer's `take` does (as a patch
+/// learnt from it, see `take.rs`) and logs their events. `None`, having
+/// sent nothing, when the policy's free priorities are not the lowest ones
+/// or `take` is not a patch.
+fn blind_next(
+    conn: &mut Conn,
+    options: &PgStoreOptions,
+    request: &NextRequest,
+    shape: &TakeShape,
+    max: usize,
+    now: Timestamp,
+    seen: Option<&str>,
+) -> Result<Option<Blind>, Fail> {
+    let Some(free) = free_priorities(options) else {
+        return Ok(None);
     };
+    let Some(patch) = shape.patch(request, now) else {
+        return Ok(None);
+    };
+    let limit = i64::try_from(max).unwrap_or(i64::MAX);
     let typed = !request.work_types.is_empty();
-    // The taken item's document; `Some(None)` when there is nothing to
-    // take; `None` when the store must read first.
-    let found: Option<Option<String>> = match seen {
+    // The taken items' documents; `Some(vec![None])` when there is nothing
+    // to take; `None` when the store must read first.
+    let found: Option<Vec<Option<String>>> = match seen {
         // The common case: one statement, over the extended protocol.
         None => {
             let micros = now.as_unix_micros();
             let (columns, set, event) =
                 (Json(&patch.columns), Json(&patch.set), Json(&patch.event));
             let mut params: Vec<&(dyn ToSql + Sync)> =
-                vec![&micros, &free, &columns, &patch.clear, &set, &event];
+                vec![&micros, &free, &columns, &patch.clear, &set, &event, &limit];
             if typed {
                 params.push(&request.work_types);
             }
@@ -284,13 +300,17 @@ fn blind_next(
                 "coord_next_blind"
             };
             let rows = conn.query(name, &params)?;
-            rows.first().map(|row| row.try_get(0)).transpose()?
+            let docs = rows
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<Result<Vec<Option<String>>, _>>()?;
+            (!docs.is_empty()).then_some(docs)
         }
         // With the agent's sighting, in the same implicit transaction.
         Some(agent) => {
             let free: Vec<String> = free.iter().map(i16::to_string).collect();
             let sql = format!(
-                "EXECUTE coord_next_blind{}({}, ARRAY[{}]::int2[], {}, {}, {}, {}{});{}",
+                "EXECUTE coord_next_blind{}({}, ARRAY[{}]::int2[], {}, {}, {}, {}, {limit}{});{}",
                 if typed { "_typed" } else { "" },
                 now.as_unix_micros(),
                 free.join(","),
@@ -306,17 +326,31 @@ fn blind_next(
                 seen_sql(agent, now),
             );
             let results = conn.batch(&sql)?;
-            results
+            let docs: Vec<Option<String>> = results
                 .first()
-                .and_then(|rows| rows.first())
-                .map(|row| row.get(0).map(str::to_owned))
+                .map(|rows| {
+                    rows.iter()
+                        .map(|row| row.get(0).map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (!docs.is_empty()).then_some(docs)
         }
     };
-    Ok(Some(match found {
-        Some(None) => Blind::NothingToTake,
-        Some(Some(doc)) => Blind::Took(Box::new(claim_from_doc(&doc)?)),
-        None => Blind::ReadFirst,
-    }))
+    let Some(docs) = found else {
+        return Ok(Some(Blind::ReadFirst));
+    };
+    if docs.iter().any(Option::is_none) {
+        return Ok(Some(Blind::NothingToTake));
+    }
+    let mut taken = docs
+        .iter()
+        .flatten()
+        .map(|doc| claim_from_doc(doc))
+        .collect::<Result<Vec<Claim>, _>>()?;
+    // Fences were drawn best first.
+    taken.sort_by_key(|c| c.fence);
+    Ok(Some(Blind::Took(taken)))
 }
 
 /// `next` when the best candidate needs more looked at (a priority that

@@ -398,10 +398,15 @@ impl Store for PgStore {
     }
 
     fn next(&self, request: &NextRequest) -> Result<Claim, CoordError> {
-        request.validate()?;
+        let mut taken = self.next_many(request, 1)?;
+        Ok(taken.pop().expect("next_many takes at least one"))
+    }
+
+    fn next_many(&self, request: &NextRequest, max: usize) -> Result<Vec<Claim>, CoordError> {
+        request.validate_many(max)?;
         let shape = self.take_shape(request);
         self.change(Some(&request.agent_id), |conn, now, seen| {
-            changes::next(conn, &self.options, shape.as_ref(), request, now, seen)
+            changes::next(conn, &self.options, shape.as_ref(), request, max, now, seen)
         })
     }
 
@@ -432,7 +437,8 @@ impl Store for PgStore {
             let made = match *change {
                 KeyedChange::Claim(r) => changes::claim(conn, &self.options, r, now, seen),
                 KeyedChange::Post(r) => changes::post(conn, r, now, seen),
-                KeyedChange::Next(r) => changes::next(conn, &self.options, None, r, now, seen),
+                KeyedChange::Next(r) => changes::next(conn, &self.options, None, r, 1, now, seen)
+                    .map(|mut taken| taken.pop().expect("at least one taken")),
                 KeyedChange::Act {
                     work_item_id,
                     action,

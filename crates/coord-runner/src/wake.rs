@@ -42,18 +42,22 @@ impl WorkSignal {
         *self.generation.lock().expect("not poisoned")
     }
 
-    fn bump(&self) {
+    /// Wakes every slot waiting for work (another slot took some for it).
+    pub fn notify(&self) {
         *self.generation.lock().expect("not poisoned") += 1;
         self.changed.notify_all();
     }
 
     /// Waits until the store may have work the slot's `next` (made at
-    /// generation `seen`) did not, `limit` passes, or the worker is told to
-    /// stop; returns whether to stop. Without a waiter, or when waiting in
-    /// the store fails, one polling `delay`.
+    /// generation `seen`) did not, another slot handed it work, `limit`
+    /// passes, or the worker is told to stop; returns whether to stop.
+    /// Without a waiter, or when waiting in the store fails, at most one
+    /// polling `delay`.
     pub fn wait(&self, seen: u64, shutdown: &Shutdown, limit: Duration, delay: Duration) -> bool {
-        let Some(waiter) = &self.waiter else {
-            return shutdown.wait(delay);
+        let limit = if self.waiter.is_some() {
+            limit
+        } else {
+            delay.min(limit)
         };
         let started = Instant::now();
         loop {
@@ -64,25 +68,27 @@ impl WorkSignal {
             if self.generation() != seen || left.is_zero() {
                 return false;
             }
-            match waiter.try_lock() {
-                Ok(mut waiter) => match wait_in_store(waiter.as_mut(), shutdown, left) {
-                    Ok(true) => self.bump(),
+            match self.waiter.as_ref().map(Mutex::try_lock) {
+                Some(Ok(mut waiter)) => match wait_in_store(waiter.as_mut(), shutdown, left) {
+                    Ok(true) => self.notify(),
                     Ok(false) => {}
                     Err(e) => {
                         drop(waiter);
                         tracing::warn!(%e, "waiting for work by polling");
-                        self.bump();
+                        self.notify();
                         return shutdown.wait(delay);
                     }
                 },
-                Err(TryLockError::WouldBlock) => {
+                Some(Err(TryLockError::Poisoned(_))) => return shutdown.wait(delay),
+                // Another slot waits in the store, or none can: wait for a
+                // word in this process.
+                None | Some(Err(TryLockError::WouldBlock)) => {
                     let generation = self.generation.lock().expect("not poisoned");
                     let _ = self
                         .changed
                         .wait_timeout_while(generation, left.min(LOOK_EVERY), |g| *g == seen)
                         .expect("not poisoned");
                 }
-                Err(TryLockError::Poisoned(_)) => return shutdown.wait(delay),
             }
         }
     }

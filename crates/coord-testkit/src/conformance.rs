@@ -67,7 +67,10 @@ macro_rules! conformance_suite {
             a_keyed_change_is_made_once_however_often_it_is_sent,
             a_key_remembers_a_refusal_and_refuses_a_different_call,
             keys_belong_to_their_agent_and_expire_after_a_day,
-            concurrent_calls_with_one_key_make_one_change
+            concurrent_calls_with_one_key_make_one_change,
+            next_many_takes_what_next_would_take_one_by_one,
+            next_many_never_takes_two_exclusive_items_of_a_type,
+            concurrent_batch_takers_take_each_item_exactly_once
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -693,6 +696,101 @@ pub fn concurrent_calls_with_one_key_make_one_change(h: &dyn Harness) {
         .collect();
     assert_eq!(ids.len(), 1, "{results:?}");
     assert_eq!(all_items(h.store()).len(), 1);
+}
+
+pub fn next_many_takes_what_next_would_take_one_by_one(h: &dyn Harness) {
+    let store = h.store();
+    let mut posted = Vec::new();
+    for (n, p) in [
+        Priority::Low,
+        Priority::Medium,
+        Priority::Low,
+        Priority::Medium,
+        Priority::Low,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        h.clock().advance(Duration::from_millis(1));
+        let request = PostRequest::new("boss", "tests")
+            .description(format!("item {n}"))
+            .priority(p);
+        posted.push(store.post(&request).unwrap().work_item_id);
+    }
+    // Best first: the mediums by age, then the lows by age.
+    let order = [&posted[1], &posted[3], &posted[0], &posted[2], &posted[4]];
+    let request = NextRequest::new("w").lease(MIN);
+    let e = store.next_many(&request, 0).unwrap_err();
+    assert_eq!(e.invalid_reason(), Some(Invalid::Input), "{e}");
+    let first = store.next_many(&request, 3).unwrap();
+    let ids: Vec<&String> = first.iter().map(|c| &c.work_item_id).collect();
+    assert_eq!(ids, order[..3], "the three best, best first");
+    let fences: Vec<u64> = first.iter().map(|c| c.fence.unwrap()).collect();
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+    for claim in &first {
+        assert_eq!(claim.status, Status::InProgress);
+        assert_eq!(claim.agent_id.as_deref(), Some("w"));
+        assert!(claim.lease_expires_at.is_some());
+        assert_eq!(&store.get(&claim.work_item_id).unwrap(), claim);
+    }
+    let rest = store.next_many(&request, 5).unwrap();
+    let ids: Vec<&String> = rest.iter().map(|c| &c.work_item_id).collect();
+    assert_eq!(ids, order[3..], "fewer than asked when fewer are left");
+    let e = store.next_many(&request, 2).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NothingToTake);
+    let taken = events(store)
+        .iter()
+        .filter(|e| e.event == EventKind::Claimed)
+        .count();
+    assert_eq!(taken, 5, "one event per item taken");
+}
+
+pub fn next_many_never_takes_two_exclusive_items_of_a_type(h: &dyn Harness) {
+    let store = h.store();
+    for n in 0..2 {
+        let request = PostRequest::new("boss", "deploy")
+            .description(format!("release {n}"))
+            .priority(Priority::High);
+        store.post(&request).unwrap();
+    }
+    store
+        .post(&PostRequest::new("boss", "tests").priority(Priority::Medium))
+        .unwrap();
+    let taken = store
+        .next_many(&NextRequest::new("w").lease(MIN), 3)
+        .unwrap();
+    assert_eq!(taken[0].work_type, "deploy", "the best first: {taken:?}");
+    let deploys = taken.iter().filter(|c| c.work_type == "deploy").count();
+    assert_eq!(deploys, 1, "{taken:?}");
+    // The second deploy waits for the first to end.
+    let rest = store.next_many(&NextRequest::new("w2").lease(MIN), 3);
+    if let Ok(rest) = rest {
+        assert!(rest.iter().all(|c| c.work_type != "deploy"), "{rest:?}");
+    }
+}
+
+pub fn concurrent_batch_takers_take_each_item_exactly_once(h: &dyn Harness) {
+    let store = h.store();
+    let mut posted = HashSet::new();
+    for n in 0..40 {
+        let request = PostRequest::new("boss", format!("t{}", n % 3)).description(n.to_string());
+        posted.insert(store.post(&request).unwrap().work_item_id);
+    }
+    let taken = on_threads(h, 5, |i, store| {
+        let request = NextRequest::new(format!("w{i}"));
+        let mut mine = Vec::new();
+        loop {
+            match store.next_many(&request, 1 + i) {
+                Ok(batch) => mine.extend(batch.into_iter().map(|c| c.work_item_id)),
+                Err(e) if e.kind() == ErrorKind::NothingToTake => return mine,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    let all: Vec<String> = taken.into_iter().flatten().collect();
+    let unique: HashSet<String> = all.iter().cloned().collect();
+    assert_eq!(all.len(), unique.len(), "an item was taken twice");
+    assert_eq!(unique, posted, "every item was taken");
 }
 
 pub fn concurrent_exclusive_claims_admit_exactly_one(h: &dyn Harness) {

@@ -452,6 +452,41 @@ fn max_items_bounds_a_worker() {
 }
 
 #[test]
+fn a_worker_takes_for_all_its_free_slots_in_one_change() {
+    let env = Env::new();
+    for i in 0..8 {
+        env.run(&["post", "job", &format!("job {i}")]).expect_ok();
+    }
+    let run = env.run(&[
+        "work",
+        "--concurrency",
+        "4",
+        "--max-items",
+        "8",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.3",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let records = env.records();
+    assert!(
+        records.iter().all(|r| r["status"] == "completed"),
+        "{records:?}"
+    );
+    // Takes of one change share its revision: four slots, free at the
+    // start, were served by one take.
+    let mut per_revision: std::collections::BTreeMap<u64, usize> = Default::default();
+    for e in env.events().iter().filter(|e| e["event"] == "claimed") {
+        *per_revision
+            .entry(e["revision"].as_u64().unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(per_revision.values().sum::<usize>(), 8);
+    assert_eq!(per_revision.values().max(), Some(&4), "{per_revision:?}");
+}
+
+#[test]
 fn a_busy_lock_when_the_child_ends_is_waited_out_not_given_up() {
     let env = Env::new();
     fs::create_dir_all(&env.dir).unwrap();
