@@ -522,7 +522,10 @@ fn process(base: &Path, quick: bool) -> Value {
         n as f64 / t.elapsed().as_secs_f64()
     };
     let (mut truth, mut bare, mut claims) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..3 {
+    // `coord claim` with its spans written (the default) and without,
+    // alternated within each round: telemetry's cost.
+    let (mut quiet, mut telemetry_ratios) = (Vec::new(), Vec::new());
+    for round in 0..3 {
         truth.push(time(Box::new(|| Command::new("true"))));
         let d = dir_in(base);
         let p = d.path().to_owned();
@@ -532,17 +535,36 @@ fn process(base: &Path, quick: bool) -> Value {
             c.arg(&p);
             c
         })));
-        let d2 = dir_in(base);
-        let p2 = d2.path().to_owned();
-        let coord = coord.clone();
-        claims.push(time(Box::new(move || {
-            let mut c = Command::new(&coord);
-            c.args(["--agent", "bench", "claim", "bench"])
-                .env("COORD_DIR", &p2);
-            c
-        })));
-        drop((d, d2));
+        // Each in a fresh directory of its own, taking turns at going first.
+        let (d2, d3) = (dir_in(base), dir_in(base));
+        let claim = |telemetry: &'static str, dir: &Path| {
+            let (coord, dir) = (coord.clone(), dir.to_owned());
+            Box::new(move || {
+                let mut c = Command::new(&coord);
+                c.args(["--agent", "bench", "claim", "bench"])
+                    .env("COORD_DIR", &dir)
+                    .env("COORD_TELEMETRY", telemetry);
+                c
+            }) as Box<dyn FnMut() -> Command>
+        };
+        let (on, off) = if round % 2 == 0 {
+            let on = time(claim("on", d2.path()));
+            (on, time(claim("off", d3.path())))
+        } else {
+            let off = time(claim("off", d3.path()));
+            (time(claim("on", d2.path())), off)
+        };
+        claims.push(on);
+        quiet.push(off);
+        telemetry_ratios.push(on / off);
+        drop((d, d2, d3));
     }
+    let (low, high) = (
+        telemetry_ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        telemetry_ratios.iter().copied().fold(0.0, f64::max),
+    );
+    let telemetry_ratio = median(telemetry_ratios);
+    let quiet = median(quiet);
     let (truth, bare, claims) = (median(truth), median(bare), median(claims));
     println!("{:<40} {:>12}", "", "per second");
     println!("{:<40} {:>12.0}", "true", truth);
@@ -551,6 +573,7 @@ fn process(base: &Path, quick: bool) -> Value {
         "durable-once (one bare durable update)", bare
     );
     println!("{:<40} {:>12.0}", "coord claim", claims);
+    println!("{:<40} {:>12.0}", "coord claim, COORD_TELEMETRY=off", quiet);
     println!(
         "{:<40} {:>12.2}   (target >= 0.60, aim 0.80)",
         "ratio coord claim / durable-once",
@@ -561,6 +584,12 @@ fn process(base: &Path, quick: bool) -> Value {
         "ratio coord claim / true",
         claims / truth
     );
+    println!(
+        "{:<40} {:>12.2}   (range {low:.2}-{high:.2}; target >= 0.95)",
+        "ratio coord claim with spans / without", telemetry_ratio
+    );
     json!({"invocations": n, "true_per_s": truth, "durable_once_per_s": bare, "coord_claim_per_s": claims,
+        "coord_claim_no_telemetry_per_s": quiet, "telemetry_ratio": telemetry_ratio,
+        "telemetry_ratio_range": [low, high],
         "ratio_to_durable_once": claims / bare, "ratio_to_true": claims / truth, "target": 0.6, "aim": 0.8})
 }

@@ -29,6 +29,7 @@ mod model;
 mod once;
 mod policy;
 mod retry;
+mod stats;
 mod store;
 mod time;
 pub mod transition;
@@ -48,6 +49,7 @@ pub use policy::{
     ConflictPolicy, ExclusivePerWorkType, SeedPolicy, Slot, find_conflict, needs_exclusion,
 };
 pub use retry::{RetryPolicy, backoff};
+pub use stats::{Activity, AgentCounts, EXPIRING_WITHIN, ItemCounts, OldestLive, Stats, WaitTimes};
 pub use store::{EventPage, SAFETY_POLL, Store, Wakeup};
 pub use time::{Clock, Timestamp, system_clock};
 pub use transition::{Action, Actor, Change, NewIds};

@@ -7,6 +7,7 @@ use crate::error::CoordError;
 use crate::event::Event;
 use crate::model::{Claim, ClaimRequest, Filter, NextRequest, PostRequest};
 use crate::once::{IdempotencyKey, KeyedChange};
+use crate::stats::Stats;
 use crate::time::Timestamp;
 use crate::transition::{Action, Actor};
 
@@ -108,6 +109,24 @@ pub trait Store {
     /// `None` (the default, and the directory's answer): poll.
     fn wakeup(&self) -> Result<Option<Box<dyn Wakeup>>, CoordError> {
         Ok(None)
+    }
+
+    /// The board at a glance: items counted by status, priority, work type
+    /// and owner, the oldest live claim, leases about to end, agents active
+    /// and stale (unseen for `stale_after`), and what the event log says of
+    /// the last hour and day. The default reads every item, the log and the
+    /// agents; a store may read less.
+    fn stats(&self, stale_after: Duration) -> Result<Stats, CoordError> {
+        let items = self.list(&Filter::default())?;
+        let events = self.events(0)?.events;
+        let agents = self.agents()?;
+        Ok(Stats::compute(
+            &items,
+            &events,
+            &agents,
+            self.now(),
+            stale_after,
+        ))
     }
 
     /// The time the store acts at now, which statuses (an agent gone

@@ -41,7 +41,7 @@ use coord_core::{
     Answer, Claim, ClaimHead, ClaimRequest, CoordError, Decision, Event, IdempotencyKey,
     KeyedChange, NextRequest, PostRequest, Remembered, Timestamp,
 };
-use reactor::Saga;
+use reactor::{Both, Saga};
 use reactor_file::{AtomicWrite, FileSnapshot};
 
 use crate::archive::{AppendToArchive, WriteIntent, remove_cleanup_intent};
@@ -52,7 +52,7 @@ use crate::keys::{self, Keys};
 use crate::memory::SharedMemory;
 use crate::options::FileStoreOptions;
 use crate::state::{self, RaiseFence};
-use crate::telemetry::TracingMiddleware;
+use crate::telemetry::{SpanRecorder, TracingMiddleware};
 
 /// What a change produced, for the caller.
 #[derive(Debug, Clone)]
@@ -95,6 +95,8 @@ pub(crate) struct Ctx<'a> {
     pub memory: &'a SharedMemory,
     /// The key a keyed change remembers its answer under (see [`once`]).
     pub keyed: Option<&'a Keyed<'a>>,
+    /// Where the change's spans go, when telemetry is on.
+    pub spans: Option<&'a SpanRecorder>,
 }
 
 /// A keyed change's key, and the keys file it adds its answer to.
@@ -143,12 +145,17 @@ impl Start {
     }
 }
 
-/// Runs a change's saga; its failure, undos run, as one error.
+/// Runs the change `name`'s saga; its failure, undos run, as one error.
 fn run<T>(
     ctx: &Ctx<'_>,
+    name: &'static str,
     body: impl FnOnce(&mut Saga<'_, FlowError>) -> Result<T, FlowError>,
 ) -> Result<T, CoordError> {
-    reactor::saga(&TracingMiddleware, body).map_err(|f| saga_error(f, &ctx.claims_path()))
+    let result = match ctx.spans {
+        Some(spans) => reactor::named_saga(name, &Both(TracingMiddleware, spans), body),
+        None => reactor::named_saga(name, &TracingMiddleware, body),
+    };
+    result.map_err(|f| saga_error(f, &ctx.claims_path()))
 }
 
 /// The three steps every change starts with.
@@ -473,7 +480,7 @@ struct Decided {
 /// The CoordinationReactor: claims `request` on the spot.
 pub(crate) fn claim(ctx: &Ctx<'_>, request: &ClaimRequest) -> Result<Plan, CoordError> {
     let policy = ctx.options.policy.as_ref();
-    run(ctx, |saga| {
+    run(ctx, "claim", |saga| {
         let start = start(saga, ctx)?;
         // The live claims checked for a conflict, lapsed leases written
         // down, the fence and ids drawn: the decision layer's claim.
@@ -508,11 +515,12 @@ pub(crate) fn claim(ctx: &Ctx<'_>, request: &ClaimRequest) -> Result<Plan, Coord
 /// the decision go into the new claims file.
 fn decided_change(
     ctx: &Ctx<'_>,
+    name: &'static str,
     step: &'static str,
     except: impl FnOnce(&Draft<'_>) -> Result<Option<usize>, CoordError>,
     decide: impl FnOnce(&Draft<'_>, &mut Decision, &mut Positions) -> Result<Outcome, CoordError>,
 ) -> Result<Plan, CoordError> {
-    run(ctx, |saga| {
+    run(ctx, name, |saga| {
         let start = start(saga, ctx)?;
         let plan = saga.run(step, || {
             let mut draft = start.draft()?;
@@ -535,6 +543,7 @@ fn decided_change(
 pub(crate) fn post(ctx: &Ctx<'_>, request: &PostRequest) -> Result<Plan, CoordError> {
     decided_change(
         ctx,
+        "post",
         "create_work_item",
         |_| Ok(None),
         |draft, decision, _| {
@@ -574,6 +583,7 @@ fn take_next(
     let policy = ctx.options.policy.as_ref();
     decided_change(
         ctx,
+        "next",
         "take_next_item",
         |_| Ok(None),
         |draft, decision, positions| {
@@ -623,6 +633,7 @@ pub(crate) fn act(
     };
     decided_change(
         ctx,
+        action.name(),
         "apply_transition",
         target,
         |draft, decision, positions| {
@@ -637,6 +648,7 @@ pub(crate) fn act(
 pub(crate) fn reap(ctx: &Ctx<'_>) -> Result<Plan, CoordError> {
     decided_change(
         ctx,
+        "reap",
         "expire_lapsed_leases",
         |_| Ok(None),
         |_, decision, _| Ok(Outcome::Many(decide::reap(decision))),
@@ -657,7 +669,7 @@ struct Selection {
 /// whether they completed.
 pub(crate) fn cleanup(ctx: &Ctx<'_>, sweep: Sweep) -> Result<Plan, CoordError> {
     let writer = &ctx.options.writer;
-    run(ctx, |saga| {
+    run(ctx, "cleanup", |saga| {
         let start = start(saga, ctx)?;
         let selection = saga.run("select_finished_items", || {
             let mut draft = start.draft()?;

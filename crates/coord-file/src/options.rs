@@ -8,6 +8,8 @@ use std::time::Duration;
 use coord_core::{Clock, ConflictPolicy, SeedPolicy, system_clock};
 use reactor_file::AtomicWriter;
 
+use crate::telemetry::TraceParent;
+
 /// Something worth telling a human that is not an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
@@ -52,6 +54,12 @@ pub struct FileStoreOptions {
     /// writing (default on). Off saves a file creation and deletion per
     /// change, for directories no shell tool uses.
     pub shell_lock: bool,
+    /// Append every change's spans to `telemetry_spans.jsonl` (default
+    /// off in the library; the CLI turns it on unless told not to).
+    pub telemetry: bool,
+    /// The caller's span, which every change's span is a child of (the
+    /// CLI reads it from `TRACEPARENT`).
+    pub trace_parent: Option<TraceParent>,
     pub on_warning: WarningSink,
 }
 
@@ -69,6 +77,8 @@ impl Default for FileStoreOptions {
             allow_unsafe_filesystem: false,
             track_agents: true,
             shell_lock: true,
+            telemetry: false,
+            trace_parent: None,
             on_warning: Arc::new(|w: &Warning| tracing::warn!(kind = w.kind, "{}", w.message)),
         }
     }
@@ -87,6 +97,8 @@ impl FileStoreOptions {
         allow_unsafe_filesystem: bool,
         track_agents: bool,
         shell_lock: bool,
+        telemetry: bool,
+        trace_parent: Option<TraceParent>,
         on_warning: WarningSink,
     }
 
@@ -121,6 +133,8 @@ impl fmt::Debug for FileStoreOptions {
             .field("allow_unsafe_filesystem", &self.allow_unsafe_filesystem)
             .field("track_agents", &self.track_agents)
             .field("shell_lock", &self.shell_lock)
+            .field("telemetry", &self.telemetry)
+            .field("trace_parent", &self.trace_parent)
             .finish_non_exhaustive()
     }
 }

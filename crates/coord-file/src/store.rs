@@ -25,6 +25,7 @@ use crate::errors::file_error;
 use crate::lock::{DirLock, ShellLock};
 use crate::memory::SharedMemory;
 use crate::options::{FileStoreOptions, Warning};
+use crate::telemetry::{self, SpanRecorder};
 use crate::{agents, events, fs_check};
 
 /// Work items kept in a coordination directory on this machine.
@@ -108,15 +109,26 @@ impl FileStore {
         let lock = lock?;
         let now = (self.options.clock)();
         self.settle_after_lock(&lock, agent, now)?;
+        let recorder = self
+            .options
+            .telemetry
+            .then(|| SpanRecorder::new(self.options.trace_parent, self.options.clock.clone()));
         let ctx = Ctx {
             dir: &self.dir,
             options: &self.options,
             now,
             memory: &self.memory,
             keyed: None,
+            spans: recorder.as_ref(),
         };
         let claims_path = self.claims_path();
-        let plan = match change(&ctx)? {
+        let done = change(&ctx);
+        if let Some(recorder) = &recorder {
+            self.write_spans(recorder, agent, &done);
+        }
+        // Compaction is a change of its own, without the caller's span.
+        let ctx = Ctx { spans: None, ..ctx };
+        let plan = match done? {
             Done::Changed(plan) => plan,
             answered => {
                 if let Some(agent) = agent.filter(|_| self.options.track_agents) {
@@ -145,6 +157,41 @@ impl FileStore {
         drop(lock);
         drop(replaced);
         Ok(Done::Changed(plan))
+    }
+
+    /// Appends the change's spans, with what it did as the run's
+    /// attributes. Telemetry never fails a change nor changes its output: a
+    /// write that fails is logged (`COORD_LOG`), nothing more.
+    fn write_spans(
+        &self,
+        recorder: &SpanRecorder,
+        agent: Option<&str>,
+        done: &Result<Done, CoordError>,
+    ) {
+        let mut attributes = serde_json::Map::new();
+        if let Some(agent) = agent {
+            attributes.insert("coord.agent".into(), agent.into());
+        }
+        attributes.insert("coord.store".into(), "directory".into());
+        match done {
+            Ok(Done::Changed(plan)) => match &plan.outcome {
+                Outcome::One(claim) => item_attributes(&mut attributes, claim),
+                Outcome::Many(items) => {
+                    attributes.insert("coord.items".into(), items.len().into());
+                }
+                Outcome::Archived(ids) => {
+                    attributes.insert("coord.items".into(), ids.len().into());
+                }
+            },
+            Ok(Done::Answered(claim)) => item_attributes(&mut attributes, claim),
+            Err(e) => {
+                attributes.insert("coord.error".into(), e.kind().as_str().into());
+            }
+        }
+        let spans = recorder.finish(attributes);
+        if let Err(e) = telemetry::append_spans(&self.dir, &spans, &self.options.writer) {
+            tracing::warn!(error = %e, file = telemetry::SPANS_FILE, "spans not written");
+        }
     }
 
     /// What every holder of the lock does first: settle a cleanup a killed
@@ -247,6 +294,26 @@ impl FileStore {
     /// archive file only, not rotated ones).
     pub fn archived(&self) -> Result<Vec<serde_json::Value>, CoordError> {
         archive::read_all(&self.dir)
+    }
+}
+
+/// The attributes of a span whose change ended with `claim`.
+fn item_attributes(attributes: &mut serde_json::Map<String, serde_json::Value>, claim: &Claim) {
+    let mut put = |key: &str, value: serde_json::Value| {
+        attributes.insert(key.to_owned(), value);
+    };
+    put("coord.work_item_id", claim.work_item_id.as_str().into());
+    put("coord.work_type", claim.work_type.as_str().into());
+    put("coord.priority", serde_json::json!(claim.priority));
+    put("coord.status", serde_json::json!(claim.status));
+    if let Some(id) = &claim.coordination_id {
+        put("coord.coordination_id", id.as_str().into());
+    }
+    if let Some(owner) = &claim.agent_id {
+        put("coord.owner", owner.as_str().into());
+    }
+    if let Some(fence) = claim.fence {
+        put("coord.fence", fence.into());
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use coord_core::{CoordError, Store};
-use coord_file::{FileStore, FileStoreOptions, Warning};
+use coord_file::{FileStore, FileStoreOptions, TraceParent, Warning};
 use coord_pg::{PgStore, PgStoreOptions};
 
 use crate::cli::Cli;
@@ -12,8 +12,15 @@ use crate::output;
 
 #[derive(Debug)]
 pub enum Backend {
-    File(FileStore),
+    File(Box<FileStore>),
     Pg(Box<PgStore>),
+}
+
+/// The caller's span, from `TRACEPARENT` (W3C trace context); a value
+/// that is not one is ignored, as W3C asks, and a trace of coord's own
+/// begins.
+fn trace_parent() -> Option<TraceParent> {
+    TraceParent::parse(&std::env::var("TRACEPARENT").ok()?)
 }
 
 impl Backend {
@@ -27,7 +34,7 @@ impl Backend {
                 .track_agents(track_agents);
             return PgStore::connect(url, options).map(|s| Backend::Pg(Box::new(s)));
         }
-        Ok(Backend::File(FileStore::with_options(
+        Ok(Backend::File(Box::new(FileStore::with_options(
             &cli.dir,
             FileStoreOptions::default()
                 .lock_timeout(cli.lock_timeout)
@@ -37,13 +44,15 @@ impl Backend {
                 .shell_lock(!cli.no_shell_lock)
                 .compact_keep(cli.compact_keep)
                 .track_agents(track_agents)
+                .telemetry(cli.telemetry_on())
+                .trace_parent(trace_parent())
                 .on_warning(Arc::new(|w: &Warning| output::warn(w.kind, &w.message))),
-        )))
+        ))))
     }
 
     pub fn store(&self) -> &(dyn Store + Sync) {
         match self {
-            Backend::File(store) => store,
+            Backend::File(store) => store.as_ref(),
             Backend::Pg(store) => store.as_ref(),
         }
     }

@@ -100,8 +100,33 @@ pub struct Cli {
     )]
     pub compact_keep: usize,
 
+    /// Do not append spans to telemetry_spans.jsonl in the coordination
+    /// directory (the same as COORD_TELEMETRY=off)
+    #[arg(long, global = true)]
+    pub no_telemetry: bool,
+
+    /// COORD_TELEMETRY: `on` (the default) or `off`.
+    #[arg(
+        long = "telemetry",
+        global = true,
+        env = "COORD_TELEMETRY",
+        value_name = "on|off",
+        default_value = "on",
+        value_parser = ["on", "off"],
+        hide = true
+    )]
+    pub telemetry: String,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Whether changes append their spans (`--no-telemetry`,
+    /// `COORD_TELEMETRY=off`).
+    pub fn telemetry_on(&self) -> bool {
+        !self.no_telemetry && self.telemetry == "on"
+    }
 }
 
 /// Which store an explicit flag beats a variable for: `--dir` on the
@@ -276,6 +301,10 @@ pub enum Command {
     },
     /// List registered and recently seen agents as a JSON array
     Agents(Lazy<AgentsArgs>),
+    /// The board at a glance: items by status, priority, work type and
+    /// owner, the oldest live claim, leases about to end, agents, the last
+    /// hour and day from the event log; one JSON object
+    Stats(Lazy<AgentsArgs>),
     /// Claim work, run COMMAND under the claim, and record how it ended
     ///
     /// The child gets COORD_WORK_ITEM_ID, COORD_AGENT_ID, COORD_FENCE,

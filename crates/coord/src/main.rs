@@ -213,6 +213,7 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
                 .map(|a| agent_json(a, agents.stale_after, store.now()))
                 .collect(),
         )),
+        Command::Stats(stats) => Output::Stats(Box::new(store.stats(stats.stale_after)?)),
         Command::Log(_) | Command::Run(_) | Command::Work(_) | Command::Import(_) => {
             unreachable!("handled before")
         }

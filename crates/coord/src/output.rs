@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use coord_core::{Claim, CoordError, ErrorKind, Event, SAFETY_POLL, Status, Store};
+use coord_core::{Claim, CoordError, ErrorKind, Event, SAFETY_POLL, Stats, Status, Store};
 use serde_json::{Value, json};
 
 /// Whether output is for people (`--human`); set once, at start.
@@ -43,6 +43,64 @@ fn claim_line(c: &Claim) -> String {
     parts.join("  ")
 }
 
+/// `coord stats --human`: a few aligned sections.
+fn stats_table(s: &Stats) -> String {
+    let counts = |title: &str, map: &std::collections::BTreeMap<String, u64>| {
+        let mut out = format!("{title}:");
+        if map.is_empty() {
+            out.push_str(" none");
+        }
+        for (name, n) in map {
+            out.push_str(&format!(
+                "\n  {:<24} {n:>8}",
+                name.escape_debug().to_string()
+            ));
+        }
+        out
+    };
+    let activity = |title: &str, a: &coord_core::Activity| {
+        format!(
+            "{title}: posted {}, claimed {}, completed {}, failed {}, requeued {}, released {}, expired {}",
+            a.posted, a.claimed, a.completed, a.failed, a.requeued, a.released, a.expired
+        )
+    };
+    let mut lines = vec![
+        format!("at {}: {} items", s.at, s.items.total),
+        counts("by status", &s.items.by_status),
+        counts("by priority", &s.items.by_priority),
+        counts("by work type", &s.items.by_work_type),
+        counts("live claims by agent", &s.items.live_by_agent),
+    ];
+    lines.push(match &s.oldest_live {
+        Some(o) => format!(
+            "oldest live claim: {} ({}) held by {} for {}s",
+            o.work_item_id.escape_debug(),
+            o.work_type.escape_debug(),
+            o.agent_id.as_deref().unwrap_or("nobody").escape_debug(),
+            o.age_s
+        ),
+        None => "oldest live claim: none".to_owned(),
+    });
+    lines.push(format!(
+        "leases ending within a minute: {}",
+        s.expiring_within_minute
+    ));
+    lines.push(format!(
+        "agents: {} active, {} stale, {} unknown",
+        s.agents.active, s.agents.stale, s.agents.unknown
+    ));
+    lines.push(activity("last hour", &s.last_hour));
+    lines.push(activity("last day", &s.last_day));
+    let ms = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v} ms"));
+    lines.push(format!(
+        "wait from post to take (last day, {} items): p50 {}, p95 {}",
+        s.wait.samples,
+        ms(s.wait.p50_ms),
+        ms(s.wait.p95_ms)
+    ));
+    lines.join("\n")
+}
+
 /// One event on one line, for people.
 fn event_line(e: &Event) -> String {
     let or_dash = |s: Option<String>| s.unwrap_or_else(|| "-".to_owned());
@@ -75,6 +133,7 @@ pub enum Output {
     One(Box<Claim>),
     Many(Vec<Claim>),
     Value(Value),
+    Stats(Box<Stats>),
 }
 
 /// The exit code of each error kind: part of the CLI contract.
@@ -103,6 +162,7 @@ pub fn print(out: &Output) -> ExitCode {
             Output::Many(claims) if claims.is_empty() => "no work items".to_owned(),
             Output::Many(claims) => claims.iter().map(claim_line).collect::<Vec<_>>().join("\n"),
             Output::Value(value) => serde_json::to_string_pretty(value).expect("JSON"),
+            Output::Stats(stats) => stats_table(stats),
         };
         return match print_line(&text) {
             Ok(()) => ExitCode::SUCCESS,
@@ -113,6 +173,7 @@ pub fn print(out: &Output) -> ExitCode {
         Output::One(claim) => serde_json::to_string(claim),
         Output::Many(claims) => serde_json::to_string(claims),
         Output::Value(value) => serde_json::to_string(value),
+        Output::Stats(stats) => serde_json::to_string(stats),
     }
     .expect("claims always serialise");
     match print_line(&line) {

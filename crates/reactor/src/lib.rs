@@ -14,8 +14,9 @@
 //! and returns a [`Failure`] that names the step and every undo that failed
 //! too (none is swallowed).
 //!
-//! [`Middleware`] sees every step start, finish, fail, retry and undo, by
-//! name, so telemetry hangs off the engine instead of the steps.
+//! [`Middleware`] sees every saga ([`named_saga`]) and step start, finish,
+//! fail, retry and undo, by name, so telemetry hangs off the engine instead
+//! of the steps.
 //!
 //! Architecture invariant: this crate knows nothing of files, claims or
 //! JSON.
@@ -24,6 +25,6 @@ mod middleware;
 mod saga;
 mod step;
 
-pub use middleware::Middleware;
-pub use saga::{Failure, Saga, UndoFailure, saga};
+pub use middleware::{Both, Middleware};
+pub use saga::{Failure, Saga, UndoFailure, named_saga, saga};
 pub use step::{Compensation, Step};

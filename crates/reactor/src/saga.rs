@@ -75,17 +75,33 @@ pub fn saga<'a, T, E>(
     middleware: &'a dyn Middleware<E>,
     body: impl FnOnce(&mut Saga<'a, E>) -> Result<T, E>,
 ) -> Result<T, Failure<E>> {
+    named_saga("saga", middleware, body)
+}
+
+/// [`saga`], by the name its middleware is given.
+pub fn named_saga<'a, T, E>(
+    name: &'static str,
+    middleware: &'a dyn Middleware<E>,
+    body: impl FnOnce(&mut Saga<'a, E>) -> Result<T, E>,
+) -> Result<T, Failure<E>> {
+    let started = Instant::now();
+    middleware.saga_started(name);
     let mut saga = Saga {
         middleware,
         completed: Vec::new(),
         failed: None,
     };
     match body(&mut saga) {
-        Ok(value) => Ok(value),
+        Ok(value) => {
+            middleware.saga_finished(name, started.elapsed(), Ok(()));
+            Ok(value)
+        }
         Err(error) => {
             let undo_failures = saga.undo_all();
+            let step = saga.failed.unwrap_or("(between steps)");
+            middleware.saga_finished(name, started.elapsed(), Err(step));
             Err(Failure {
-                step: saga.failed.unwrap_or("(between steps)"),
+                step,
                 error,
                 undo_failures,
             })

@@ -138,6 +138,15 @@ fn scenarios() -> BTreeMap<&'static str, Scenario> {
             },
         ),
         (
+            "stats",
+            Scenario {
+                setup: nothing,
+                words: &["stats"],
+                defaults: &[],
+                tail: &[],
+            },
+        ),
+        (
             "agents",
             Scenario {
                 setup: nothing,

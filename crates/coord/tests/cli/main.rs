@@ -9,6 +9,8 @@ mod keys;
 mod lifecycle;
 mod pg;
 mod runner;
+mod stats;
 mod support;
+mod telemetry;
 mod tls;
 mod wake;

@@ -1,0 +1,171 @@
+//! Spans: every change on a coordination directory appends a span for its
+//! run and one per saga step to `telemetry_spans.jsonl`, in one trace (the
+//! caller's, given `TRACEPARENT`); other tools' lines stay as they were;
+//! `--no-telemetry` and `COORD_TELEMETRY=off` write none.
+
+use std::fs;
+
+use serde_json::Value;
+
+use crate::support::{Env, Finish, Run, json_lines};
+
+const SPANS: &str = "telemetry_spans.jsonl";
+
+/// The spans in the file, whole lines of JSON objects only.
+fn spans(env: &Env) -> Vec<Value> {
+    json_lines(&env.dir.join(SPANS))
+}
+
+fn is_hex(v: &Value, len: usize) -> bool {
+    v.as_str()
+        .is_some_and(|s| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[test]
+fn a_claim_is_one_run_span_with_a_span_per_step_under_it() {
+    let env = Env::new();
+    let claim = env
+        .run(&["claim", "deploy", "ship it", "--priority", "high"])
+        .expect_ok();
+    let spans = spans(&env);
+    let run = &spans[0];
+    assert_eq!(run["name"], "claim");
+    assert_eq!(run["status"], "ok");
+    assert_eq!(run["parent_span_id"], Value::Null);
+    assert!(
+        is_hex(&run["trace_id"], 32) && is_hex(&run["span_id"], 16),
+        "{run}"
+    );
+    let attributes = &run["attributes"];
+    assert_eq!(attributes["coord.work_item_id"], claim["work_item_id"]);
+    assert_eq!(attributes["coord.work_type"], "deploy");
+    assert_eq!(attributes["coord.priority"], "high");
+    assert_eq!(attributes["coord.agent"], "agent_test");
+    assert_eq!(attributes["coord.fence"], claim["fence"]);
+    let steps: Vec<&str> = spans[1..]
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "ensure_coordination_directory",
+            "read_existing_claims",
+            "settle_event_log",
+            "check_coordination_conflicts",
+            "create_updated_claims",
+            "append_event_log",
+            "write_claims_atomically",
+        ]
+    );
+    for step in &spans[1..] {
+        assert_eq!(step["trace_id"], run["trace_id"]);
+        assert_eq!(step["parent_span_id"], run["span_id"]);
+        assert_eq!(step["status"], "ok");
+        assert!(step["start"].as_str().unwrap().ends_with('Z'));
+        assert!(step["duration_us"].as_u64().unwrap() <= run["duration_us"].as_u64().unwrap());
+    }
+}
+
+#[test]
+fn a_refused_claim_is_an_error_span_naming_the_step_and_the_error() {
+    let env = Env::new();
+    env.run(&["claim", "deploy", "--priority", "high"])
+        .expect_ok();
+    env.run(&["claim", "deploy", "--priority", "high"])
+        .expect_error("coordination_conflict", 3);
+    let spans = spans(&env);
+    let runs: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["parent_span_id"].is_null())
+        .collect();
+    assert_eq!(runs.len(), 2);
+    let refused = runs[1];
+    assert_eq!(refused["status"], "error");
+    assert_eq!(
+        refused["attributes"]["coord.error"],
+        "coordination_conflict"
+    );
+    assert_eq!(
+        refused["attributes"]["coord.failed_step"],
+        "check_coordination_conflicts"
+    );
+    let failed_step = spans
+        .iter()
+        .find(|s| s["parent_span_id"] == refused["span_id"] && s["status"] == "error")
+        .expect("the failing step's span");
+    assert_eq!(failed_step["name"], "check_coordination_conflicts");
+}
+
+#[test]
+fn a_traceparent_makes_the_run_a_child_of_the_callers_span() {
+    let env = Env::new();
+    let run: Run = env
+        .command(&["post", "tests", "run them"])
+        .env(
+            "TRACEPARENT",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .finish()
+        .into();
+    run.expect_ok();
+    let spans = spans(&env);
+    assert!(!spans.is_empty());
+    for span in &spans {
+        assert_eq!(span["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+    assert_eq!(spans[0]["name"], "post");
+    assert_eq!(spans[0]["parent_span_id"], "00f067aa0ba902b7");
+    // Not W3C trace context: a trace of coord's own.
+    let run: Run = env
+        .command(&["post", "tests", "again"])
+        .env("TRACEPARENT", "not-a-trace")
+        .finish()
+        .into();
+    run.expect_ok();
+    let last_run = spans_after(&env, spans.len());
+    assert_ne!(last_run[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(last_run[0]["parent_span_id"], Value::Null);
+}
+
+fn spans_after(env: &Env, n: usize) -> Vec<Value> {
+    spans(env).split_off(n)
+}
+
+#[test]
+fn other_tools_multi_line_spans_are_kept_and_skipped() {
+    let env = Env::new();
+    fs::create_dir_all(&env.dir).unwrap();
+    // The shell tools' form: one pretty-printed object, cut short at the end.
+    let theirs = "{\n  \"trace_id\": \"abc\",\n  \"name\": \"claim_work\"\n}\n{\n  \"trace_id\":";
+    fs::write(env.dir.join(SPANS), theirs).unwrap();
+    env.run(&["post", "tests", "run them"]).expect_ok();
+    let text = fs::read_to_string(env.dir.join(SPANS)).unwrap();
+    assert!(text.starts_with(theirs), "their lines were changed");
+    let ours: Vec<Value> = text[theirs.len()..]
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).expect("each line of ours is one object"))
+        .collect();
+    assert_eq!(ours[0]["name"], "post");
+}
+
+#[test]
+fn telemetry_can_be_switched_off() {
+    let env = Env::new();
+    env.run(&["--no-telemetry", "post", "tests", "one"])
+        .expect_ok();
+    let run: Run = env
+        .command(&["post", "tests", "two"])
+        .env("COORD_TELEMETRY", "off")
+        .finish()
+        .into();
+    run.expect_ok();
+    assert!(!env.dir.join(SPANS).exists());
+    let bad: Run = env
+        .command(&["post", "tests", "three"])
+        .env("COORD_TELEMETRY", "maybe")
+        .finish()
+        .into();
+    assert_eq!(bad.code, 2, "{bad:?}");
+}
