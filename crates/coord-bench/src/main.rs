@@ -560,7 +560,10 @@ fn process(base: &Path, quick: bool) -> Value {
         drop((d, d2, d3));
     }
     let (low, high) = (
-        telemetry_ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        telemetry_ratios
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min),
         telemetry_ratios.iter().copied().fold(0.0, f64::max),
     );
     let telemetry_ratio = median(telemetry_ratios);
