@@ -290,7 +290,7 @@ impl<E: std::fmt::Display> Middleware<E> for SpanRecorder {
 
 /// Appends `spans` to the directory's span file, one line each, without a
 /// sync and all or nothing (a full disk leaves no part of a line); past
-/// [`ROTATE_AT`] the file is rotated first. A file that does not end in a
+/// 64 MiB the file is rotated first. A file that does not end in a
 /// newline (another tool's object, cut short) gets one first, so every line
 /// coord writes is whole.
 pub fn append_spans(
