@@ -129,6 +129,14 @@ pub trait Store {
         ))
     }
 
+    /// The W3C `traceparent` of the span of the last change this thread
+    /// made through a store of this kind, for a process it starts to join
+    /// (`coord run` and `coord work` hand it to their children). `None`
+    /// (the default) when the store records no spans.
+    fn trace_parent(&self) -> Option<String> {
+        None
+    }
+
     /// The time the store acts at now, which statuses (an agent gone
     /// `stale`) are worked out against: the machine's clock for a
     /// directory, the database's for PostgreSQL. Default: the system's.

@@ -189,6 +189,7 @@ impl FileStore {
             }
         }
         let spans = recorder.finish(attributes);
+        telemetry::remember_run(&spans);
         if let Err(e) = telemetry::append_spans(&self.dir, &spans, &self.options.writer) {
             tracing::warn!(error = %e, file = telemetry::SPANS_FILE, "spans not written");
         }
@@ -329,6 +330,15 @@ impl Store for FileStore {
     /// one machine.
     fn now(&self) -> Timestamp {
         (self.options.clock)()
+    }
+
+    /// The last run span this thread's changes wrote (telemetry on).
+    fn trace_parent(&self) -> Option<String> {
+        if self.options.telemetry {
+            telemetry::last_run()
+        } else {
+            None
+        }
     }
 
     fn claim(&self, request: &ClaimRequest) -> Result<Claim, CoordError> {

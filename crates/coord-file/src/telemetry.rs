@@ -22,6 +22,24 @@ use reactor_file::AtomicWriter;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+thread_local! {
+    /// The `traceparent` of the run span this thread wrote last.
+    static LAST_RUN: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Remembers `spans`' run (the first) as this thread's last.
+pub(crate) fn remember_run(spans: &[SpanRecord]) {
+    if let Some(run) = spans.first() {
+        let parent = format!("00-{}-{}-01", run.trace_id, run.span_id);
+        LAST_RUN.with(|last| *last.borrow_mut() = Some(parent));
+    }
+}
+
+/// The `traceparent` of the run span this thread wrote last.
+pub(crate) fn last_run() -> Option<String> {
+    LAST_RUN.with(|last| last.borrow().clone())
+}
+
 /// The span file inside the coordination directory.
 pub const SPANS_FILE: &str = "telemetry_spans.jsonl";
 

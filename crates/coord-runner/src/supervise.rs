@@ -37,6 +37,9 @@ pub struct RunOptions {
     pub requeue_backoff: Option<Duration>,
     /// An elapsed-time spinner on stderr, when stderr is a terminal.
     pub spinner: bool,
+    /// The child's `TRACEPARENT`: the span of the change that took its
+    /// item, so the child's own spans join that trace.
+    pub trace_parent: Option<String>,
 }
 
 impl RunOptions {
@@ -51,6 +54,7 @@ impl RunOptions {
             result: None,
             requeue_backoff: None,
             spinner: false,
+            trace_parent: None,
         }
     }
 
@@ -59,6 +63,7 @@ impl RunOptions {
         grace: Duration,
         result: Option<String>,
         requeue_backoff: Option<Duration>,
+        trace_parent: Option<String>,
         spinner: bool,
     }
 }
@@ -204,6 +209,9 @@ pub fn supervise(
     env.extend(claim.fence.map(|f| ("COORD_FENCE", f.to_string())));
     env.extend(claim.attempt.map(|a| ("COORD_ATTEMPT", a.to_string())));
     env.extend(options.store_env.iter().cloned());
+    if let Some(parent) = &options.trace_parent {
+        env.push(("TRACEPARENT", parent.clone()));
+    }
     let capture = options.result.is_none();
 
     let mut child = match child::spawn(&options.command, &env, capture) {

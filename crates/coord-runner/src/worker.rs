@@ -81,8 +81,9 @@ struct Pool<'a> {
     reserved: AtomicUsize,
     report: Mutex<WorkReport>,
     signal: WorkSignal,
-    /// Items taken for free slots that have not started them yet.
-    handed: Mutex<VecDeque<Claim>>,
+    /// Items taken for free slots that have not started them yet, each
+    /// with the `traceparent` of the take.
+    handed: Mutex<VecDeque<Taken>>,
     /// Held while a slot takes, so two free slots do not both take for
     /// all the free slots.
     taking: Mutex<()>,
@@ -131,6 +132,10 @@ pub fn work(
     pool.report.into_inner().expect("not poisoned")
 }
 
+/// An item taken, and the span of its take (for the child's
+/// `TRACEPARENT`).
+type Taken = (Claim, Option<String>);
+
 /// Why a slot's take gave nothing to run.
 enum NoItem {
     /// `max_items` are taken.
@@ -163,10 +168,10 @@ impl Pool<'_> {
         while !self.shutdown.is_requested() {
             let seen = self.signal.generation();
             match self.next_item(&request) {
-                Ok(claim) => {
+                Ok(taken) => {
                     idle_since = Instant::now();
                     delays = polling.delays();
-                    self.run_item(&claim);
+                    self.run_item(taken);
                 }
                 Err(NoItem::Done) => return,
                 Err(NoItem::Later(e)) => {
@@ -203,7 +208,7 @@ impl Pool<'_> {
 
     /// An item handed to this slot, or one it takes, with one for each
     /// other free slot (as `max_items` allows).
-    fn next_item(&self, request: &NextRequest) -> Result<Claim, NoItem> {
+    fn next_item(&self, request: &NextRequest) -> Result<Taken, NoItem> {
         if let Some(claim) = self.handed_item() {
             return Ok(claim);
         }
@@ -231,30 +236,27 @@ impl Pool<'_> {
             Err(e) if RetryPolicy::is_retryable(&e) => return Err(NoItem::Later(e)),
             Err(e) => return Err(NoItem::Stop(e)),
         };
+        // Read on this thread, right after its take.
+        let parent = self.store.trace_parent();
         let mine = taken.next().expect("next_many takes at least one");
         let mut handed = self.handed.lock().expect("not poisoned");
-        handed.extend(taken);
+        handed.extend(taken.map(|claim| (claim, parent.clone())));
         if !handed.is_empty() {
             self.signal.notify();
         }
-        Ok(mine)
+        Ok((mine, parent))
     }
 
-    fn handed_item(&self) -> Option<Claim> {
+    fn handed_item(&self) -> Option<Taken> {
         self.handed.lock().expect("not poisoned").pop_front()
     }
 
-    /// Runs the command for `claim` and records how it went.
-    fn run_item(&self, claim: &Claim) {
+    /// Runs the command for the item taken and records how it went.
+    fn run_item(&self, (claim, parent): Taken) {
         self.free.fetch_sub(1, Ordering::SeqCst);
         self.report.lock().expect("not poisoned").taken += 1;
-        let outcome = supervise(
-            self.store,
-            claim,
-            self.agent,
-            &self.options.run,
-            self.shutdown,
-        );
+        let run = self.options.run.clone().trace_parent(parent);
+        let outcome = supervise(self.store, &claim, self.agent, &run, self.shutdown);
         self.free.fetch_add(1, Ordering::SeqCst);
         let mut r = self.report.lock().expect("not poisoned");
         match outcome.finish {
@@ -275,13 +277,13 @@ impl Pool<'_> {
     /// Hands back the items taken for slots that stopped before starting
     /// them: at once, not when their leases lapse.
     fn release_unstarted(&self) {
-        let handed: Vec<Claim> = self
+        let handed: Vec<Taken> = self
             .handed
             .lock()
             .expect("not poisoned")
             .drain(..)
             .collect();
-        for claim in handed {
+        for (claim, _) in handed {
             let actor = Actor::new(self.agent).fence(claim.fence);
             if let Err(e) = self
                 .store

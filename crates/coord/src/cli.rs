@@ -305,6 +305,9 @@ pub enum Command {
     /// owner, the oldest live claim, leases about to end, agents, the last
     /// hour and day from the event log; one JSON object
     Stats(Lazy<AgentsArgs>),
+    /// The board live in the terminal: counts, live claims, the queue,
+    /// agents, the latest events; Tab switches pane, q quits
+    Dashboard(Lazy<DashboardArgs>),
     /// Claim work, run COMMAND under the claim, and record how it ended
     ///
     /// The child gets COORD_WORK_ITEM_ID, COORD_AGENT_ID, COORD_FENCE,
@@ -443,6 +446,13 @@ pub struct ImportArgs {
     /// The coordination directory to copy
     #[arg(long, value_name = "DIR")]
     pub from: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Print one frame as text and exit (for scripts and tests)
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Args)]

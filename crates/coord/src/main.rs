@@ -5,6 +5,7 @@
 
 mod backend;
 mod cli;
+mod dashboard;
 mod output;
 mod runner;
 
@@ -214,6 +215,11 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
                 .collect(),
         )),
         Command::Stats(stats) => Output::Stats(Box::new(store.stats(stats.stale_after)?)),
+        Command::Dashboard(args) if args.once => Output::Text(dashboard::once(store)?),
+        Command::Dashboard(_) => {
+            dashboard::live(store)?;
+            Output::Nothing
+        }
         Command::Log(_) | Command::Run(_) | Command::Work(_) | Command::Import(_) => {
             unreachable!("handled before")
         }

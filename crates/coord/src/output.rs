@@ -134,6 +134,10 @@ pub enum Output {
     Many(Vec<Claim>),
     Value(Value),
     Stats(Box<Stats>),
+    /// Text as it is (`dashboard --once`).
+    Text(String),
+    /// Nothing to print (the live dashboard drew its own).
+    Nothing,
 }
 
 /// The exit code of each error kind: part of the CLI contract.
@@ -163,6 +167,8 @@ pub fn print(out: &Output) -> ExitCode {
             Output::Many(claims) => claims.iter().map(claim_line).collect::<Vec<_>>().join("\n"),
             Output::Value(value) => serde_json::to_string_pretty(value).expect("JSON"),
             Output::Stats(stats) => stats_table(stats),
+            Output::Text(text) => text.trim_end().to_owned(),
+            Output::Nothing => return ExitCode::SUCCESS,
         };
         return match print_line(&text) {
             Ok(()) => ExitCode::SUCCESS,
@@ -174,6 +180,8 @@ pub fn print(out: &Output) -> ExitCode {
         Output::Many(claims) => serde_json::to_string(claims),
         Output::Value(value) => serde_json::to_string(value),
         Output::Stats(stats) => serde_json::to_string(stats),
+        Output::Text(text) => Ok(text.trim_end().to_owned()),
+        Output::Nothing => return ExitCode::SUCCESS,
     }
     .expect("claims always serialise");
     match print_line(&line) {

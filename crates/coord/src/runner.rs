@@ -52,7 +52,8 @@ pub fn run(cli: &Cli, args: &RunArgs, backend: &Backend, agent: &str) -> ExitCod
         .store_env(backend.child_env(cli))
         .grace(*grace)
         .result(result.clone())
-        .spinner(true);
+        .spinner(true)
+        .trace_parent(store.trace_parent());
     let outcome = coord_runner::supervise(store, &claim, agent, &options, &shutdown);
     signals.close();
     match (&outcome.finish, &outcome.error) {

@@ -138,6 +138,15 @@ fn scenarios() -> BTreeMap<&'static str, Scenario> {
             },
         ),
         (
+            "dashboard",
+            Scenario {
+                setup: nothing,
+                words: &["dashboard", "--once"],
+                defaults: &[],
+                tail: &[],
+            },
+        ),
+        (
             "stats",
             Scenario {
                 setup: nothing,

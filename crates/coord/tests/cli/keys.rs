@@ -2,12 +2,10 @@
 //! with the same key answers as the first time and changes nothing, on
 //! both stores; `coord run` keeps its own key from its child.
 
-use std::process::Command;
-
 use coord_testkit::shared_cluster;
 use serde_json::Value;
 
-use crate::support::{Env, Finish, Run, command_in, id_of};
+use crate::support::{Env, Finish, Run, id_of, run_on_database};
 
 #[test]
 fn a_post_sent_twice_with_one_key_posts_once() {
@@ -93,12 +91,7 @@ fn coord_run_keeps_its_key_from_the_child() {
 fn on_postgresql_a_claim_sent_twice_with_one_key_claims_once() {
     let tmp = tempfile::tempdir().unwrap();
     let schema = shared_cluster().fresh_schema("cli_keys");
-    let coord = |args: &[&str]| -> Run {
-        let mut cmd: Command = command_in(&tmp.path().join("unused"), "agent", args);
-        cmd.env("COORD_DATABASE_URL", shared_cluster().url())
-            .env("COORD_SCHEMA", &schema);
-        cmd.finish().into()
-    };
+    let coord = |args: &[&str]| run_on_database(tmp.path(), &schema, "agent", args);
     let args = ["claim", "tests", "--idempotency-key", "c-1"];
     let first = coord(&args).expect_ok();
     assert_eq!(coord(&args).expect_ok(), first);

@@ -3,6 +3,7 @@
 
 mod contract;
 mod crash;
+mod dashboard;
 mod extremes;
 mod import;
 mod keys;

@@ -1,12 +1,10 @@
 //! `coord stats`: the board's figures, the same on both stores, checked
 //! against a store the test builds.
 
-use std::process::Command;
-
 use coord_testkit::shared_cluster;
 use serde_json::{Value, json};
 
-use crate::support::{Env, Finish, Run, command_in, id_of};
+use crate::support::{Env, Run, id_of, run_on_database};
 
 /// Builds the same board through `coord` and returns its stats: two
 /// agents, a live high claim and a live medium one, a queue item taken and
@@ -77,11 +75,6 @@ fn stats_on_a_directory_count_what_the_test_built() {
 fn stats_on_postgresql_count_the_same() {
     let tmp = tempfile::tempdir().unwrap();
     let schema = shared_cluster().fresh_schema("cli_stats");
-    let coord = |agent: &str, args: &[&str]| -> Run {
-        let mut cmd: Command = command_in(&tmp.path().join("unused"), agent, args);
-        cmd.env("COORD_DATABASE_URL", shared_cluster().url())
-            .env("COORD_SCHEMA", &schema);
-        cmd.finish().into()
-    };
+    let coord = |agent: &str, args: &[&str]| run_on_database(tmp.path(), &schema, agent, args);
     check(&board(&coord));
 }

@@ -122,6 +122,15 @@ pub fn command_in(dir: &std::path::Path, agent: &str, args: &[&str]) -> Command 
     cmd
 }
 
+/// `coord args` as `agent` on `schema` of the shared PostgreSQL cluster
+/// (`scratch` stands in for the directory it never uses), run to completion.
+pub fn run_on_database(scratch: &std::path::Path, schema: &str, agent: &str, args: &[&str]) -> Run {
+    let mut cmd = command_in(&scratch.join("unused"), agent, args);
+    cmd.env("COORD_DATABASE_URL", coord_testkit::shared_cluster().url())
+        .env("COORD_SCHEMA", schema);
+    cmd.finish().into()
+}
+
 /// Runs [`command_in`] to completion.
 pub fn run_in(dir: &std::path::Path, agent: &str, args: &[&str]) -> Run {
     command_in(dir, agent, args).finish().into()

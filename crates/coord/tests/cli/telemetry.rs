@@ -169,3 +169,77 @@ fn telemetry_can_be_switched_off() {
         .into();
     assert_eq!(bad.code, 2, "{bad:?}");
 }
+
+#[test]
+fn coord_run_hands_its_child_the_claims_span() {
+    let env = Env::new();
+    let run: Run = env
+        .command(&[
+            "run",
+            "build",
+            "--",
+            "sh",
+            "-c",
+            "\"$COORD\" post tests from-the-child",
+        ])
+        .env("COORD", env!("CARGO_BIN_EXE_coord"))
+        .env(
+            "TRACEPARENT",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .finish()
+        .into();
+    assert_eq!(run.code, 0, "{run:?}");
+    let spans = spans(&env);
+    // The runs' spans (steps have names of their own).
+    let runs: Vec<&Value> = spans
+        .iter()
+        .filter(|s| ["claim", "post", "complete"].contains(&s["name"].as_str().unwrap()))
+        .collect();
+    let names: Vec<&str> = runs.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["claim", "post", "complete"], "{spans:?}");
+    for span in &spans {
+        assert_eq!(
+            span["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+            "{span}"
+        );
+    }
+    let (claim, post) = (runs[0], runs[1]);
+    assert_eq!(claim["parent_span_id"], "00f067aa0ba902b7");
+    assert_eq!(
+        post["parent_span_id"], claim["span_id"],
+        "the child's change is a child of the claim's span"
+    );
+}
+
+#[test]
+fn coord_work_hands_each_child_the_span_of_its_take() {
+    let env = Env::new();
+    env.run(&["post", "job", "one"]).expect_ok();
+    let run: Run = env
+        .command(&[
+            "work",
+            "--max-items",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "\"$COORD\" post tests from-the-child",
+        ])
+        .env("COORD", env!("CARGO_BIN_EXE_coord"))
+        .finish()
+        .into();
+    assert_eq!(run.code, 0, "{run:?}");
+    let spans = spans(&env);
+    let take = spans
+        .iter()
+        .find(|s| s["name"] == "next")
+        .expect("the take's span");
+    let child = spans
+        .iter()
+        .filter(|s| s["name"] == "post")
+        .nth(1)
+        .expect("the child's post");
+    assert_eq!(child["trace_id"], take["trace_id"]);
+    assert_eq!(child["parent_span_id"], take["span_id"]);
+}
