@@ -13,6 +13,7 @@
 //! - [`CoordError`]: every error a store can return, with a stable
 //!   [`ErrorKind`] string for the JSON contract.
 //! - [`Store`]: the one trait every storage backend implements.
+//! - [`trace`]: spans, W3C trace context, a change's span attributes.
 //! - [`IdempotencyKey`]: a change made once however often it is retried
 //!   ([`Store::apply_once`]).
 //!
@@ -32,6 +33,7 @@ mod retry;
 mod stats;
 mod store;
 mod time;
+pub mod trace;
 pub mod transition;
 
 pub use agents::{AgentRecord, AgentRegistration, SEEN_PRECISION, Sightings};

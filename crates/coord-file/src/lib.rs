@@ -39,9 +39,7 @@ pub use lock::{LEGACY_LOCK_FILE, LOCK_FILE};
 pub use options::{FileStoreOptions, Warning, WarningSink};
 pub use state::STATE_FILE;
 pub use store::FileStore;
-pub use telemetry::{
-    SPANS_FILE, SpanRecord, SpanRecorder, TraceParent, TracingMiddleware, append_spans,
-};
+pub use telemetry::{SPANS_FILE, SpanRecorder, TracingMiddleware, append_spans};
 
 /// The files coord replaces through temp (or staging) files: a change sweeps
 /// what killed writers of any of them left behind.

@@ -2,13 +2,14 @@
 //! and where its warnings go.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use coord_core::{Clock, ConflictPolicy, SeedPolicy, system_clock};
 use reactor_file::AtomicWriter;
 
-use crate::telemetry::TraceParent;
+use coord_core::trace::TraceParent;
 
 /// Something worth telling a human that is not an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub struct FileStoreOptions {
     /// Append every change's spans to `telemetry_spans.jsonl` (default
     /// off in the library; the CLI turns it on unless told not to).
     pub telemetry: bool,
+    /// Where spans go instead of the directory's `telemetry_spans.jsonl`.
+    pub telemetry_file: Option<PathBuf>,
     /// The caller's span, which every change's span is a child of (the
     /// CLI reads it from `TRACEPARENT`).
     pub trace_parent: Option<TraceParent>,
@@ -78,6 +81,7 @@ impl Default for FileStoreOptions {
             track_agents: true,
             shell_lock: true,
             telemetry: false,
+            telemetry_file: None,
             trace_parent: None,
             on_warning: Arc::new(|w: &Warning| tracing::warn!(kind = w.kind, "{}", w.message)),
         }
@@ -98,6 +102,7 @@ impl FileStoreOptions {
         track_agents: bool,
         shell_lock: bool,
         telemetry: bool,
+        telemetry_file: Option<PathBuf>,
         trace_parent: Option<TraceParent>,
         on_warning: WarningSink,
     }
@@ -134,6 +139,7 @@ impl fmt::Debug for FileStoreOptions {
             .field("track_agents", &self.track_agents)
             .field("shell_lock", &self.shell_lock)
             .field("telemetry", &self.telemetry)
+            .field("telemetry_file", &self.telemetry_file)
             .field("trace_parent", &self.trace_parent)
             .finish_non_exhaustive()
     }

@@ -25,6 +25,8 @@ use crate::errors::file_error;
 use crate::lock::{DirLock, ShellLock};
 use crate::memory::SharedMemory;
 use crate::options::{FileStoreOptions, Warning};
+use coord_core::trace::{item_attributes, outcome_attributes};
+
 use crate::telemetry::{self, SpanRecorder};
 use crate::{agents, events, fs_check};
 
@@ -168,30 +170,27 @@ impl FileStore {
         agent: Option<&str>,
         done: &Result<Done, CoordError>,
     ) {
-        let mut attributes = serde_json::Map::new();
-        if let Some(agent) = agent {
-            attributes.insert("coord.agent".into(), agent.into());
-        }
-        attributes.insert("coord.store".into(), "directory".into());
-        match done {
-            Ok(Done::Changed(plan)) => match &plan.outcome {
-                Outcome::One(claim) => item_attributes(&mut attributes, claim),
-                Outcome::Many(items) => {
-                    attributes.insert("coord.items".into(), items.len().into());
-                }
-                Outcome::Archived(ids) => {
-                    attributes.insert("coord.items".into(), ids.len().into());
-                }
-            },
-            Ok(Done::Answered(claim)) => item_attributes(&mut attributes, claim),
-            Err(e) => {
-                attributes.insert("coord.error".into(), e.kind().as_str().into());
-            }
-        }
+        let attributes =
+            outcome_attributes(agent, "directory", done, |done, attributes| match done {
+                Done::Changed(plan) => match &plan.outcome {
+                    Outcome::One(claim) => item_attributes(claim, attributes),
+                    Outcome::Many(items) => {
+                        attributes.insert("coord.items".into(), items.len().into());
+                    }
+                    Outcome::Archived(ids) => {
+                        attributes.insert("coord.items".into(), ids.len().into());
+                    }
+                },
+                Done::Answered(claim) => item_attributes(claim, attributes),
+            });
         let spans = recorder.finish(attributes);
         telemetry::remember_run(&spans);
-        if let Err(e) = telemetry::append_spans(&self.dir, &spans, &self.options.writer) {
-            tracing::warn!(error = %e, file = telemetry::SPANS_FILE, "spans not written");
+        let path = match &self.options.telemetry_file {
+            Some(path) => path.clone(),
+            None => self.dir.join(telemetry::SPANS_FILE),
+        };
+        if let Err(e) = telemetry::append_spans(&path, &spans, &self.options.writer) {
+            tracing::warn!(error = %e, file = %path.display(), "spans not written");
         }
     }
 
@@ -295,26 +294,6 @@ impl FileStore {
     /// archive file only, not rotated ones).
     pub fn archived(&self) -> Result<Vec<serde_json::Value>, CoordError> {
         archive::read_all(&self.dir)
-    }
-}
-
-/// The attributes of a span whose change ended with `claim`.
-fn item_attributes(attributes: &mut serde_json::Map<String, serde_json::Value>, claim: &Claim) {
-    let mut put = |key: &str, value: serde_json::Value| {
-        attributes.insert(key.to_owned(), value);
-    };
-    put("coord.work_item_id", claim.work_item_id.as_str().into());
-    put("coord.work_type", claim.work_type.as_str().into());
-    put("coord.priority", serde_json::json!(claim.priority));
-    put("coord.status", serde_json::json!(claim.status));
-    if let Some(id) = &claim.coordination_id {
-        put("coord.coordination_id", id.as_str().into());
-    }
-    if let Some(owner) = &claim.agent_id {
-        put("coord.owner", owner.as_str().into());
-    }
-    if let Some(fence) = claim.fence {
-        put("coord.fence", fence.into());
     }
 }
 

@@ -16,10 +16,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
+use coord_core::trace::{SpanRecord, TraceParent, span_id, trace_id};
 use coord_core::{Clock, Timestamp};
 use reactor::Middleware;
 use reactor_file::AtomicWriter;
-use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 thread_local! {
@@ -80,58 +80,6 @@ impl<E: std::fmt::Display> Middleware<E> for TracingMiddleware {
     }
 }
 
-/// The caller's place in a trace (W3C trace context): its trace id and the
-/// id of the span that calls coord.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TraceParent {
-    trace_id: u128,
-    span_id: u64,
-}
-
-impl TraceParent {
-    /// Parses a `traceparent` header value: `00-<32 hex>-<16 hex>-<2 hex>`
-    /// (a later version's extra fields are allowed). `None` for anything
-    /// else, or an all-zero id: the caller's trace is then not joined.
-    pub fn parse(value: &str) -> Option<TraceParent> {
-        let mut parts = value.trim().split('-');
-        let version = parts.next()?;
-        let (trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?);
-        let hex = |s: &str, len: usize| {
-            s.len() == len
-                && s.bytes()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        };
-        let known_version = version == "00" && parts.next().is_none();
-        if !hex(version, 2) || version == "ff" || !(known_version || version != "00") {
-            return None;
-        }
-        if !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
-            return None;
-        }
-        let trace_id = u128::from_str_radix(trace, 16).ok()?;
-        let span_id = u64::from_str_radix(span, 16).ok()?;
-        (trace_id != 0 && span_id != 0).then_some(TraceParent { trace_id, span_id })
-    }
-
-    /// The `traceparent` value naming `span_id` in this trace.
-    pub fn child(&self, span_id: u64) -> String {
-        format!("00-{:032x}-{span_id:016x}-01", self.trace_id)
-    }
-}
-
-/// One finished span, as a line of the span file.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SpanRecord {
-    pub trace_id: String,
-    pub span_id: String,
-    pub parent_span_id: Option<String>,
-    pub name: String,
-    pub start: Timestamp,
-    pub duration_us: u64,
-    pub status: &'static str,
-    pub attributes: Map<String, Value>,
-}
-
 /// A span while it is open.
 struct Open {
     id: u64,
@@ -161,11 +109,6 @@ pub struct SpanRecorder {
     spans: RefCell<Spans>,
 }
 
-fn span_id() -> u64 {
-    // Never zero: W3C reserves the all-zero id.
-    fastrand::u64(1..)
-}
-
 impl std::fmt::Debug for SpanRecorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SpanRecorder")
@@ -179,7 +122,7 @@ impl SpanRecorder {
     /// of its own.
     pub fn new(parent: Option<TraceParent>, clock: Clock) -> SpanRecorder {
         SpanRecorder {
-            trace_id: parent.map_or_else(|| fastrand::u128(1..), |p| p.trace_id),
+            trace_id: parent.map_or_else(trace_id, |p| p.trace_id),
             parent: parent.map(|p| p.span_id),
             clock,
             spans: RefCell::new(Spans::default()),
@@ -306,33 +249,32 @@ impl<E: std::fmt::Display> Middleware<E> for SpanRecorder {
     }
 }
 
-/// Appends `spans` to the directory's span file, one line each, without a
+/// Appends `spans` to the span file at `path`, one line each, without a
 /// sync and all or nothing (a full disk leaves no part of a line); past
 /// 64 MiB the file is rotated first. A file that does not end in a
 /// newline (another tool's object, cut short) gets one first, so every line
 /// coord writes is whole.
 pub fn append_spans(
-    dir: &Path,
+    path: &Path,
     spans: &[SpanRecord],
     writer: &AtomicWriter,
 ) -> std::io::Result<()> {
     if spans.is_empty() {
         return Ok(());
     }
-    let path = dir.join(SPANS_FILE);
     let mut text = Vec::new();
     for span in spans {
         serde_json::to_writer(&mut text, span).expect("a span always serialises");
         text.push(b'\n');
     }
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() >= ROTATE_AT) {
-        reactor_file::rotate(&path, "jsonl")?;
+    if std::fs::metadata(path).is_ok_and(|m| m.len() >= ROTATE_AT) {
+        reactor_file::rotate(path, "jsonl")?;
     }
     let mut file = OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
-        .open(&path)?;
+        .open(path)?;
     let len = file.metadata()?.len();
     if len > 0 {
         let mut last = [0u8];
@@ -343,37 +285,6 @@ pub fn append_spans(
         }
     }
     writer
-        .append(&path, &mut file, len, &text, false)
+        .append(path, &mut file, len, &text, false)
         .map_err(|f| f.source)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_traceparent_is_read_as_w3c_writes_it() {
-        let p = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-            .expect("the W3C example");
-        assert_eq!(
-            p.child(0x00f0_67aa_0ba9_02b7),
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-        );
-        assert!(
-            TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x")
-                .is_some()
-        );
-        for bad in [
-            "",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            "00-xyz-00f067aa0ba902b7-01",
-        ] {
-            assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
-        }
-    }
 }

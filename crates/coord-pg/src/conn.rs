@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use coord_core::CoordError;
+use coord_core::{CoordError, Timestamp};
 use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, Row, SimpleQueryMessage, SimpleQueryRow};
@@ -139,10 +139,19 @@ impl Conn {
             ));
             new.push(statement.name);
         }
+        let client = &mut self.client;
+        let run = |client: &mut Client, text: &str| {
+            crate::spans::round_trip(
+                || trip_name(sql),
+                Timestamp::now,
+                |results: &Vec<Vec<SimpleQueryRow>>| results.iter().map(|r| r.len() as u64).sum(),
+                || simple_batch(client, text),
+            )
+        };
         if new.is_empty() {
-            return simple_batch(&mut self.client, sql);
+            return run(client, sql);
         }
-        match simple_batch(&mut self.client, &format!("{prefix}{sql}")) {
+        match run(client, &format!("{prefix}{sql}")) {
             Ok(mut results) => {
                 self.prepared.extend(&new);
                 results.drain(..new.len());
@@ -186,8 +195,32 @@ impl Conn {
                 prepared
             }
         };
-        self.client.query(&statement, params)
+        let client = &mut self.client;
+        crate::spans::round_trip(
+            || name.to_owned(),
+            Timestamp::now,
+            |rows: &Vec<Row>| rows.len() as u64,
+            || client.query(&statement, params),
+        )
     }
+}
+
+/// A round trip's name in spans: the prepared statements it executes,
+/// between `BEGIN` and `COMMIT` when it opens or ends a transaction (else
+/// its first word).
+fn trip_name(sql: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    if sql.starts_with("BEGIN") {
+        parts.push("BEGIN");
+    }
+    parts.extend(executed(sql));
+    if sql.trim_end().ends_with("COMMIT") {
+        parts.push("COMMIT");
+    }
+    if parts.is_empty() {
+        parts.extend(sql.split_whitespace().next());
+    }
+    parts.join(" ")
 }
 
 /// The names of coord's statements that `sql` runs with `EXECUTE`.

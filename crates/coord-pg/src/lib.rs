@@ -38,6 +38,7 @@ mod keys;
 mod options;
 mod rows;
 mod schema;
+mod spans;
 mod sql;
 mod store;
 mod take;

@@ -1,9 +1,11 @@
 //! How a store behaves: [`PgStoreOptions`].
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use coord_core::trace::TraceParent;
 use coord_core::{Clock, ConflictPolicy, SeedPolicy, system_clock};
 
 /// How a [`PgStore`](crate::PgStore) behaves; `Default` gives the
@@ -26,6 +28,11 @@ pub struct PgStoreOptions {
     pub clock: Clock,
     /// Record acting agents in `coord_agents` (default on).
     pub track_agents: bool,
+    /// Append each change's spans (its run and its round trips) to this
+    /// file, one JSON object per line (default none).
+    pub telemetry_file: Option<PathBuf>,
+    /// The caller's span, which every change's span is a child of.
+    pub trace_parent: Option<TraceParent>,
 }
 
 impl Default for PgStoreOptions {
@@ -36,6 +43,8 @@ impl Default for PgStoreOptions {
             policy: Arc::new(SeedPolicy),
             clock: system_clock(),
             track_agents: true,
+            telemetry_file: None,
+            trace_parent: None,
         }
     }
 }
@@ -47,6 +56,8 @@ impl PgStoreOptions {
         policy: Arc<dyn ConflictPolicy>,
         clock: Clock,
         track_agents: bool,
+        telemetry_file: Option<PathBuf>,
+        trace_parent: Option<TraceParent>,
     }
 }
 
@@ -57,6 +68,8 @@ impl fmt::Debug for PgStoreOptions {
             .field("lock_timeout", &self.lock_timeout)
             .field("policy", &self.policy)
             .field("track_agents", &self.track_agents)
+            .field("telemetry_file", &self.telemetry_file)
+            .field("trace_parent", &self.trace_parent)
             .finish_non_exhaustive()
     }
 }

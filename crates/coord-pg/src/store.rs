@@ -8,16 +8,18 @@ use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use coord_core::trace::{RunSpans, item_attributes, outcome_attributes};
 use coord_core::transition::{Action, Actor};
 use coord_core::{
     AgentRecord, AgentRegistration, Answer, Claim, ClaimRequest, CoordError, Event, EventPage,
     Filter, IdempotencyKey, KeyedChange, LockName, NextRequest, PostRequest, Sightings, Status,
-    Store, Timestamp, Wakeup, validate_name,
+    Store, Timestamp, Wakeup, system_clock, validate_name,
 };
 use postgres::config::SslMode;
 use postgres::error::SqlState;
 use postgres::types::Json;
 use postgres::{Client, Config, Transaction};
+use serde_json::{Map, Value};
 
 use crate::changes;
 use crate::conn::{Conn, Fail, retryable};
@@ -25,6 +27,7 @@ use crate::keys::{self, KeyedCall};
 use crate::options::PgStoreOptions;
 use crate::rows::claim_from_doc;
 use crate::schema::{self, Migrated};
+use crate::spans;
 use crate::take::TakeShape;
 use crate::time::{self, ServerClock};
 use crate::tls::{self, MakeTlsConnector};
@@ -312,6 +315,68 @@ impl PgStore {
         Ok(value)
     }
 
+    /// [`Store::apply_once`], untraced.
+    fn apply_keyed(
+        &self,
+        call: &KeyedCall,
+        key: &IdempotencyKey,
+        change: &KeyedChange<'_>,
+    ) -> Result<Claim, CoordError> {
+        self.change(Some(change.agent_id()), |conn, now, seen| {
+            if let Some(remembered) = keys::lookup(&mut conn.client, call, now)? {
+                return Ok(remembered.replay(key, change)?);
+            }
+            conn.keyed = Some(call.clone());
+            let made = match *change {
+                KeyedChange::Claim(r) => changes::claim(conn, &self.options, r, now, seen),
+                KeyedChange::Post(r) => changes::post(conn, r, now, seen),
+                KeyedChange::Next(r) => changes::next(conn, &self.options, None, r, 1, now, seen)
+                    .map(|mut taken| taken.pop().expect("at least one taken")),
+                KeyedChange::Act {
+                    work_item_id,
+                    action,
+                    ref actor,
+                } => changes::act(conn, work_item_id, action, actor, now, seen),
+            };
+            conn.keyed = None;
+            let Err(Fail::Coord(error)) = made else {
+                return made;
+            };
+            // A refusal changed nothing: its key goes in on its own.
+            let refused = Err(error);
+            if let Some(answer @ Answer::Refused(_)) = Answer::of(&refused) {
+                conn.batch(&call.remember_sql(&answer, now))?;
+            }
+            Ok(refused?)
+        })
+    }
+
+    /// Runs the change `name` by `agent`; with a span file, its span (and
+    /// one per round trip under it) is appended there, described by what
+    /// it ended with. A span file that cannot be written changes nothing of
+    /// the change's result (it is logged).
+    fn traced<T>(
+        &self,
+        name: &str,
+        agent: Option<&str>,
+        describe: impl Fn(&T, &mut Map<String, Value>),
+        change: impl FnOnce() -> Result<T, CoordError>,
+    ) -> Result<T, CoordError> {
+        let Some(path) = &self.options.telemetry_file else {
+            return change();
+        };
+        let mut run = RunSpans::start(name, self.options.trace_parent, system_clock());
+        spans::collect();
+        let result = change();
+        spans::finish_trips(&mut run);
+        let attributes = outcome_attributes(agent, "postgresql", &result, describe);
+        let records = run.finish(result.is_ok(), attributes);
+        if let Err(e) = spans::append(path, &records) {
+            tracing::warn!(error = %e, file = %path.display(), "spans not written");
+        }
+        result
+    }
+
     /// What `take` does for `request`'s agent and lease, learnt on first use.
     fn take_shape(&self, request: &NextRequest) -> Option<TakeShape> {
         let mut slot = self.take_shape.lock().unwrap_or_else(|e| e.into_inner());
@@ -342,6 +407,12 @@ impl PgStore {
 }
 
 /// The server's clock from `rows` (`time::SERVER_NOW_SQL`'s one row).
+/// The attributes of a change that ended with several items (or ids).
+#[allow(clippy::ptr_arg)] // it describes a change's own `Vec` result
+fn many_attributes<T>(items: &Vec<T>, attributes: &mut Map<String, Value>) {
+    attributes.insert("coord.items".into(), items.len().into());
+}
+
 fn server_micros(rows: &[postgres::SimpleQueryRow]) -> Result<i64, CoordError> {
     rows.first()
         .and_then(|row| row.get(0))
@@ -385,15 +456,21 @@ fn upsert_agent(
 impl Store for PgStore {
     fn claim(&self, request: &ClaimRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.change(Some(&request.agent_id), |conn, now, seen| {
-            changes::claim(conn, &self.options, request, now, seen)
+        let agent = Some(request.agent_id.as_str());
+        self.traced("claim", agent, item_attributes, || {
+            self.change(agent, |conn, now, seen| {
+                changes::claim(conn, &self.options, request, now, seen)
+            })
         })
     }
 
     fn post(&self, request: &PostRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.change(Some(&request.agent_id), |conn, now, seen| {
-            changes::post(conn, request, now, seen)
+        let agent = Some(request.agent_id.as_str());
+        self.traced("post", agent, item_attributes, || {
+            self.change(agent, |conn, now, seen| {
+                changes::post(conn, request, now, seen)
+            })
         })
     }
 
@@ -405,8 +482,11 @@ impl Store for PgStore {
     fn next_many(&self, request: &NextRequest, max: usize) -> Result<Vec<Claim>, CoordError> {
         request.validate_many(max)?;
         let shape = self.take_shape(request);
-        self.change(Some(&request.agent_id), |conn, now, seen| {
-            changes::next(conn, &self.options, shape.as_ref(), request, max, now, seen)
+        let agent = Some(request.agent_id.as_str());
+        self.traced("next", agent, many_attributes, || {
+            self.change(agent, |conn, now, seen| {
+                changes::next(conn, &self.options, shape.as_ref(), request, max, now, seen)
+            })
         })
     }
 
@@ -417,8 +497,11 @@ impl Store for PgStore {
         actor: &Actor<'_>,
     ) -> Result<Claim, CoordError> {
         validate_name("the agent id", actor.agent_id)?;
-        self.change(Some(actor.agent_id), |conn, now, seen| {
-            changes::act(conn, work_item_id, action, actor, now, seen)
+        let agent = Some(actor.agent_id);
+        self.traced(action.name(), agent, item_attributes, || {
+            self.change(agent, |conn, now, seen| {
+                changes::act(conn, work_item_id, action, actor, now, seen)
+            })
         })
     }
 
@@ -429,45 +512,31 @@ impl Store for PgStore {
     ) -> Result<Claim, CoordError> {
         change.validate()?;
         let call = KeyedCall::new(key, change);
-        self.change(Some(change.agent_id()), |conn, now, seen| {
-            if let Some(remembered) = keys::lookup(&mut conn.client, &call, now)? {
-                return Ok(remembered.replay(key, change)?);
-            }
-            conn.keyed = Some(call.clone());
-            let made = match *change {
-                KeyedChange::Claim(r) => changes::claim(conn, &self.options, r, now, seen),
-                KeyedChange::Post(r) => changes::post(conn, r, now, seen),
-                KeyedChange::Next(r) => changes::next(conn, &self.options, None, r, 1, now, seen)
-                    .map(|mut taken| taken.pop().expect("at least one taken")),
-                KeyedChange::Act {
-                    work_item_id,
-                    action,
-                    ref actor,
-                } => changes::act(conn, work_item_id, action, actor, now, seen),
-            };
-            conn.keyed = None;
-            let Err(Fail::Coord(error)) = made else {
-                return made;
-            };
-            // A refusal changed nothing: its key goes in on its own.
-            let refused = Err(error);
-            if let Some(answer @ Answer::Refused(_)) = Answer::of(&refused) {
-                conn.batch(&call.remember_sql(&answer, now))?;
-            }
-            Ok(refused?)
+        let agent = Some(change.agent_id());
+        self.traced(change.name(), agent, item_attributes, || {
+            self.apply_keyed(&call, key, change)
         })
     }
 
     fn reap(&self, agent_id: &str) -> Result<Vec<Claim>, CoordError> {
-        self.change(Some(agent_id), |conn, now, seen| {
-            changes::reap(conn, now, seen)
+        self.traced("reap", Some(agent_id), many_attributes, || {
+            self.change(Some(agent_id), |conn, now, seen| {
+                changes::reap(conn, now, seen)
+            })
         })
     }
 
     fn cleanup(&self, agent_id: &str, older_than: Duration) -> Result<Vec<String>, CoordError> {
-        self.change(Some(agent_id), |conn, now, seen| {
-            changes::cleanup(conn, older_than, now, seen)
+        self.traced("cleanup", Some(agent_id), many_attributes, || {
+            self.change(Some(agent_id), |conn, now, seen| {
+                changes::cleanup(conn, older_than, now, seen)
+            })
         })
+    }
+
+    /// The last change span this thread wrote (with a span file).
+    fn trace_parent(&self) -> Option<String> {
+        self.options.telemetry_file.as_ref().and(spans::last_run())
     }
 
     fn get(&self, work_item_id: &str) -> Result<Claim, CoordError> {

@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
+use coord_core::trace::TraceParent;
 use coord_core::{CoordError, Store};
-use coord_file::{FileStore, FileStoreOptions, TraceParent, Warning};
+use coord_file::{FileStore, FileStoreOptions, Warning};
 use coord_pg::{PgStore, PgStoreOptions};
 
 use crate::cli::Cli;
@@ -31,7 +32,9 @@ impl Backend {
             let options = PgStoreOptions::default()
                 .schema(cli.schema.clone())
                 .lock_timeout(cli.lock_timeout)
-                .track_agents(track_agents);
+                .track_agents(track_agents)
+                .telemetry_file(cli.telemetry_file.clone().filter(|_| cli.telemetry_on()))
+                .trace_parent(trace_parent());
             return PgStore::connect(url, options).map(|s| Backend::Pg(Box::new(s)));
         }
         Ok(Backend::File(Box::new(FileStore::with_options(
@@ -45,6 +48,7 @@ impl Backend {
                 .compact_keep(cli.compact_keep)
                 .track_agents(track_agents)
                 .telemetry(cli.telemetry_on())
+                .telemetry_file(cli.telemetry_file.clone())
                 .trace_parent(trace_parent())
                 .on_warning(Arc::new(|w: &Warning| output::warn(w.kind, &w.message))),
         ))))

@@ -105,6 +105,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_telemetry: bool,
 
+    /// Append spans to this file: on PostgreSQL, where else none are
+    /// written; on a directory, instead of its telemetry_spans.jsonl
+    #[arg(long, global = true, env = "COORD_TELEMETRY_FILE", value_name = "PATH")]
+    pub telemetry_file: Option<PathBuf>,
+
     /// COORD_TELEMETRY: `on` (the default) or `off`.
     #[arg(
         long = "telemetry",

@@ -243,3 +243,67 @@ fn coord_work_hands_each_child_the_span_of_its_take() {
     assert_eq!(child["trace_id"], take["trace_id"]);
     assert_eq!(child["parent_span_id"], take["span_id"]);
 }
+
+#[test]
+fn on_postgresql_spans_go_to_the_telemetry_file_one_per_change_and_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = coord_testkit::shared_cluster().fresh_schema("cli_spans");
+    let file = tmp.path().join("spans.jsonl");
+    let on_db = |args: &[&str]| -> Run {
+        let mut cmd = crate::support::command_in(&tmp.path().join("unused"), "agent_pg", args);
+        cmd.env("COORD_DATABASE_URL", coord_testkit::shared_cluster().url())
+            .env("COORD_SCHEMA", &schema)
+            .env("COORD_TELEMETRY_FILE", &file)
+            .env(
+                "TRACEPARENT",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            );
+        cmd.finish().into()
+    };
+    let claim = on_db(&["claim", "deploy", "--priority", "high"]).expect_ok();
+    on_db(&["claim", "deploy", "--priority", "high"]).expect_error("coordination_conflict", 3);
+    let spans = json_lines(&file);
+    let runs: Vec<&Value> = spans.iter().filter(|s| s["name"] == "claim").collect();
+    assert_eq!(runs.len(), 2, "{spans:?}");
+    let (made, refused) = (runs[0], runs[1]);
+    assert_eq!(made["parent_span_id"], "00f067aa0ba902b7");
+    assert_eq!(made["status"], "ok");
+    assert_eq!(made["attributes"]["coord.store"], "postgresql");
+    assert_eq!(
+        made["attributes"]["coord.work_item_id"],
+        claim["work_item_id"]
+    );
+    assert_eq!(refused["status"], "error");
+    assert_eq!(
+        refused["attributes"]["coord.error"],
+        "coordination_conflict"
+    );
+    for run in [made, refused] {
+        let trips: Vec<&Value> = spans
+            .iter()
+            .filter(|s| s["parent_span_id"] == run["span_id"])
+            .collect();
+        assert!(!trips.is_empty(), "no round trips under {run}");
+        for trip in trips {
+            assert_eq!(trip["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_eq!(trip["attributes"]["db.system"], "postgresql");
+            assert!(trip["attributes"]["db.rows"].is_u64(), "{trip}");
+        }
+    }
+    // The transaction of the claim that was made: opened, committed.
+    let names: Vec<&str> = spans
+        .iter()
+        .filter(|s| s["parent_span_id"] == made["span_id"])
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("BEGIN")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("COMMIT")), "{names:?}");
+    // Without a file, nothing is written.
+    let before = fs::read(&file).unwrap();
+    let mut cmd =
+        crate::support::command_in(&tmp.path().join("unused"), "agent_pg", &["post", "x", "y"]);
+    cmd.env("COORD_DATABASE_URL", coord_testkit::shared_cluster().url())
+        .env("COORD_SCHEMA", &schema);
+    Run::from(cmd.finish()).expect_ok();
+    assert_eq!(fs::read(&file).unwrap(), before);
+}
