@@ -65,6 +65,10 @@ pub struct SpanRecord {
     pub attributes: Map<String, Value>,
 }
 
+/// Where finished spans go besides a file (an exporter, say); called
+/// once per change with its spans, the change's first.
+pub type SpanSink = std::sync::Arc<dyn Fn(&[SpanRecord]) + Send + Sync>;
+
 /// A span id: random, never zero (W3C reserves the all-zero id).
 pub fn span_id() -> u64 {
     fastrand::u64(1..)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use coord_core::{Clock, ConflictPolicy, SeedPolicy, system_clock};
 use reactor_file::AtomicWriter;
 
-use coord_core::trace::TraceParent;
+use coord_core::trace::{SpanSink, TraceParent};
 
 /// Something worth telling a human that is not an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,8 @@ pub struct FileStoreOptions {
     pub telemetry: bool,
     /// Where spans go instead of the directory's `telemetry_spans.jsonl`.
     pub telemetry_file: Option<PathBuf>,
+    /// Where spans go besides the file (an OpenTelemetry exporter).
+    pub span_sink: Option<SpanSink>,
     /// The caller's span, which every change's span is a child of (the
     /// CLI reads it from `TRACEPARENT`).
     pub trace_parent: Option<TraceParent>,
@@ -82,6 +84,7 @@ impl Default for FileStoreOptions {
             shell_lock: true,
             telemetry: false,
             telemetry_file: None,
+            span_sink: None,
             trace_parent: None,
             on_warning: Arc::new(|w: &Warning| tracing::warn!(kind = w.kind, "{}", w.message)),
         }
@@ -103,6 +106,7 @@ impl FileStoreOptions {
         shell_lock: bool,
         telemetry: bool,
         telemetry_file: Option<PathBuf>,
+        span_sink: Option<SpanSink>,
         trace_parent: Option<TraceParent>,
         on_warning: WarningSink,
     }

@@ -185,6 +185,9 @@ impl FileStore {
             });
         let spans = recorder.finish(attributes);
         telemetry::remember_run(&spans);
+        if let Some(sink) = &self.options.span_sink {
+            sink(&spans);
+        }
         let path = match &self.options.telemetry_file {
             Some(path) => path.clone(),
             None => self.dir.join(telemetry::SPANS_FILE),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord_core::trace::TraceParent;
+use coord_core::trace::{SpanSink, TraceParent};
 use coord_core::{Clock, ConflictPolicy, SeedPolicy, system_clock};
 
 /// How a [`PgStore`](crate::PgStore) behaves; `Default` gives the
@@ -31,6 +31,8 @@ pub struct PgStoreOptions {
     /// Append each change's spans (its run and its round trips) to this
     /// file, one JSON object per line (default none).
     pub telemetry_file: Option<PathBuf>,
+    /// Where each change's spans go besides the file (an exporter).
+    pub span_sink: Option<SpanSink>,
     /// The caller's span, which every change's span is a child of.
     pub trace_parent: Option<TraceParent>,
 }
@@ -44,6 +46,7 @@ impl Default for PgStoreOptions {
             clock: system_clock(),
             track_agents: true,
             telemetry_file: None,
+            span_sink: None,
             trace_parent: None,
         }
     }
@@ -57,6 +60,7 @@ impl PgStoreOptions {
         clock: Clock,
         track_agents: bool,
         telemetry_file: Option<PathBuf>,
+        span_sink: Option<SpanSink>,
         trace_parent: Option<TraceParent>,
     }
 }

@@ -92,13 +92,16 @@ pub(crate) fn finish_trips(run: &mut RunSpans) {
     }
 }
 
-/// Appends `spans` to `path`, one JSON object per line, in one write, and
-/// remembers the first (the change's) as this thread's last.
-pub(crate) fn append(path: &Path, spans: &[SpanRecord]) -> std::io::Result<()> {
+/// Remembers `spans`' first (the change's) as this thread's last.
+pub(crate) fn remember(spans: &[SpanRecord]) {
     if let Some(run) = spans.first() {
         let parent = format!("00-{}-{}-01", run.trace_id, run.span_id);
         LAST_RUN.with(|last| *last.borrow_mut() = Some(parent));
     }
+}
+
+/// Appends `spans` to `path`, one JSON object per line, in one write.
+pub(crate) fn append(path: &Path, spans: &[SpanRecord]) -> std::io::Result<()> {
     let mut text = Vec::new();
     for span in spans {
         serde_json::to_writer(&mut text, span).expect("a span always serialises");

@@ -362,17 +362,24 @@ impl PgStore {
         describe: impl Fn(&T, &mut Map<String, Value>),
         change: impl FnOnce() -> Result<T, CoordError>,
     ) -> Result<T, CoordError> {
-        let Some(path) = &self.options.telemetry_file else {
+        let (file, sink) = (&self.options.telemetry_file, &self.options.span_sink);
+        if file.is_none() && sink.is_none() {
             return change();
-        };
+        }
         let mut run = RunSpans::start(name, self.options.trace_parent, system_clock());
         spans::collect();
         let result = change();
         spans::finish_trips(&mut run);
         let attributes = outcome_attributes(agent, "postgresql", &result, describe);
         let records = run.finish(result.is_ok(), attributes);
-        if let Err(e) = spans::append(path, &records) {
+        spans::remember(&records);
+        if let Some(path) = file
+            && let Err(e) = spans::append(path, &records)
+        {
             tracing::warn!(error = %e, file = %path.display(), "spans not written");
+        }
+        if let Some(sink) = sink {
+            sink(&records);
         }
         result
     }
@@ -534,9 +541,11 @@ impl Store for PgStore {
         })
     }
 
-    /// The last change span this thread wrote (with a span file).
+    /// The last change span this thread recorded (with a span file or
+    /// an exporter).
     fn trace_parent(&self) -> Option<String> {
-        self.options.telemetry_file.as_ref().and(spans::last_run())
+        let recording = self.options.telemetry_file.is_some() || self.options.span_sink.is_some();
+        if recording { spans::last_run() } else { None }
     }
 
     fn get(&self, work_item_id: &str) -> Result<Claim, CoordError> {

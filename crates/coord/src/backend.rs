@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use coord_core::trace::TraceParent;
+use coord_core::trace::{SpanSink, TraceParent};
 use coord_core::{CoordError, Store};
 use coord_file::{FileStore, FileStoreOptions, Warning};
 use coord_pg::{PgStore, PgStoreOptions};
@@ -27,13 +27,18 @@ fn trace_parent() -> Option<TraceParent> {
 impl Backend {
     /// The store `cli` names; `track_agents` is off for a generated agent
     /// id, which names one call, not an agent worth listing.
-    pub fn open(cli: &Cli, track_agents: bool) -> Result<Backend, CoordError> {
+    pub fn open(
+        cli: &Cli,
+        track_agents: bool,
+        sink: Option<SpanSink>,
+    ) -> Result<Backend, CoordError> {
         if let Some(url) = &cli.database_url {
             let options = PgStoreOptions::default()
                 .schema(cli.schema.clone())
                 .lock_timeout(cli.lock_timeout)
                 .track_agents(track_agents)
                 .telemetry_file(cli.telemetry_file.clone().filter(|_| cli.telemetry_on()))
+                .span_sink(sink)
                 .trace_parent(trace_parent());
             return PgStore::connect(url, options).map(|s| Backend::Pg(Box::new(s)));
         }
@@ -49,6 +54,7 @@ impl Backend {
                 .track_agents(track_agents)
                 .telemetry(cli.telemetry_on())
                 .telemetry_file(cli.telemetry_file.clone())
+                .span_sink(sink)
                 .trace_parent(trace_parent())
                 .on_warning(Arc::new(|w: &Warning| output::warn(w.kind, &w.message))),
         ))))

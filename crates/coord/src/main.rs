@@ -6,6 +6,7 @@
 mod backend;
 mod cli;
 mod dashboard;
+mod otlp;
 mod output;
 mod runner;
 
@@ -32,16 +33,27 @@ fn main() -> ExitCode {
     };
     output::set_human(cli.human);
     init_tracing();
+    let exporter = otlp::Exporter::from_env().filter(|_| cli.telemetry_on());
+    let code = dispatch(&cli, exporter.as_ref().map(otlp::Exporter::sink));
+    // The spans left, sent before the process ends.
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
+    }
+    code
+}
+
+/// Opens the store and runs the command on it; spans also go to `sink`.
+fn dispatch(cli: &Cli, sink: Option<coord_core::trace::SpanSink>) -> ExitCode {
     let (agent, agent_given) = cli.agent_id();
-    let backend = match Backend::open(&cli, agent_given) {
+    let backend = match Backend::open(cli, agent_given, sink) {
         Ok(backend) => backend,
         Err(e) => return output::fail(&e),
     };
     let store = backend.store();
     match &cli.command {
         Command::Log(log) => return output::follow_log(store, log.follow),
-        Command::Run(run) => return runner::run(&cli, run, &backend, &agent),
-        Command::Work(work) => return runner::work(&cli, work, &backend, &agent),
+        Command::Run(run) => return runner::run(cli, run, &backend, &agent),
+        Command::Work(work) => return runner::work(cli, work, &backend, &agent),
         Command::Import(import) => {
             return match import_dir(&backend, &import.from) {
                 Ok(out) => output::print(&out),
@@ -50,7 +62,7 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    match run(&cli, store, &agent) {
+    match run(cli, store, &agent) {
         Ok(out) => output::print(&out),
         Err(error) => output::fail(&hint(error, agent_given)),
     }

@@ -307,3 +307,136 @@ fn on_postgresql_spans_go_to_the_telemetry_file_one_per_change_and_round_trip() 
     Run::from(cmd.finish()).expect_ok();
     assert_eq!(fs::read(&file).unwrap(), before);
 }
+
+/// A collector in the test: answers every request 200 and hands over its
+/// path and body; with `answer` false it reads and never answers.
+fn collector(answer: bool) -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_owned();
+            let _ = tx.send((path, body));
+            if answer {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            } else {
+                std::thread::sleep(Duration::from_secs(30));
+            }
+        }
+    });
+    (url, rx)
+}
+
+use std::time::{Duration, Instant};
+
+#[test]
+fn spans_are_exported_to_an_otlp_collector_over_http_protobuf() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    let env = Env::new();
+    let (url, received) = collector(true);
+    let run: Run = env
+        .command(&["claim", "deploy", "--priority", "high"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &url)
+        .env("OTEL_SERVICE_NAME", "builder")
+        .env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=test,team=a%20b",
+        )
+        .finish()
+        .into();
+    let claim = run.expect_ok();
+    let (path, body) = received
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the collector got a request");
+    assert_eq!(path, "/v1/traces");
+    let request = ExportTraceServiceRequest::decode(&body[..]).expect("OTLP protobuf");
+    let resource = &request.resource_spans[0];
+    let attribute = |key: &str| {
+        resource
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| format!("{:?}", a.value))
+    };
+    assert!(attribute("service.name").unwrap().contains("builder"));
+    assert!(attribute("team").unwrap().contains("a b"));
+    let spans = &resource.scope_spans[0].spans;
+    let run_span = spans
+        .iter()
+        .find(|s| s.name == "claim")
+        .expect("the claim's span");
+    assert_eq!(run_span.trace_id.len(), 16);
+    assert_eq!(run_span.span_id.len(), 8);
+    assert!(run_span.parent_span_id.is_empty());
+    assert!(run_span.end_time_unix_nano >= run_span.start_time_unix_nano);
+    let id = run_span
+        .attributes
+        .iter()
+        .find(|a| a.key == "coord.work_item_id")
+        .map(|a| format!("{:?}", a.value))
+        .unwrap();
+    assert!(id.contains(claim["work_item_id"].as_str().unwrap()), "{id}");
+    let steps = spans
+        .iter()
+        .filter(|s| s.parent_span_id == run_span.span_id)
+        .count();
+    assert_eq!(steps, 7, "the claim's seven steps");
+    // The same spans went to the directory's file.
+    assert_eq!(self::spans(&env).len(), spans.len());
+}
+
+#[test]
+fn a_collector_that_is_gone_or_silent_changes_nothing_and_costs_at_most_a_second() {
+    let env = Env::new();
+    let gone = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let (silent, _received) = collector(false);
+    for url in [gone, silent] {
+        let started = Instant::now();
+        let run: Run = env
+            .command(&["post", "tests", "still posted"])
+            .env(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                format!("{url}/v1/traces"),
+            )
+            .finish()
+            .into();
+        let took = started.elapsed();
+        let item = run.expect_ok();
+        assert_eq!(item["description"], "still posted");
+        assert!(run.stderr.is_empty(), "{run:?}");
+        assert!(took < Duration::from_millis(2500), "{url}: took {took:?}");
+    }
+}
