@@ -85,6 +85,15 @@ pub trait Store {
         change: &KeyedChange<'_>,
     ) -> Result<Claim, CoordError>;
 
+    /// Whether a change can commit while its caller, still running, gets an
+    /// error instead of the answer (a connection broken during the commit:
+    /// PostgreSQL). Callers that retry then send changes under an
+    /// idempotency key ([`KeyedChange::retrying`]). `false` by default: a
+    /// directory's answer is lost only with the process that asked.
+    fn may_lose_answers(&self) -> bool {
+        false
+    }
+
     /// Writes down every lapsed lease now; returns the items it changed.
     fn reap(&self, agent_id: &str) -> Result<Vec<Claim>, CoordError>;
 

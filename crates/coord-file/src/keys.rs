@@ -10,7 +10,9 @@
 //! event log ahead of the claims (what such a crash leaves) drops it. A
 //! refusal changes no item and is written at the revision already
 //! committed. Entries older than `KEY_TTL` go, and at most [`MAX_KEYS`] are
-//! kept (the oldest go first), so the file stays small.
+//! kept (the oldest go first): each keyed change rewrites the file, so it
+//! must stay small. (`coord run` and `coord work` key nothing on a
+//! directory: there an answer is lost only with the process that asked.)
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +25,7 @@ use crate::errors::file_error;
 pub const KEYS_FILE: &str = "idempotency_keys.json";
 
 /// The most keys the file keeps.
-pub const MAX_KEYS: usize = 10_000;
+pub const MAX_KEYS: usize = 1_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {

@@ -541,6 +541,11 @@ impl Store for PgStore {
         })
     }
 
+    /// A connection can break during a commit.
+    fn may_lose_answers(&self) -> bool {
+        true
+    }
+
     /// The last change span this thread recorded (with a span file or
     /// an exporter).
     fn trace_parent(&self) -> Option<String> {

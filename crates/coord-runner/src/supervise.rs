@@ -9,8 +9,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use coord_core::{
-    Action, Actor, Claim, CoordError, DEFAULT_LEASE, ErrorKind, IdempotencyKey, KeyedChange,
-    RetryPolicy, Status, Store,
+    Action, Actor, Claim, CoordError, DEFAULT_LEASE, ErrorKind, KeyedChange, RetryPolicy, Status,
+    Store,
 };
 
 use crate::child;
@@ -163,21 +163,25 @@ const RECORD_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Records how the child ended. A busy lock or a broken connection is
 /// waited out (with backoff, for a while): giving up would leave the claim
-/// to lapse with its lease. The change goes under a key of its own, so an
-/// attempt that committed but lost its answer is not made again.
+/// to lapse with its lease. Where an answer can be lost, the change goes
+/// under a key of its own, so an attempt that committed but lost its
+/// answer is not made again.
 fn record(
     store: &(dyn Store + Sync),
     id: &str,
     action: &Action,
     actor: &Actor<'_>,
 ) -> Result<Claim, CoordError> {
-    let key = IdempotencyKey::fresh("coord-record");
     let change = KeyedChange::Act {
         work_item_id: id,
         action,
         actor: *actor,
     };
-    RetryPolicy::wait_for(RECORD_PATIENCE).run_keyed(|| store.apply_once(&key, &change))
+    change.retrying(
+        store,
+        RetryPolicy::wait_for(RECORD_PATIENCE),
+        "coord-record",
+    )
 }
 
 /// The longest a failed item waits before it may be taken again.

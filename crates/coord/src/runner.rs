@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use coord_core::{IdempotencyKey, KeyedChange};
+use coord_core::KeyedChange;
 use coord_runner::{Finish, RunOptions, Shutdown, SignalMode, WorkOptions, watch_signals};
 use serde_json::json;
 
@@ -23,14 +23,10 @@ pub fn run(cli: &Cli, args: &RunArgs, backend: &Backend, agent: &str) -> ExitCod
         command,
     } = args;
     let request = what.request(agent);
-    // A claim that cannot be had runs nothing. Its key makes a retry after
-    // a broken connection safe: a claim that committed is answered.
-    let key = IdempotencyKey::fresh("coord-run");
-    let change = KeyedChange::Claim(&request);
-    let claimed = what
-        .retry
-        .policy()
-        .run_keyed(|| store.apply_once(&key, &change));
+    // A claim that cannot be had runs nothing. Where an answer can be
+    // lost, its key makes a retry after a broken connection safe: a claim
+    // that committed is answered.
+    let claimed = KeyedChange::Claim(&request).retrying(store, what.retry.policy(), "coord-run");
     let claim = match claimed {
         Ok(claim) => claim,
         Err(e) => return output::fail(&e),

@@ -484,6 +484,8 @@ fn a_worker_takes_for_all_its_free_slots_in_one_change() {
     }
     assert_eq!(per_revision.values().sum::<usize>(), 8);
     assert_eq!(per_revision.values().max(), Some(&4), "{per_revision:?}");
+    // A directory loses no answer to a live worker: it keys nothing there.
+    assert!(!env.dir.join("idempotency_keys.json").exists());
 }
 
 #[test]
