@@ -111,9 +111,8 @@ impl FileStore {
         let lock = lock?;
         let now = (self.options.clock)();
         self.settle_after_lock(&lock, agent, now)?;
-        let recorder = self
-            .options
-            .telemetry
+        let recording = self.options.telemetry || self.options.span_sink.is_some();
+        let recorder = recording
             .then(|| SpanRecorder::new(self.options.trace_parent, self.options.clock.clone()));
         let ctx = Ctx {
             dir: &self.dir,
@@ -187,6 +186,9 @@ impl FileStore {
         telemetry::remember_run(&spans);
         if let Some(sink) = &self.options.span_sink {
             sink(&spans);
+        }
+        if !self.options.telemetry {
+            return;
         }
         let path = match &self.options.telemetry_file {
             Some(path) => path.clone(),
@@ -314,9 +316,9 @@ impl Store for FileStore {
         (self.options.clock)()
     }
 
-    /// The last run span this thread's changes wrote (telemetry on).
+    /// The last run span this thread's changes recorded.
     fn trace_parent(&self) -> Option<String> {
-        if self.options.telemetry {
+        if self.options.telemetry || self.options.span_sink.is_some() {
             telemetry::last_run()
         } else {
             None

@@ -505,6 +505,10 @@ pub struct WorkArgs {
     /// The first retry delay of a failed item; it doubles per attempt
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub retry_backoff: Duration,
+    /// Serve metrics in Prometheus' text format at this address (e.g.
+    /// 127.0.0.1:9464) while working
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<std::ffi::OsString>,

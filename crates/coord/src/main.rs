@@ -6,14 +6,17 @@
 mod backend;
 mod cli;
 mod dashboard;
+mod metrics;
 mod otlp;
 mod output;
 mod runner;
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
+use coord_core::trace::SpanSink;
 use coord_core::{
     Action, Actor, AgentRegistration, Claim, CoordError, Filter, IdempotencyKey, KeyedChange,
     NextRequest, PostRequest, Store, Timestamp,
@@ -34,7 +37,28 @@ fn main() -> ExitCode {
     output::set_human(cli.human);
     init_tracing();
     let exporter = otlp::Exporter::from_env().filter(|_| cli.telemetry_on());
-    let code = dispatch(&cli, exporter.as_ref().map(otlp::Exporter::sink));
+    let metrics = match &cli.command {
+        Command::Work(work) if work.metrics_listen.is_some() => Some(metrics::Metrics::new()),
+        _ => None,
+    };
+    let sinks: Vec<SpanSink> = exporter
+        .as_ref()
+        .map(otlp::Exporter::sink)
+        .into_iter()
+        .chain(metrics.as_ref().map(metrics::Metrics::sink))
+        .collect();
+    let sink: Option<SpanSink> = match sinks.len() {
+        0 => None,
+        1 => sinks.into_iter().next(),
+        _ => Some(Arc::new(
+            move |spans: &[coord_core::trace::SpanRecord]| {
+                for sink in &sinks {
+                    sink(spans);
+                }
+            },
+        )),
+    };
+    let code = dispatch(&cli, sink, metrics.as_deref());
     // The spans left, sent before the process ends.
     if let Some(exporter) = exporter {
         exporter.shutdown();
@@ -42,8 +66,9 @@ fn main() -> ExitCode {
     code
 }
 
-/// Opens the store and runs the command on it; spans also go to `sink`.
-fn dispatch(cli: &Cli, sink: Option<coord_core::trace::SpanSink>) -> ExitCode {
+/// Opens the store and runs the command on it; spans also go to `sink`,
+/// and `coord work` serves `metrics`.
+fn dispatch(cli: &Cli, sink: Option<SpanSink>, metrics: Option<&metrics::Metrics>) -> ExitCode {
     let (agent, agent_given) = cli.agent_id();
     let backend = match Backend::open(cli, agent_given, sink) {
         Ok(backend) => backend,
@@ -53,7 +78,7 @@ fn dispatch(cli: &Cli, sink: Option<coord_core::trace::SpanSink>) -> ExitCode {
     match &cli.command {
         Command::Log(log) => return output::follow_log(store, log.follow),
         Command::Run(run) => return runner::run(cli, run, &backend, &agent),
-        Command::Work(work) => return runner::work(cli, work, &backend, &agent),
+        Command::Work(work) => return runner::work(cli, work, &backend, &agent, metrics),
         Command::Import(import) => {
             return match import_dir(&backend, &import.from) {
                 Ok(out) => output::print(&out),

@@ -1,6 +1,7 @@
 //! `coord run` and `coord work`: the CLI side of `coord_runner`.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use coord_core::KeyedChange;
 use coord_runner::{Finish, RunOptions, Shutdown, SignalMode, WorkOptions, watch_signals};
@@ -8,6 +9,7 @@ use serde_json::json;
 
 use crate::backend::Backend;
 use crate::cli::{Cli, RunArgs, WorkArgs};
+use crate::metrics::Metrics;
 use crate::output;
 
 fn exit(code: i32) -> ExitCode {
@@ -64,7 +66,13 @@ pub fn run(cli: &Cli, args: &RunArgs, backend: &Backend, agent: &str) -> ExitCod
     }
 }
 
-pub fn work(cli: &Cli, args: &WorkArgs, backend: &Backend, agent: &str) -> ExitCode {
+pub fn work(
+    cli: &Cli,
+    args: &WorkArgs,
+    backend: &Backend,
+    agent: &str,
+    metrics: Option<&Metrics>,
+) -> ExitCode {
     let store = backend.store();
     let WorkArgs {
         work_types,
@@ -74,6 +82,7 @@ pub fn work(cli: &Cli, args: &WorkArgs, backend: &Backend, agent: &str) -> ExitC
         idle_exit,
         grace,
         retry_backoff,
+        metrics_listen,
         command,
     } = args;
     // Refused before any slot starts, as `next` refuses it (a bad lease or
@@ -84,6 +93,15 @@ pub fn work(cli: &Cli, args: &WorkArgs, backend: &Backend, agent: &str) -> ExitC
     if let Err(e) = request.validate() {
         return output::fail(&e);
     }
+    // Bound before any work, so a bad or busy address is refused at once.
+    let listener = match metrics_listen
+        .as_deref()
+        .map(crate::metrics::bind)
+        .transpose()
+    {
+        Ok(listener) => listener,
+        Err(e) => return output::fail(&e),
+    };
     let shutdown = Shutdown::new();
     let signals = match watch_signals(&shutdown, SignalMode::Stop) {
         Ok(handle) => handle,
@@ -103,7 +121,18 @@ pub fn work(cli: &Cli, args: &WorkArgs, backend: &Backend, agent: &str) -> ExitC
         .concurrency(usize::from(*concurrency))
         .max_items(*max_items)
         .idle_exit(*idle_exit);
-    let report = coord_runner::work(store, agent, &options, &shutdown);
+    let done = AtomicBool::new(false);
+    let report = std::thread::scope(|scope| {
+        if let (Some(listener), Some(metrics)) = (&listener, metrics) {
+            let done = &done;
+            scope.spawn(move || {
+                crate::metrics::serve(listener, metrics, store, &|| done.load(Ordering::SeqCst))
+            });
+        }
+        let report = coord_runner::work(store, agent, &options, &shutdown);
+        done.store(true, Ordering::SeqCst);
+        report
+    });
     signals.close();
     let summary = json!({"summary": {
         "agent_id": agent,

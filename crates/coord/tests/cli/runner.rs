@@ -513,3 +513,97 @@ fn a_busy_lock_when_the_child_ends_is_waited_out_not_given_up() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(only_item(&env)["status"], "completed");
 }
+
+/// GETs `/metrics` from `addr`; the body, once something answers.
+fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: coord\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    Some(text.split_once("\r\n\r\n")?.1.to_owned())
+}
+
+#[test]
+fn a_worker_serves_its_metrics_in_prometheus_text_format() {
+    let env = Env::new();
+    for i in 0..3 {
+        env.run(&["post", "job", &format!("job {i}")]).expect_ok();
+    }
+    env.run(&["claim", "deploy", "--priority", "high"])
+        .expect_ok();
+    env.run(&["claim", "deploy", "--priority", "high"])
+        .expect_error("coordination_conflict", 3);
+    let addr = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().to_string()
+    };
+    let spans_before = fs::read(env.dir.join("telemetry_spans.jsonl")).unwrap();
+    let worker = env.spawn(&[
+        "--no-telemetry",
+        "work",
+        "--metrics-listen",
+        &addr,
+        "--idle-exit",
+        "3s",
+        "--",
+        "true",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        if let Some(text) = scrape(&addr)
+            && text.contains("outcome=\"ok\"")
+            && text.contains("status=\"completed\"} 3")
+        {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "no metrics at {addr}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let run: Run = worker.finish().into();
+    assert_eq!(run.code, 0, "{run:?}");
+    for expected in [
+        "coord_changes_total{store=\"directory\",change=\"next\",outcome=\"ok\"}",
+        "coord_changes_total{store=\"directory\",change=\"complete\",outcome=\"ok\"} 3",
+        "coord_items{status=\"completed\"} 3",
+        "coord_items{status=\"in_progress\"} 1",
+        "coord_items_by_priority{priority=\"high\"} 1",
+        "coord_step_duration_seconds_count{store=\"directory\",step=\"write_claims_atomically\"}",
+        "# TYPE coord_change_duration_seconds histogram",
+    ] {
+        assert!(metrics.contains(expected), "no {expected} in:\n{metrics}");
+    }
+    // The worker's own process saw no conflict (the refused claim was another's).
+    assert!(!metrics.contains("coord_conflicts_total{"), "{metrics}");
+    // --no-telemetry: metrics still, but no spans written.
+    let spans_after = fs::read(env.dir.join("telemetry_spans.jsonl")).unwrap();
+    assert_eq!(spans_after, spans_before);
+}
+
+#[test]
+fn a_metrics_address_that_cannot_be_listened_on_is_refused_before_any_work() {
+    let env = Env::new();
+    env.run(&["post", "job", "waits"]).expect_ok();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    for addr in ["not an address", busy.as_str()] {
+        let err = env
+            .run(&["work", "--metrics-listen", addr, "--", "true"])
+            .expect_error("coordination_validation_failed", 6);
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("--metrics-listen"),
+            "{err}"
+        );
+    }
+    let pending = env
+        .records()
+        .iter()
+        .filter(|r| r["status"] == "pending")
+        .count();
+    assert_eq!(pending, 1, "nothing was taken");
+}
