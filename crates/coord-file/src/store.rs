@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use coord_core::decide::Sweep;
 use coord_core::transition::{Action, Actor};
@@ -25,7 +25,7 @@ use crate::errors::file_error;
 use crate::lock::{DirLock, ShellLock};
 use crate::memory::SharedMemory;
 use crate::options::{FileStoreOptions, Warning};
-use coord_core::trace::{item_attributes, outcome_attributes};
+use coord_core::trace::{RunSpans, item_attributes, outcome_attributes};
 
 use crate::telemetry::{self, SpanRecorder};
 use crate::{agents, events, fs_check};
@@ -78,10 +78,11 @@ impl FileStore {
     /// After it: automatic compaction, and the agent's `last_seen`.
     fn locked(
         &self,
+        name: &'static str,
         agent: Option<&str>,
         change: impl FnOnce(&Ctx<'_>) -> Result<Plan, CoordError>,
     ) -> Result<Outcome, CoordError> {
-        match self.locked_done(agent, |ctx| change(ctx).map(Done::Changed))? {
+        match self.locked_done(name, agent, |ctx| change(ctx).map(Done::Changed))? {
             Done::Changed(plan) => Ok(plan.outcome),
             Done::Answered(claim) => Ok(Outcome::One(claim)),
         }
@@ -91,6 +92,7 @@ impl FileStore {
     /// anything (a keyed change made before).
     fn locked_done(
         &self,
+        name: &'static str,
         agent: Option<&str>,
         change: impl FnOnce(&Ctx<'_>) -> Result<Done, CoordError>,
     ) -> Result<Done, CoordError> {
@@ -102,16 +104,35 @@ impl FileStore {
         // The staging file is taken out while we wait, so readers sharing
         // this store's memory are not held up by the lock.
         let mut staging = self.memory.lock().staging.take();
+        let recording = self.options.telemetry || self.options.span_sink.is_some();
+        let waiting = Instant::now();
         let lock = DirLock::acquire_staged(
             &self.dir,
             self.options.lock_timeout,
             self.options.shell_lock.then_some(&mut staging),
         );
+        let lock_wait = waiting.elapsed();
         self.memory.lock().staging = staging;
-        let lock = lock?;
+        let lock = match lock {
+            Ok(lock) => lock,
+            Err(e) => {
+                // The change never began: its span is the wait alone.
+                if recording {
+                    let run = RunSpans::start(
+                        name,
+                        self.options.trace_parent,
+                        self.options.clock.clone(),
+                    );
+                    let mut attributes = outcome_attributes(agent, "directory", &Ok(()), |_, _| {});
+                    attributes.insert("coord.error".into(), e.kind().as_str().into());
+                    attributes.insert("coord.lock_wait_us".into(), micros(lock_wait).into());
+                    self.emit_spans(&run.finish(false, attributes));
+                }
+                return Err(e);
+            }
+        };
         let now = (self.options.clock)();
         self.settle_after_lock(&lock, agent, now)?;
-        let recording = self.options.telemetry || self.options.span_sink.is_some();
         let recorder = recording
             .then(|| SpanRecorder::new(self.options.trace_parent, self.options.clock.clone()));
         let ctx = Ctx {
@@ -125,7 +146,7 @@ impl FileStore {
         let claims_path = self.claims_path();
         let done = change(&ctx);
         if let Some(recorder) = &recorder {
-            self.write_spans(recorder, agent, &done);
+            self.write_spans(recorder, agent, lock_wait, &done);
         }
         // Compaction is a change of its own, without the caller's span.
         let ctx = Ctx { spans: None, ..ctx };
@@ -167,9 +188,10 @@ impl FileStore {
         &self,
         recorder: &SpanRecorder,
         agent: Option<&str>,
+        lock_wait: Duration,
         done: &Result<Done, CoordError>,
     ) {
-        let attributes =
+        let mut attributes =
             outcome_attributes(agent, "directory", done, |done, attributes| match done {
                 Done::Changed(plan) => match &plan.outcome {
                     Outcome::One(claim) => item_attributes(claim, attributes),
@@ -182,10 +204,16 @@ impl FileStore {
                 },
                 Done::Answered(claim) => item_attributes(claim, attributes),
             });
-        let spans = recorder.finish(attributes);
-        telemetry::remember_run(&spans);
+        attributes.insert("coord.lock_wait_us".into(), micros(lock_wait).into());
+        self.emit_spans(&recorder.finish(attributes));
+    }
+
+    /// Hands a change's spans to the sink and appends them to the span
+    /// file, as the options say.
+    fn emit_spans(&self, spans: &[coord_core::trace::SpanRecord]) {
+        telemetry::remember_run(spans);
         if let Some(sink) = &self.options.span_sink {
-            sink(&spans);
+            sink(spans);
         }
         if !self.options.telemetry {
             return;
@@ -194,7 +222,7 @@ impl FileStore {
             Some(path) => path.clone(),
             None => self.dir.join(telemetry::SPANS_FILE),
         };
-        if let Err(e) = telemetry::append_spans(&path, &spans, &self.options.writer) {
+        if let Err(e) = telemetry::append_spans(&path, spans, &self.options.writer) {
             tracing::warn!(error = %e, file = %path.display(), "spans not written");
         }
     }
@@ -302,6 +330,10 @@ impl FileStore {
     }
 }
 
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 fn one(outcome: Outcome) -> Claim {
     match outcome {
         Outcome::One(c) => *c,
@@ -327,25 +359,31 @@ impl Store for FileStore {
 
     fn claim(&self, request: &ClaimRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.locked(Some(&request.agent_id), |ctx| changes::claim(ctx, request))
-            .map(one)
+        self.locked("claim", Some(&request.agent_id), |ctx| {
+            changes::claim(ctx, request)
+        })
+        .map(one)
     }
 
     fn post(&self, request: &PostRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.locked(Some(&request.agent_id), |ctx| changes::post(ctx, request))
-            .map(one)
+        self.locked("post", Some(&request.agent_id), |ctx| {
+            changes::post(ctx, request)
+        })
+        .map(one)
     }
 
     fn next(&self, request: &NextRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.locked(Some(&request.agent_id), |ctx| changes::next(ctx, request))
-            .map(one)
+        self.locked("next", Some(&request.agent_id), |ctx| {
+            changes::next(ctx, request)
+        })
+        .map(one)
     }
 
     fn next_many(&self, request: &NextRequest, max: usize) -> Result<Vec<Claim>, CoordError> {
         request.validate_many(max)?;
-        match self.locked(Some(&request.agent_id), |ctx| {
+        match self.locked("next", Some(&request.agent_id), |ctx| {
             changes::next_many(ctx, request, max)
         })? {
             Outcome::Many(taken) => Ok(taken),
@@ -360,7 +398,7 @@ impl Store for FileStore {
         actor: &Actor<'_>,
     ) -> Result<Claim, CoordError> {
         validate_name("the agent id", actor.agent_id)?;
-        self.locked(Some(actor.agent_id), |ctx| {
+        self.locked(action.name(), Some(actor.agent_id), |ctx| {
             changes::act(ctx, work_item_id, action, actor)
         })
         .map(one)
@@ -382,7 +420,7 @@ impl Store for FileStore {
             } => changes::act(ctx, work_item_id, action, actor),
         };
         change.validate()?;
-        let done = self.locked_done(Some(change.agent_id()), |ctx| {
+        let done = self.locked_done(change.name(), Some(change.agent_id()), |ctx| {
             changes::once(ctx, key, change, make)
         })?;
         match done {
@@ -392,14 +430,14 @@ impl Store for FileStore {
     }
 
     fn reap(&self, agent_id: &str) -> Result<Vec<Claim>, CoordError> {
-        match self.locked(Some(agent_id), changes::reap)? {
+        match self.locked("reap", Some(agent_id), changes::reap)? {
             Outcome::Many(expired) => Ok(expired),
             other => unreachable!("reap returned {other:?}"),
         }
     }
 
     fn cleanup(&self, agent_id: &str, older_than: Duration) -> Result<Vec<String>, CoordError> {
-        match self.locked(Some(agent_id), |ctx| {
+        match self.locked("cleanup", Some(agent_id), |ctx| {
             changes::cleanup(ctx, Sweep::OlderThan(older_than))
         })? {
             Outcome::Archived(ids) => Ok(ids),

@@ -35,6 +35,7 @@ pub struct Metrics {
     lock_timeouts: Family<Labels, Counter>,
     compensations: Family<Labels, Counter>,
     change_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    lock_wait_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     step_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     items: Family<Labels, Gauge>,
     items_by_priority: Family<Labels, Gauge>,
@@ -57,6 +58,7 @@ impl Metrics {
             lock_timeouts: Family::default(),
             compensations: Family::default(),
             change_seconds: Family::new_with_constructor(new_histogram),
+            lock_wait_seconds: Family::new_with_constructor(new_histogram),
             step_seconds: Family::new_with_constructor(new_histogram),
             items: Family::default(),
             items_by_priority: Family::default(),
@@ -88,6 +90,11 @@ impl Metrics {
             "change_duration_seconds",
             "How long a whole change took, by store and change",
             metrics.change_seconds.clone(),
+        );
+        registry.register(
+            "lock_wait_seconds",
+            "How long a change waited for the directory lock, by store",
+            metrics.lock_wait_seconds.clone(),
         );
         registry.register(
             "step_duration_seconds",
@@ -163,6 +170,15 @@ impl Metrics {
                 ("change".into(), run.name.clone()),
             ])
             .observe(seconds(run.duration_us));
+        if let Some(waited) = run
+            .attributes
+            .get("coord.lock_wait_us")
+            .and_then(|v| v.as_u64())
+        {
+            self.lock_wait_seconds
+                .get_or_create(&vec![("store".into(), store.clone())])
+                .observe(seconds(waited));
+        }
         for step in &spans[1..] {
             self.step_seconds
                 .get_or_create(&vec![

@@ -42,6 +42,7 @@ fn a_claim_is_one_run_span_with_a_span_per_step_under_it() {
     assert_eq!(attributes["coord.priority"], "high");
     assert_eq!(attributes["coord.agent"], "agent_test");
     assert_eq!(attributes["coord.fence"], claim["fence"]);
+    assert!(attributes["coord.lock_wait_us"].is_u64(), "{attributes}");
     let steps: Vec<&str> = spans[1..]
         .iter()
         .map(|s| s["name"].as_str().unwrap())
@@ -439,4 +440,22 @@ fn a_collector_that_is_gone_or_silent_changes_nothing_and_costs_at_most_a_second
         assert!(run.stderr.is_empty(), "{run:?}");
         assert!(took < Duration::from_millis(2500), "{url}: took {took:?}");
     }
+}
+
+#[test]
+fn a_change_that_never_got_the_lock_is_an_error_span_with_its_wait() {
+    let env = Env::new();
+    env.run(&["post", "tests", "first"]).expect_ok();
+    let _held = crate::support::hold_lock(&env.dir);
+    env.run(&["--lock-timeout", "200ms", "post", "tests", "second"])
+        .expect_error("lock_timeout", 5);
+    let spans = spans(&env);
+    let last = spans.last().unwrap();
+    assert_eq!(last["name"], "post");
+    assert_eq!(last["status"], "error");
+    assert_eq!(last["attributes"]["coord.error"], "lock_timeout");
+    assert!(
+        last["attributes"]["coord.lock_wait_us"].as_u64().unwrap() >= 200_000,
+        "{last}"
+    );
 }
