@@ -112,11 +112,7 @@ fn ready(item: &Claim, now: Timestamp) -> bool {
 /// Text from the store, safe to print: control characters (which would
 /// move the cursor or change colours) shown escaped.
 fn clean(text: &str) -> String {
-    if text.chars().any(char::is_control) {
-        text.escape_debug().to_string()
-    } else {
-        text.to_owned()
-    }
+    crate::output::safe(text)
 }
 
 fn since(now: Timestamp, then: Timestamp) -> Duration {

@@ -244,13 +244,13 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
                 store.now(),
             ))
         }
-        Command::Agents(agents) => Output::Value(serde_json::Value::Array(
+        Command::Agents(agents) => Output::Agents(
             store
                 .agents()?
                 .iter()
                 .map(|a| agent_json(a, agents.stale_after, store.now()))
                 .collect(),
-        )),
+        ),
         Command::Stats(stats) => Output::Stats(Box::new(store.stats(stats.stale_after)?)),
         Command::Dashboard(args) if args.once => Output::Text(dashboard::once(store)?),
         Command::Dashboard(_) => {

@@ -22,25 +22,92 @@ fn human() -> bool {
     HUMAN.load(Ordering::Relaxed)
 }
 
-/// One work item on one line, for people.
+/// The longest a line for people gets when stdout is not a terminal
+/// (on a terminal: its width).
+const HUMAN_LINE_MAX: usize = 200;
+
+/// Text from a store (or anyone) made safe for a terminal, on one line:
+/// control characters (escape sequences, newlines, tabs) shown escaped
+/// (`\u{1b}`, `\n`), everything else as it is.
+pub fn safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `line` cut to `max` characters, the cut marked with an ellipsis.
+pub fn cut(line: &str, max: usize) -> String {
+    match line.char_indices().nth(max.saturating_sub(1)) {
+        Some((at, _)) if line.chars().count() > max => format!("{}…", &line[..at]),
+        _ => line.to_owned(),
+    }
+}
+
+/// How wide a line for people may be: the terminal's width, or
+/// [`HUMAN_LINE_MAX`].
+fn line_width() -> usize {
+    if io::stdout().is_terminal()
+        && let Ok((width, _)) = ratatui::crossterm::terminal::size()
+        && width > 0
+    {
+        return usize::from(width);
+    }
+    HUMAN_LINE_MAX
+}
+
+/// One work item on one line, for people: safe text, cut to the width.
 fn claim_line(c: &Claim) -> String {
     let mut parts = vec![
-        c.work_item_id.clone(),
+        safe(&c.work_item_id),
         c.status.to_string(),
-        format!("{} ({})", c.work_type, c.priority),
+        format!("{} ({})", safe(&c.work_type), c.priority),
     ];
-    parts.extend(c.agent_id.as_ref().map(|a| format!("held by {a}")));
+    parts.extend(c.agent_id.as_ref().map(|a| format!("held by {}", safe(a))));
     parts.extend(c.fence.map(|f| format!("fence {f}")));
     if c.status == Status::InProgress {
         parts.extend(c.lease_expires_at.map(|t| format!("lease until {t}")));
     }
     parts.extend(c.progress.map(|p| format!("{p}%")));
-    parts.extend(c.result.as_ref().map(|r| format!("result: {r}")));
-    parts.extend(c.reason.as_ref().map(|r| format!("reason: {r}")));
+    parts.extend(c.result.as_ref().map(|r| format!("result: {}", safe(r))));
+    parts.extend(c.reason.as_ref().map(|r| format!("reason: {}", safe(r))));
     if !c.description.is_empty() {
-        parts.push(format!("- {}", c.description));
+        parts.push(format!("- {}", safe(&c.description)));
     }
-    parts.join("  ")
+    cut(&parts.join("  "), line_width())
+}
+
+/// `coord agents --human`: a table, one agent a line.
+fn agents_table(agents: &[Value]) -> String {
+    if agents.is_empty() {
+        return "no agents".to_owned();
+    }
+    let field = |a: &Value, key: &str| match &a[key] {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => safe(s),
+        other => safe(&other.to_string()),
+    };
+    let mut lines = vec![format!(
+        "{:<28} {:<8} {:<28} {:<12} {}",
+        "agent", "status", "last seen", "team", "capacity"
+    )];
+    for a in agents {
+        let line = format!(
+            "{:<28} {:<8} {:<28} {:<12} {}",
+            field(a, "agent_id"),
+            field(a, "status"),
+            field(a, "last_seen"),
+            field(a, "team"),
+            field(a, "capacity"),
+        );
+        lines.push(cut(&line, line_width()));
+    }
+    lines.join("\n")
 }
 
 /// `coord stats --human`: a few aligned sections.
@@ -51,10 +118,7 @@ fn stats_table(s: &Stats) -> String {
             out.push_str(" none");
         }
         for (name, n) in map {
-            out.push_str(&format!(
-                "\n  {:<24} {n:>8}",
-                name.escape_debug().to_string()
-            ));
+            out.push_str(&format!("\n  {:<24} {n:>8}", safe(name)));
         }
         out
     };
@@ -74,9 +138,9 @@ fn stats_table(s: &Stats) -> String {
     lines.push(match &s.oldest_live {
         Some(o) => format!(
             "oldest live claim: {} ({}) held by {} for {}s",
-            o.work_item_id.escape_debug(),
-            o.work_type.escape_debug(),
-            o.agent_id.as_deref().unwrap_or("nobody").escape_debug(),
+            safe(&o.work_item_id),
+            safe(&o.work_type),
+            safe(o.agent_id.as_deref().unwrap_or("nobody")),
             o.age_s
         ),
         None => "oldest live claim: none".to_owned(),
@@ -112,10 +176,10 @@ fn event_line(e: &Event) -> String {
     let mut line = format!(
         "{}  {kind}  {}  {} -> {}  by {}",
         e.time,
-        or_dash(e.work_item_id.clone()),
+        or_dash(e.work_item_id.as_deref().map(safe)),
         or_dash(e.from.map(|s| s.to_string())),
         or_dash(e.to.map(|s| s.to_string())),
-        or_dash(e.agent.clone()),
+        or_dash(e.agent.as_deref().map(safe)),
     );
     if let Some(f) = e.fence {
         line.push_str(&format!("  fence {f}"));
@@ -124,9 +188,9 @@ fn event_line(e: &Event) -> String {
         line.push_str("  (forced)");
     }
     if let Some(r) = &e.reason {
-        line.push_str(&format!("  reason: {r}"));
+        line.push_str(&format!("  reason: {}", safe(r)));
     }
-    line
+    cut(&line, line_width())
 }
 
 pub enum Output {
@@ -134,6 +198,8 @@ pub enum Output {
     Many(Vec<Claim>),
     Value(Value),
     Stats(Box<Stats>),
+    /// `coord agents`: their entries (a table for people).
+    Agents(Vec<Value>),
     /// Text as it is (`dashboard --once`).
     Text(String),
     /// Nothing to print (the live dashboard drew its own).
@@ -167,6 +233,7 @@ pub fn print(out: &Output) -> ExitCode {
             Output::Many(claims) => claims.iter().map(claim_line).collect::<Vec<_>>().join("\n"),
             Output::Value(value) => serde_json::to_string_pretty(value).expect("JSON"),
             Output::Stats(stats) => stats_table(stats),
+            Output::Agents(agents) => agents_table(agents),
             Output::Text(text) => text.trim_end().to_owned(),
             Output::Nothing => return ExitCode::SUCCESS,
         };
@@ -180,6 +247,7 @@ pub fn print(out: &Output) -> ExitCode {
         Output::Many(claims) => serde_json::to_string(claims),
         Output::Value(value) => serde_json::to_string(value),
         Output::Stats(stats) => serde_json::to_string(stats),
+        Output::Agents(agents) => serde_json::to_string(agents),
         Output::Text(text) => Ok(text.trim_end().to_owned()),
         Output::Nothing => return ExitCode::SUCCESS,
     }
@@ -337,7 +405,8 @@ pub fn fail(error: &CoordError) -> ExitCode {
         body[key] = value;
     }
     if human() {
-        stderr_line(&format!("error[{}]: {error}", error.kind().as_str()));
+        let message = safe(&error.to_string());
+        stderr_line(&format!("error[{}]: {message}", error.kind().as_str()));
     } else {
         stderr_line(&body.to_string());
     }
