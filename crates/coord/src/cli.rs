@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -127,6 +128,25 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Without `--dir` or `COORD_DIR`: the nearest `agent_coordination/` in
+    /// the current directory or one of its parents, if there is one (else
+    /// `./agent_coordination` stays).
+    pub fn find_dir(&mut self) {
+        if !DIR_DEFAULTED.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(cwd) = std::env::current_dir() else {
+            return;
+        };
+        if let Some(found) = cwd
+            .ancestors()
+            .map(|d| d.join(SEARCHED))
+            .find(|d| d.is_dir())
+        {
+            self.dir = found;
+        }
+    }
+
     /// Whether changes append their spans (`--no-telemetry`,
     /// `COORD_TELEMETRY=off`).
     pub fn telemetry_on(&self) -> bool {
@@ -136,9 +156,17 @@ impl Cli {
 
 /// Which store an explicit flag beats a variable for: `--dir` on the
 /// command line wins over a `COORD_DATABASE_URL` from the environment.
+/// Whether `--dir` and `COORD_DIR` were both absent (see
+/// [`Cli::find_dir`]); set once, by the parse.
+static DIR_DEFAULTED: AtomicBool = AtomicBool::new(false);
+
+/// The directory searched for from `start` up, as git looks for `.git`.
+const SEARCHED: &str = "agent_coordination";
+
 fn flags_beat_variables(mut cli: Cli, matches: &ArgMatches) -> Result<Cli, clap::Error> {
-    use clap::parser::ValueSource::{CommandLine, EnvVariable};
+    use clap::parser::ValueSource::{CommandLine, DefaultValue, EnvVariable};
     let dir = matches.value_source("dir");
+    DIR_DEFAULTED.store(dir == Some(DefaultValue), Ordering::Relaxed);
     let database = matches.value_source("database_url");
     match (dir, database) {
         (Some(CommandLine), Some(EnvVariable)) => cli.database_url = None,

@@ -30,10 +30,11 @@ use cli::{AgentCommand, Cli, Command, HoldArgs, KeyArg};
 use output::Output;
 
 fn main() -> ExitCode {
-    let cli = match Cli::parse_args(std::env::args_os().collect()) {
+    let mut cli = match Cli::parse_args(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => return output::usage_error(e),
     };
+    cli.find_dir();
     output::set_human(cli.human);
     init_tracing();
     let exporter = otlp::Exporter::from_env().filter(|_| cli.telemetry_on());
@@ -75,6 +76,9 @@ fn dispatch(cli: &Cli, sink: Option<SpanSink>, metrics: Option<&metrics::Metrics
         Err(e) => return output::fail(&e),
     };
     let store = backend.store();
+    if let Err(e) = reads_an_existing_directory(cli, &backend) {
+        return output::fail(&e);
+    }
     match &cli.command {
         Command::Log(log) => return output::follow_log(store, log.follow),
         Command::Run(run) => return runner::run(cli, run, &backend, &agent),
@@ -91,6 +95,37 @@ fn dispatch(cli: &Cli, sink: Option<SpanSink>, metrics: Option<&metrics::Metrics
         Ok(out) => output::print(&out),
         Err(error) => output::fail(&hint(error, agent_given)),
     }
+}
+
+/// A command that only reads (`list`, `show`, `agents`, `stats`,
+/// `dashboard`, `log` without `--follow`) on a directory that is not there
+/// says so, instead of printing an empty board; `claim` and `post` make it,
+/// and `log --follow` waits for it.
+fn reads_an_existing_directory(cli: &Cli, backend: &Backend) -> Result<(), CoordError> {
+    let Backend::File(store) = backend else {
+        return Ok(());
+    };
+    let reads = match &cli.command {
+        Command::List(_)
+        | Command::Show(_)
+        | Command::Agents(_)
+        | Command::Stats(_)
+        | Command::Dashboard(_) => true,
+        Command::Log(log) => !log.follow,
+        _ => false,
+    };
+    if !reads || store.dir().is_dir() {
+        return Ok(());
+    }
+    let path = std::path::absolute(store.dir()).unwrap_or_else(|_| store.dir().to_owned());
+    Err(CoordError::FileRead {
+        source: Box::new(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no coordination directory there (claim or post makes one; give --dir or \
+             COORD_DIR, or run from a directory that holds agent_coordination/ or is below one)",
+        )),
+        path,
+    })
 }
 
 /// `coord import --from DIR`: reads the directory as its own store does

@@ -234,10 +234,12 @@ fn list_filters_by_status_work_type_and_owner() {
 }
 
 #[test]
-fn reading_an_empty_directory_lists_nothing_and_creates_nothing() {
+fn reading_a_missing_directory_is_refused_and_an_empty_one_lists_nothing() {
     let env = Env::new();
-    assert_eq!(env.run(&["list"]).expect_ok(), Value::Array(vec![]));
+    env.run(&["list"]).expect_error("file_read_error", 7);
     assert!(!env.dir.exists(), "readers do not create the directory");
+    fs::create_dir_all(&env.dir).unwrap();
+    assert_eq!(env.run(&["list"]).expect_ok(), Value::Array(vec![]));
     env.run(&["show", "work_1"]).expect_error("not_found", 4);
 }
 

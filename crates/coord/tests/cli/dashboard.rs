@@ -58,6 +58,7 @@ fn text_from_the_store_cannot_reach_the_terminal_raw() {
 #[test]
 fn the_live_dashboard_needs_a_terminal() {
     let env = Env::new();
+    env.run(&["post", "tests", "something to show"]).expect_ok();
     let err = env
         .run(&["dashboard"])
         .expect_error("coordination_validation_failed", 6);

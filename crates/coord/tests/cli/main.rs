@@ -5,6 +5,7 @@ mod contract;
 mod crash;
 mod dashboard;
 mod extremes;
+mod finding;
 mod human;
 mod import;
 mod keys;
