@@ -103,6 +103,12 @@ pub trait Store {
 
     fn get(&self, work_item_id: &str) -> Result<Claim, CoordError>;
 
+    /// An item `cleanup` archived, as it stood then (`None`: no archived
+    /// item has that id). The default archives nothing.
+    fn archived_item(&self, _work_item_id: &str) -> Result<Option<serde_json::Value>, CoordError> {
+        Ok(None)
+    }
+
     /// The items that match `filter`, oldest first.
     fn list(&self, filter: &Filter) -> Result<Vec<Claim>, CoordError>;
 

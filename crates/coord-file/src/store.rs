@@ -348,6 +348,13 @@ impl Store for FileStore {
         (self.options.clock)()
     }
 
+    fn archived_item(&self, work_item_id: &str) -> Result<Option<serde_json::Value>, CoordError> {
+        Ok(archive::read_all(&self.dir)?
+            .into_iter()
+            .rev()
+            .find(|v| v["work_item_id"] == work_item_id))
+    }
+
     /// The last run span this thread's changes recorded.
     fn trace_parent(&self) -> Option<String> {
         if self.options.telemetry || self.options.span_sink.is_some() {

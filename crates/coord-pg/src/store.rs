@@ -413,13 +413,13 @@ impl PgStore {
     }
 }
 
-/// The server's clock from `rows` (`time::SERVER_NOW_SQL`'s one row).
 /// The attributes of a change that ended with several items (or ids).
 #[allow(clippy::ptr_arg)] // it describes a change's own `Vec` result
 fn many_attributes<T>(items: &Vec<T>, attributes: &mut Map<String, Value>) {
     attributes.insert("coord.items".into(), items.len().into());
 }
 
+/// The server's clock from `rows` (`time::SERVER_NOW_SQL`'s one row).
 fn server_micros(rows: &[postgres::SimpleQueryRow]) -> Result<i64, CoordError> {
     rows.first()
         .and_then(|row| row.get(0))
@@ -544,6 +544,16 @@ impl Store for PgStore {
     /// A connection can break during a commit.
     fn may_lose_answers(&self) -> bool {
         true
+    }
+
+    fn archived_item(&self, work_item_id: &str) -> Result<Option<Value>, CoordError> {
+        self.with_client(|client| {
+            let row = client.query_opt(
+                "SELECT doc FROM coord_archive WHERE work_item_id = $1",
+                &[&work_item_id],
+            )?;
+            Ok(row.map(|r| r.get::<_, Json<Value>>(0).0))
+        })
     }
 
     /// The last change span this thread recorded (with a span file or

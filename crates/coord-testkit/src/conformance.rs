@@ -70,7 +70,8 @@ macro_rules! conformance_suite {
             concurrent_calls_with_one_key_make_one_change,
             next_many_takes_what_next_would_take_one_by_one,
             next_many_never_takes_two_exclusive_items_of_a_type,
-            concurrent_batch_takers_take_each_item_exactly_once
+            concurrent_batch_takers_take_each_item_exactly_once,
+            an_archived_item_is_found_in_the_archive
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -791,6 +792,24 @@ pub fn concurrent_batch_takers_take_each_item_exactly_once(h: &dyn Harness) {
     let unique: HashSet<String> = all.iter().cloned().collect();
     assert_eq!(all.len(), unique.len(), "an item was taken twice");
     assert_eq!(unique, posted, "every item was taken");
+}
+
+pub fn an_archived_item_is_found_in_the_archive(h: &dyn Harness) {
+    let store = h.store();
+    let done = store.claim(&ClaimRequest::new("a1", "build")).unwrap();
+    complete(store, &done.work_item_id, "a1");
+    assert_eq!(store.archived_item(&done.work_item_id).unwrap(), None);
+    h.clock().advance(Duration::from_secs(10));
+    store.cleanup("a1", Duration::from_secs(1)).unwrap();
+    let e = store.get(&done.work_item_id).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let archived = store
+        .archived_item(&done.work_item_id)
+        .unwrap()
+        .expect("in the archive");
+    assert_eq!(archived["work_item_id"], done.work_item_id.as_str());
+    assert_eq!(archived["status"], "completed");
+    assert_eq!(store.archived_item("work_nope").unwrap(), None);
 }
 
 pub fn concurrent_exclusive_claims_admit_exactly_one(h: &dyn Harness) {

@@ -547,6 +547,43 @@ pub struct LogArgs {
     /// Keep printing new events as they are written
     #[arg(long, short)]
     pub follow: bool,
+    /// Only the events of this work item
+    #[arg(long, value_name = "ID")]
+    pub work_item: Option<String>,
+    /// Only events at or after this time: RFC 3339 (2026-12-05T14:00:00Z),
+    /// or a duration meaning that long ago (1h, 30m)
+    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    pub since: Option<Since>,
+    /// Only the last N of the events there are (then, with --follow, every
+    /// new one)
+    #[arg(long = "last", short = 'n', value_name = "N")]
+    pub last: Option<usize>,
+}
+
+/// `--since`: a point in time, or how long ago.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    At(coord_core::Timestamp),
+    Ago(Duration),
+}
+
+impl Since {
+    /// The point in time, `now` being now.
+    pub fn at(self, now: coord_core::Timestamp) -> coord_core::Timestamp {
+        match self {
+            Since::At(t) => t,
+            Since::Ago(d) => now.saturating_sub(d),
+        }
+    }
+}
+
+fn parse_since(text: &str) -> Result<Since, String> {
+    if let Ok(t) = text.parse::<coord_core::Timestamp>() {
+        return Ok(Since::At(t));
+    }
+    parse_duration(text)
+        .map(Since::Ago)
+        .map_err(|e| format!("neither an RFC 3339 time nor a duration: {e}"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -80,7 +80,7 @@ fn dispatch(cli: &Cli, sink: Option<SpanSink>, metrics: Option<&metrics::Metrics
         return output::fail(&e);
     }
     match &cli.command {
-        Command::Log(log) => return output::follow_log(store, log.follow),
+        Command::Log(log) => return output::follow_log(store, log),
         Command::Run(run) => return runner::run(cli, run, &backend, &agent),
         Command::Work(work) => return runner::work(cli, work, &backend, &agent, metrics),
         Command::Import(import) => {
@@ -264,7 +264,18 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
             work_type: list.work_type.clone(),
             owner: list.owner.clone(),
         })?),
-        Command::Show(show) => Output::One(Box::new(store.get(&show.id)?)),
+        Command::Show(show) => match store.get(&show.id) {
+            Ok(claim) => Output::One(Box::new(claim)),
+            // Not live: perhaps archived by a cleanup.
+            Err(CoordError::NotFound { work_item_id }) => match store.archived_item(&show.id)? {
+                Some(mut item) => {
+                    item["archived"] = json!(true);
+                    Output::Archived(item)
+                }
+                None => return Err(CoordError::NotFound { work_item_id }),
+            },
+            Err(e) => return Err(e),
+        },
         Command::Agent {
             command: AgentCommand::Register { team, capacity },
         } => {

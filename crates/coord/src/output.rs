@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use coord_core::{Claim, CoordError, ErrorKind, Event, SAFETY_POLL, Stats, Status, Store};
+
+use crate::cli::LogArgs;
 use serde_json::{Value, json};
 
 /// Whether output is for people (`--human`); set once, at start.
@@ -200,6 +202,8 @@ pub enum Output {
     Stats(Box<Stats>),
     /// `coord agents`: their entries (a table for people).
     Agents(Vec<Value>),
+    /// `coord show` of an archived item: as it stood, `"archived": true`.
+    Archived(Value),
     /// Text as it is (`dashboard --once`).
     Text(String),
     /// Nothing to print (the live dashboard drew its own).
@@ -234,6 +238,10 @@ pub fn print(out: &Output) -> ExitCode {
             Output::Value(value) => serde_json::to_string_pretty(value).expect("JSON"),
             Output::Stats(stats) => stats_table(stats),
             Output::Agents(agents) => agents_table(agents),
+            Output::Archived(item) => match serde_json::from_value::<Claim>(item.clone()) {
+                Ok(claim) => format!("{}  (archived)", claim_line(&claim)),
+                Err(_) => cut(&safe(&item.to_string()), line_width()),
+            },
             Output::Text(text) => text.trim_end().to_owned(),
             Output::Nothing => return ExitCode::SUCCESS,
         };
@@ -248,6 +256,7 @@ pub fn print(out: &Output) -> ExitCode {
         Output::Value(value) => serde_json::to_string(value),
         Output::Stats(stats) => serde_json::to_string(stats),
         Output::Agents(agents) => serde_json::to_string(agents),
+        Output::Archived(item) => serde_json::to_string(item),
         Output::Text(text) => Ok(text.trim_end().to_owned()),
         Output::Nothing => return ExitCode::SUCCESS,
     }
@@ -304,7 +313,20 @@ pub fn warn(kind: &str, message: &str) {
 
 /// Prints the event log, one event per line; with `follow`, keeps polling
 /// for new events until stdout closes or the process is stopped.
-pub fn follow_log(store: &dyn Store, follow: bool) -> ExitCode {
+/// How long `log --follow` keeps trying to read again after losing its
+/// database connection.
+const FOLLOW_PATIENCE: Duration = Duration::from_secs(30);
+
+pub fn follow_log(store: &dyn Store, args: &LogArgs) -> ExitCode {
+    let follow = args.follow;
+    let since = args.since.map(|s| s.at(store.now()));
+    let wanted = |e: &Event| {
+        args.work_item
+            .as_ref()
+            .is_none_or(|id| e.work_item_id.as_ref() == Some(id))
+            && since.is_none_or(|t| e.time >= t)
+    };
+    let mut first = true;
     // The waiter starts before the first read, so no change slips between
     // a read and the wait after it.
     let waiting = if follow { store.wakeup() } else { Ok(None) };
@@ -318,13 +340,29 @@ pub fn follow_log(store: &dyn Store, follow: bool) -> ExitCode {
         // can be repeated, and the store opens a new connection.
         let page = match store.events(cursor) {
             Ok(page) => page,
-            Err(e) if follow && e.kind() == ErrorKind::Database => match store.events(cursor) {
-                Ok(page) => page,
-                Err(e) => return fail(&e),
-            },
+            Err(e) if follow && e.kind() == ErrorKind::Database => {
+                // Read again on a new connection, with backoff for a while
+                // (the server may be busy or restarting).
+                let mut delays = coord_core::RetryPolicy::wait_for(FOLLOW_PATIENCE).delays();
+                loop {
+                    match store.events(cursor) {
+                        Ok(page) => break page,
+                        Err(e) if e.kind() == ErrorKind::Database => match delays.next() {
+                            Some(delay) => std::thread::sleep(delay),
+                            None => return fail(&e),
+                        },
+                        Err(e) => return fail(&e),
+                    }
+                }
+            }
             Err(e) => return fail(&e),
         };
-        for event in &page.events {
+        let mut shown: Vec<&Event> = page.events.iter().filter(|e| wanted(e)).collect();
+        if first && let Some(n) = args.last {
+            shown.drain(..shown.len().saturating_sub(n));
+        }
+        first = false;
+        for event in shown {
             let line = if human() {
                 event_line(event)
             } else {

@@ -345,7 +345,9 @@ fn requeue_release_reap_and_cleanup_from_the_cli() {
     assert_eq!(moved["work_item_ids"][0], id.as_str());
     assert_eq!(env.archive().len(), 1);
     assert_eq!(env.archive()[0]["work_item_id"], id.as_str());
-    env.run(&["show", &id]).expect_error("not_found", 4);
+    // Gone from the live items, still shown from the archive.
+    assert!(env.records().iter().all(|r| r["work_item_id"] != id.as_str()));
+    assert_eq!(env.run(&["show", &id]).expect_ok()["archived"], true);
 }
 
 #[test]

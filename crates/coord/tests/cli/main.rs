@@ -6,6 +6,7 @@ mod crash;
 mod dashboard;
 mod extremes;
 mod finding;
+mod history;
 mod human;
 mod import;
 mod keys;

@@ -1,0 +1,65 @@
+//! Reading history: `show` finds archived items; `log` by work item, since
+//! a time, and the last N.
+
+use serde_json::Value;
+
+use crate::support::{Env, id_of};
+
+fn lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[test]
+fn show_finds_an_item_cleanup_archived() {
+    let env = Env::new();
+    let claim = env.run(&["claim", "build", "the release"]).expect_ok();
+    let id = id_of(&claim);
+    env.run_as(claim["agent_id"].as_str().unwrap(), &["complete", &id])
+        .expect_ok();
+    env.run(&["cleanup", "--older-than", "0s"]).expect_ok();
+    assert!(
+        env.records().is_empty(),
+        "archived, gone from the claims file"
+    );
+    let shown = env.run(&["show", &id]).expect_ok();
+    assert_eq!(shown["archived"], true);
+    assert_eq!(shown["status"], "completed");
+    assert_eq!(shown["description"], "the release");
+    let human = env.run(&["--human", "show", &id]);
+    assert!(
+        human.stdout.trim_end().ends_with("(archived)"),
+        "{}",
+        human.stdout
+    );
+    env.run(&["show", "work_0"]).expect_error("not_found", 4);
+}
+
+#[test]
+fn the_log_reads_by_work_item_since_a_time_and_the_last_n() {
+    let env = Env::new();
+    let first = env.run(&["post", "tests", "one"]).expect_ok();
+    env.run(&["post", "tests", "two"]).expect_ok();
+    env.run(&["post", "tests", "three"]).expect_ok();
+    let taken = env.run(&["next"]).expect_ok();
+    assert_eq!(id_of(&taken), id_of(&first));
+    let all = lines(&env.run(&["log"]).stdout);
+    assert_eq!(all.len(), 4);
+    let mine = lines(&env.run(&["log", "--work-item", &id_of(&first)]).stdout);
+    assert_eq!(mine.len(), 2, "posted and taken: {mine:?}");
+    assert!(
+        mine.iter()
+            .all(|e| e["work_item_id"] == first["work_item_id"])
+    );
+    let last = lines(&env.run(&["log", "-n", "2"]).stdout);
+    assert_eq!(last, all[2..], "the last two");
+    assert_eq!(lines(&env.run(&["log", "--since", "1h"]).stdout), all);
+    let future = lines(&env.run(&["log", "--since", "2999-01-01T00:00:00Z"]).stdout);
+    assert!(future.is_empty(), "{future:?}");
+    let from_second = all[1]["time"].as_str().unwrap();
+    let since = lines(&env.run(&["log", "--since", from_second]).stdout);
+    assert_eq!(since, all[1..]);
+    let bad = env.run(&["log", "--since", "last tuesday"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+}
