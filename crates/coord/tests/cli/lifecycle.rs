@@ -346,7 +346,11 @@ fn requeue_release_reap_and_cleanup_from_the_cli() {
     assert_eq!(env.archive().len(), 1);
     assert_eq!(env.archive()[0]["work_item_id"], id.as_str());
     // Gone from the live items, still shown from the archive.
-    assert!(env.records().iter().all(|r| r["work_item_id"] != id.as_str()));
+    assert!(
+        env.records()
+            .iter()
+            .all(|r| r["work_item_id"] != id.as_str())
+    );
     assert_eq!(env.run(&["show", &id]).expect_ok()["archived"], true);
 }
 
