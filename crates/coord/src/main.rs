@@ -259,13 +259,17 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
             let ids = store.cleanup(agent, cleanup.older_than)?;
             Output::Value(json!({"archived": ids.len(), "work_item_ids": ids}))
         }
-        Command::List(list) => Output::Many(store.list(&Filter {
-            status: list.status,
-            work_type: list.work_type.clone(),
-            owner: list.owner.clone(),
-        })?),
+        Command::List(list) => {
+            let now = store.now();
+            let items = store.list(&Filter {
+                status: list.status,
+                work_type: list.work_type.clone(),
+                owner: list.owner.clone(),
+            })?;
+            Output::Many(items.into_iter().map(|c| mark_lapsed(c, now)).collect())
+        }
         Command::Show(show) => match store.get(&show.id) {
-            Ok(claim) => Output::One(Box::new(claim)),
+            Ok(claim) => Output::One(Box::new(mark_lapsed(claim, store.now()))),
             // Not live: perhaps archived by a cleanup.
             Err(CoordError::NotFound { work_item_id }) => match store.archived_item(&show.id)? {
                 Some(mut item) => {
@@ -290,13 +294,28 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
                 store.now(),
             ))
         }
-        Command::Agents(agents) => Output::Agents(
-            store
-                .agents()?
-                .iter()
-                .map(|a| agent_json(a, agents.stale_after, store.now()))
-                .collect(),
-        ),
+        Command::Agents(agents) => {
+            let live = store.list(&Filter {
+                status: Some(coord_core::Status::InProgress),
+                ..Filter::default()
+            })?;
+            Output::Agents(
+                store
+                    .agents()?
+                    .iter()
+                    .map(|a| {
+                        let mut entry = agent_json(a, agents.stale_after, store.now());
+                        let holds: Vec<&str> = live
+                            .iter()
+                            .filter(|c| c.agent_id.as_deref() == Some(a.agent_id.as_str()))
+                            .map(|c| c.work_item_id.as_str())
+                            .collect();
+                        entry["holds"] = json!(holds);
+                        entry
+                    })
+                    .collect(),
+            )
+        }
         Command::Stats(stats) => Output::Stats(Box::new(store.stats(stats.stale_after)?)),
         Command::Dashboard(args) if args.once => Output::Text(dashboard::once(store)?),
         Command::Dashboard(_) => {
@@ -311,6 +330,18 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
 
 /// An agent as printed: its record plus `status` (`active` or `stale`, at
 /// the store's `now`).
+/// A claim whose lease has passed but that no change has written down yet
+/// (it will be, as `expired` or `failed`, by the next writer) is shown with
+/// `"lease_lapsed": true`; nothing is written.
+fn mark_lapsed(mut claim: coord_core::Claim, now: Timestamp) -> coord_core::Claim {
+    let lapsed = claim.status == coord_core::Status::InProgress
+        && claim.lease_expires_at.is_some_and(|end| end <= now);
+    if lapsed {
+        claim.extra.insert("lease_lapsed".into(), json!(true));
+    }
+    claim
+}
+
 fn agent_json(
     agent: &coord_core::AgentRecord,
     stale_after: Duration,

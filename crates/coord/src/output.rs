@@ -73,7 +73,14 @@ fn claim_line(c: &Claim) -> String {
     parts.extend(c.agent_id.as_ref().map(|a| format!("held by {}", safe(a))));
     parts.extend(c.fence.map(|f| format!("fence {f}")));
     if c.status == Status::InProgress {
-        parts.extend(c.lease_expires_at.map(|t| format!("lease until {t}")));
+        let lapsed = c.extra.get("lease_lapsed") == Some(&Value::Bool(true));
+        parts.extend(c.lease_expires_at.map(|t| {
+            if lapsed {
+                format!("lease lapsed at {t}")
+            } else {
+                format!("lease until {t}")
+            }
+        }));
     }
     parts.extend(c.progress.map(|p| format!("{p}%")));
     parts.extend(c.result.as_ref().map(|r| format!("result: {}", safe(r))));
@@ -95,17 +102,26 @@ fn agents_table(agents: &[Value]) -> String {
         other => safe(&other.to_string()),
     };
     let mut lines = vec![format!(
-        "{:<28} {:<8} {:<28} {:<12} {}",
-        "agent", "status", "last seen", "team", "capacity"
+        "{:<28} {:<8} {:<28} {:<12} {:<8} {}",
+        "agent", "status", "last seen", "team", "capacity", "holds"
     )];
     for a in agents {
+        let holds: Vec<String> = a["holds"]
+            .as_array()
+            .map(|ids| ids.iter().filter_map(Value::as_str).map(safe).collect())
+            .unwrap_or_default();
         let line = format!(
-            "{:<28} {:<8} {:<28} {:<12} {}",
+            "{:<28} {:<8} {:<28} {:<12} {:<8} {}",
             field(a, "agent_id"),
             field(a, "status"),
             field(a, "last_seen"),
             field(a, "team"),
             field(a, "capacity"),
+            if holds.is_empty() {
+                "-".to_owned()
+            } else {
+                holds.join(", ")
+            },
         );
         lines.push(cut(&line, line_width()));
     }

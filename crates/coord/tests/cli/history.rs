@@ -63,3 +63,47 @@ fn the_log_reads_by_work_item_since_a_time_and_the_last_n() {
     let bad = env.run(&["log", "--since", "last tuesday"]);
     assert_eq!(bad.code, 2, "{bad:?}");
 }
+
+#[test]
+fn reads_show_a_lapsed_lease_as_lapsed_without_writing() {
+    let env = Env::new();
+    let claim = env
+        .run_as("alice", &["claim", "build", "--lease", "150ms"])
+        .expect_ok();
+    let id = id_of(&claim);
+    assert!(claim.get("lease_lapsed").is_none(), "{claim}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = std::fs::read(env.claims_path()).unwrap();
+    let listed = env.run(&["list"]).expect_ok();
+    assert_eq!(listed[0]["lease_lapsed"], true, "{listed}");
+    assert_eq!(listed[0]["status"], "in_progress");
+    assert_eq!(env.run(&["show", &id]).expect_ok()["lease_lapsed"], true);
+    let human = env.run(&["--human", "list"]).stdout;
+    assert!(human.contains("lease lapsed at"), "{human}");
+    assert_eq!(
+        std::fs::read(env.claims_path()).unwrap(),
+        before,
+        "a read wrote"
+    );
+}
+
+#[test]
+fn agents_show_what_each_holds() {
+    let env = Env::new();
+    let held = env.run_as("alice", &["claim", "build"]).expect_ok();
+    env.run_as("bob", &["post", "tests", "queued"]).expect_ok();
+    let agents = env.run(&["agents"]).expect_ok();
+    let entry = |name: &str| {
+        agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["agent_id"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(entry("alice")["holds"], serde_json::json!([id_of(&held)]));
+    assert_eq!(entry("bob")["holds"], serde_json::json!([]));
+    let table = env.run(&["--human", "agents"]).stdout;
+    assert!(table.contains(&id_of(&held)), "{table}");
+}
