@@ -39,6 +39,9 @@ pub struct AgentRecord {
     pub extra: Map<String, Value>,
 }
 
+/// The registry field that says an agent's process ended.
+pub const STOPPED_AT: &str = "stopped_at";
+
 impl TryFrom<Map<String, Value>> for AgentRecord {
     type Error = String;
 
@@ -138,6 +141,8 @@ impl AgentRecord {
         let registers = registration.team.is_some() || registration.capacity.is_some();
         if let Some(known) = existing
             && !registers
+            // A stopped agent that acts again is recorded at once.
+            && known.stopped_at().is_none()
             && known
                 .last_seen
                 .is_some_and(|seen| seen.saturating_add(SEEN_PRECISION) > now)
@@ -174,7 +179,19 @@ impl AgentRecord {
 
     /// `active` if seen within `stale_after` of `now`, else `stale`;
     /// `unknown` for an entry that does not say when it was seen.
+    /// When its `coord work` or `coord run` last ended (`stopped_at`, kept
+    /// among the entry's other fields), if it has not acted since.
+    pub fn stopped_at(&self) -> Option<Timestamp> {
+        let stopped: Timestamp = self.extra.get(STOPPED_AT)?.as_str()?.parse().ok()?;
+        self.last_seen
+            .is_none_or(|seen| stopped >= seen)
+            .then_some(stopped)
+    }
+
     pub fn status(&self, now: Timestamp, stale_after: std::time::Duration) -> &'static str {
+        if self.stopped_at().is_some() {
+            return "stopped";
+        }
         match self.last_seen {
             None => "unknown",
             Some(seen) if seen.saturating_add(stale_after) > now => "active",

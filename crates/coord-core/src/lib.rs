@@ -36,7 +36,7 @@ mod time;
 pub mod trace;
 pub mod transition;
 
-pub use agents::{AgentRecord, AgentRegistration, SEEN_PRECISION, Sightings};
+pub use agents::{AgentRecord, AgentRegistration, SEEN_PRECISION, STOPPED_AT, Sightings};
 pub use decide::{Decision, Sweep, Written};
 pub use duration::parse_duration;
 pub use error::{CoordError, ErrorKind, Invalid, LockName};

@@ -116,6 +116,13 @@ pub trait Store {
 
     fn agents(&self) -> Result<Vec<AgentRecord>, CoordError>;
 
+    /// Records that `agent_id`'s process ended (`coord work`, `coord run`):
+    /// its entry shows `stopped` until it acts again. An agent the registry
+    /// does not know is left unknown. The default records nothing.
+    fn agent_stopped(&self, _agent_id: &str) -> Result<(), CoordError> {
+        Ok(())
+    }
+
     /// Events after `cursor` (0: from the start of the current log).
     fn events(&self, cursor: u64) -> Result<EventPage, CoordError>;
 

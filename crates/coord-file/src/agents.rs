@@ -51,6 +51,23 @@ pub(crate) fn read(dir: &Path) -> Result<Vec<AgentRecord>, CoordError> {
         .collect())
 }
 
+/// Marks `agent`'s entry stopped at `now` (nothing for an agent it does
+/// not hold). Call it under the directory lock.
+pub(crate) fn mark_stopped(dir: &Path, agent: &str, now: Timestamp) -> Result<(), CoordError> {
+    let mut entries = read_entries(dir)?;
+    let Some(i) = entries.iter().position(|(_, a)| a.agent_id == agent) else {
+        return Ok(());
+    };
+    let (raw, old) = &entries[i];
+    let mut record = old.clone();
+    record
+        .extra
+        .insert(coord_core::STOPPED_AT.into(), serde_json::json!(now));
+    let raw = crate::fields::write_over(raw.as_bytes(), old, &record);
+    entries[i] = (raw, record);
+    write_entries(dir, &entries)
+}
+
 /// Records that `registration.agent_id` was seen at `now`, with its team and
 /// capacity when given. Call it under the directory lock.
 pub(crate) fn touch(
@@ -78,6 +95,12 @@ pub(crate) fn touch(
             record.clone(),
         )),
     }
+    write_entries(dir, &entries)?;
+    Ok(record)
+}
+
+/// Writes the registry: every entry's bytes, one per line.
+fn write_entries(dir: &Path, entries: &[(String, AgentRecord)]) -> Result<(), CoordError> {
     let mut bytes = b"[".to_vec();
     for (n, (raw, _)) in entries.iter().enumerate() {
         bytes.extend_from_slice(if n == 0 { b"\n  " } else { b",\n  " });
@@ -91,6 +114,5 @@ pub(crate) fn touch(
         .map_err(|f| CoordError::AtomicWriteFailed {
             path,
             source: Box::new(f.source),
-        })?;
-    Ok(record)
+        })
 }

@@ -493,6 +493,21 @@ impl Store for FileStore {
         agents::read(&self.dir)
     }
 
+    fn agent_stopped(&self, agent_id: &str) -> Result<(), CoordError> {
+        if !self.options.track_agents || !self.dir.is_dir() {
+            return Ok(());
+        }
+        let shell_lock = if self.options.shell_lock {
+            ShellLock::Take
+        } else {
+            ShellLock::Skip
+        };
+        let lock = DirLock::acquire(&self.dir, self.options.lock_timeout, shell_lock)?;
+        let now = (self.options.clock)();
+        self.settle_after_lock(&lock, None, now)?;
+        agents::mark_stopped(&self.dir, agent_id, now)
+    }
+
     fn events(&self, cursor: u64) -> Result<EventPage, CoordError> {
         // Only what committed: the claims file and the state file say how far.
         let committed = self

@@ -622,6 +622,20 @@ impl Store for PgStore {
         })
     }
 
+    fn agent_stopped(&self, agent_id: &str) -> Result<(), CoordError> {
+        if !self.options.track_agents {
+            return Ok(());
+        }
+        self.with_client(|client| {
+            let stopped = serde_json::json!({ coord_core::STOPPED_AT: self.time.now() });
+            client.execute(
+                "UPDATE coord_agents SET doc = doc || $2 WHERE agent_id = $1",
+                &[&agent_id, &Json(&stopped)],
+            )?;
+            Ok(())
+        })
+    }
+
     fn agents(&self) -> Result<Vec<AgentRecord>, CoordError> {
         self.with_client(|client| {
             let rows = client.query("SELECT doc FROM coord_agents ORDER BY agent_id", &[])?;

@@ -304,13 +304,22 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
                     .agents()?
                     .iter()
                     .map(|a| {
-                        let mut entry = agent_json(a, agents.stale_after, store.now());
-                        let holds: Vec<&str> = live
+                        let now = store.now();
+                        let mut entry = agent_json(a, agents.stale_after, now);
+                        let held: Vec<&coord_core::Claim> = live
                             .iter()
                             .filter(|c| c.agent_id.as_deref() == Some(a.agent_id.as_str()))
-                            .map(|c| c.work_item_id.as_str())
                             .collect();
-                        entry["holds"] = json!(holds);
+                        // Whoever lets a lease lapse is gone, whatever its
+                        // last sighting says.
+                        let lapsed = held
+                            .iter()
+                            .any(|c| c.lease_expires_at.is_some_and(|end| end <= now));
+                        if lapsed && entry["status"] == "active" {
+                            entry["status"] = json!("stale");
+                        }
+                        let ids: Vec<&str> = held.iter().map(|c| c.work_item_id.as_str()).collect();
+                        entry["holds"] = json!(ids);
                         entry
                     })
                     .collect(),

@@ -16,6 +16,14 @@ fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+/// Tells the registry the agent's process ended; a failure to say so is
+/// logged, not the command's error.
+fn mark_stopped(store: &dyn coord_core::Store, agent: &str) {
+    if let Err(e) = store.agent_stopped(agent) {
+        tracing::warn!(error = %e, agent, "could not mark the agent stopped");
+    }
+}
+
 pub fn run(cli: &Cli, args: &RunArgs, backend: &Backend, agent: &str) -> ExitCode {
     let store = backend.store();
     let RunArgs {
@@ -54,6 +62,7 @@ pub fn run(cli: &Cli, args: &RunArgs, backend: &Backend, agent: &str) -> ExitCod
         .trace_parent(store.trace_parent());
     let outcome = coord_runner::supervise(store, &claim, agent, &options, &shutdown);
     signals.close();
+    mark_stopped(store, agent);
     match (&outcome.finish, &outcome.error) {
         (Finish::LeaseLost, Some(e)) => {
             output::fail(e);
@@ -134,6 +143,7 @@ pub fn work(
         report
     });
     signals.close();
+    mark_stopped(store, agent);
     let summary = json!({"summary": {
         "agent_id": agent,
         "taken": report.taken,

@@ -107,3 +107,61 @@ fn agents_show_what_each_holds() {
     let table = env.run(&["--human", "agents"]).stdout;
     assert!(table.contains(&id_of(&held)), "{table}");
 }
+
+#[test]
+fn a_worker_that_ended_is_stopped_and_one_that_lets_its_lease_lapse_is_stale() {
+    let env = Env::new();
+    env.run(&["post", "job", "one"]).expect_ok();
+    let run = env.run_as("worker_1", &["work", "--max-items", "1", "--", "true"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let status = |name: &str| {
+        let agents = env.run(&["agents"]).expect_ok();
+        agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["agent_id"] == name)
+            .map(|a| a["status"].clone())
+            .unwrap()
+    };
+    assert_eq!(status("worker_1"), "stopped");
+    // Acting again, it is active again.
+    env.run_as("worker_1", &["claim", "build"]).expect_ok();
+    assert_eq!(status("worker_1"), "active");
+    // A holder whose lease lapsed is gone, seen a moment ago or not.
+    env.run_as("crashed", &["claim", "deploy", "--lease", "150ms"])
+        .expect_ok();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(status("crashed"), "stale");
+}
+
+#[test]
+fn on_postgresql_a_worker_that_ended_is_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = coord_testkit::shared_cluster().fresh_schema("cli_stopped");
+    let coord = |agent: &str, args: &[&str]| {
+        crate::support::run_on_database(tmp.path(), &schema, agent, args)
+    };
+    coord("boss", &["post", "job", "one"]).expect_ok();
+    assert_eq!(
+        coord("worker_1", &["work", "--max-items", "1", "--", "true"]).code,
+        0
+    );
+    let agents = coord("boss", &["agents"]).expect_ok();
+    let worker = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent_id"] == "worker_1")
+        .unwrap();
+    assert_eq!(worker["status"], "stopped", "{worker}");
+    coord("worker_1", &["claim", "build"]).expect_ok();
+    let agents = coord("boss", &["agents"]).expect_ok();
+    let worker = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent_id"] == "worker_1")
+        .unwrap();
+    assert_eq!(worker["status"], "active", "{worker}");
+}
