@@ -66,6 +66,15 @@ impl FileStore {
         self.dir.join(CLAIMS_FILE)
     }
 
+    /// Whether the shell tools' lock is taken too, as the options say.
+    fn shell_lock(&self) -> ShellLock {
+        if self.options.shell_lock {
+            ShellLock::Take
+        } else {
+            ShellLock::Skip
+        }
+    }
+
     fn warn(&self, kind: &'static str, message: String) {
         (self.options.on_warning)(&Warning { kind, message });
     }
@@ -478,12 +487,7 @@ impl Store for FileStore {
         if !self.options.allow_unsafe_filesystem {
             fs_check::check(&self.dir)?;
         }
-        let shell_lock = if self.options.shell_lock {
-            ShellLock::Take
-        } else {
-            ShellLock::Skip
-        };
-        let lock = DirLock::acquire(&self.dir, self.options.lock_timeout, shell_lock)?;
+        let lock = DirLock::acquire(&self.dir, self.options.lock_timeout, self.shell_lock())?;
         let now = (self.options.clock)();
         self.settle_after_lock(&lock, Some(&registration.agent_id), now)?;
         agents::touch(&self.dir, registration, now)
@@ -497,12 +501,7 @@ impl Store for FileStore {
         if !self.options.track_agents || !self.dir.is_dir() {
             return Ok(());
         }
-        let shell_lock = if self.options.shell_lock {
-            ShellLock::Take
-        } else {
-            ShellLock::Skip
-        };
-        let lock = DirLock::acquire(&self.dir, self.options.lock_timeout, shell_lock)?;
+        let lock = DirLock::acquire(&self.dir, self.options.lock_timeout, self.shell_lock())?;
         let now = (self.options.clock)();
         self.settle_after_lock(&lock, None, now)?;
         agents::mark_stopped(&self.dir, agent_id, now)
