@@ -21,9 +21,15 @@ use coord_core::{
 /// event); errors print one line of JSON on stderr and exit with the code of
 /// their kind (see the README).
 #[derive(Debug, Parser)]
-#[command(name = "coord", version, max_term_width = 100)]
+#[command(
+    name = "coord",
+    version,
+    max_term_width = 100,
+    next_help_heading = "Global options"
+)]
 pub struct Cli {
-    /// The coordination directory
+    /// The coordination directory (default: the nearest agent_coordination/
+    /// in the current directory or above it, else ./agent_coordination)
     #[arg(
         long,
         global = true,
@@ -128,6 +134,14 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The whole command, every subcommand's arguments built (for
+    /// completions and the man page).
+    pub fn full_command() -> clap::Command {
+        let mut command = Cli::command();
+        command.build();
+        command
+    }
+
     /// Without `--dir` or `COORD_DIR`: the nearest `agent_coordination/` in
     /// the current directory or one of its parents, if there is one (else
     /// `./agent_coordination` stays).
@@ -207,6 +221,7 @@ pub struct ClaimArgs {
     pub work_type: String,
     /// What the work is about
     pub description: Option<String>,
+    /// How urgent (high and critical work is exclusive per work type)
     #[arg(long, short, default_value = "medium", value_parser = priority_parser())]
     pub priority: Priority,
     #[command(flatten)]
@@ -358,6 +373,11 @@ pub enum Command {
     Work(Lazy<WorkArgs>),
     /// Print the event log, one JSON object per line
     Log(Lazy<LogArgs>),
+    /// Print a shell's completion script for coord (bash, zsh, fish,
+    /// elvish, powershell), e.g. `coord completions bash > /etc/bash_completion.d/coord`
+    Completions { shell: clap_complete::Shell },
+    /// Print coord's man page (roff), e.g. `coord man > coord.1`
+    Man,
     /// Copy a coordination directory into the database (--database-url):
     /// items, archive, event log, agents; prints what was new
     ///
@@ -373,6 +393,7 @@ pub enum Command {
 pub struct PostArgs {
     pub work_type: String,
     pub description: String,
+    /// How urgent (high and critical work is exclusive per work type)
     #[arg(long, short, default_value = "medium", value_parser = priority_parser())]
     pub priority: Priority,
     /// Items that must be completed before this one can be taken

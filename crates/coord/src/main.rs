@@ -35,6 +35,25 @@ fn main() -> ExitCode {
         Err(e) => return output::usage_error(e),
     };
     cli.find_dir();
+    // Made from the command line's definition alone: no store is opened.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut command = Cli::full_command();
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut command, "coord", &mut out);
+            return output::print(&Output::Text(String::from_utf8_lossy(&out).into_owned()));
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            if let Err(e) = clap_mangen::Man::new(Cli::full_command()).render(&mut out) {
+                return output::fail(&CoordError::internal(format!(
+                    "cannot render the man page: {e}"
+                )));
+            }
+            return output::print(&Output::Text(String::from_utf8_lossy(&out).into_owned()));
+        }
+        _ => {}
+    }
     output::set_human(cli.human);
     init_tracing();
     let exporter = otlp::Exporter::from_env().filter(|_| cli.telemetry_on());
@@ -331,7 +350,12 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
             dashboard::live(store)?;
             Output::Nothing
         }
-        Command::Log(_) | Command::Run(_) | Command::Work(_) | Command::Import(_) => {
+        Command::Log(_)
+        | Command::Run(_)
+        | Command::Work(_)
+        | Command::Import(_)
+        | Command::Completions { .. }
+        | Command::Man => {
             unreachable!("handled before")
         }
     })

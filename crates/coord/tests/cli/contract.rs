@@ -658,3 +658,30 @@ fn an_exhausted_counter_is_exit_6_with_its_reason() {
         .expect_error("coordination_validation_failed", 6);
     assert_eq!(err["reason"], "exhausted", "{err}");
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_itself() {
+    let env = Env::new();
+    let bash = env.run(&["completions", "bash"]);
+    assert_eq!(bash.code, 0, "{bash:?}");
+    assert!(bash.stdout.contains("_coord()"), "{}", bash.stdout);
+    for word in [
+        "claim",
+        "dashboard",
+        "--idempotency-key",
+        "--metrics-listen",
+    ] {
+        assert!(
+            bash.stdout.contains(word),
+            "no {word} in the bash completions"
+        );
+    }
+    let zsh = env.run(&["completions", "zsh"]);
+    assert!(zsh.stdout.starts_with("#compdef coord"), "{}", zsh.stdout);
+    let man = env.run(&["man"]);
+    assert_eq!(man.code, 0, "{man:?}");
+    assert!(man.stdout.contains(".TH coord 1"), "{}", man.stdout);
+    assert!(man.stdout.contains("claim"), "{}", man.stdout);
+    assert_eq!(env.run(&["completions", "nosh"]).code, 2);
+    assert!(!env.dir.exists(), "no store was opened");
+}

@@ -138,6 +138,24 @@ fn scenarios() -> BTreeMap<&'static str, Scenario> {
             },
         ),
         (
+            "completions",
+            Scenario {
+                setup: nothing,
+                words: &["completions", "bash"],
+                defaults: &[],
+                tail: &[],
+            },
+        ),
+        (
+            "man",
+            Scenario {
+                setup: nothing,
+                words: &["man"],
+                defaults: &[],
+                tail: &[],
+            },
+        ),
+        (
             "dashboard",
             Scenario {
                 setup: nothing,
