@@ -6,6 +6,42 @@
 //! workflow while the lock is held, so the read, the decision and the atomic
 //! write are one step for every other process.
 //!
+//! Claiming work, and a worker's loop over the queue:
+//!
+//! ```
+//! use coord_core::{Action, Actor, ClaimRequest, ErrorKind, NextRequest, PostRequest, Priority, Store};
+//! use coord_file::FileStore;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = FileStore::new(dir.path().join("agent_coordination"));
+//!
+//! // High-priority work is exclusive per work type: a second claim conflicts.
+//! let deploy = store.claim(&ClaimRequest::new("agent-1", "deploy").priority(Priority::High))?;
+//! let second = store.claim(&ClaimRequest::new("agent-2", "deploy").priority(Priority::High));
+//! assert_eq!(second.unwrap_err().kind(), ErrorKind::Conflict);
+//! let done = Action::Complete { result: Some("shipped".into()) };
+//! store.act(&deploy.work_item_id, &done, &Actor::new("agent-1").fence(deploy.fence))?;
+//!
+//! // A queue, and a worker that takes until nothing is left.
+//! for n in 0..3 {
+//!     store.post(&PostRequest::new("boss", "tests").description(format!("suite {n}")))?;
+//! }
+//! let mut completed = 0;
+//! loop {
+//!     let item = match store.next(&NextRequest::new("worker")) {
+//!         Ok(item) => item,
+//!         Err(e) if e.kind() == ErrorKind::NothingToTake => break,
+//!         Err(e) => return Err(e.into()),
+//!     };
+//!     // ... do the work, then record it under the fence the take gave:
+//!     let done = Action::Complete { result: None };
+//!     store.act(&item.work_item_id, &done, &Actor::new("worker").fence(item.fence))?;
+//!     completed += 1;
+//! }
+//! assert_eq!(completed, 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Architecture invariants:
 //! - only [`lock`] takes the directory lock (clippy enforces it);
 //! - readers (`get`, `list`, `agents`, `events`) never lock: the atomic
