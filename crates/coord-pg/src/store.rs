@@ -142,7 +142,16 @@ impl PgStore {
     /// tables (made or brought up to date if needed). A store that is up
     /// to date costs one round trip after the connection's own start.
     fn open(&self) -> Result<Conn, CoordError> {
-        let client = tls::connect(&self.config, self.tls.as_ref()).map_err(|e| self.db_error(e))?;
+        let client = tls::connect(&self.config, self.tls.as_ref()).map_err(|e| {
+            match self.db_error(e) {
+                // Where it tried, so the reader knows which server or socket.
+                CoordError::Database { message, source } => CoordError::Database {
+                    message: format!("{message} (connecting to {})", self.server()),
+                    source,
+                },
+                other => other,
+            }
+        })?;
         let mut conn = Conn::new(client);
         let schema = &self.options.schema;
         // The server's clock rides along with the layout check.
@@ -199,6 +208,29 @@ impl PgStore {
             }
         }
         Ok(conn)
+    }
+
+    /// The servers the configuration names: `host:port`, or the socket
+    /// file a Unix host means.
+    fn server(&self) -> String {
+        use postgres::config::Host;
+        let ports = self.config.get_ports();
+        let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| match host {
+                Host::Tcp(name) => format!("{name}:{}", port(i)),
+                Host::Unix(dir) => format!("{}/.s.PGSQL.{}", dir.display(), port(i)),
+            })
+            .collect();
+        if hosts.is_empty() {
+            "the default socket".to_owned()
+        } else {
+            hosts.join(", ")
+        }
     }
 
     fn db_error(&self, e: postgres::Error) -> CoordError {

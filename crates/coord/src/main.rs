@@ -137,12 +137,20 @@ fn reads_an_existing_directory(cli: &Cli, backend: &Backend) -> Result<(), Coord
         return Ok(());
     }
     let path = std::path::absolute(store.dir()).unwrap_or_else(|_| store.dir().to_owned());
-    Err(CoordError::FileRead {
-        source: Box::new(std::io::Error::new(
+    let source = if path.exists() {
+        std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "it exists but is not a directory",
+        )
+    } else {
+        std::io::Error::new(
             std::io::ErrorKind::NotFound,
             "no coordination directory there (claim or post makes one; give --dir or \
              COORD_DIR, or run from a directory that holds agent_coordination/ or is below one)",
-        )),
+        )
+    };
+    Err(CoordError::FileRead {
+        source: Box::new(source),
         path,
     })
 }

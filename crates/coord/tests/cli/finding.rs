@@ -57,6 +57,14 @@ fn reading_a_directory_that_is_not_there_says_so_and_makes_nothing() {
         );
     }
     assert!(!tmp.path().join("no").exists(), "a read made the directory");
+    // A file where the directory should be is named as what it is.
+    let file = tmp.path().join("afile");
+    fs::write(&file, "").unwrap();
+    let err = coord_in(tmp.path(), &["--dir", file.to_str().unwrap(), "list"])
+        .expect_error("file_read_error", 7);
+    let message = err["message"].as_str().unwrap();
+    assert!(message.contains("not a directory"), "{err}");
+    assert_eq!(message.matches("cannot read").count(), 1, "{err}");
     // With nothing found above, the default is ./agent_coordination: a read
     // says it is missing, a claim makes it.
     let empty = tmp.path().join("empty");
