@@ -431,6 +431,8 @@ pub struct ClaimRequest {
     pub description: String,
     pub priority: Priority,
     pub lease: Duration,
+    /// Any JSON the work needs, stored as the item's `payload`.
+    pub payload: Option<Value>,
 }
 
 /// What an agent posts to the queue.
@@ -442,6 +444,8 @@ pub struct PostRequest {
     pub priority: Priority,
     pub depends_on: Vec<String>,
     pub max_attempts: u32,
+    /// Any JSON the work needs, stored as the item's `payload`.
+    pub payload: Option<Value>,
 }
 
 /// What an agent asks of `next`: the best ready item of these work types
@@ -511,7 +515,14 @@ impl ClaimRequest {
             description: String::new(),
             priority: Priority::Medium,
             lease: DEFAULT_LEASE,
+            payload: None,
         }
+    }
+
+    #[must_use]
+    pub fn payload(mut self, payload: Option<Value>) -> Self {
+        self.payload = payload;
+        self
     }
 
     #[must_use]
@@ -535,8 +546,30 @@ impl ClaimRequest {
     pub fn validate(&self) -> Result<(), CoordError> {
         validate_name("the work type", &self.work_type)?;
         validate_name("the agent id", &self.agent_id)?;
+        validate_text(&self.description, self.payload.as_ref())?;
         validate_lease(self.lease)
     }
+}
+
+/// The most bytes a description may have, and a payload as JSON.
+pub const MAX_TEXT: usize = 1024 * 1024;
+
+/// A description and a payload within [`MAX_TEXT`] each.
+fn validate_text(description: &str, payload: Option<&Value>) -> Result<(), CoordError> {
+    if description.len() > MAX_TEXT {
+        return Err(CoordError::invalid_input(format!(
+            "the description is {} bytes; at most {MAX_TEXT} are kept (put more in a file \
+             the work can read, and its path in the payload)",
+            description.len()
+        )));
+    }
+    let payload_len = payload.map_or(0, |p| p.to_string().len());
+    if payload_len > MAX_TEXT {
+        return Err(CoordError::invalid_input(format!(
+            "the payload is {payload_len} bytes of JSON; at most {MAX_TEXT} are kept"
+        )));
+    }
+    Ok(())
 }
 
 impl PostRequest {
@@ -548,7 +581,14 @@ impl PostRequest {
             priority: Priority::Medium,
             depends_on: Vec::new(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            payload: None,
         }
+    }
+
+    #[must_use]
+    pub fn payload(mut self, payload: Option<Value>) -> Self {
+        self.payload = payload;
+        self
     }
 
     #[must_use]
@@ -581,7 +621,7 @@ impl PostRequest {
         if self.max_attempts == 0 {
             return Err(CoordError::invalid_input("max attempts must be at least 1"));
         }
-        Ok(())
+        validate_text(&self.description, self.payload.as_ref())
     }
 }
 

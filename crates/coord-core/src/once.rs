@@ -104,12 +104,12 @@ impl KeyedChange<'_> {
         let value = match self {
             KeyedChange::Claim(r) => json!({
                 "change": "claim", "work_type": r.work_type, "description": r.description,
-                "priority": r.priority, "lease_ms": ms(&r.lease),
+                "priority": r.priority, "lease_ms": ms(&r.lease), "payload": r.payload,
             }),
             KeyedChange::Post(r) => json!({
                 "change": "post", "work_type": r.work_type, "description": r.description,
                 "priority": r.priority, "depends_on": r.depends_on,
-                "max_attempts": r.max_attempts,
+                "max_attempts": r.max_attempts, "payload": r.payload,
             }),
             KeyedChange::Next(r) => json!({
                 "change": "next", "work_types": r.work_types, "lease_ms": ms(&r.lease),

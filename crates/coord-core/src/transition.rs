@@ -186,6 +186,9 @@ pub fn claim(request: &ClaimRequest, ids: NewIds, fence: u64, now: Timestamp) ->
     );
     hold(&mut c, &request.agent_id, fence, request.lease, now);
     c.origin = Some(Origin::Claim);
+    if let Some(payload) = &request.payload {
+        c.extra.insert("payload".into(), payload.clone());
+    }
     let event = Event::change(EventKind::Claimed, &request.agent_id, None, &c, now);
     Change {
         claim: c,
@@ -208,6 +211,9 @@ pub fn post(request: &PostRequest, ids: NewIds, now: Timestamp) -> Change {
     c.depends_on.clone_from(&request.depends_on);
     c.attempt = Some(1);
     c.max_attempts = Some(request.max_attempts);
+    if let Some(payload) = &request.payload {
+        c.extra.insert("payload".into(), payload.clone());
+    }
     let event = Event::change(EventKind::Posted, &request.agent_id, None, &c, now);
     Change {
         claim: c,

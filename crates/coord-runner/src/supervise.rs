@@ -193,6 +193,34 @@ fn requeue_delay(base: Duration, attempt: u32) -> Duration {
     coord_core::backoff(base, MAX_REQUEUE_DELAY, attempt.saturating_sub(1))
 }
 
+/// The longest description handed to a child in `COORD_DESCRIPTION`.
+const DESCRIPTION_ENV_MAX: usize = 100 * 1024;
+
+/// The item's payload as a file for its child, removed on drop.
+struct PayloadFile {
+    path: std::path::PathBuf,
+}
+
+impl PayloadFile {
+    fn write(payload: &serde_json::Value) -> std::io::Result<PayloadFile> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "coord-payload-{}-{}.json",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, payload.to_string())?;
+        Ok(PayloadFile { path })
+    }
+}
+
+impl Drop for PayloadFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Runs `options.command` for `claim`, which `agent` holds, and records the
 /// outcome in `store`. `shutdown` carries signals to forward and, in a
 /// worker, the request to stop.
@@ -215,6 +243,23 @@ pub fn supervise(
     env.extend(options.store_env.iter().cloned());
     if let Some(parent) = &options.trace_parent {
         env.push(("TRACEPARENT", parent.clone()));
+    }
+    // Environment strings have a size limit of their own (128 KiB on
+    // Linux): a longer description is for `coord show`.
+    if claim.description.len() <= DESCRIPTION_ENV_MAX {
+        env.push(("COORD_DESCRIPTION", claim.description.clone()));
+    }
+    // Removed when this function ends, whichever way.
+    let payload_file = match claim.extra.get("payload").map(PayloadFile::write) {
+        Some(Ok(file)) => Some(file),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, work_item_id = id, "cannot write the payload file");
+            None
+        }
+        None => None,
+    };
+    if let Some(file) = &payload_file {
+        env.push(("COORD_PAYLOAD_FILE", file.path.display().to_string()));
     }
     let capture = options.result.is_none();
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use coord_core::{
-    ClaimRequest, DEFAULT_MAX_ATTEMPTS, Priority, RetryPolicy, Status, parse_duration,
+    ClaimRequest, CoordError, DEFAULT_MAX_ATTEMPTS, Priority, RetryPolicy, Status, parse_duration,
 };
 
 /// Claim work safely among many agents, through a shared coordination
@@ -214,6 +214,63 @@ pub struct KeyArg {
     pub idempotency_key: Option<String>,
 }
 
+// A description from a file, and a payload (`claim`, `post`, `run`).
+#[derive(Debug, Args)]
+pub struct TextArgs {
+    /// Read the description from this file (`-`: standard input)
+    #[arg(long, value_name = "PATH", conflicts_with = "description")]
+    pub description_file: Option<PathBuf>,
+    /// JSON the work needs, kept as the item's `payload` (a child of
+    /// `coord run`/`coord work` finds it in the file COORD_PAYLOAD_FILE)
+    #[arg(long, value_name = "JSON", value_parser = parse_json)]
+    pub payload: Option<serde_json::Value>,
+    /// Read the payload's JSON from this file (`-`: standard input)
+    #[arg(long, value_name = "PATH", conflicts_with = "payload")]
+    pub payload_file: Option<PathBuf>,
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
+}
+
+/// The bytes of `path`, or of standard input for `-`.
+fn read_text(path: &std::path::Path) -> Result<String, CoordError> {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = if path == std::path::Path::new("-") {
+        std::io::stdin().read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text))
+    };
+    read.map(|_| text).map_err(|e| CoordError::FileRead {
+        path: path.to_owned(),
+        source: Box::new(e),
+    })
+}
+
+impl TextArgs {
+    /// The description (`given`, or the file's) and the payload.
+    pub fn resolve(
+        &self,
+        given: Option<&str>,
+    ) -> Result<(String, Option<serde_json::Value>), CoordError> {
+        let description = match &self.description_file {
+            Some(path) => read_text(path)?,
+            None => given.unwrap_or_default().to_owned(),
+        };
+        let payload = match &self.payload_file {
+            Some(path) => Some(serde_json::from_str(&read_text(path)?).map_err(|e| {
+                CoordError::invalid_input(format!(
+                    "--payload-file {}: not JSON: {e}",
+                    path.display()
+                ))
+            })?),
+            None => self.payload.clone(),
+        };
+        Ok((description, payload))
+    }
+}
+
 // What to claim, and how hard to try (`claim` and `run`).
 #[derive(Debug, Args)]
 pub struct ClaimArgs {
@@ -221,6 +278,8 @@ pub struct ClaimArgs {
     pub work_type: String,
     /// What the work is about
     pub description: Option<String>,
+    #[command(flatten)]
+    pub text: TextArgs,
     /// How urgent (high and critical work is exclusive per work type)
     #[arg(long, short, default_value = "medium", value_parser = priority_parser())]
     pub priority: Priority,
@@ -231,11 +290,13 @@ pub struct ClaimArgs {
 }
 
 impl ClaimArgs {
-    pub fn request(&self, agent: &str) -> ClaimRequest {
-        ClaimRequest::new(agent, self.work_type.as_str())
-            .description(self.description.clone().unwrap_or_default())
+    pub fn request(&self, agent: &str) -> Result<ClaimRequest, CoordError> {
+        let (description, payload) = self.text.resolve(self.description.as_deref())?;
+        Ok(ClaimRequest::new(agent, self.work_type.as_str())
+            .description(description)
             .priority(self.priority)
             .lease(self.lease.lease)
+            .payload(payload))
     }
 }
 
@@ -392,7 +453,11 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct PostArgs {
     pub work_type: String,
-    pub description: String,
+    /// What the work is about
+    #[arg(required_unless_present = "description_file")]
+    pub description: Option<String>,
+    #[command(flatten)]
+    pub text: TextArgs,
     /// How urgent (high and critical work is exclusive per work type)
     #[arg(long, short, default_value = "medium", value_parser = priority_parser())]
     pub priority: Priority,

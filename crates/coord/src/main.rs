@@ -223,14 +223,16 @@ fn act(
 fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> {
     Ok(match &cli.command {
         Command::Claim(claim) => {
-            let request = claim.what.request(agent);
+            let request = claim.what.request(agent)?;
             let change = KeyedChange::Claim(&request);
             let policy = claim.what.retry.policy();
             Output::One(Box::new(policy.run(|| once(store, &claim.key, change))?))
         }
         Command::Post(post) => {
+            let (description, payload) = post.text.resolve(post.description.as_deref())?;
             let request = PostRequest::new(agent, post.work_type.as_str())
-                .description(post.description.as_str())
+                .description(description)
+                .payload(payload)
                 .priority(post.priority)
                 .after(post.after.iter().cloned())
                 .max_attempts(post.max_attempts);

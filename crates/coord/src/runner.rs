@@ -32,7 +32,10 @@ pub fn run(cli: &Cli, args: &RunArgs, backend: &Backend, agent: &str) -> ExitCod
         grace,
         command,
     } = args;
-    let request = what.request(agent);
+    let request = match what.request(agent) {
+        Ok(request) => request,
+        Err(e) => return output::fail(&e),
+    };
     // A claim that cannot be had runs nothing. Where an answer can be
     // lost, its key makes a retry after a broken connection safe: a claim
     // that committed is answered.
