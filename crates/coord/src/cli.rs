@@ -546,13 +546,22 @@ pub struct CleanupArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Only items in this status
     #[arg(long, value_parser = status_parser())]
     pub status: Option<Status>,
+    /// Only items of this work type
     #[arg(long)]
     pub work_type: Option<String>,
     /// Only items held by this agent id
     #[arg(long, value_name = "AGENT")]
     pub owner: Option<String>,
+    /// Only items changed at or after this time: RFC 3339, or a duration
+    /// meaning that long ago (1h)
+    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    pub since: Option<Since>,
+    /// Only the newest N of the items that match (still oldest first)
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Args)]

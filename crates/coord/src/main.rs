@@ -290,11 +290,24 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
         }
         Command::List(list) => {
             let now = store.now();
-            let items = store.list(&Filter {
+            let mut items = store.list(&Filter {
                 status: list.status,
                 work_type: list.work_type.clone(),
                 owner: list.owner.clone(),
             })?;
+            if let Some(since) = list.since.map(|s| s.at(now)) {
+                // An item's last change: its `last_update`, else when it
+                // was claimed or posted.
+                items.retain(|c| {
+                    c.last_update
+                        .or(c.claimed_at)
+                        .or(c.posted_at)
+                        .is_some_and(|t| t >= since)
+                });
+            }
+            if let Some(limit) = list.limit {
+                items.drain(..items.len().saturating_sub(limit));
+            }
             Output::Many(items.into_iter().map(|c| mark_lapsed(c, now)).collect())
         }
         Command::Show(show) => match store.get(&show.id) {

@@ -165,3 +165,36 @@ fn on_postgresql_a_worker_that_ended_is_stopped() {
         .unwrap();
     assert_eq!(worker["status"], "active", "{worker}");
 }
+
+#[test]
+fn list_takes_the_newest_n_and_items_changed_since_a_time() {
+    let env = Env::new();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(id_of(
+            &env.run(&["post", "tests", &format!("item {n}")])
+                .expect_ok(),
+        ));
+    }
+    let ids_of = |v: Value| -> Vec<String> { v.as_array().unwrap().iter().map(id_of).collect() };
+    assert_eq!(
+        ids_of(env.run(&["list", "--limit", "2"]).expect_ok()),
+        ids[2..]
+    );
+    assert_eq!(ids_of(env.run(&["list", "--limit", "9"]).expect_ok()), ids);
+    let second = env.run(&["show", &ids[1]]).expect_ok();
+    let since = second["posted_at"].as_str().unwrap().to_owned();
+    assert_eq!(
+        ids_of(env.run(&["list", "--since", &since]).expect_ok()),
+        ids[1..]
+    );
+    assert_eq!(ids_of(env.run(&["list", "--since", "1h"]).expect_ok()), ids);
+    assert!(
+        ids_of(
+            env.run(&["list", "--since", "2999-01-01T00:00:00Z"])
+                .expect_ok()
+        )
+        .is_empty()
+    );
+    assert_eq!(env.run(&["list", "--since", "someday"]).code, 2);
+}
