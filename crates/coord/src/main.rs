@@ -308,10 +308,24 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
             if let Some(limit) = list.limit {
                 items.drain(..items.len().saturating_sub(limit));
             }
-            Output::Many(items.into_iter().map(|c| mark_lapsed(c, now)).collect())
+            let blocked = blocked_by(store, &items)?;
+            let items = items.into_iter().map(|mut c| {
+                if let Some(ids) = blocked.get(&c.work_item_id) {
+                    c.extra.insert("blocked_by".into(), json!(ids));
+                }
+                mark_lapsed(c, now)
+            });
+            Output::Many(items.collect())
         }
         Command::Show(show) => match store.get(&show.id) {
-            Ok(claim) => Output::One(Box::new(mark_lapsed(claim, store.now()))),
+            Ok(mut claim) => {
+                if let Some(ids) =
+                    blocked_by(store, std::slice::from_ref(&claim))?.remove(&claim.work_item_id)
+                {
+                    claim.extra.insert("blocked_by".into(), json!(ids));
+                }
+                Output::One(Box::new(mark_lapsed(claim, store.now())))
+            }
             // Not live: perhaps archived by a cleanup.
             Err(CoordError::NotFound { work_item_id }) => match store.archived_item(&show.id)? {
                 Some(mut item) => {
@@ -386,6 +400,46 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
 
 /// An agent as printed: its record plus `status` (`active` or `stale`, at
 /// the store's `now`).
+/// For each pending item of `items` that waits on a dependency that
+/// ended without completing (failed or expired), those dependencies: it
+/// cannot be taken until they are retried.
+fn blocked_by(
+    store: &dyn Store,
+    items: &[coord_core::Claim],
+) -> Result<std::collections::HashMap<String, Vec<String>>, CoordError> {
+    use coord_core::Status;
+    let mut blocked = std::collections::HashMap::new();
+    let waiting: Vec<&coord_core::Claim> = items
+        .iter()
+        .filter(|c| c.status == Status::Pending && !c.depends_on.is_empty())
+        .collect();
+    if waiting.is_empty() {
+        return Ok(blocked);
+    }
+    let all = store.list(&Filter::default())?;
+    let status: std::collections::HashMap<&str, Status> = all
+        .iter()
+        .map(|c| (c.work_item_id.as_str(), c.status))
+        .collect();
+    for item in waiting {
+        let ended: Vec<String> = item
+            .depends_on
+            .iter()
+            .filter(|d| {
+                matches!(
+                    status.get(d.as_str()),
+                    Some(Status::Failed | Status::Expired)
+                )
+            })
+            .cloned()
+            .collect();
+        if !ended.is_empty() {
+            blocked.insert(item.work_item_id.clone(), ended);
+        }
+    }
+    Ok(blocked)
+}
+
 /// A claim whose lease has passed but that no change has written down yet
 /// (it will be, as `expired` or `failed`, by the next writer) is shown with
 /// `"lease_lapsed": true`; nothing is written.

@@ -198,3 +198,22 @@ fn list_takes_the_newest_n_and_items_changed_since_a_time() {
     );
     assert_eq!(env.run(&["list", "--since", "someday"]).code, 2);
 }
+
+#[test]
+fn an_item_after_a_failed_one_shows_what_blocks_it() {
+    let env = Env::new();
+    let first = env
+        .run(&["post", "build", "compile", "--max-attempts", "1"])
+        .expect_ok();
+    let second = env
+        .run(&["post", "deploy", "ship", "--after", &id_of(&first)])
+        .expect_ok();
+    assert!(second.get("blocked_by").is_none());
+    let taken = env.run_as("w", &["next"]).expect_ok();
+    env.run_as("w", &["fail", &id_of(&taken), "--reason", "red"])
+        .expect_ok();
+    let listed = env.run(&["list", "--status", "pending"]).expect_ok();
+    assert_eq!(listed[0]["blocked_by"], serde_json::json!([id_of(&first)]));
+    let shown = env.run(&["show", &id_of(&second)]).expect_ok();
+    assert_eq!(shown["blocked_by"], serde_json::json!([id_of(&first)]));
+}
