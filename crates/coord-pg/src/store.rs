@@ -11,9 +11,9 @@ use std::time::Duration;
 use coord_core::trace::{RunSpans, item_attributes, outcome_attributes};
 use coord_core::transition::{Action, Actor};
 use coord_core::{
-    AgentRecord, AgentRegistration, Answer, Claim, ClaimRequest, CoordError, Event, EventPage,
-    Filter, IdempotencyKey, KeyedChange, LockName, NextRequest, PostRequest, Sightings, Status,
-    Store, Timestamp, Wakeup, system_clock, validate_name,
+    AgentRecord, AgentRegistration, Answer, Claim, ClaimRequest, CoordError, EXPIRING_WITHIN,
+    Event, EventPage, Filter, IdempotencyKey, KeyedChange, LockName, NextRequest, PostRequest,
+    Priority, Sightings, Stats, Status, Store, Timestamp, Wakeup, system_clock, validate_name,
 };
 use postgres::config::SslMode;
 use postgres::error::SqlState;
@@ -576,6 +576,90 @@ impl Store for PgStore {
     /// A connection can break during a commit.
     fn may_lose_answers(&self) -> bool {
         true
+    }
+
+    /// Counted in the database: items by aggregate queries, the event log
+    /// from the last day only (its times sort as text: coord writes them in
+    /// one form).
+    fn stats(&self, stale_after: Duration) -> Result<Stats, CoordError> {
+        let now = self.now();
+        let day_ago = now.saturating_sub(Duration::from_secs(86_400)).to_string();
+        let soon = now.saturating_add(EXPIRING_WITHIN).as_unix_micros();
+        let (counts, oldest, expiring, events) = self.with_client(|client| {
+            let counts = client.query(
+                "SELECT status, priority, work_type, agent_id, count(*), \
+                     GROUPING(status, priority, work_type, agent_id) FROM coord_claims \
+                 GROUP BY GROUPING SETS ((status), (priority), (work_type), (status, agent_id))",
+                &[],
+            )?;
+            let oldest = client.query_opt(
+                "SELECT doc FROM coord_claims WHERE status = 'in_progress' \
+                 ORDER BY doc->>'claimed_at' LIMIT 1",
+                &[],
+            )?;
+            let expiring: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM coord_claims \
+                     WHERE status = 'in_progress' AND lease_deadline <= $1",
+                    &[&soon],
+                )?
+                .get(0);
+            let events = client.query(
+                "SELECT doc FROM coord_events WHERE doc->>'time' > $1 ORDER BY id",
+                &[&day_ago],
+            )?;
+            Ok((counts, oldest, expiring, events))
+        })?;
+        let events: Vec<Event> = events
+            .iter()
+            .filter_map(|row| row.try_get::<_, Json<Event>>(0).ok().map(|j| j.0))
+            .collect();
+        let oldest: Vec<Claim> = oldest
+            .and_then(|row| row.try_get::<_, Json<Claim>>(0).ok().map(|j| j.0))
+            .into_iter()
+            .collect();
+        // The log's figures and the oldest claim as every store works them
+        // out; the counts from the database.
+        let mut stats = Stats::compute(&oldest, &events, &self.agents()?, now, stale_after);
+        let mut items = coord_core::ItemCounts::default();
+        let name = |rank: i16| {
+            Priority::ALL
+                .get(usize::try_from(rank).unwrap_or(usize::MAX))
+                .map_or_else(|| rank.to_string(), |p| p.as_str().to_owned())
+        };
+        // GROUPING's bits, high to low: status, priority, work type, agent
+        // (a set bit: that column is not in the row's grouping set).
+        const BY_STATUS: i32 = 0b0111;
+        const BY_PRIORITY: i32 = 0b1011;
+        const BY_WORK_TYPE: i32 = 0b1101;
+        const BY_STATUS_AND_AGENT: i32 = 0b0110;
+        for row in &counts {
+            let n = u64::try_from(row.get::<_, i64>(4)).unwrap_or(0);
+            match row.get::<_, i32>(5) {
+                BY_STATUS => {
+                    items.total += n;
+                    items.by_status.insert(row.get(0), n);
+                }
+                BY_PRIORITY => {
+                    items.by_priority.insert(name(row.get(1)), n);
+                }
+                BY_WORK_TYPE => {
+                    items.by_work_type.insert(row.get(2), n);
+                }
+                BY_STATUS_AND_AGENT => {
+                    let status: String = row.get(0);
+                    if let (true, Some(agent)) =
+                        (status == "in_progress", row.get::<_, Option<String>>(3))
+                    {
+                        items.live_by_agent.insert(agent, n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        stats.items = items;
+        stats.expiring_within_minute = u64::try_from(expiring).unwrap_or(0);
+        Ok(stats)
     }
 
     fn archived_item(&self, work_item_id: &str) -> Result<Option<Value>, CoordError> {
