@@ -112,6 +112,9 @@ fn dispatch(cli: &Cli, sink: Option<SpanSink>, metrics: Option<&metrics::Metrics
     }
     match run(cli, store, &agent) {
         Ok(out) => output::print(&out),
+        Err(error) if error.kind() == coord_core::ErrorKind::NothingToTake => {
+            output::fail_with(&error, why_nothing(store, &cli.command))
+        }
         Err(error) => output::fail(&hint(error, agent_given)),
     }
 }
@@ -400,6 +403,30 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
 
 /// An agent as printed: its record plus `status` (`active` or `stale`, at
 /// the store's `now`).
+/// Why `next` found nothing to take: how many pending items of its work
+/// types wait (for a retry time, a dependency, an exclusive claim to end,
+/// or another taker), and how many of those are blocked by a dependency
+/// that failed or expired. Nothing when they cannot be read.
+fn why_nothing(store: &dyn Store, command: &Command) -> Vec<(&'static str, serde_json::Value)> {
+    let Command::Next(next) = command else {
+        return Vec::new();
+    };
+    let Ok(mut pending) = store.list(&Filter {
+        status: Some(coord_core::Status::Pending),
+        ..Filter::default()
+    }) else {
+        return Vec::new();
+    };
+    if !next.work_types.is_empty() {
+        pending.retain(|c| next.work_types.contains(&c.work_type));
+    }
+    let blocked = blocked_by(store, &pending).map_or(0, |b| b.len());
+    vec![
+        ("waiting", json!(pending.len())),
+        ("blocked", json!(blocked)),
+    ]
+}
+
 /// For each pending item of `items` that waits on a dependency that
 /// ended without completing (failed or expired), those dependencies: it
 /// cannot be taken until they are retried.

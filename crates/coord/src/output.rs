@@ -412,6 +412,11 @@ pub fn follow_log(store: &dyn Store, args: &LogArgs) -> ExitCode {
 
 /// Prints `error` as one line of JSON on stderr and returns its exit code.
 pub fn fail(error: &CoordError) -> ExitCode {
+    fail_with(error, Vec::new())
+}
+
+/// [`fail`], with `more` context fields in the error's JSON.
+pub fn fail_with(error: &CoordError, more: Vec<(&str, Value)>) -> ExitCode {
     let mut body = json!({
         "error": error.kind().as_str(),
         "message": error.to_string(),
@@ -455,7 +460,7 @@ pub fn fail(error: &CoordError) -> ExitCode {
         }
         _ => Vec::new(),
     };
-    for (key, value) in extra {
+    for (key, value) in extra.into_iter().chain(more) {
         body[key] = value;
     }
     if human() {

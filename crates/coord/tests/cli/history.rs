@@ -217,3 +217,29 @@ fn an_item_after_a_failed_one_shows_what_blocks_it() {
     let shown = env.run(&["show", &id_of(&second)]).expect_ok();
     assert_eq!(shown["blocked_by"], serde_json::json!([id_of(&first)]));
 }
+
+#[test]
+fn nothing_to_take_says_how_many_wait_and_how_many_are_blocked() {
+    let env = Env::new();
+    let failing = env
+        .run(&["post", "build", "compile", "--max-attempts", "1"])
+        .expect_ok();
+    let taken = env
+        .run_as("w", &["next", "--work-type", "build"])
+        .expect_ok();
+    assert_eq!(id_of(&taken), id_of(&failing));
+    env.run_as("w", &["fail", &id_of(&taken)]).expect_ok();
+    env.run(&["post", "deploy", "blocked", "--after", &id_of(&failing)])
+        .expect_ok();
+    let running = env.run(&["post", "build", "still running"]).expect_ok();
+    env.run_as("w2", &["next", "--work-type", "build"])
+        .expect_ok();
+    env.run(&["post", "deploy", "waits", "--after", &id_of(&running)])
+        .expect_ok();
+    let err = env
+        .run(&["next", "--work-type", "deploy"])
+        .expect_error("nothing_to_take", 10);
+    assert_eq!(err["waiting"], 2, "{err}");
+    assert_eq!(err["blocked"], 1, "{err}");
+    assert_eq!(err["work_types"], serde_json::json!(["deploy"]));
+}
