@@ -4,10 +4,12 @@
 //! Counts by status and priority across the top; the live claims (owner,
 //! work type, priority, age, lease left, progress); the queue in the order
 //! `next` takes it; the agents; the latest events. It only reads (no lock),
-//! reloads when the event log grows (looked at every quarter second) and at
-//! least every two seconds, and puts the terminal back however it ends.
+//! reloads when the store changes (PostgreSQL's waiting connection wakes
+//! it; a directory's log is looked at every quarter second) and at least
+//! every two seconds, and puts the terminal back however it ends.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use coord_core::{AgentRecord, Claim, CoordError, Event, Filter, Stats, Status, Store, Timestamp};
@@ -421,43 +423,94 @@ pub fn live(store: &dyn Store) -> Result<(), CoordError> {
         ));
     }
     let mut board = Board::load(store)?;
+    // A store that can wait for its next change (PostgreSQL) wakes the
+    // board from a thread of its own; a directory's log is looked at.
+    let waiter = store.wakeup().ok().flatten();
+    let interrupt = waiter.as_ref().and_then(|w| w.interrupter());
+    let woken = AtomicBool::new(false);
+    let stopped = AtomicBool::new(false);
+    let watched = waiter.is_some();
     let _screen = Screen::enter().map_err(io_error)?;
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout())).map_err(io_error)?;
     terminal.clear().map_err(io_error)?;
-    let mut focus = Pane::Live;
-    let mut loaded = Instant::now();
-    let mut looked = Instant::now();
-    loop {
-        terminal
-            .draw(|frame| draw(frame, &board, focus))
-            .map_err(io_error)?;
-        if event::poll(LOOK_EVERY).map_err(io_error)? {
-            if let Key::Key(key) = event::read().map_err(io_error)? {
-                if key.kind != KeyEventKind::Press {
+    std::thread::scope(|scope| {
+        if let Some(mut waiter) = waiter {
+            let (woken, stopped) = (&woken, &stopped);
+            scope.spawn(move || {
+                while !stopped.load(Ordering::SeqCst) {
+                    match waiter.wait(RELOAD_EVERY) {
+                        Ok(true) => woken.store(true, Ordering::SeqCst),
+                        Ok(false) => {}
+                        Err(_) => std::thread::sleep(LOOK_EVERY),
+                    }
+                }
+            });
+        }
+        let mut focus = Pane::Live;
+        let mut loaded = Instant::now();
+        let mut looked = Instant::now();
+        let ended = loop {
+            if let Err(e) = terminal.draw(|frame| draw(frame, &board, focus)) {
+                break Err(io_error(e));
+            }
+            match poll_key() {
+                Err(e) => break Err(e),
+                Ok(Some(Keypress::Quit)) => break Ok(()),
+                Ok(Some(Keypress::NextPane)) => {
+                    focus = focus.next();
                     continue;
                 }
-                let ctrl_c =
-                    key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
-                match key.code {
-                    KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
-                    _ if ctrl_c => return Ok(()),
-                    KeyCode::Tab => focus = focus.next(),
-                    _ => {}
+                Ok(Some(Keypress::Other)) => continue,
+                Ok(None) => {}
+            }
+            // News in the log, or time for a reload anyway.
+            let grown = if watched {
+                woken.swap(false, Ordering::SeqCst)
+            } else {
+                looked.elapsed() >= LOOK_EVERY
+                    && store
+                        .events(board.cursor)
+                        .is_ok_and(|page| !page.events.is_empty())
+            };
+            looked = Instant::now();
+            if grown || loaded.elapsed() >= RELOAD_EVERY {
+                if let Ok(fresh) = Board::load(store) {
+                    board = fresh;
                 }
+                loaded = Instant::now();
             }
-            continue;
+        };
+        stopped.store(true, Ordering::SeqCst);
+        if let Some(interrupt) = &interrupt {
+            interrupt();
         }
-        // News in the log, or time for a reload anyway.
-        let grown = looked.elapsed() >= LOOK_EVERY
-            && store
-                .events(board.cursor)
-                .is_ok_and(|page| !page.events.is_empty());
-        looked = Instant::now();
-        if grown || loaded.elapsed() >= RELOAD_EVERY {
-            if let Ok(fresh) = Board::load(store) {
-                board = fresh;
-            }
-            loaded = Instant::now();
-        }
+        ended
+    })
+}
+
+/// What a key asks for.
+enum Keypress {
+    Quit,
+    NextPane,
+    Other,
+}
+
+/// A key pressed within `LOOK_EVERY`, if any.
+fn poll_key() -> Result<Option<Keypress>, CoordError> {
+    if !event::poll(LOOK_EVERY).map_err(io_error)? {
+        return Ok(None);
     }
+    let Key::Key(key) = event::read().map_err(io_error)? else {
+        return Ok(Some(Keypress::Other));
+    };
+    if key.kind != KeyEventKind::Press {
+        return Ok(Some(Keypress::Other));
+    }
+    let ctrl_c = key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+    Ok(Some(match key.code {
+        KeyCode::Char('q') | KeyCode::Esc => Keypress::Quit,
+        _ if ctrl_c => Keypress::Quit,
+        KeyCode::Tab => Keypress::NextPane,
+        _ => Keypress::Other,
+    }))
 }

@@ -181,3 +181,34 @@ fn the_live_dashboard_follows_the_board_and_quits_on_q_leaving_the_terminal_as_i
     let after = std::fs::read_to_string(state.join("after")).unwrap();
     assert_eq!(before, after, "the terminal's modes were not put back");
 }
+
+#[test]
+fn the_live_dashboard_on_postgresql_shows_a_claim_made_while_it_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = shared_cluster().fresh_schema("cli_dashboard_live");
+    run_on_database(
+        tmp.path(),
+        &schema,
+        "alice",
+        &["claim", "deploy", "already there"],
+    )
+    .expect_ok();
+    let script = format!(
+        "COORD_DATABASE_URL='{url}' COORD_SCHEMA={schema} {coord} dashboard; echo \"EXIT=$?\"; sleep 60",
+        url = shared_cluster().url(),
+        coord = env!("CARGO_BIN_EXE_coord"),
+    );
+    let tmux = Tmux::start(tmp.path(), &script);
+    tmux.wait_for("the first claim", |s| s.contains("already there"));
+    run_on_database(
+        tmp.path(),
+        &schema,
+        "bob",
+        &["claim", "docs", "made meanwhile"],
+    )
+    .expect_ok();
+    tmux.wait_for("the new claim", |s| s.contains("made meanwhile"));
+    tmux.command(&["send-keys", "q"]).status().unwrap();
+    let screen = tmux.wait_for("exit", |s| s.contains("EXIT="));
+    assert!(screen.contains("EXIT=0"), "{screen}");
+}
