@@ -97,6 +97,9 @@ fn main() {
     if wanted("process") {
         results.insert("process".into(), process(&base, cli.quick));
     }
+    if wanted("work") {
+        results.insert("work".into(), work(&base, cli.quick));
+    }
     if wanted("postgres") {
         results.insert("postgres".into(), postgres::run(cli.quick));
     }
@@ -110,6 +113,80 @@ fn main() {
     )
     .expect("the results file");
     println!("\nresults written to {}", cli.out.display());
+}
+
+/// `coord work -- true` over a queue, against the library's own loop
+/// (`next` then `complete` on one store, one thread) on the same disk in
+/// the same run: what the runner costs per item.
+fn work(base: &Path, quick: bool) -> Value {
+    let n = if quick { 150 } else { 400 };
+    let coord = std::env::current_exe()
+        .expect("our own path")
+        .with_file_name("coord");
+    println!("\n## work: {n} queued items, `coord work -- true` vs the library loop, median of 3");
+    if !coord.exists() {
+        println!("skipped: build the binaries first (cargo build --release --bins)");
+        return json!({"skipped": "binaries not built"});
+    }
+    let queue = |dir: &Path| {
+        let store = store(dir);
+        for i in 0..n {
+            store
+                .post(&PostRequest::new("boss", "job").description(i.to_string()))
+                .expect("a post");
+        }
+    };
+    let (mut library, mut one, mut eight) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let d = dir_in(base);
+        queue(d.path());
+        let store = store(d.path());
+        let t = Instant::now();
+        while let Ok(item) = store.next(&NextRequest::new("w")) {
+            let done = Action::Complete { result: None };
+            store
+                .act(
+                    &item.work_item_id,
+                    &done,
+                    &Actor::new("w").fence(item.fence),
+                )
+                .expect("a completion");
+        }
+        library.push(n as f64 / t.elapsed().as_secs_f64());
+        for (slots, rates) in [(1, &mut one), (8, &mut eight)] {
+            let d = dir_in(base);
+            queue(d.path());
+            let t = Instant::now();
+            let status = Command::new(&coord)
+                .args(["--agent", "w", "--no-telemetry", "work", "--max-items"])
+                .arg(n.to_string())
+                .arg("--concurrency")
+                .arg(slots.to_string())
+                .args(["--", "true"])
+                .env("COORD_DIR", d.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("coord work runs");
+            assert!(status.success(), "coord work failed");
+            rates.push(n as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    let (library, one, eight) = (median(library), median(one), median(eight));
+    println!("{:<44} {:>10}", "", "items/s");
+    println!(
+        "{:<44} {library:>10.0}",
+        "library loop (next + complete, one thread)"
+    );
+    println!("{:<44} {one:>10.0}", "coord work --concurrency 1 -- true");
+    println!("{:<44} {eight:>10.0}", "coord work --concurrency 8 -- true");
+    println!(
+        "{:<44} {:>10.2}",
+        "ratio work x8 / library loop",
+        eight / library
+    );
+    json!({"items": n, "library_per_s": library, "work_1_per_s": one, "work_8_per_s": eight,
+        "ratio_work_8_to_library": eight / library})
 }
 
 fn machine(base: &Path) -> Value {

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -113,6 +113,24 @@ fn describe(status: ExitStatus) -> String {
         (None, Some(signal)) => format!("killed by signal {signal}"),
         _ => "ended in an unknown way".to_owned(),
     }
+}
+
+/// A descriptor that turns readable when `child` exits (Linux's pidfd).
+fn child_exit_fd(child: &Child) -> Option<rustix::fd::OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).ok()?)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+}
+
+/// Waits until the child behind `fd` exits, or `limit` passes.
+fn wait_for_exit(fd: &rustix::fd::OwnedFd, limit: Duration) {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let timeout = Timespec {
+        tv_sec: i64::try_from(limit.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(limit.subsec_nanos()),
+    };
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    // Interrupted or failed, the caller looks again after at most `limit`.
+    let _ = rustix::event::poll(&mut fds, Some(&timeout));
 }
 
 fn send(child: &Child, signal: i32) {
@@ -365,6 +383,9 @@ fn watch(
     let mut stop_requested_at: Option<Instant> = None;
     let mut term_sent_at: Option<Instant> = None;
     let mut stopped = false;
+    // The child's exit ends a wait at once through its pidfd; without one
+    // (an old kernel), the wait is a poll.
+    let exited = child_exit_fd(child);
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return (Ok(status), lost, stopped),
@@ -374,16 +395,20 @@ fn watch(
         for signal in shutdown.take_forwarded() {
             send(child, signal);
         }
-        // Waiting on the heartbeat's channel is also the poll interval.
-        match lost.is_none().then(|| lost_rx.recv_timeout(POLL)) {
-            Some(Ok(error)) => {
-                // Stop the child at once: its work no longer counts.
-                lost = Some(error);
-                send(child, signal_hook::consts::SIGTERM);
-                term_sent_at = Some(Instant::now());
+        match &exited {
+            Some(fd) => wait_for_exit(fd, POLL),
+            None => thread::sleep(POLL),
+        }
+        if lost.is_none() {
+            match lost_rx.try_recv() {
+                Ok(error) => {
+                    // Stop the child at once: its work no longer counts.
+                    lost = Some(error);
+                    send(child, signal_hook::consts::SIGTERM);
+                    term_sent_at = Some(Instant::now());
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
             }
-            Some(Err(RecvTimeoutError::Timeout)) => {}
-            Some(Err(RecvTimeoutError::Disconnected)) | None => thread::sleep(POLL),
         }
         if shutdown.is_requested() && lost.is_none() && term_sent_at.is_none() {
             let since = *stop_requested_at.get_or_insert_with(Instant::now);
