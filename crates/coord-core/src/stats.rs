@@ -99,18 +99,6 @@ pub struct WaitTimes {
     pub p95_ms: Option<u64>,
 }
 
-fn since(now: Timestamp, then: Timestamp) -> Duration {
-    let nanos = now.as_unix_nanos() - then.as_unix_nanos();
-    Duration::from_nanos(u64::try_from(nanos.max(0)).unwrap_or(u64::MAX))
-}
-
-fn name_of(value: impl Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        other => format!("{other:?}"),
-    }
-}
-
 /// The `p`th percentile (0-100) of sorted `values`, nearest rank.
 fn percentile(sorted: &[u64], p: u64) -> Option<u64> {
     if sorted.is_empty() {
@@ -136,10 +124,13 @@ impl Stats {
         let soon = now.saturating_add(EXPIRING_WITHIN);
         for item in items {
             counts.total += 1;
-            *counts.by_status.entry(name_of(item.status)).or_default() += 1;
+            *counts
+                .by_status
+                .entry(item.status.as_str().to_owned())
+                .or_default() += 1;
             *counts
                 .by_priority
-                .entry(name_of(item.priority))
+                .entry(item.priority.as_str().to_owned())
                 .or_default() += 1;
             *counts
                 .by_work_type
@@ -165,14 +156,16 @@ impl Stats {
                 agent_id: o.agent_id.clone(),
                 work_type: o.work_type.clone(),
                 claimed_at,
-                age_s: since(now, claimed_at).as_secs(),
+                age_s: now.saturating_duration_since(claimed_at).as_secs(),
             })
         });
         let mut agent_counts = AgentCounts::default();
         for agent in agents {
             match agent.last_seen {
                 None => agent_counts.unknown += 1,
-                Some(seen) if since(now, seen) > stale_after => agent_counts.stale += 1,
+                Some(seen) if now.saturating_duration_since(seen) > stale_after => {
+                    agent_counts.stale += 1
+                }
                 Some(_) => agent_counts.active += 1,
             }
         }
@@ -196,7 +189,7 @@ impl Stats {
                 (EventKind::Claimed, Some(id)) if event.from == Some(Status::Pending) => {
                     if let Some(posted) = posted_at.remove(id) {
                         waits.push(
-                            u64::try_from(since(event.time, posted).as_millis())
+                            u64::try_from(event.time.saturating_duration_since(posted).as_millis())
                                 .unwrap_or(u64::MAX),
                         );
                     }

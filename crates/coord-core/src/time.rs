@@ -56,6 +56,12 @@ impl Timestamp {
         Self::from_unix_nanos(i128::from(micros) * 1000)
     }
 
+    /// How long after `earlier` this is; zero if it is not after it.
+    pub fn saturating_duration_since(self, earlier: Timestamp) -> std::time::Duration {
+        let nanos = self.as_unix_nanos() - earlier.as_unix_nanos();
+        std::time::Duration::from_nanos(u64::try_from(nanos.max(0)).unwrap_or(u64::MAX))
+    }
+
     /// `self + duration`, saturating at the ends of the supported range.
     pub fn saturating_add(self, duration: std::time::Duration) -> Self {
         let d = jiff::SignedDuration::try_from(duration).unwrap_or(jiff::SignedDuration::MAX);

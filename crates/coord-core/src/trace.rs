@@ -69,6 +69,25 @@ pub struct SpanRecord {
 /// once per change with its spans, the change's first.
 pub type SpanSink = std::sync::Arc<dyn Fn(&[SpanRecord]) + Send + Sync>;
 
+thread_local! {
+    /// The `traceparent` of the change span this thread recorded last.
+    static LAST_RUN: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Remembers `spans`' first (a change's own span) as this thread's last,
+/// for `Store::trace_parent`.
+pub fn remember_run(spans: &[SpanRecord]) {
+    if let Some(run) = spans.first() {
+        let parent = format!("00-{}-{}-01", run.trace_id, run.span_id);
+        LAST_RUN.with(|last| *last.borrow_mut() = Some(parent));
+    }
+}
+
+/// The `traceparent` of the change span this thread recorded last.
+pub fn last_run() -> Option<String> {
+    LAST_RUN.with(|last| last.borrow().clone())
+}
+
 /// A span id: random, never zero (W3C reserves the all-zero id).
 pub fn span_id() -> u64 {
     fastrand::u64(1..)
@@ -77,12 +96,6 @@ pub fn span_id() -> u64 {
 /// A trace id for a trace of coord's own.
 pub fn trace_id() -> u128 {
     fastrand::u128(1..)
-}
-
-/// How long since `start` by `clock`.
-pub fn elapsed_since(clock: &Clock, start: Timestamp) -> Duration {
-    let nanos = clock().as_unix_nanos() - start.as_unix_nanos();
-    Duration::from_nanos(u64::try_from(nanos.max(0)).unwrap_or(u64::MAX))
 }
 
 /// A span that ended: what its record holds besides the ids.
@@ -167,7 +180,7 @@ impl RunSpans {
         let ended = Ended {
             name: self.name.clone(),
             start: self.start,
-            duration: elapsed_since(&self.clock, self.start),
+            duration: (self.clock)().saturating_duration_since(self.start),
             ok,
             attributes,
         };

@@ -220,7 +220,7 @@ impl FileStore {
     /// Hands a change's spans to the sink and appends them to the span
     /// file, as the options say.
     fn emit_spans(&self, spans: &[coord_core::trace::SpanRecord]) {
-        telemetry::remember_run(spans);
+        coord_core::trace::remember_run(spans);
         if let Some(sink) = &self.options.span_sink {
             sink(spans);
         }
@@ -367,7 +367,7 @@ impl Store for FileStore {
     /// The last run span this thread's changes recorded.
     fn trace_parent(&self) -> Option<String> {
         if self.options.telemetry || self.options.span_sink.is_some() {
-            telemetry::last_run()
+            coord_core::trace::last_run()
         } else {
             None
         }

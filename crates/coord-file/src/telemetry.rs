@@ -22,24 +22,6 @@ use reactor::Middleware;
 use reactor_file::AtomicWriter;
 use serde_json::{Map, Value, json};
 
-thread_local! {
-    /// The `traceparent` of the run span this thread wrote last.
-    static LAST_RUN: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Remembers `spans`' run (the first) as this thread's last.
-pub(crate) fn remember_run(spans: &[SpanRecord]) {
-    if let Some(run) = spans.first() {
-        let parent = format!("00-{}-{}-01", run.trace_id, run.span_id);
-        LAST_RUN.with(|last| *last.borrow_mut() = Some(parent));
-    }
-}
-
-/// The `traceparent` of the run span this thread wrote last.
-pub(crate) fn last_run() -> Option<String> {
-    LAST_RUN.with(|last| last.borrow().clone())
-}
-
 /// The span file inside the coordination directory.
 pub const SPANS_FILE: &str = "telemetry_spans.jsonl";
 
@@ -139,12 +121,6 @@ impl SpanRecorder {
         }
     }
 
-    /// How long since `open` started, by the recorder's clock.
-    fn since(&self, open: &Open) -> Duration {
-        let nanos = (self.clock)().as_unix_nanos() - open.start.as_unix_nanos();
-        Duration::from_nanos(u64::try_from(nanos.max(0)).unwrap_or(u64::MAX))
-    }
-
     /// The run's spans, the run's first, with `attributes` added to the
     /// run's (the item's ids, work type and so on, known once it ended).
     /// Empty if no saga ran.
@@ -186,7 +162,7 @@ impl<E: std::fmt::Display> Middleware<E> for SpanRecorder {
         let mut spans = self.spans.borrow_mut();
         // A step whose failure stood never finished: it ends with the run.
         if let Some(step) = spans.step.take() {
-            let took = self.since(&step);
+            let took = (self.clock)().saturating_duration_since(step.start);
             spans.done.push((step, took));
         }
         let Some(mut run) = spans.run.take() else {

@@ -28,13 +28,6 @@ struct Trip {
 
 thread_local! {
     static TRIPS: RefCell<Option<Vec<Trip>>> = const { RefCell::new(None) };
-    /// The `traceparent` of the change span this thread wrote last.
-    static LAST_RUN: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// The `traceparent` of the change span this thread wrote last.
-pub(crate) fn last_run() -> Option<String> {
-    LAST_RUN.with(|last| last.borrow().clone())
 }
 
 /// Starts collecting this thread's round trips.
@@ -89,14 +82,6 @@ pub(crate) fn finish_trips(run: &mut RunSpans) {
             trip.ok,
             attributes,
         );
-    }
-}
-
-/// Remembers `spans`' first (the change's) as this thread's last.
-pub(crate) fn remember(spans: &[SpanRecord]) {
-    if let Some(run) = spans.first() {
-        let parent = format!("00-{}-{}-01", run.trace_id, run.span_id);
-        LAST_RUN.with(|last| *last.borrow_mut() = Some(parent));
     }
 }
 

@@ -404,7 +404,7 @@ impl PgStore {
         spans::finish_trips(&mut run);
         let attributes = outcome_attributes(agent, "postgresql", &result, describe);
         let records = run.finish(result.is_ok(), attributes);
-        spans::remember(&records);
+        coord_core::trace::remember_run(&records);
         if let Some(path) = file
             && let Err(e) = spans::append(path, &records)
         {
@@ -676,7 +676,11 @@ impl Store for PgStore {
     /// an exporter).
     fn trace_parent(&self) -> Option<String> {
         let recording = self.options.telemetry_file.is_some() || self.options.span_sink.is_some();
-        if recording { spans::last_run() } else { None }
+        if recording {
+            coord_core::trace::last_run()
+        } else {
+            None
+        }
     }
 
     fn get(&self, work_item_id: &str) -> Result<Claim, CoordError> {

@@ -117,11 +117,6 @@ fn clean(text: &str) -> String {
     crate::output::safe(text)
 }
 
-fn since(now: Timestamp, then: Timestamp) -> Duration {
-    let nanos = now.as_unix_nanos() - then.as_unix_nanos();
-    Duration::from_nanos(u64::try_from(nanos.max(0)).unwrap_or(u64::MAX))
-}
-
 /// `95s` as `1m35s`.
 fn short(d: Duration) -> String {
     let s = d.as_secs();
@@ -199,12 +194,12 @@ fn draw_live(frame: &mut Frame, area: Rect, board: &Board, focus: Pane) {
     let rows = board.live.iter().map(|c| {
         let left_text = match c.lease_expires_at {
             Some(end) if end <= board.now => "lapsed".to_owned(),
-            Some(end) => short(since(end, board.now)),
+            Some(end) => short(end.saturating_duration_since(board.now)),
             None => "-".to_owned(),
         };
         let expiring = c
             .lease_expires_at
-            .is_some_and(|end| since(end, board.now) <= EXPIRING);
+            .is_some_and(|end| end.saturating_duration_since(board.now) <= EXPIRING);
         let style = if expiring {
             Style::default().fg(Color::Red)
         } else {
@@ -214,9 +209,11 @@ fn draw_live(frame: &mut Frame, area: Rect, board: &Board, focus: Pane) {
             clean(&c.work_item_id),
             clean(c.agent_id.as_deref().unwrap_or("-")),
             clean(&c.work_type),
-            name(c.priority),
-            c.claimed_at
-                .map_or_else(|| "-".to_owned(), |t| short(since(board.now, t))),
+            c.priority.as_str().to_owned(),
+            c.claimed_at.map_or_else(
+                || "-".to_owned(),
+                |t| short(board.now.saturating_duration_since(t)),
+            ),
             left_text,
             c.progress.map_or_else(String::new, bar),
             clean(&c.description),
@@ -263,7 +260,7 @@ fn draw_queue(frame: &mut Frame, area: Rect, board: &Board, focus: Pane) {
         Row::new(vec![
             clean(&c.work_item_id),
             clean(&c.work_type),
-            name(c.priority),
+            c.priority.as_str().to_owned(),
             waiting.to_owned(),
             clean(&c.description),
         ])
@@ -294,7 +291,7 @@ fn draw_agents(frame: &mut Frame, area: Rect, board: &Board, focus: Pane) {
     let rows = board.agents.iter().map(|a| {
         let (seen, stale) = match a.last_seen {
             Some(t) => {
-                let ago = since(board.now, t);
+                let ago = board.now.saturating_duration_since(t);
                 (format!("{} ago", short(ago)), ago > STALE_AFTER)
             }
             None => ("never".to_owned(), false),
