@@ -91,7 +91,8 @@ impl RetryPolicy {
     /// Runs `op`, retrying retryable errors as the policy allows; returns the
     /// first success or the last error.
     pub fn run<T>(&self, op: impl FnMut() -> Result<T, CoordError>) -> Result<T, CoordError> {
-        op.retry(self.delays())
+        counted(op)
+            .retry(self.delays())
             .sleep(std::thread::sleep)
             .when(Self::is_retryable)
             .call()
@@ -100,10 +101,23 @@ impl RetryPolicy {
     /// [`Self::run`] for an `op` made under an idempotency key: database
     /// errors are retried too ([`Self::is_retryable_with_key`]).
     pub fn run_keyed<T>(&self, op: impl FnMut() -> Result<T, CoordError>) -> Result<T, CoordError> {
-        op.retry(self.delays())
+        counted(op)
+            .retry(self.delays())
             .sleep(std::thread::sleep)
             .when(Self::is_retryable_with_key)
             .call()
+    }
+}
+
+/// `op`, each call made as the next attempt (the spans of its changes
+/// say which, so retries can be counted).
+fn counted<T>(
+    mut op: impl FnMut() -> Result<T, CoordError>,
+) -> impl FnMut() -> Result<T, CoordError> {
+    let mut attempt = 0u32;
+    move || {
+        attempt = attempt.saturating_add(1);
+        crate::trace::with_attempt(attempt, &mut op)
     }
 }
 

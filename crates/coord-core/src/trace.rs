@@ -2,7 +2,8 @@
 //! to a span file), [`TraceParent`] (W3C trace context, as `TRACEPARENT`
 //! carries it), [`RunSpans`] (a change's span and its children's, for a
 //! store that is not driven by the saga engine's middleware) and the
-//! attributes a change's span gets from the item it ended with.
+//! attributes a change's span gets: the item it ended with, the leases it
+//! wrote down, and which attempt of a retried call it was.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::CoordError;
+use crate::event::{Event, EventKind};
 use crate::model::Claim;
 use crate::time::{Clock, Timestamp};
 
@@ -72,6 +74,30 @@ pub type SpanSink = std::sync::Arc<dyn Fn(&[SpanRecord]) + Send + Sync>;
 thread_local! {
     /// The `traceparent` of the change span this thread recorded last.
     static LAST_RUN: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    /// Which attempt of a retried call this thread is making (0 outside
+    /// [`crate::RetryPolicy::run`]).
+    static ATTEMPT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `op` as attempt number `attempt` (1 for the first) of a retried
+/// call: the spans of the changes it makes say so (`coord.attempt`).
+pub fn with_attempt<T>(attempt: u32, op: impl FnOnce() -> T) -> T {
+    let outer = ATTEMPT.with(|a| a.replace(attempt));
+    let result = op();
+    ATTEMPT.with(|a| a.set(outer));
+    result
+}
+
+/// The events that wrote down a lapsed lease among `events`, as the
+/// change's `coord.expired` attribute (nothing when there are none).
+pub fn expired_attribute(events: &[Event], attributes: &mut Map<String, Value>) {
+    let expired = events
+        .iter()
+        .filter(|e| e.event == EventKind::Expired)
+        .count();
+    if expired > 0 {
+        attributes.insert("coord.expired".into(), expired.into());
+    }
 }
 
 /// Remembers `spans`' first (a change's own span) as this thread's last,
@@ -204,6 +230,10 @@ pub fn outcome_attributes<T>(
         attributes.insert("coord.agent".into(), agent.into());
     }
     attributes.insert("coord.store".into(), store.into());
+    let attempt = ATTEMPT.with(std::cell::Cell::get);
+    if attempt > 1 {
+        attributes.insert("coord.attempt".into(), attempt.into());
+    }
     match result {
         Ok(value) => describe(value, &mut attributes),
         Err(e) => {

@@ -214,6 +214,9 @@ impl FileStore {
                 Done::Answered(claim) => item_attributes(claim, attributes),
             });
         attributes.insert("coord.lock_wait_us".into(), micros(lock_wait).into());
+        if let Ok(Done::Changed(plan)) = done {
+            coord_core::trace::expired_attribute(&plan.events, &mut attributes);
+        }
         self.emit_spans(&recorder.finish(attributes));
     }
 

@@ -85,6 +85,17 @@ impl Statement {
 
 /// The statements batches run by name (see [`Conn::batch`]): PostgreSQL
 /// then plans each once per connection rather than on every change.
+/// Whether coord's statement `name` may wait for a lock: it locks rows
+/// without `SKIP LOCKED`, or takes an advisory lock.
+pub(crate) fn waits_for_locks(name: &str) -> bool {
+    statements().iter().any(|s| {
+        s.name == name
+            && (s.sql.contains("pg_advisory_xact_lock")
+                || ((s.sql.contains("FOR UPDATE") || s.sql.contains("FOR SHARE"))
+                    && !s.sql.contains("SKIP LOCKED")))
+    })
+}
+
 pub(crate) fn statements() -> &'static [Statement] {
     static STATEMENTS: OnceLock<Vec<Statement>> = OnceLock::new();
     STATEMENTS.get_or_init(|| {

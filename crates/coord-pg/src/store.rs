@@ -401,8 +401,8 @@ impl PgStore {
         let mut run = RunSpans::start(name, self.options.trace_parent, system_clock());
         spans::collect();
         let result = change();
-        spans::finish_trips(&mut run);
-        let attributes = outcome_attributes(agent, "postgresql", &result, describe);
+        let mut attributes = outcome_attributes(agent, "postgresql", &result, describe);
+        spans::finish_trips(&mut run, &mut attributes, result.is_ok());
         let records = run.finish(result.is_ok(), attributes);
         coord_core::trace::remember_run(&records);
         if let Some(path) = file

@@ -121,6 +121,7 @@ impl<'c> Tx<'c> {
     ) -> Result<(), Fail> {
         let now = self.now;
         let (written, events, archived) = decision.into_parts();
+        crate::spans::note_expired(&events);
         let mut sql = String::new();
         let (mut new, mut old) = (Vec::new(), Vec::new());
         for w in &written {

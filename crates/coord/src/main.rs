@@ -57,8 +57,15 @@ fn main() -> ExitCode {
     output::set_human(cli.human);
     init_tracing();
     let exporter = otlp::Exporter::from_env().filter(|_| cli.telemetry_on());
+    // Metrics are kept by the one long-lived command, when they go anywhere.
+    let metrics_exporter = match &cli.command {
+        Command::Work(_) if cli.telemetry_on() => otlp::MetricsExporter::from_env(),
+        _ => None,
+    };
     let metrics = match &cli.command {
-        Command::Work(work) if work.metrics_listen.is_some() => Some(metrics::Metrics::new()),
+        Command::Work(work) if work.metrics_listen.is_some() || metrics_exporter.is_some() => {
+            Some(metrics::Metrics::new())
+        }
         _ => None,
     };
     let sinks: Vec<SpanSink> = exporter
@@ -78,7 +85,7 @@ fn main() -> ExitCode {
             },
         )),
     };
-    let code = dispatch(&cli, sink, metrics.as_deref());
+    let code = dispatch(&cli, sink, metrics.as_deref(), metrics_exporter.as_ref());
     // The spans left, sent before the process ends.
     if let Some(exporter) = exporter {
         exporter.shutdown();
@@ -87,8 +94,13 @@ fn main() -> ExitCode {
 }
 
 /// Opens the store and runs the command on it; spans also go to `sink`,
-/// and `coord work` serves `metrics`.
-fn dispatch(cli: &Cli, sink: Option<SpanSink>, metrics: Option<&metrics::Metrics>) -> ExitCode {
+/// and `coord work` serves `metrics` and sends them to `metrics_exporter`.
+fn dispatch(
+    cli: &Cli,
+    sink: Option<SpanSink>,
+    metrics: Option<&metrics::Metrics>,
+    metrics_exporter: Option<&otlp::MetricsExporter>,
+) -> ExitCode {
     let (agent, agent_given) = cli.agent_id();
     let backend = match Backend::open(cli, agent_given, sink) {
         Ok(backend) => backend,
@@ -101,7 +113,13 @@ fn dispatch(cli: &Cli, sink: Option<SpanSink>, metrics: Option<&metrics::Metrics
     match &cli.command {
         Command::Log(log) => return output::follow_log(store, log),
         Command::Run(run) => return runner::run(cli, run, &backend, &agent),
-        Command::Work(work) => return runner::work(cli, work, &backend, &agent, metrics),
+        Command::Work(work) => {
+            let published = metrics.map(|metrics| metrics::Published {
+                metrics,
+                otlp: metrics_exporter,
+            });
+            return runner::work(cli, work, &backend, &agent, published);
+        }
         Command::Import(import) => {
             return match import_dir(&backend, &import.from) {
                 Ok(out) => output::print(&out),

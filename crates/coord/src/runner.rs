@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::backend::Backend;
 use crate::cli::{Cli, RunArgs, WorkArgs};
-use crate::metrics::Metrics;
+use crate::metrics::Published;
 use crate::output;
 
 fn exit(code: i32) -> ExitCode {
@@ -83,7 +83,7 @@ pub fn work(
     args: &WorkArgs,
     backend: &Backend,
     agent: &str,
-    metrics: Option<&Metrics>,
+    published: Option<Published<'_>>,
 ) -> ExitCode {
     let store = backend.store();
     let WorkArgs {
@@ -135,14 +135,22 @@ pub fn work(
         .idle_exit(*idle_exit);
     let done = AtomicBool::new(false);
     let report = std::thread::scope(|scope| {
-        if let (Some(listener), Some(metrics)) = (&listener, metrics) {
+        if let (Some(listener), Some(published)) = (&listener, published) {
             let done = &done;
             scope.spawn(move || {
-                crate::metrics::serve(listener, metrics, store, &|| done.load(Ordering::SeqCst))
+                crate::metrics::serve(listener, published.metrics, store, &|| {
+                    done.load(Ordering::SeqCst)
+                })
             });
+        }
+        // Dropped when the work ends: the exporter then sends a last time.
+        let (stop_exporting, stopped) = std::sync::mpsc::channel::<()>();
+        if let Some(published) = published {
+            scope.spawn(move || published.send_until(store, &stopped));
         }
         let report = coord_runner::work(store, agent, &options, &shutdown);
         done.store(true, Ordering::SeqCst);
+        drop(stop_exporting);
         report
     });
     signals.close();

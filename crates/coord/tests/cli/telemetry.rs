@@ -459,3 +459,218 @@ fn a_change_that_never_got_the_lock_is_an_error_span_with_its_wait() {
         "{last}"
     );
 }
+
+#[test]
+fn each_retry_of_a_blocked_claim_is_a_span_saying_which_attempt_it_was() {
+    let env = Env::new();
+    env.run(&["claim", "deploy", "--priority", "high"])
+        .expect_ok();
+    let before = spans(&env).len();
+    env.run(&["claim", "deploy", "--priority", "high", "--retry", "2"])
+        .expect_error("coordination_conflict", 3);
+    let attempts: Vec<Value> = spans_after(&env, before)
+        .into_iter()
+        .filter(|s| s["name"] == "claim")
+        .map(|s| s["attributes"]["coord.attempt"].clone())
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![Value::Null, 2.into(), 3.into()],
+        "the first attempt is not marked, the retries are"
+    );
+}
+
+#[test]
+fn a_change_that_writes_down_a_lapsed_lease_says_how_many() {
+    let env = Env::new();
+    env.run(&["claim", "build", "--lease", "100ms"]).expect_ok();
+    std::thread::sleep(Duration::from_millis(250));
+    let before = spans(&env).len();
+    env.run(&["post", "tests", "after the lapse"]).expect_ok();
+    let post = spans_after(&env, before)
+        .into_iter()
+        .find(|s| s["name"] == "post")
+        .expect("the post's span");
+    assert_eq!(post["attributes"]["coord.expired"], 1, "{post}");
+    // The next change has nothing to write down, and says nothing.
+    let before = spans(&env).len();
+    env.run(&["post", "tests", "again"]).expect_ok();
+    let post = spans_after(&env, before)
+        .into_iter()
+        .find(|s| s["name"] == "post")
+        .unwrap();
+    assert!(post["attributes"].get("coord.expired").is_none(), "{post}");
+}
+
+#[test]
+fn on_postgresql_a_change_measures_its_lock_wait_apart_from_its_other_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = coord_testkit::shared_cluster();
+    let schema = cluster.fresh_schema("cli_lock_wait");
+    let file = tmp.path().join("spans.jsonl");
+    let on_db = |args: &[&str]| -> Run {
+        let mut cmd = crate::support::command_in(&tmp.path().join("unused"), "agent_pg", args);
+        cmd.env("COORD_DATABASE_URL", cluster.url())
+            .env("COORD_SCHEMA", &schema)
+            .env("COORD_TELEMETRY_FILE", &file);
+        cmd.finish().into()
+    };
+    let claim = on_db(&["claim", "build"]).expect_ok();
+    let id = claim["work_item_id"].as_str().unwrap().to_owned();
+    // Another transaction holds the item's row for a while.
+    let mut other = postgres::Client::connect(&cluster.url(), postgres::NoTls).unwrap();
+    let mut hold = other.transaction().unwrap();
+    hold.execute(
+        &format!("SELECT 1 FROM {schema}.coord_claims WHERE work_item_id = $1 FOR UPDATE"),
+        &[&id],
+    )
+    .unwrap();
+    let held = Duration::from_millis(400);
+    let completed = std::thread::scope(|scope| {
+        let completing = scope.spawn(|| on_db(&["complete", &id]));
+        std::thread::sleep(held);
+        hold.commit().unwrap();
+        completing.join().unwrap()
+    });
+    completed.expect_ok();
+    let spans = json_lines(&file);
+    let children = |run: &Value| -> Vec<Value> {
+        spans
+            .iter()
+            .filter(|s| s["parent_span_id"] == run["span_id"])
+            .cloned()
+            .collect()
+    };
+    let by_name = |name: &str| spans.iter().find(|s| s["name"] == name).unwrap().clone();
+    let (claimed, complete) = (by_name("claim"), by_name("complete"));
+    let waited = complete["attributes"]["coord.lock_wait_us"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        waited >= 300_000,
+        "the complete waited about {held:?} for the row: {complete}"
+    );
+    let trips = children(&complete);
+    let waiting: Vec<&Value> = trips
+        .iter()
+        .filter(|t| t["attributes"]["db.waits_for_locks"] == true)
+        .collect();
+    assert!(!waiting.is_empty(), "{trips:?}");
+    let waiting_us: u64 = waiting
+        .iter()
+        .map(|t| t["duration_us"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        waited, waiting_us,
+        "the wait is the waiting round trips' time"
+    );
+    // Round trips are timed each on its own: together no longer than
+    // their change, and the ones that wait for nothing are short.
+    for run in [&claimed, &complete] {
+        let total: u64 = children(run)
+            .iter()
+            .map(|t| t["duration_us"].as_u64().unwrap())
+            .sum();
+        assert!(total <= run["duration_us"].as_u64().unwrap(), "{run}");
+    }
+    let uncontended = claimed["attributes"]["coord.lock_wait_us"]
+        .as_u64()
+        .unwrap();
+    assert!(uncontended < 200_000, "{claimed}");
+}
+
+#[test]
+fn a_worker_sends_its_metrics_to_an_otlp_collector_while_it_runs_and_at_the_end() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value;
+    use opentelemetry_proto::tonic::metrics::v1::{Metric, metric::Data, number_data_point};
+    use prost::Message;
+    let env = Env::new();
+    for i in 0..3 {
+        env.run(&["post", "job", &format!("job {i}")]).expect_ok();
+    }
+    // A lease that lapses before the worker starts: its first change writes it down.
+    env.run(&["claim", "build", "--lease", "100ms"]).expect_ok();
+    std::thread::sleep(Duration::from_millis(250));
+    let (url, received) = collector(true);
+    let run: Run = env
+        .command(&["work", "--idle-exit", "1s", "--", "true"])
+        .env(
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            format!("{url}/v1/metrics"),
+        )
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "200")
+        .finish()
+        .into();
+    assert_eq!(run.code, 0, "{run:?}");
+    let requests: Vec<(String, Vec<u8>)> = received.try_iter().collect();
+    assert!(
+        requests.len() >= 2,
+        "sent every 200 ms and at the end: {}",
+        requests.len()
+    );
+    assert!(requests.iter().all(|(path, _)| path == "/v1/metrics"));
+    // Totals are cumulative: the last request has them all.
+    let last = ExportMetricsServiceRequest::decode(&requests.last().unwrap().1[..]).unwrap();
+    let metrics: &Vec<Metric> = &last.resource_metrics[0].scope_metrics[0].metrics;
+    let metric = |name: &str| {
+        metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {metrics:?}"))
+    };
+    let label = |attributes: &[opentelemetry_proto::tonic::common::v1::KeyValue], key: &str| {
+        attributes.iter().find(|a| a.key == key).and_then(|a| {
+            match a.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(s.clone()),
+                _ => None,
+            }
+        })
+    };
+    let int = |v: &Option<number_data_point::Value>| match v {
+        Some(number_data_point::Value::AsInt(n)) => *n,
+        other => panic!("not an integer: {other:?}"),
+    };
+    let Some(Data::Sum(changes)) = &metric("coord.changes").data else {
+        panic!("changes is a sum");
+    };
+    assert!(changes.is_monotonic);
+    let completes = changes
+        .data_points
+        .iter()
+        .find(|p| {
+            label(&p.attributes, "change").as_deref() == Some("complete")
+                && label(&p.attributes, "outcome").as_deref() == Some("ok")
+        })
+        .expect("the completes");
+    assert_eq!(int(&completes.value), 3);
+    let Some(Data::Sum(expirations)) = &metric("coord.expirations").data else {
+        panic!("expirations is a sum");
+    };
+    assert_eq!(int(&expirations.data_points[0].value), 1);
+    let Some(Data::Gauge(items)) = &metric("coord.items").data else {
+        panic!("items is a gauge");
+    };
+    let completed = items
+        .data_points
+        .iter()
+        .find(|p| label(&p.attributes, "status").as_deref() == Some("completed"))
+        .expect("completed items");
+    assert_eq!(int(&completed.value), 3);
+    let Some(Data::Histogram(durations)) = &metric("coord.change_duration_seconds").data else {
+        panic!("change durations are a histogram");
+    };
+    for point in &durations.data_points {
+        assert_eq!(point.bucket_counts.len(), point.explicit_bounds.len() + 1);
+        assert_eq!(point.bucket_counts.iter().sum::<u64>(), point.count);
+    }
+    let service = label(
+        &last.resource_metrics[0]
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes,
+        "service.name",
+    );
+    assert_eq!(service.as_deref(), Some("coord"));
+}
