@@ -16,9 +16,12 @@
 //! | [`act`] | the item; the lapsed leases but the item's own |
 //! | [`reap`] | the lapsed leases |
 //! | [`cleanup`] | the lapsed leases; the finished items [`Sweep::finished_before`] names; which items unfinished ones depend on |
+//! | [`operate`] (cancel, retry) | the lapsed leases; the item by id, or the items of the statuses it acts on |
 //!
 //! Every change starts with [`Decision::begin`], which writes down every
-//! lapsed lease it is given: that rule lives here, and only here.
+//! lapsed lease it is given, and ends with [`cascade`], which fails the
+//! pending items that depend on an item it ended without completing (the
+//! store reads them when asked): those rules live here, and only here.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -26,6 +29,7 @@ use std::time::Duration;
 use crate::error::CoordError;
 use crate::event::Event;
 use crate::model::{Claim, ClaimHead, ClaimRequest, NextRequest, PostRequest, Status};
+use crate::operate::{OperateRequest, Target};
 use crate::policy::{ConflictPolicy, Slot, find_conflict};
 use crate::time::Timestamp;
 use crate::transition::{self, Action, Actor, Change, NewIds};
@@ -226,19 +230,41 @@ pub fn claim<'h>(
 }
 
 /// Posts `request` to the queue, once every item it depends on exists
-/// (`exists` answers for the store).
+/// (`status_of` gives their status as the store read them, `None` for
+/// one that is not there). A dependency that already ended without
+/// completing fails the new item at once, unless it was posted to wait
+/// (as [`cascade`] would have, had the dependency ended after it).
 pub fn post(
     decision: &mut Decision,
     request: &PostRequest,
-    exists: impl Fn(&str) -> bool,
+    status_of: impl Fn(&str) -> Option<Status>,
     ids: NewIds,
 ) -> Result<Claim, CoordError> {
-    if let Some(missing) = request.depends_on.iter().find(|d| !exists(d)) {
-        return Err(CoordError::NotFound {
-            work_item_id: missing.clone(),
-        });
+    let mut ended = None;
+    for dependency in &request.depends_on {
+        let status = match decision.index.get(dependency) {
+            Some(&i) => Some(decision.written[i].claim.status),
+            None => status_of(dependency),
+        };
+        match status {
+            None => {
+                return Err(CoordError::NotFound {
+                    work_item_id: dependency.clone(),
+                });
+            }
+            Some(s) if s.ended_badly() && ended.is_none() => ended = Some((dependency, s)),
+            Some(_) => {}
+        }
     }
-    Ok(decision.record_new(transition::post(request, ids, decision.now)))
+    let posted = decision.record_new(transition::post(request, ids, decision.now));
+    let Some((dependency, how)) = ended else {
+        return Ok(posted);
+    };
+    let by = request.agent_id.as_str();
+    match transition::fail_for_dependency(&posted, dependency, how, by, decision.now) {
+        Some(change) => Ok(decision.record(change, posted)),
+        None => Ok(posted),
+    }
 }
 
 /// Which of `candidates` `next` takes (a position in them), as this change
@@ -295,6 +321,97 @@ pub fn act(
 ) -> Result<Claim, CoordError> {
     let change = transition::apply(item, action, actor, decision.now)?;
     Ok(decision.record(change, item.clone()))
+}
+
+/// `request` applied to `items`, what the store read for it (the item by
+/// id, or the candidates of its match; it may read more than it selects),
+/// as this change sees them. By id, the item must be among them and the
+/// operation must be able to act on it; by match, every item it selects and
+/// can act on is changed and the rest passed over. Returns the changed
+/// items, in the order read.
+pub fn operate(
+    decision: &mut Decision,
+    items: &[Claim],
+    request: &OperateRequest,
+) -> Result<Vec<Claim>, CoordError> {
+    let now = decision.now;
+    let by = request.agent_id.as_str();
+    if let Target::Item(id) = &request.target {
+        let item = items
+            .iter()
+            .find(|c| c.work_item_id == *id)
+            .ok_or_else(|| CoordError::NotFound {
+                work_item_id: id.clone(),
+            })?;
+        let change = request.operation.apply(&decision.current(item), by, now)?;
+        return Ok(vec![decision.record(change, item.clone())]);
+    }
+    let mut changed = Vec::new();
+    for item in items {
+        let current = decision.current(item);
+        if !request.selects(&current, now) {
+            continue;
+        }
+        if let Ok(change) = request.operation.apply(&current, by, now) {
+            changed.push(decision.record(change, item.clone()));
+        }
+    }
+    Ok(changed)
+}
+
+/// Fails the pending items that depend on an item this change ended without
+/// completing (failed, expired, cancelled), as `--on-dependency-failure
+/// fail` (the default) asks, and the items that depend on those, and so on.
+/// `read_dependents(ids)` gives the pending items that depend on any of
+/// `ids` (the store locks them, and may give more: the rest are passed
+/// over). Call it once a change has decided everything else.
+pub fn cascade<E: From<CoordError>>(
+    decision: &mut Decision,
+    mut read_dependents: impl FnMut(&[String]) -> Result<Vec<Claim>, E>,
+) -> Result<(), E> {
+    let mut followed: HashSet<String> = HashSet::new();
+    loop {
+        let ended: Vec<(String, Status, String)> = decision
+            .written
+            .iter()
+            .filter(|w| {
+                w.claim.status.ended_badly()
+                    && w.before.as_ref().is_none_or(|b| !b.status.ended_badly())
+                    && !followed.contains(&w.claim.work_item_id)
+            })
+            .map(|w| {
+                let id = &w.claim.work_item_id;
+                // Whoever ended it causes what follows.
+                let by = decision
+                    .events
+                    .iter()
+                    .rev()
+                    .find(|e| e.work_item_id.as_ref() == Some(id))
+                    .and_then(|e| e.agent.clone())
+                    .unwrap_or_else(|| "coord".to_owned());
+                (id.clone(), w.claim.status, by)
+            })
+            .collect();
+        if ended.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = ended.iter().map(|(id, ..)| id.clone()).collect();
+        followed.extend(ids.iter().cloned());
+        for dependent in read_dependents(&ids)? {
+            let current = decision.current(&dependent);
+            let Some((dependency, how, by)) = ended
+                .iter()
+                .find(|(id, ..)| current.depends_on.contains(id))
+            else {
+                continue;
+            };
+            if let Some(change) =
+                transition::fail_for_dependency(&current, dependency, *how, by, decision.now)
+            {
+                decision.record(change, dependent);
+            }
+        }
+    }
 }
 
 /// Writes down every lapsed lease: [`Decision::begin`] did; this returns
@@ -459,11 +576,17 @@ mod tests {
     fn a_post_needs_every_dependency_to_exist() {
         let request = PostRequest::new("p", "build").after(["work_1", "work_2"]);
         let mut decision = Decision::begin(3, at(1000), [], None);
-        let err = post(&mut decision, &request, |id| id == "work_1", ids(9)).unwrap_err();
+        let err = post(
+            &mut decision,
+            &request,
+            |id| (id == "work_1").then_some(Status::Pending),
+            ids(9),
+        )
+        .unwrap_err();
         assert!(
             matches!(err, CoordError::NotFound { ref work_item_id } if work_item_id == "work_2")
         );
-        let posted = post(&mut decision, &request, |_| true, ids(9)).unwrap();
+        let posted = post(&mut decision, &request, |_| Some(Status::Completed), ids(9)).unwrap();
         assert_eq!(posted.depends_on, ["work_1", "work_2"]);
         assert!(decision.written()[0].is_new());
     }

@@ -17,6 +17,12 @@ pub enum EventKind {
     Requeued,
     Expired,
     Released,
+    /// Ended by an operator (`coord cancel`), or failed because an item it
+    /// depends on ended without completing (`dependency_failed`).
+    Cancelled,
+    DependencyFailed,
+    /// Sent back to the queue by an operator (`coord retry`).
+    Retried,
     /// A stale `work_claims.json.lock` of a dead process was removed.
     LockBroken,
 }

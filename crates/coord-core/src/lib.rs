@@ -16,6 +16,8 @@
 //! - [`trace`]: spans, W3C trace context, a change's span attributes.
 //! - [`IdempotencyKey`]: a change made once however often it is retried
 //!   ([`Store::apply_once`]).
+//! - [`operate`]: what operators do to items not theirs (cancel, retry),
+//!   by id or by filter ([`Store::operate`]).
 //!
 //! Architecture invariant: this crate knows nothing of how or where items
 //! are stored (no files, no locks, no SQL).
@@ -28,6 +30,7 @@ mod event;
 mod ids;
 mod model;
 mod once;
+pub mod operate;
 mod policy;
 mod retry;
 mod stats;
@@ -44,7 +47,7 @@ pub use event::{Event, EventKind};
 pub use ids::unique_id;
 pub use model::{
     Claim, ClaimHead, ClaimRequest, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, Filter, MAX_TAKE,
-    NextRequest, Origin, PostRequest, Priority, Status, validate_name,
+    NextRequest, OnDependencyFailure, Origin, PostRequest, Priority, Status, validate_name,
 };
 pub use once::{Answer, IdempotencyKey, KEY_TTL, KeyedChange, Refusal, Remembered};
 pub use policy::{

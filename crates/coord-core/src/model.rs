@@ -57,11 +57,19 @@ pub enum Status {
     Completed,
     Failed,
     Expired,
+    /// Ended by an operator (`coord cancel`), not by its owner.
+    Cancelled,
 }
 
 impl Status {
-    pub const NAMES: [&'static str; 5] =
-        ["pending", "in_progress", "completed", "failed", "expired"];
+    pub const NAMES: [&'static str; 6] = [
+        "pending",
+        "in_progress",
+        "completed",
+        "failed",
+        "expired",
+        "cancelled",
+    ];
 
     pub fn as_str(self) -> &'static str {
         Self::NAMES[self as usize]
@@ -69,7 +77,38 @@ impl Status {
 
     /// Whether the item is done for good.
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Completed | Status::Failed | Status::Expired)
+        matches!(
+            self,
+            Status::Completed | Status::Failed | Status::Expired | Status::Cancelled
+        )
+    }
+
+    /// Whether the item ended without completing: an item that depends on
+    /// it can never be taken as things stand.
+    pub fn ended_badly(self) -> bool {
+        self.is_final() && self != Status::Completed
+    }
+}
+
+/// What becomes of a pending item when an item it depends on ends without
+/// completing (failed, expired or cancelled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDependencyFailure {
+    /// It fails too, its `reason` naming the dependency (and so on down).
+    #[default]
+    Fail,
+    /// It stays pending, blocked (`blocked_by`), until the dependency is
+    /// retried and completes, or it is cancelled.
+    Wait,
+}
+
+impl OnDependencyFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDependencyFailure::Fail => "fail",
+            OnDependencyFailure::Wait => "wait",
+        }
     }
 }
 
@@ -162,6 +201,12 @@ pub struct Claim {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<Timestamp>,
+    /// What becomes of this pending item when one of its dependencies ends
+    /// without completing (absent: [`OnDependencyFailure::Fail`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_dependency_failure: Option<OnDependencyFailure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -206,6 +251,8 @@ pub struct ClaimHead {
     pub failed_at: Option<Timestamp>,
     #[serde(default)]
     pub expired_at: Option<Timestamp>,
+    #[serde(default)]
+    pub cancelled_at: Option<Timestamp>,
     // The other fields a full decode reads, type-checked and not kept: a
     // record a store could not show is refused when it is first read, so a
     // change never carries it into the file it writes.
@@ -311,6 +358,7 @@ impl ClaimHead {
             completed_at: None,
             failed_at: None,
             expired_at: None,
+            cancelled_at: None,
             _description: Checked::default(),
             _lease_ms: Checked::default(),
             _posted_by: Checked::default(),
@@ -353,6 +401,7 @@ impl ClaimHead {
             Status::Completed => self.completed_at,
             Status::Failed => self.failed_at,
             Status::Expired => self.expired_at,
+            Status::Cancelled => self.cancelled_at,
             _ => None,
         }
     }
@@ -379,6 +428,7 @@ impl Claim {
             completed_at: self.completed_at,
             failed_at: self.failed_at,
             expired_at: self.expired_at,
+            cancelled_at: self.cancelled_at,
             ..ClaimHead::unchecked()
         }
     }
@@ -416,6 +466,8 @@ impl Claim {
             completed_at: None,
             failed_at: None,
             expired_at: None,
+            cancelled_at: None,
+            on_dependency_failure: None,
             result: None,
             reason: None,
             extra: Map::new(),
@@ -446,6 +498,9 @@ pub struct PostRequest {
     pub max_attempts: u32,
     /// Any JSON the work needs, stored as the item's `payload`.
     pub payload: Option<Value>,
+    /// What the item does if a dependency ends without completing (`None`:
+    /// the default, [`OnDependencyFailure::Fail`], not written down).
+    pub on_dependency_failure: Option<OnDependencyFailure>,
 }
 
 /// What an agent asks of `next`: the best ready item of these work types
@@ -582,7 +637,14 @@ impl PostRequest {
             depends_on: Vec::new(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             payload: None,
+            on_dependency_failure: None,
         }
+    }
+
+    #[must_use]
+    pub fn on_dependency_failure(mut self, on: Option<OnDependencyFailure>) -> Self {
+        self.on_dependency_failure = on;
+        self
     }
 
     #[must_use]

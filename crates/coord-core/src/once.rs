@@ -106,11 +106,18 @@ impl KeyedChange<'_> {
                 "change": "claim", "work_type": r.work_type, "description": r.description,
                 "priority": r.priority, "lease_ms": ms(&r.lease), "payload": r.payload,
             }),
-            KeyedChange::Post(r) => json!({
-                "change": "post", "work_type": r.work_type, "description": r.description,
-                "priority": r.priority, "depends_on": r.depends_on,
-                "max_attempts": r.max_attempts, "payload": r.payload,
-            }),
+            KeyedChange::Post(r) => {
+                let mut value = json!({
+                    "change": "post", "work_type": r.work_type, "description": r.description,
+                    "priority": r.priority, "depends_on": r.depends_on,
+                    "max_attempts": r.max_attempts, "payload": r.payload,
+                });
+                // Only when given, so keys remembered before it existed still match.
+                if let Some(on) = r.on_dependency_failure {
+                    value["on_dependency_failure"] = json!(on);
+                }
+                value
+            }
             KeyedChange::Next(r) => json!({
                 "change": "next", "work_types": r.work_types, "lease_ms": ms(&r.lease),
             }),

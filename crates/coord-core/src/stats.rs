@@ -73,6 +73,8 @@ pub struct Activity {
     pub requeued: u64,
     pub released: u64,
     pub expired: u64,
+    pub cancelled: u64,
+    pub retried: u64,
 }
 
 impl Activity {
@@ -81,7 +83,9 @@ impl Activity {
             EventKind::Posted => &mut self.posted,
             EventKind::Claimed => &mut self.claimed,
             EventKind::Completed => &mut self.completed,
-            EventKind::Failed => &mut self.failed,
+            EventKind::Failed | EventKind::DependencyFailed => &mut self.failed,
+            EventKind::Cancelled => &mut self.cancelled,
+            EventKind::Retried => &mut self.retried,
             EventKind::Requeued => &mut self.requeued,
             EventKind::Released => &mut self.released,
             EventKind::Expired => &mut self.expired,

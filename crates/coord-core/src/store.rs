@@ -7,6 +7,7 @@ use crate::error::CoordError;
 use crate::event::Event;
 use crate::model::{Claim, ClaimRequest, Filter, NextRequest, PostRequest};
 use crate::once::{IdempotencyKey, KeyedChange};
+use crate::operate::OperateRequest;
 use crate::stats::Stats;
 use crate::time::Timestamp;
 use crate::transition::{Action, Actor};
@@ -96,6 +97,13 @@ pub trait Store {
 
     /// Writes down every lapsed lease now; returns the items it changed.
     fn reap(&self, agent_id: &str) -> Result<Vec<Claim>, CoordError>;
+
+    /// Cancels or retries (`request.operation`) one item or every item a
+    /// filter selects, in one change; returns the items it changed (by id:
+    /// one, or an error saying why it could not; by filter: any number,
+    /// none included). Items that depended on a cancelled one fail with it
+    /// as their `--on-dependency-failure` says ([`crate::decide::cascade`]).
+    fn operate(&self, request: &OperateRequest) -> Result<Vec<Claim>, CoordError>;
 
     /// Archives final items that finished more than `older_than` ago;
     /// returns the ids it moved.

@@ -23,8 +23,8 @@ use std::time::Duration;
 use crate::error::CoordError;
 use crate::event::{Event, EventKind};
 use crate::model::{
-    Claim, ClaimHead, ClaimRequest, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, NextRequest, Origin,
-    PostRequest, Status,
+    Claim, ClaimHead, ClaimRequest, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, NextRequest,
+    OnDependencyFailure, Origin, PostRequest, Status,
 };
 use crate::policy::{ConflictPolicy, Slot};
 use crate::time::Timestamp;
@@ -209,6 +209,7 @@ pub fn post(request: &PostRequest, ids: NewIds, now: Timestamp) -> Change {
     c.posted_at = Some(now);
     c.posted_by = Some(request.agent_id.clone());
     c.depends_on.clone_from(&request.depends_on);
+    c.on_dependency_failure = request.on_dependency_failure;
     c.attempt = Some(1);
     c.max_attempts = Some(request.max_attempts);
     if let Some(payload) = &request.payload {
@@ -282,6 +283,15 @@ pub fn apply(
                 "it expired at {}",
                 claim
                     .expired_at
+                    .map_or_else(|| "an earlier time".to_owned(), |t| t.to_string())
+            )));
+        }
+        // Cancelled under its owner (`cancel --force`): the tenure is over.
+        Status::Cancelled if is_owner => {
+            return Err(lost(format!(
+                "it was cancelled at {}",
+                claim
+                    .cancelled_at
                     .map_or_else(|| "an earlier time".to_owned(), |t| t.to_string())
             )));
         }
@@ -373,6 +383,127 @@ pub fn apply(
     }
     event.forced = !is_owner || lapsed;
     Ok(Change {
+        claim: c,
+        event: Some(event),
+    })
+}
+
+/// Ends `claim` as `cancelled`, by the operator `by`: a pending item, or
+/// with `force` an in-progress one (its owner's tenure ends: its next act
+/// is refused with `lease_expired`). Anything else is refused.
+pub fn cancel(
+    claim: &Claim,
+    by: &str,
+    reason: Option<&str>,
+    force: bool,
+    now: Timestamp,
+) -> Result<Change, CoordError> {
+    let id = &claim.work_item_id;
+    match claim.status {
+        Status::Pending => {}
+        Status::InProgress if force => {}
+        Status::InProgress => {
+            return Err(CoordError::forbidden(format!(
+                "cannot cancel work item {id}: it is in progress (held by {}); --force cancels it under its owner",
+                claim.agent_id.as_deref().unwrap_or("nobody")
+            )));
+        }
+        status => {
+            return Err(CoordError::forbidden(format!(
+                "cannot cancel work item {id}: it is already {status}"
+            )));
+        }
+    }
+    let mut c = claim.clone();
+    c.status = Status::Cancelled;
+    c.cancelled_at = Some(now);
+    c.lease_expires_at = None;
+    c.reason = Some(reason.map_or_else(|| format!("cancelled by {by}"), str::to_owned));
+    c.last_update = Some(now);
+    let mut event =
+        Event::change(EventKind::Cancelled, by, Some(claim), &c, now).with_reason(c.reason.clone());
+    event.forced = claim.status == Status::InProgress;
+    Ok(Change {
+        claim: c,
+        event: Some(event),
+    })
+}
+
+/// Sends a queue item that failed, expired or was cancelled back to
+/// `pending`, by the operator `by`: one more attempt, or with
+/// `reset_attempts` all of them again. Its history stays in the event log
+/// (and its `reason` until it is taken). An item claimed on the spot is
+/// refused: nobody would take it from the queue.
+pub fn retry(
+    claim: &Claim,
+    by: &str,
+    reset_attempts: bool,
+    now: Timestamp,
+) -> Result<Change, CoordError> {
+    let id = &claim.work_item_id;
+    if !claim.status.ended_badly() {
+        return Err(CoordError::forbidden(format!(
+            "cannot retry work item {id}: it is {}; only a failed, expired or cancelled item can be retried",
+            claim.status
+        )));
+    }
+    if claim.head().origin() != Origin::Queue {
+        return Err(CoordError::forbidden(format!(
+            "cannot retry work item {id}: it was claimed on the spot, not posted; claim it again instead"
+        )));
+    }
+    let mut c = claim.clone();
+    unhold(&mut c);
+    c.failed_at = None;
+    c.expired_at = None;
+    c.cancelled_at = None;
+    c.retry_at = None;
+    c.progress = None;
+    if reset_attempts {
+        c.attempt = Some(1);
+    } else {
+        // One more go than it had, its last if it had none left.
+        let next = c.attempt.unwrap_or(1).saturating_add(1);
+        c.attempt = Some(next);
+        if next > c.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS) {
+            c.max_attempts = Some(next);
+        }
+    }
+    c.last_update = Some(now);
+    let reason = Some(format!(
+        "retried by {by} after it {}",
+        claim.status.as_str()
+    ));
+    let event = Event::change(EventKind::Retried, by, Some(claim), &c, now).with_reason(reason);
+    Ok(Change {
+        claim: c,
+        event: Some(event),
+    })
+}
+
+/// Fails a pending item because `dependency` ended as `how` (failed,
+/// expired, cancelled): what `post --on-dependency-failure fail` asked for.
+/// `None` when the item is not pending or asked to wait.
+pub fn fail_for_dependency(
+    claim: &Claim,
+    dependency: &str,
+    how: Status,
+    by: &str,
+    now: Timestamp,
+) -> Option<Change> {
+    if claim.status != Status::Pending
+        || claim.on_dependency_failure.unwrap_or_default() != OnDependencyFailure::Fail
+    {
+        return None;
+    }
+    let mut c = claim.clone();
+    c.status = Status::Failed;
+    c.failed_at = Some(now);
+    c.reason = Some(format!("dependency {dependency} {how}"));
+    c.last_update = Some(now);
+    let event = Event::change(EventKind::DependencyFailed, by, Some(claim), &c, now)
+        .with_reason(c.reason.clone());
+    Some(Change {
         claim: c,
         event: Some(event),
     })

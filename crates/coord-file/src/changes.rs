@@ -36,10 +36,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use coord_core::decide::{self, Sweep};
+use coord_core::operate::{OperateRequest, Target};
 use coord_core::transition::{Action, Actor, NewIds};
 use coord_core::{
     Answer, Claim, ClaimHead, ClaimRequest, CoordError, Decision, Event, IdempotencyKey,
-    KeyedChange, NextRequest, PostRequest, Remembered, Timestamp,
+    KeyedChange, NextRequest, PostRequest, Remembered, Status, Timestamp,
 };
 use reactor::{Both, Saga};
 use reactor_file::{AtomicWrite, FileSnapshot};
@@ -370,6 +371,26 @@ fn begin(
     ))
 }
 
+/// Ends `decision` as every change ends: [`decide::cascade`], over the
+/// draft's pending items that depend on what it ended.
+fn cascade(
+    draft: &Draft<'_>,
+    decision: &mut Decision,
+    positions: &mut Positions,
+) -> Result<(), CoordError> {
+    decide::cascade(decision, |ended: &[String]| {
+        let mut dependents = Vec::new();
+        for (pos, head) in draft.heads() {
+            if head.status == Status::Pending && head.depends_on.iter().any(|d| ended.contains(d)) {
+                let claim = draft.claim(pos)?;
+                positions.insert(claim.work_item_id.clone(), pos);
+                dependents.push(claim);
+            }
+        }
+        Ok::<_, CoordError>(dependents)
+    })
+}
+
 /// Writes `decision`'s items into `draft`: an item the change read goes
 /// where it was (only its changed fields written over it), a new one at
 /// the end. Returns the archived items' lines, removed from the draft.
@@ -492,6 +513,7 @@ pub(crate) fn claim(ctx: &Ctx<'_>, request: &ClaimRequest) -> Result<Plan, Coord
             let ids = new_ids(&draft, &decision);
             let heads = draft.heads().map(|(_, h)| h);
             let claim = decide::claim(&mut decision, request, heads, policy, ids, fence)?;
+            cascade(&draft, &mut decision, &mut positions)?;
             Ok::<_, FlowError>(Decided {
                 decision,
                 positions,
@@ -531,6 +553,7 @@ fn decided_change(
             }
             let mut decision = begin(&draft, ctx.now, except, &mut positions)?;
             let outcome = decide(&draft, &mut decision, &mut positions)?;
+            cascade(&draft, &mut decision, &mut positions)?;
             apply(&mut draft, &decision, &positions);
             Ok::<_, FlowError>(plan(&draft, decision.events().to_vec(), outcome))
         })?;
@@ -548,8 +571,8 @@ pub(crate) fn post(ctx: &Ctx<'_>, request: &PostRequest) -> Result<Plan, CoordEr
         |_| Ok(None),
         |draft, decision, _| {
             let ids = new_ids(draft, decision);
-            let exists = |d: &str| draft.position(d).is_some();
-            let posted = decide::post(decision, request, exists, ids)?;
+            let status_of = |d: &str| draft.position(d).map(|p| draft.head(p).status);
+            let posted = decide::post(decision, request, status_of, ids)?;
             Ok(Outcome::One(Box::new(posted)))
         },
     )
@@ -644,6 +667,38 @@ pub(crate) fn act(
     )
 }
 
+/// Cancels or retries the item or items `request` names.
+pub(crate) fn operate(ctx: &Ctx<'_>, request: &OperateRequest) -> Result<Plan, CoordError> {
+    decided_change(
+        ctx,
+        request.operation.name(),
+        "apply_operation",
+        |_| Ok(None),
+        |draft, decision, positions| {
+            let acts_on = request.operation.acts_on();
+            let mut items = Vec::new();
+            for (pos, head) in draft.heads() {
+                let wanted = match &request.target {
+                    Target::Item(id) => head.work_item_id == *id,
+                    // What the head already rules out is not decoded (a
+                    // lapse this change wrote down counts as written).
+                    Target::Matching(m) => {
+                        m.work_type.as_ref().is_none_or(|t| *t == head.work_type)
+                            && (acts_on.contains(&head.status)
+                                || decision.writes(&head.work_item_id))
+                    }
+                };
+                if wanted {
+                    let claim = draft.claim(pos)?;
+                    positions.insert(claim.work_item_id.clone(), pos);
+                    items.push(claim);
+                }
+            }
+            Ok(Outcome::Many(decide::operate(decision, &items, request)?))
+        },
+    )
+}
+
 /// Writes down every lapsed lease.
 pub(crate) fn reap(ctx: &Ctx<'_>) -> Result<Plan, CoordError> {
     decided_change(
@@ -684,6 +739,7 @@ pub(crate) fn cleanup(ctx: &Ctx<'_>, sweep: Sweep) -> Result<Plan, CoordError> {
                     positions.insert(head.work_item_id.clone(), *pos);
                 }
             }
+            cascade(&draft, &mut decision, &mut positions)?;
             let lines = apply(&mut draft, &decision, &positions);
             let events = decision.events().to_vec();
             let plan = plan(&draft, events, Outcome::Archived(ids.clone()));

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coord_core::decide::Sweep;
+use coord_core::operate::OperateRequest;
 use coord_core::transition::{Action, Actor};
 use coord_core::{
     AgentRecord, AgentRegistration, Claim, ClaimRequest, CoordError, Event, EventKind, EventPage,
@@ -452,6 +453,16 @@ impl Store for FileStore {
         match self.locked("reap", Some(agent_id), changes::reap)? {
             Outcome::Many(expired) => Ok(expired),
             other => unreachable!("reap returned {other:?}"),
+        }
+    }
+
+    fn operate(&self, request: &OperateRequest) -> Result<Vec<Claim>, CoordError> {
+        request.validate()?;
+        match self.locked(request.operation.name(), Some(&request.agent_id), |ctx| {
+            changes::operate(ctx, request)
+        })? {
+            Outcome::Many(changed) => Ok(changed),
+            other => unreachable!("operate returned {other:?}"),
         }
     }
 

@@ -8,10 +8,11 @@
 //! `take.rs`'s hold them to it), and falls back to reading first when the
 //! statement finds it cannot decide alone.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use coord_core::decide::{self, Sweep};
+use coord_core::operate::{OperateRequest, Target};
 use coord_core::transition::{Action, Actor, NewIds};
 use coord_core::{
     Claim, ClaimHead, ClaimRequest, CoordError, Decision, NextRequest, PostRequest, Priority, Slot,
@@ -21,7 +22,7 @@ use postgres::types::{Json, ToSql};
 
 use crate::conn::{Conn, Fail};
 use crate::options::PgStoreOptions;
-use crate::rows::{claim_from, claim_from_doc, ids_of, number, row_of};
+use crate::rows::{claim_from, claim_from_doc, number, row_of, statuses_of};
 use crate::sql::{json_lit, rank, read, seen_sql, text_array};
 use crate::take::TakeShape;
 use crate::tx::Tx;
@@ -193,12 +194,12 @@ pub(crate) fn post(
     let (mut tx, rows) = Tx::begin(conn, now, &reads)?;
     tx.numbers(&rows[1])?;
     let found = match rows.get(2) {
-        Some(rows) => ids_of(rows)?,
-        None => BTreeSet::new(),
+        Some(rows) => statuses_of(rows)?,
+        None => HashMap::new(),
     };
     let mut decision = Decision::begin(tx.revision(), now, claims_of(&rows[0])?, None);
     let ids = NewIds::fresh(|id| decision.writes(id));
-    let claim = decide::post(&mut decision, request, |d| found.contains(d), ids)?;
+    let claim = decide::post(&mut decision, request, |d| found.get(d).copied(), ids)?;
     tx.commit_answering(decision, seen, &claim)?;
     Ok(claim)
 }
@@ -600,6 +601,48 @@ pub(crate) fn act(
     let claim = decide::act(&mut decision, &item, action, actor)?;
     tx.commit_answering(decision, seen, &claim)?;
     Ok(claim)
+}
+
+/// Cancels or retries the item or items `request` names: the item (or the
+/// items of the statuses the operation acts on) locked with the lapsed
+/// leases, which may become retryable as this change writes them down.
+pub(crate) fn operate(
+    conn: &mut Conn,
+    request: &OperateRequest,
+    now: Timestamp,
+    seen: Option<&str>,
+) -> Result<Vec<Claim>, Fail> {
+    let target = match &request.target {
+        Target::Item(id) => read::item(id),
+        Target::Matching(m) => {
+            let statuses: Vec<&str> = request
+                .operation
+                .acts_on()
+                .iter()
+                .map(|s| s.as_str())
+                .collect();
+            read::operable(&statuses, m.work_type.as_deref())
+        }
+    };
+    let reads = [
+        read::lapsed(now.as_unix_micros(), None),
+        read::revision(),
+        target,
+    ];
+    let (mut tx, rows) = Tx::begin(conn, now, &reads)?;
+    tx.numbers(&rows[1])?;
+    let lapsed = claims_of(&rows[0])?;
+    let mut decision = Decision::begin(tx.revision(), now, lapsed.iter().cloned(), None);
+    let mut items = claims_of(&rows[2])?;
+    let read: HashSet<String> = items.iter().map(|c| c.work_item_id.clone()).collect();
+    items.extend(
+        lapsed
+            .into_iter()
+            .filter(|c| !read.contains(&c.work_item_id)),
+    );
+    let changed = decide::operate(&mut decision, &items, request)?;
+    tx.commit(decision, seen)?;
+    Ok(changed)
 }
 
 /// Writes down every lapsed lease no other transaction holds.

@@ -1,7 +1,7 @@
 //! Rows and documents: reading a row's `doc` as a claim (the one decoder
 //! for every way a row comes back), and a claim as its row's columns.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 
 use coord_core::{Claim, CoordError, Status};
 use postgres::SimpleQueryRow;
@@ -127,6 +127,15 @@ pub(crate) fn row_of(c: &Claim) -> ClaimRow<'_> {
 }
 
 /// The ids of `rows` of a `SELECT work_item_id` statement.
-pub(crate) fn ids_of(rows: &[SimpleQueryRow]) -> Result<BTreeSet<String>, Fail> {
-    rows.iter().map(|r| text(r, 0).map(str::to_owned)).collect()
+/// The ids and statuses of rows of `(work_item_id, status)`.
+pub(crate) fn statuses_of(rows: &[SimpleQueryRow]) -> Result<HashMap<String, Status>, Fail> {
+    rows.iter()
+        .map(|r| {
+            let status = text(r, 1)?;
+            let status = serde_json::from_value(serde_json::Value::from(status)).map_err(|_| {
+                CoordError::damaged(format!("a row has the unknown status {status:?}"))
+            })?;
+            Ok((text(r, 0)?.to_owned(), status))
+        })
+        .collect()
 }

@@ -194,7 +194,7 @@ fn statement_list() -> Vec<(&'static str, String)> {
         ),
         (
             "coord_existing(text[])",
-            "SELECT work_item_id FROM coord_claims WHERE work_item_id = ANY($1) FOR SHARE"
+            "SELECT work_item_id, status FROM coord_claims WHERE work_item_id = ANY($1) FOR SHARE"
                 .to_owned(),
         ),
         (
@@ -304,6 +304,23 @@ fn statement_list() -> Vec<(&'static str, String)> {
             "coord_finished(int8)",
             "SELECT doc::text FROM coord_claims WHERE finished_at IS NOT NULL \
                AND ($1::int8 IS NULL OR finished_at <= $1) ORDER BY seq FOR UPDATE"
+                .to_owned(),
+        ),
+        (
+            // The pending items that depend on any of `$1`, locked: what a
+            // change that ended those items fails with them (`cascade`).
+            "coord_dependents_of(text[])",
+            "SELECT doc::text FROM coord_claims \
+             WHERE status = 'pending' AND depends_on && $1 ORDER BY work_item_id FOR UPDATE"
+                .to_owned(),
+        ),
+        (
+            // The items of statuses `$1` (of work type `$2`, any when NULL),
+            // locked: what a bulk cancel or retry may act on.
+            "coord_operable(text[], text)",
+            "SELECT doc::text FROM coord_claims \
+             WHERE status = ANY($1) AND ($2::text IS NULL OR work_type = $2) \
+             ORDER BY seq FOR UPDATE"
                 .to_owned(),
         ),
         (
@@ -485,6 +502,20 @@ pub(crate) mod read {
     /// on one of them while the lock was awaited.
     pub fn dependents() -> String {
         "EXECUTE coord_dependents".to_owned()
+    }
+
+    /// The pending items that depend on any of `ids`, locked.
+    pub fn dependents_of(ids: &[String]) -> String {
+        format!("EXECUTE coord_dependents_of({})", text_array(ids))
+    }
+
+    /// The items of `statuses` (of `work_type`, when given), locked.
+    pub fn operable(statuses: &[&str], work_type: Option<&str>) -> String {
+        format!(
+            "EXECUTE coord_operable({}, {})",
+            text_array(statuses),
+            opt(work_type)
+        )
     }
 
     /// A fence alone, for a change that drew its revision before it locked

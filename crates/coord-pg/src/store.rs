@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use coord_core::operate::OperateRequest;
 use coord_core::trace::{RunSpans, item_attributes, outcome_attributes};
 use coord_core::transition::{Action, Actor};
 use coord_core::{
@@ -561,6 +562,16 @@ impl Store for PgStore {
         self.traced("reap", Some(agent_id), many_attributes, || {
             self.change(Some(agent_id), |conn, now, seen| {
                 changes::reap(conn, now, seen)
+            })
+        })
+    }
+
+    fn operate(&self, request: &OperateRequest) -> Result<Vec<Claim>, CoordError> {
+        request.validate()?;
+        let agent = Some(request.agent_id.as_str());
+        self.traced(request.operation.name(), agent, many_attributes, || {
+            self.change(agent, |conn, now, seen| {
+                changes::operate(conn, request, now, seen)
             })
         })
     }

@@ -20,7 +20,7 @@
 use std::collections::BTreeSet;
 
 use coord_core::transition;
-use coord_core::{Claim, NextRequest, Origin, Priority, Status, Timestamp};
+use coord_core::{Claim, NextRequest, OnDependencyFailure, Origin, Priority, Status, Timestamp};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -190,6 +190,10 @@ fn template(which: u8) -> Claim {
         completed_at: Some(at(6)),
         failed_at: Some(at(7)),
         expired_at: Some(at(8)),
+        cancelled_at: Some(at(9)),
+        on_dependency_failure: Some(
+            [OnDependencyFailure::Fail, OnDependencyFailure::Wait][usize::from(which)],
+        ),
         result: Some(text("result")),
         reason: Some(text("reason")),
         extra,

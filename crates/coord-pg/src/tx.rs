@@ -13,14 +13,16 @@
 //! server neither parses nor analyses per call.
 //!
 //! Between the two batches `coord_core::decide` decides; [`Tx::commit`]
-//! writes its [`Decision`].
+//! writes its [`Decision`], after the cascade every change ends with has
+//! read (and locked) the items that depend on what it ended, if any.
 
+use coord_core::decide;
 use coord_core::{Answer, Claim, CoordError, Decision, Timestamp};
 use postgres::SimpleQueryRow;
 
 use crate::conn::{Conn, Fail};
-use crate::rows::{number, optional_number, row_of};
-use crate::sql::json_lit;
+use crate::rows::{claim_from, number, optional_number, row_of};
+use crate::sql::{json_lit, read};
 
 /// One change in progress: the open transaction, and the numbers it drew.
 pub(crate) struct Tx<'c> {
@@ -115,11 +117,17 @@ impl<'c> Tx<'c> {
 
     fn commit_with(
         mut self,
-        decision: Decision,
+        mut decision: Decision,
         seen: Option<&str>,
         answer: Option<&Claim>,
     ) -> Result<(), Fail> {
         let now = self.now;
+        // Every change ends so: what depended on an item it ended without
+        // completing is read (one more round trip, only then) and failed.
+        decide::cascade(&mut decision, |ended: &[String]| {
+            let rows = self.run(&[read::dependents_of(ended)])?;
+            rows[0].iter().map(claim_from).collect()
+        })?;
         let (written, events, archived) = decision.into_parts();
         crate::spans::note_expired(&events);
         let mut sql = String::new();

@@ -9,10 +9,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use coord_core::operate::{Match, OperateRequest, Operation, Target};
 use coord_core::{
     Action, Actor, AgentRegistration, Claim, ClaimRequest, ErrorKind, Event, EventKind, Filter,
-    IdempotencyKey, Invalid, KEY_TTL, KeyedChange, NextRequest, PostRequest, Priority, Status,
-    Store,
+    IdempotencyKey, Invalid, KEY_TTL, KeyedChange, NextRequest, OnDependencyFailure, PostRequest,
+    Priority, Status, Store,
 };
 use proptest::strategy::Strategy;
 
@@ -71,7 +72,12 @@ macro_rules! conformance_suite {
             next_many_takes_what_next_would_take_one_by_one,
             next_many_never_takes_two_exclusive_items_of_a_type,
             concurrent_batch_takers_take_each_item_exactly_once,
-            an_archived_item_is_found_in_the_archive
+            an_archived_item_is_found_in_the_archive,
+            cancel_ends_pending_work_and_in_progress_work_only_by_force,
+            retry_sends_ended_queue_items_back_with_their_history,
+            bulk_operations_act_on_every_match_they_can_and_nothing_else,
+            a_dependency_that_ends_badly_fails_its_dependents_unless_they_wait,
+            a_lapsed_dependency_fails_its_dependents_when_written_down
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -107,6 +113,33 @@ pub fn complete(store: &dyn Store, id: &str, agent: &str) {
     store
         .act(id, &Action::Complete { result: None }, &Actor::new(agent))
         .unwrap();
+}
+
+fn cancel(id: &str, force: bool) -> OperateRequest {
+    OperateRequest {
+        agent_id: "ops".into(),
+        operation: Operation::Cancel {
+            reason: None,
+            force,
+        },
+        target: Target::Item(id.into()),
+    }
+}
+
+fn retry(id: &str, reset_attempts: bool) -> OperateRequest {
+    OperateRequest {
+        agent_id: "ops".into(),
+        operation: Operation::Retry { reset_attempts },
+        target: Target::Item(id.into()),
+    }
+}
+
+fn fail_for_good() -> Action {
+    Action::Fail {
+        reason: Some("broken".into()),
+        requeue: false,
+        retry_after: None,
+    }
 }
 
 pub fn a_lapsed_lease_frees_the_work_and_fences_off_the_old_owner(h: &dyn Harness) {
@@ -1209,6 +1242,18 @@ enum Op {
         older_than_s: u64,
     },
     Reap,
+    Cancel {
+        item: usize,
+        force: bool,
+    },
+    Retry {
+        item: usize,
+        reset_attempts: bool,
+    },
+    /// Cancels every pending item of a work type.
+    CancelType {
+        work_type: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -1226,6 +1271,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1u64..90).prop_map(|s| Op::Wait { s }),
         1 => (0u64..200).prop_map(|older_than_s| Op::Cleanup { older_than_s }),
         1 => Just(Op::Reap),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(item, force)| Op::Cancel { item, force }),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(item, reset_attempts)| Op::Retry { item, reset_attempts }),
+        1 => (0u8..2).prop_map(|work_type| Op::CancelType { work_type }),
     ]
 }
 
@@ -1274,7 +1322,7 @@ fn check_invariants(h: &dyn Harness, created: &HashSet<String>) {
 }
 
 /// A property test: random sequences of operations (claims, posts, takes,
-/// every action, waits, cleanups, reaps) on a fresh store from `make` keep
+/// every action, waits, cleanups, reaps, cancels and retries) on a fresh store from `make` keep
 /// every invariant after every step, and the log's fences grow. Failing,
 /// it panics with the smallest sequence proptest found.
 pub fn random_operations_keep_every_invariant<H: Harness>(make: impl Fn() -> H) {
@@ -1375,6 +1423,26 @@ fn run_ops(h: &dyn Harness, ops: &[Op]) {
                 .cleanup("janitor", Duration::from_secs(older_than_s))
                 .map(|_| None),
             Op::Reap => store.reap("janitor").map(|_| None),
+            Op::Cancel { item, force } => store.operate(&cancel(&pick(item), force)).map(|_| None),
+            Op::Retry {
+                item,
+                reset_attempts,
+            } => store
+                .operate(&retry(&pick(item), reset_attempts))
+                .map(|_| None),
+            Op::CancelType { work_type } => store
+                .operate(&OperateRequest {
+                    agent_id: "ops".into(),
+                    operation: Operation::Cancel {
+                        reason: None,
+                        force: false,
+                    },
+                    target: Target::Matching(Match {
+                        work_type: Some(format!("type_{work_type}")),
+                        ..Match::default()
+                    }),
+                })
+                .map(|_| None),
         };
         match result {
             Ok(Some(c)) => {
@@ -1410,4 +1478,306 @@ fn run_ops(h: &dyn Harness, ops: &[Op]) {
         .filter_map(|e| e.fence)
         .collect();
     assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+}
+
+pub fn cancel_ends_pending_work_and_in_progress_work_only_by_force(h: &dyn Harness) {
+    let store = h.store();
+    let pending = store.post(&PostRequest::new("boss", "build")).unwrap();
+    let changed = store
+        .operate(&cancel(&pending.work_item_id, false))
+        .unwrap();
+    assert_eq!(changed.len(), 1);
+    let cancelled = store.get(&pending.work_item_id).unwrap();
+    assert_eq!(cancelled.status, Status::Cancelled);
+    assert_eq!(changed[0], cancelled);
+    assert!(cancelled.cancelled_at.is_some());
+    assert_eq!(cancelled.reason.as_deref(), Some("cancelled by ops"));
+    let last = events(store).pop().unwrap();
+    assert_eq!(
+        (last.event, last.from, last.to, last.agent.as_deref()),
+        (
+            EventKind::Cancelled,
+            Some(Status::Pending),
+            Some(Status::Cancelled),
+            Some("ops")
+        )
+    );
+    // A cancelled item is not taken, and is not cancelled twice.
+    assert_eq!(
+        store.next(&NextRequest::new("w")).unwrap_err().kind(),
+        ErrorKind::NothingToTake
+    );
+    let err = store
+        .operate(&cancel(&pending.work_item_id, false))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ValidationFailed);
+    assert!(err.to_string().contains("already cancelled"), "{err}");
+    let err = store.operate(&cancel("work_nope", false)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+
+    // In progress: refused without --force, and nothing changes.
+    let held = store.claim(&high("alice", "deploy")).unwrap();
+    let before = events(store).len();
+    let err = store
+        .operate(&cancel(&held.work_item_id, false))
+        .unwrap_err();
+    assert!(err.to_string().contains("--force"), "{err}");
+    assert_eq!(events(store).len(), before);
+    assert_eq!(
+        store.get(&held.work_item_id).unwrap().status,
+        Status::InProgress
+    );
+    store.operate(&cancel(&held.work_item_id, true)).unwrap();
+    // The owner's tenure is over: its next act is refused as a lost lease,
+    // and the exclusive work type is free again.
+    let err = store
+        .act(
+            &held.work_item_id,
+            &Action::Complete { result: None },
+            &Actor::new("alice"),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseExpired);
+    store.claim(&high("bob", "deploy")).unwrap();
+    assert!(
+        events(store)
+            .iter()
+            .any(|e| e.event == EventKind::Cancelled && e.forced)
+    );
+}
+
+pub fn retry_sends_ended_queue_items_back_with_their_history(h: &dyn Harness) {
+    let store = h.store();
+    let item = store
+        .post(&PostRequest::new("boss", "flaky").max_attempts(1))
+        .unwrap();
+    let id = item.work_item_id.clone();
+    // Not ended yet: nothing to retry.
+    let err = store.operate(&retry(&id, false)).unwrap_err();
+    assert!(err.to_string().contains("only a failed"), "{err}");
+    store.next(&NextRequest::new("w").lease(MIN)).unwrap();
+    store.act(&id, &fail_for_good(), &Actor::new("w")).unwrap();
+    assert_eq!(store.get(&id).unwrap().status, Status::Failed);
+
+    let back = store.operate(&retry(&id, false)).unwrap().remove(0);
+    assert_eq!(back.status, Status::Pending);
+    assert_eq!(back.failed_at, None);
+    assert_eq!((back.attempt, back.max_attempts), (Some(2), Some(2)));
+    let taken = store.next(&NextRequest::new("w2").lease(MIN)).unwrap();
+    assert_eq!(taken.work_item_id, id);
+    assert!(taken.fence > item.fence, "a new tenure, a new fence");
+    store.act(&id, &fail_for_good(), &Actor::new("w2")).unwrap();
+    let back = store.operate(&retry(&id, true)).unwrap().remove(0);
+    assert_eq!(back.attempt, Some(1), "--reset-attempts");
+    // Cancelled items come back too; the log keeps the whole story.
+    store.operate(&cancel(&id, false)).unwrap();
+    store.operate(&retry(&id, false)).unwrap();
+    let story: Vec<EventKind> = events(store)
+        .iter()
+        .filter(|e| e.work_item_id.as_deref() == Some(id.as_str()))
+        .map(|e| e.event)
+        .collect();
+    use EventKind::*;
+    assert_eq!(
+        story,
+        [
+            Posted, Claimed, Failed, Retried, Claimed, Failed, Retried, Cancelled, Retried
+        ]
+    );
+    // An item claimed on the spot is not the queue's to retry.
+    let spot = store.claim(&ClaimRequest::new("alice", "fix")).unwrap();
+    store
+        .act(&spot.work_item_id, &fail_for_good(), &Actor::new("alice"))
+        .unwrap();
+    let err = store
+        .operate(&retry(&spot.work_item_id, false))
+        .unwrap_err();
+    assert!(err.to_string().contains("claimed on the spot"), "{err}");
+}
+
+pub fn bulk_operations_act_on_every_match_they_can_and_nothing_else(h: &dyn Harness) {
+    let store = h.store();
+    let builds: Vec<Claim> = (0..3)
+        .map(|_| store.post(&PostRequest::new("boss", "build")).unwrap())
+        .collect();
+    let other = store.post(&PostRequest::new("boss", "tests")).unwrap();
+    let taken = store
+        .next(&NextRequest::new("w").work_types(["build"]).lease(MIN))
+        .unwrap();
+    let bulk = |operation, m: Match| OperateRequest {
+        agent_id: "ops".into(),
+        operation,
+        target: Target::Matching(m),
+    };
+    let cancel_builds = bulk(
+        Operation::Cancel {
+            reason: Some("release cancelled".into()),
+            force: false,
+        },
+        Match {
+            work_type: Some("build".into()),
+            ..Match::default()
+        },
+    );
+    let changed = store.operate(&cancel_builds).unwrap();
+    let mut ids: Vec<&str> = changed.iter().map(|c| c.work_item_id.as_str()).collect();
+    ids.sort_unstable();
+    let mut expected: Vec<&str> = builds
+        .iter()
+        .map(|c| c.work_item_id.as_str())
+        .filter(|id| *id != taken.work_item_id)
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "the pending builds, not the one in progress");
+    assert!(
+        changed
+            .iter()
+            .all(|c| c.reason.as_deref() == Some("release cancelled"))
+    );
+    // One change: the events share a revision.
+    let revisions: HashSet<Option<u64>> = events(store)
+        .iter()
+        .filter(|e| e.event == EventKind::Cancelled)
+        .map(|e| e.revision)
+        .collect();
+    assert_eq!(revisions.len(), 1);
+    assert_eq!(
+        store.get(&other.work_item_id).unwrap().status,
+        Status::Pending
+    );
+    assert_eq!(
+        store.get(&taken.work_item_id).unwrap().status,
+        Status::InProgress
+    );
+    // Nothing matches now: an empty answer, not an error.
+    assert!(store.operate(&cancel_builds).unwrap().is_empty());
+    // Retry by status brings the cancelled ones back.
+    let retried = store
+        .operate(&bulk(
+            Operation::Retry {
+                reset_attempts: false,
+            },
+            Match {
+                status: Some(Status::Cancelled),
+                ..Match::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(retried.len(), 2);
+    assert!(retried.iter().all(|c| c.status == Status::Pending));
+    // By owner, with force.
+    let forced = store
+        .operate(&bulk(
+            Operation::Cancel {
+                reason: None,
+                force: true,
+            },
+            Match {
+                owner: Some("w".into()),
+                ..Match::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(forced.len(), 1);
+    assert_eq!(forced[0].work_item_id, taken.work_item_id);
+    // A filter-less bulk operation is refused.
+    let err = store
+        .operate(&bulk(
+            Operation::Retry {
+                reset_attempts: false,
+            },
+            Match::default(),
+        ))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ValidationFailed);
+}
+
+pub fn a_dependency_that_ends_badly_fails_its_dependents_unless_they_wait(h: &dyn Harness) {
+    let store = h.store();
+    let a = store.post(&PostRequest::new("boss", "a")).unwrap();
+    let after = |id: &Claim, work_type: &str, on: Option<OnDependencyFailure>| {
+        store
+            .post(
+                &PostRequest::new("boss", work_type)
+                    .after([id.work_item_id.clone()])
+                    .on_dependency_failure(on),
+            )
+            .unwrap()
+    };
+    let b = after(&a, "b", None);
+    let c = after(&b, "c", Some(OnDependencyFailure::Fail));
+    let d = after(&a, "d", Some(OnDependencyFailure::Wait));
+    assert_eq!(
+        store.get(&d.work_item_id).unwrap().on_dependency_failure,
+        Some(OnDependencyFailure::Wait)
+    );
+    store
+        .next(&NextRequest::new("w").work_types(["a"]).lease(MIN))
+        .unwrap();
+    store
+        .act(&a.work_item_id, &fail_for_good(), &Actor::new("w"))
+        .unwrap();
+    let b_now = store.get(&b.work_item_id).unwrap();
+    let c_now = store.get(&c.work_item_id).unwrap();
+    assert_eq!(
+        (b_now.status, c_now.status),
+        (Status::Failed, Status::Failed)
+    );
+    assert_eq!(
+        b_now.reason.as_deref(),
+        Some(format!("dependency {} failed", a.work_item_id).as_str())
+    );
+    assert_eq!(
+        c_now.reason.as_deref(),
+        Some(format!("dependency {} failed", b.work_item_id).as_str())
+    );
+    assert_eq!(store.get(&d.work_item_id).unwrap().status, Status::Pending);
+    let cascaded: Vec<Event> = events(store)
+        .into_iter()
+        .filter(|e| e.event == EventKind::DependencyFailed)
+        .collect();
+    assert_eq!(cascaded.len(), 2);
+    assert!(cascaded.iter().all(|e| e.agent.as_deref() == Some("w")));
+    // Posted after the dependency failed: failed at once, or waiting.
+    let late = after(&a, "late", None);
+    assert_eq!(late.status, Status::Failed);
+    assert_eq!(store.get(&late.work_item_id).unwrap(), late);
+    let patient = after(&a, "patient", Some(OnDependencyFailure::Wait));
+    assert_eq!(patient.status, Status::Pending);
+    store
+        .operate(&cancel(&patient.work_item_id, false))
+        .unwrap();
+    // Retrying the dependency lets the one that waited go on.
+    store.operate(&retry(&a.work_item_id, false)).unwrap();
+    let again = store.next(&NextRequest::new("w").lease(MIN)).unwrap();
+    assert_eq!(again.work_item_id, a.work_item_id);
+    complete(store, &a.work_item_id, "w");
+    assert_eq!(
+        store
+            .next(&NextRequest::new("w").lease(MIN))
+            .unwrap()
+            .work_item_id,
+        d.work_item_id
+    );
+    // A cancelled dependency fails its dependents the same way.
+    let e = store.post(&PostRequest::new("boss", "e")).unwrap();
+    let f = after(&e, "f", None);
+    store.operate(&cancel(&e.work_item_id, false)).unwrap();
+    let f_now = store.get(&f.work_item_id).unwrap();
+    assert_eq!(f_now.status, Status::Failed);
+    assert!(f_now.reason.unwrap().ends_with("cancelled"));
+}
+
+pub fn a_lapsed_dependency_fails_its_dependents_when_written_down(h: &dyn Harness) {
+    let store = h.store();
+    let spot = store.claim(&high("alice", "migrate")).unwrap();
+    let next = store
+        .post(&PostRequest::new("boss", "deploy").after([spot.work_item_id.clone()]))
+        .unwrap();
+    h.clock().advance(MIN + Duration::from_secs(1));
+    let reaped = store.reap("janitor").unwrap();
+    assert_eq!(reaped.len(), 1);
+    let now = store.get(&next.work_item_id).unwrap();
+    assert_eq!(now.status, Status::Failed);
+    assert!(now.reason.unwrap().ends_with("expired"));
 }

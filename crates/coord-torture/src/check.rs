@@ -82,6 +82,17 @@ fn legal(event: EventKind, from: Option<Status>, to: Option<Status>) -> bool {
                 Some(InProgress),
                 Some(Pending | Failed | Expired)
             )
+            | (
+                EventKind::Cancelled,
+                Some(Pending | InProgress),
+                Some(Cancelled)
+            )
+            | (EventKind::DependencyFailed, Some(Pending), Some(Failed))
+            | (
+                EventKind::Retried,
+                Some(Failed | Expired | Cancelled),
+                Some(Pending)
+            )
     )
 }
 
@@ -410,7 +421,10 @@ fn replay(
             | EventKind::Failed
             | EventKind::Requeued
             | EventKind::Released
-            | EventKind::Expired => {
+            | EventKind::Expired
+            | EventKind::Cancelled
+            | EventKind::DependencyFailed
+            | EventKind::Retried => {
                 if e.from == Some(Status::InProgress) && holder.remove(&id).is_none() {
                     problems.push(format!(
                         "{id} {:?} by {:?} while nobody held it",
@@ -523,8 +537,13 @@ fn check_nothing_to_take(
                 .get(&((*id).to_owned(), made.revision.unwrap_or(0)))
                 .is_some_and(|ack| ack < start);
             // ...left it pending, committed before the call began, and the
-            // next change was decided after the call ended.
-            let still = history.get(i + 1).is_none_or(|next| at(next) > *end);
+            // next change was decided after the call ended, and not
+            // acknowledged before (the log's times are the store's clock, the
+            // calls' the agents': an acknowledgement orders them for sure).
+            let still = history.get(i + 1).is_none_or(|next| {
+                let next_acked = acked_at.get(&((*id).to_owned(), next.revision.unwrap_or(0)));
+                at(next) > *end && next_acked.is_none_or(|ack| ack > end)
+            });
             if made.to == Some(Status::Pending) && acknowledged && still && takable(made) {
                 problems.push(format!(
                     "{agent}'s next said nothing_to_take between {start} and {end} while {id} \
@@ -581,5 +600,45 @@ fn check_ack(
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event of `id` at `micros` (the store's clock) leaving it `to`.
+    fn event(id: &str, kind: &str, to: &str, micros: i64, revision: u64) -> Event {
+        let time = coord_core::Timestamp::from_unix_nanos(i128::from(micros) * 1000).unwrap();
+        serde_json::from_value(serde_json::json!({
+            "time": time, "agent": "a", "work_item_id": id, "from": null, "to": to,
+            "fence": null, "event": kind, "revision": revision, "priority": "low",
+        }))
+        .unwrap()
+    }
+
+    fn problems(claim_acked_at: i64) -> Vec<String> {
+        // Pending from t=10 (acknowledged at 9); taken by a change the
+        // store stamped 40 but whose taker heard back at `claim_acked_at`.
+        let events = [
+            event("w", "posted", "pending", 10, 1),
+            event("w", "claimed", "in_progress", 40, 2),
+        ];
+        let acked = HashMap::from([
+            (("w".to_owned(), 1), 9),
+            (("w".to_owned(), 2), claim_acked_at),
+        ]);
+        let calls = [("b".to_owned(), 25, 35)];
+        let mut found = Vec::new();
+        check_nothing_to_take(&events, &calls, &acked, &HashSet::new(), &mut found);
+        found
+    }
+
+    #[test]
+    fn nothing_to_take_is_a_violation_only_while_the_item_was_surely_pending() {
+        assert_eq!(problems(41).len(), 1, "taken after the call: it was there");
+        // The store's clock ran ahead of the agents': the take was heard
+        // of before the call began, so the item was not surely pending.
+        assert!(problems(20).is_empty());
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use coord_core::{
-    ClaimRequest, CoordError, DEFAULT_MAX_ATTEMPTS, Priority, RetryPolicy, Status, parse_duration,
+    ClaimRequest, CoordError, DEFAULT_MAX_ATTEMPTS, OnDependencyFailure, Priority, RetryPolicy,
+    Status, parse_duration,
 };
 
 /// Claim work safely among many agents, through a shared coordination
@@ -394,6 +395,20 @@ pub enum Command {
     Fail(Lazy<FailArgs>),
     /// Hand a claim you hold back to the queue; prints it
     Release(Lazy<ReleaseArgs>),
+    /// Cancel a pending item (with --force, one in progress too), or every
+    /// item the filters select; prints what it cancelled
+    ///
+    /// Recorded in the event log (`cancelled`); items that depend on a
+    /// cancelled one fail with it unless they were posted with
+    /// --on-dependency-failure wait. By id: the item, or an error saying
+    /// why not. By filter: a JSON array of every item changed, in one change.
+    Cancel(Lazy<CancelArgs>),
+    /// Send a failed, expired or cancelled queue item (or every one the
+    /// filters select) back to the queue; prints what it sent back
+    ///
+    /// The item gets one more attempt (--reset-attempts: all of them
+    /// again); its history stays in the event log (`retried`).
+    Retry(Lazy<RetryItemArgs>),
     /// Write down every lapsed lease now; prints the items it changed
     Reap,
     /// Move finished items to the archive (work_claims.archive.jsonl, or the
@@ -467,6 +482,10 @@ pub struct PostArgs {
     /// How many times the item may be taken before a failure is final
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: u32,
+    /// If an item of --after fails, expires or is cancelled: fail this one
+    /// too (the default), or wait (blocked) until it is retried
+    #[arg(long, value_name = "WHAT", value_parser = on_dependency_failure_parser())]
+    pub on_dependency_failure: Option<OnDependencyFailure>,
     #[command(flatten)]
     pub key: KeyArg,
 }
@@ -528,6 +547,72 @@ pub struct FailArgs {
     pub retry_after: Option<Duration>,
     #[command(flatten)]
     pub hold: HoldArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The item to cancel (or select items with the filters instead)
+    #[arg(required_unless_present_any = SELECTORS)]
+    pub id: Option<String>,
+    /// Why (kept as the item's reason and in the event)
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Cancel items in progress too: their owners' next acts are refused
+    /// (lease_expired)
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryItemArgs {
+    /// The item to retry (or select items with the filters instead)
+    #[arg(required_unless_present_any = SELECTORS)]
+    pub id: Option<String>,
+    /// Give it all its attempts again, not just one more
+    #[arg(long)]
+    pub reset_attempts: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// The filters of a bulk `cancel` or `retry` (the ids of their args).
+const SELECTORS: [&str; 4] = ["work_type", "status", "owner", "older_than"];
+
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// Every item of this work type
+    #[arg(long, value_name = "T", conflicts_with = "id")]
+    pub work_type: Option<String>,
+    /// Every item with this status
+    #[arg(long, value_parser = status_parser(), conflicts_with = "id")]
+    pub status: Option<Status>,
+    /// Every item this agent holds (or held last)
+    #[arg(long, value_name = "AGENT", conflicts_with = "id")]
+    pub owner: Option<String>,
+    /// Every item last changed longer ago than this (e.g. 1h)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "id")]
+    pub older_than: Option<Duration>,
+    /// Print what would change (the items as they are now) and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl SelectArgs {
+    /// The target: `id`, or the items these filters select.
+    pub fn target(&self, id: Option<&str>) -> coord_core::operate::Target {
+        use coord_core::operate::{Match, Target};
+        match id {
+            Some(id) => Target::Item(id.to_owned()),
+            None => Target::Matching(Match {
+                work_type: self.work_type.clone(),
+                status: self.status,
+                owner: self.owner.clone(),
+                older_than: self.older_than,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -787,6 +872,13 @@ const MAX_CONCURRENCY: i64 = 1024;
 
 fn priority_parser() -> impl TypedValueParser<Value = Priority> {
     PossibleValuesParser::new(Priority::NAMES).map(|s| s.parse().expect("a possible value"))
+}
+
+fn on_dependency_failure_parser() -> impl TypedValueParser<Value = OnDependencyFailure> {
+    PossibleValuesParser::new(["fail", "wait"]).map(|s| match s.as_str() {
+        "wait" => OnDependencyFailure::Wait,
+        _ => OnDependencyFailure::Fail,
+    })
 }
 
 fn status_parser() -> impl TypedValueParser<Value = Status> {

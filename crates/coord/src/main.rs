@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use coord_core::operate::{OperateRequest, Operation};
 use coord_core::trace::SpanSink;
 use coord_core::{
     Action, Actor, AgentRegistration, Claim, CoordError, Filter, IdempotencyKey, KeyedChange,
@@ -256,7 +257,8 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
                 .payload(payload)
                 .priority(post.priority)
                 .after(post.after.iter().cloned())
-                .max_attempts(post.max_attempts);
+                .max_attempts(post.max_attempts)
+                .on_dependency_failure(post.on_dependency_failure);
             let change = KeyedChange::Post(&request);
             Output::One(Box::new(once(store, &post.key, change)?))
         }
@@ -303,6 +305,25 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
         }
         Command::Release(release) => {
             act(store, &release.id, Action::Release, agent, &release.hold)?
+        }
+        Command::Cancel(cancel) => {
+            let operation = Operation::Cancel {
+                reason: cancel.reason.clone(),
+                force: cancel.force,
+            };
+            operate(
+                store,
+                agent,
+                operation,
+                cancel.id.as_deref(),
+                &cancel.select,
+            )?
+        }
+        Command::Retry(retry) => {
+            let operation = Operation::Retry {
+                reset_attempts: retry.reset_attempts,
+            };
+            operate(store, agent, operation, retry.id.as_deref(), &retry.select)?
         }
         Command::Reap => Output::Many(store.reap(agent)?),
         Command::Cleanup(cleanup) => {
@@ -419,6 +440,46 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
     })
 }
 
+/// `coord cancel` and `coord retry`: the operation on `id`, or on what
+/// `select` selects; by id the item is printed, by filter an array. A dry
+/// run decides on what the store holds now, without a lock, and prints
+/// the items it would change as they are.
+fn operate(
+    store: &dyn Store,
+    agent: &str,
+    operation: Operation,
+    id: Option<&str>,
+    select: &cli::SelectArgs,
+) -> Result<Output, CoordError> {
+    let request = OperateRequest {
+        agent_id: agent.to_owned(),
+        operation,
+        target: select.target(id),
+    };
+    request.validate()?;
+    let changed = if select.dry_run {
+        let items = store.list(&Filter::default())?;
+        let now = store.now();
+        let lapsed = items.iter().filter(|c| c.head().is_lapsed(now)).cloned();
+        let mut decision = coord_core::Decision::begin(0, now, lapsed, None);
+        let ids: std::collections::HashSet<String> =
+            coord_core::decide::operate(&mut decision, &items, &request)?
+                .into_iter()
+                .map(|c| c.work_item_id)
+                .collect();
+        items
+            .into_iter()
+            .filter(|c| ids.contains(&c.work_item_id))
+            .collect()
+    } else {
+        store.operate(&request)?
+    };
+    Ok(match (id, changed.len()) {
+        (Some(_), 1) => Output::One(Box::new(changed.into_iter().next().expect("one item"))),
+        _ => Output::Many(changed),
+    })
+}
+
 /// An agent as printed: its record plus `status` (`active` or `stale`, at
 /// the store's `now`).
 /// Why `next` found nothing to take: how many pending items of its work
@@ -446,8 +507,8 @@ fn why_nothing(store: &dyn Store, command: &Command) -> Vec<(&'static str, serde
 }
 
 /// For each pending item of `items` that waits on a dependency that
-/// ended without completing (failed or expired), those dependencies: it
-/// cannot be taken until they are retried.
+/// ended without completing (failed, expired or cancelled), those
+/// dependencies: it cannot be taken until they are retried.
 fn blocked_by(
     store: &dyn Store,
     items: &[coord_core::Claim],
@@ -470,12 +531,7 @@ fn blocked_by(
         let ended: Vec<String> = item
             .depends_on
             .iter()
-            .filter(|d| {
-                matches!(
-                    status.get(d.as_str()),
-                    Some(Status::Failed | Status::Expired)
-                )
-            })
+            .filter(|d| status.get(d.as_str()).is_some_and(|s| s.ended_badly()))
             .cloned()
             .collect();
         if !ended.is_empty() {

@@ -142,8 +142,16 @@ fn stats_table(s: &Stats) -> String {
     };
     let activity = |title: &str, a: &coord_core::Activity| {
         format!(
-            "{title}: posted {}, claimed {}, completed {}, failed {}, requeued {}, released {}, expired {}",
-            a.posted, a.claimed, a.completed, a.failed, a.requeued, a.released, a.expired
+            "{title}: posted {}, claimed {}, completed {}, failed {}, requeued {}, released {}, expired {}, cancelled {}, retried {}",
+            a.posted,
+            a.claimed,
+            a.completed,
+            a.failed,
+            a.requeued,
+            a.released,
+            a.expired,
+            a.cancelled,
+            a.retried
         )
     };
     let mut lines = vec![

@@ -129,6 +129,24 @@ fn scenarios() -> BTreeMap<&'static str, Scenario> {
         ("fail", act(&["fail", "{id}", "--requeue"])),
         ("release", act(&["release", "{id}"])),
         (
+            "cancel",
+            Scenario {
+                setup: posted,
+                words: &["cancel", "--work-type", "build"],
+                defaults: &[],
+                tail: &[],
+            },
+        ),
+        (
+            "retry",
+            Scenario {
+                setup: posted,
+                words: &["retry", "--status", "failed"],
+                defaults: &[],
+                tail: &[],
+            },
+        ),
+        (
             "cleanup",
             Scenario {
                 setup: nothing,

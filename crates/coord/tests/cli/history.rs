@@ -206,7 +206,15 @@ fn an_item_after_a_failed_one_shows_what_blocks_it() {
         .run(&["post", "build", "compile", "--max-attempts", "1"])
         .expect_ok();
     let second = env
-        .run(&["post", "deploy", "ship", "--after", &id_of(&first)])
+        .run(&[
+            "post",
+            "deploy",
+            "ship",
+            "--after",
+            &id_of(&first),
+            "--on-dependency-failure",
+            "wait",
+        ])
         .expect_ok();
     assert!(second.get("blocked_by").is_none());
     let taken = env.run_as("w", &["next"]).expect_ok();
@@ -229,8 +237,16 @@ fn nothing_to_take_says_how_many_wait_and_how_many_are_blocked() {
         .expect_ok();
     assert_eq!(id_of(&taken), id_of(&failing));
     env.run_as("w", &["fail", &id_of(&taken)]).expect_ok();
-    env.run(&["post", "deploy", "blocked", "--after", &id_of(&failing)])
-        .expect_ok();
+    env.run(&[
+        "post",
+        "deploy",
+        "blocked",
+        "--after",
+        &id_of(&failing),
+        "--on-dependency-failure",
+        "wait",
+    ])
+    .expect_ok();
     let running = env.run(&["post", "build", "still running"]).expect_ok();
     env.run_as("w2", &["next", "--work-type", "build"])
         .expect_ok();

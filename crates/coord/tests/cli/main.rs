@@ -11,6 +11,7 @@ mod human;
 mod import;
 mod keys;
 mod lifecycle;
+mod operate;
 mod payload;
 mod pg;
 mod runner;

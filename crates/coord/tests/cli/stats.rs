@@ -52,7 +52,8 @@ fn check(stats: &Value) {
         assert_eq!(
             stats[window],
             json!({"posted": 3, "claimed": 4, "completed": 1, "failed": 1,
-                   "requeued": 0, "released": 0, "expired": 0}),
+                   "requeued": 0, "released": 0, "expired": 0, "cancelled": 0,
+                   "retried": 0}),
             "{window}"
         );
     }
