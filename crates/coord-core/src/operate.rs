@@ -1,11 +1,15 @@
 //! What the people who run the queue do to items that are not theirs:
 //! cancel them ([`Operation::Cancel`]) or send them back to the queue
 //! ([`Operation::Retry`]), one item by id or every item a [`Match`]
-//! selects, in one change ([`OperateRequest`]). The transitions themselves
-//! are [`crate::transition::cancel`] and [`crate::transition::retry`];
-//! [`crate::decide::operate`] applies them within a change.
+//! selects, in one change ([`OperateRequest`]); and stop `next` handing
+//! out a work type for a while ([`Paused`], `Store::pause`). The
+//! transitions themselves are [`crate::transition::cancel`] and
+//! [`crate::transition::retry`]; [`crate::decide::operate`] applies them
+//! within a change.
 
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::CoordError;
 use crate::model::{Claim, Status, validate_name};
@@ -162,6 +166,15 @@ impl OperateRequest {
             }
         }
     }
+}
+
+/// A work type `next` does not hand out (`coord pause`): claims of it
+/// already held go on, `post` still queues it, `claim` still claims it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paused {
+    pub work_type: String,
+    pub paused_by: String,
+    pub paused_at: Timestamp,
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ pub struct Stats {
     /// How long queue items waited between `post` and being taken, over
     /// the last day.
     pub wait: WaitTimes,
+    /// The work types `next` does not hand out (`coord pause`), by name;
+    /// the store fills it in.
+    pub paused: Vec<String>,
 }
 
 /// Items counted four ways: plain integers, keyed by name.
@@ -219,6 +222,7 @@ impl Stats {
                 p50_ms: percentile(&waits, 50),
                 p95_ms: percentile(&waits, 95),
             },
+            paused: Vec::new(),
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::error::CoordError;
 use crate::event::Event;
 use crate::model::{Claim, ClaimRequest, Filter, NextRequest, PostRequest};
 use crate::once::{IdempotencyKey, KeyedChange};
-use crate::operate::OperateRequest;
+use crate::operate::{OperateRequest, Paused};
 use crate::stats::Stats;
 use crate::time::Timestamp;
 use crate::transition::{Action, Actor};
@@ -105,6 +105,19 @@ pub trait Store {
     /// as their `--on-dependency-failure` says ([`crate::decide::cascade`]).
     fn operate(&self, request: &OperateRequest) -> Result<Vec<Claim>, CoordError>;
 
+    /// Stops (`pause` true) or restarts `next` handing out `work_type`,
+    /// by `agent_id`; returns the paused work types after it. Pausing a
+    /// paused type, or resuming one that is not, changes nothing.
+    fn pause(
+        &self,
+        agent_id: &str,
+        work_type: &str,
+        pause: bool,
+    ) -> Result<Vec<Paused>, CoordError>;
+
+    /// The work types `next` does not hand out now, by name.
+    fn paused(&self) -> Result<Vec<Paused>, CoordError>;
+
     /// Archives final items that finished more than `older_than` ago;
     /// returns the ids it moved.
     fn cleanup(&self, agent_id: &str, older_than: Duration) -> Result<Vec<String>, CoordError>;
@@ -150,13 +163,9 @@ pub trait Store {
         let items = self.list(&Filter::default())?;
         let events = self.events(0)?.events;
         let agents = self.agents()?;
-        Ok(Stats::compute(
-            &items,
-            &events,
-            &agents,
-            self.now(),
-            stale_after,
-        ))
+        let mut stats = Stats::compute(&items, &events, &agents, self.now(), stale_after);
+        stats.paused = self.paused()?.into_iter().map(|p| p.work_type).collect();
+        Ok(stats)
     }
 
     /// The W3C `traceparent` of the span of the last change this thread

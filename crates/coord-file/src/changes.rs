@@ -52,6 +52,7 @@ use crate::events::{AppendEvents, EVENT_LOG};
 use crate::keys::{self, Keys};
 use crate::memory::SharedMemory;
 use crate::options::FileStoreOptions;
+use crate::paused;
 use crate::state::{self, RaiseFence};
 use crate::telemetry::{SpanRecorder, TracingMiddleware};
 
@@ -610,12 +611,19 @@ fn take_next(
         "take_next_item",
         |_| Ok(None),
         |draft, decision, positions| {
-            let candidates: Vec<(usize, &ClaimHead)> = draft.heads().collect();
+            // Items of a paused work type are not candidates, but still
+            // count for what they block and what depends on them.
+            let paused = paused::read(ctx.dir)?;
+            let (candidates, others): (Vec<_>, Vec<_>) = draft
+                .heads()
+                .partition(|(_, h)| !paused.contains_key(&h.work_type));
             let heads: Vec<&ClaimHead> = candidates.iter().map(|(_, h)| *h).collect();
+            let context: Vec<&ClaimHead> = others.iter().map(|(_, h)| *h).collect();
             let mut taken: Vec<Claim> = Vec::new();
             while taken.len() < max {
-                let Some(chosen) = decide::choose_next(decision, &heads, [], request, policy)
-                    .map(|i| candidates[i].0)
+                let Some(chosen) =
+                    decide::choose_next(decision, &heads, context.iter().copied(), request, policy)
+                        .map(|i| candidates[i].0)
                 else {
                     break;
                 };

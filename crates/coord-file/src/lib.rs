@@ -2,9 +2,10 @@
 //!
 //! A directory holds `work_claims.json` (a JSON array of work items, one per
 //! line), `coord.lock` (an empty file that writers `flock`), the event log,
-//! the archive, the agent registry and the answers of recent keyed changes. Every change runs as a [`reactor`]
-//! workflow while the lock is held, so the read, the decision and the atomic
-//! write are one step for every other process.
+//! the archive, the agent registry, the answers of recent keyed changes and
+//! the paused work types. Every change runs as a [`reactor`] workflow while
+//! the lock is held, so the read, the decision and the atomic write are one
+//! step for every other process.
 //!
 //! Claiming work, and a worker's loop over the queue:
 //!
@@ -62,6 +63,7 @@ mod keys;
 pub mod lock;
 mod memory;
 mod options;
+mod paused;
 mod state;
 mod store;
 mod telemetry;

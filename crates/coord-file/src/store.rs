@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coord_core::decide::Sweep;
-use coord_core::operate::OperateRequest;
+use coord_core::operate::{OperateRequest, Paused};
 use coord_core::transition::{Action, Actor};
 use coord_core::{
     AgentRecord, AgentRegistration, Claim, ClaimRequest, CoordError, Event, EventKind, EventPage,
@@ -29,7 +29,7 @@ use crate::options::{FileStoreOptions, Warning};
 use coord_core::trace::{RunSpans, item_attributes, outcome_attributes};
 
 use crate::telemetry::{self, SpanRecorder};
-use crate::{agents, events, fs_check};
+use crate::{agents, events, fs_check, paused};
 
 /// Work items kept in a coordination directory on this machine.
 #[derive(Debug, Clone)]
@@ -509,6 +509,47 @@ impl Store for FileStore {
 
     fn agents(&self) -> Result<Vec<AgentRecord>, CoordError> {
         agents::read(&self.dir)
+    }
+
+    fn pause(
+        &self,
+        agent_id: &str,
+        work_type: &str,
+        pause: bool,
+    ) -> Result<Vec<Paused>, CoordError> {
+        validate_name("agent id", agent_id)?;
+        validate_name("work type", work_type)?;
+        ensure_dir(&self.dir).map_err(file_error)?;
+        if !self.options.allow_unsafe_filesystem {
+            fs_check::check(&self.dir)?;
+        }
+        let lock = DirLock::acquire(&self.dir, self.options.lock_timeout, self.shell_lock())?;
+        let now = (self.options.clock)();
+        self.settle_after_lock(&lock, Some(agent_id), now)?;
+        let mut types = paused::read(&self.dir)?;
+        let changed = if pause {
+            !types.contains_key(work_type)
+                && types
+                    .insert(
+                        work_type.to_owned(),
+                        Paused {
+                            work_type: work_type.to_owned(),
+                            paused_by: agent_id.to_owned(),
+                            paused_at: now,
+                        },
+                    )
+                    .is_none()
+        } else {
+            types.remove(work_type).is_some()
+        };
+        if changed {
+            paused::write(&self.dir, &types, &self.options.writer)?;
+        }
+        Ok(types.into_values().collect())
+    }
+
+    fn paused(&self) -> Result<Vec<Paused>, CoordError> {
+        Ok(paused::read(&self.dir)?.into_values().collect())
     }
 
     fn agent_stopped(&self, agent_id: &str) -> Result<(), CoordError> {

@@ -32,7 +32,11 @@ pub const SCHEMA_VERSION: i64 = 1;
 ///
 /// - 5: `coord_idempotency_keys`, the answers of keyed changes (see
 ///   `keys.rs`).
-pub const LAYOUT: i64 = 5;
+///
+/// - 6: `coord_paused`, the work types `next` does not hand out (`coord
+///   pause`). A coord of an older layout does not read it: it hands them
+///   out still.
+pub const LAYOUT: i64 = 6;
 
 /// The function a waiter (`wakeup.rs`) calls: it returns the log's newest
 /// `seq` as soon as that passes `mark` (numbering committed events itself,
@@ -136,6 +140,11 @@ CREATE TABLE IF NOT EXISTS coord_idempotency_keys (
     PRIMARY KEY (agent_id, key)
 );
 CREATE INDEX IF NOT EXISTS coord_idempotency_keys_used ON coord_idempotency_keys (used_at);
+-- The work types `next` does not hand out (`coord pause`).
+CREATE TABLE IF NOT EXISTS coord_paused (
+    work_type text PRIMARY KEY,
+    doc       jsonb NOT NULL
+);
 CREATE SEQUENCE IF NOT EXISTS coord_fence;
 CREATE SEQUENCE IF NOT EXISTS coord_revision;
 ";

@@ -169,13 +169,14 @@ fn statement_list() -> Vec<(&'static str, String)> {
             // (it is skipped, or waited for, when this one tries to lock it),
             // and this one locks only the row it chose.
             "coord_candidates(int8, text[], text[], int4)",
-            "SELECT doc::text FROM coord_claims \
-             WHERE status = 'pending' AND (retry_at IS NULL OR retry_at <= $1) \
-               AND (cardinality($2) = 0 OR work_type = ANY($2)) \
-               AND NOT (work_item_id = ANY($3)) \
-             ORDER BY priority DESC, posted_at NULLS FIRST, seq \
-             LIMIT $4"
-                .to_owned(),
+            format!(
+                "SELECT doc::text FROM coord_claims AS c \
+                 WHERE status = 'pending' AND (retry_at IS NULL OR retry_at <= $1) \
+                   AND (cardinality($2) = 0 OR work_type = ANY($2)) {NOT_PAUSED} \
+                   AND NOT (work_item_id = ANY($3)) \
+                 ORDER BY priority DESC, posted_at NULLS FIRST, seq \
+                 LIMIT $4"
+            ),
         ),
         (
             // The chosen candidate, locked unless another transaction holds
@@ -348,6 +349,11 @@ fn statement_list() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A condition on a `coord_claims AS c` row: its work type is not paused
+/// (`coord pause`). The table is nearly always empty: one index probe.
+const NOT_PAUSED: &str =
+    "AND NOT EXISTS (SELECT 1 FROM coord_paused AS p WHERE p.work_type = c.work_type)";
+
 /// `next`'s one-statement path (see `PgStore::next`), for a policy whose
 /// priorities that never conflict (`$2`, the `priority` column's values)
 /// are the lowest ones. `blocking` probes, without a lock, for a ready item
@@ -375,7 +381,7 @@ fn statement_list() -> Vec<(&'static str, String)> {
 /// instead of reading the queue's index in order.
 fn next_blind(type_filter: &str) -> String {
     let ready = format!(
-        "status = 'pending' AND (retry_at IS NULL OR retry_at <= $1) {type_filter} \
+        "status = 'pending' AND (retry_at IS NULL OR retry_at <= $1) {type_filter} {NOT_PAUSED} \
          AND (cardinality(c.depends_on) = 0 OR NOT EXISTS ( \
              SELECT 1 FROM unnest(c.depends_on) AS d(id) WHERE NOT EXISTS ( \
                  SELECT 1 FROM coord_claims AS x \

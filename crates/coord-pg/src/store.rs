@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use coord_core::operate::OperateRequest;
+use coord_core::operate::{OperateRequest, Paused};
 use coord_core::trace::{RunSpans, item_attributes, outcome_attributes};
 use coord_core::transition::{Action, Actor};
 use coord_core::{
@@ -670,6 +670,7 @@ impl Store for PgStore {
         }
         stats.items = items;
         stats.expiring_within_minute = u64::try_from(expiring).unwrap_or(0);
+        stats.paused = self.paused()?.into_iter().map(|p| p.work_type).collect();
         Ok(stats)
     }
 
@@ -764,6 +765,52 @@ impl Store for PgStore {
                 &[&agent_id, &Json(&stopped)],
             )?;
             Ok(())
+        })
+    }
+
+    fn pause(
+        &self,
+        agent_id: &str,
+        work_type: &str,
+        pause: bool,
+    ) -> Result<Vec<Paused>, CoordError> {
+        validate_name("agent id", agent_id)?;
+        validate_name("work type", work_type)?;
+        self.with_client(|client| {
+            if pause {
+                let paused = Paused {
+                    work_type: work_type.to_owned(),
+                    paused_by: agent_id.to_owned(),
+                    paused_at: self.time.now(),
+                };
+                client.execute(
+                    "INSERT INTO coord_paused (work_type, doc) VALUES ($1, $2) \
+                     ON CONFLICT (work_type) DO NOTHING",
+                    &[&work_type, &Json(&paused)],
+                )?;
+            } else {
+                client.execute(
+                    "DELETE FROM coord_paused WHERE work_type = $1",
+                    &[&work_type],
+                )?;
+            }
+            Ok(())
+        })?;
+        self.paused()
+    }
+
+    fn paused(&self) -> Result<Vec<Paused>, CoordError> {
+        self.with_client(|client| {
+            let rows = client.query("SELECT doc FROM coord_paused ORDER BY work_type", &[])?;
+            rows.iter()
+                .map(|row| {
+                    row.try_get::<_, Json<Paused>>(0).map(|j| j.0).map_err(|e| {
+                        Fail::Coord(CoordError::damaged(format!(
+                            "a row of coord_paused is not a paused work type: {e}"
+                        )))
+                    })
+                })
+                .collect()
         })
     }
 
@@ -990,7 +1037,7 @@ mod tests {
                 .batch(&format!(
                     "SELECT indexname FROM pg_indexes WHERE schemaname = '{schema}' \
                      AND indexname IN ('coord_claims_lease', 'coord_claims_deadline', \
-                     'coord_claims_exclusive', 'coord_idempotency_keys_used') \
+                     'coord_claims_exclusive', 'coord_idempotency_keys_used', 'coord_paused_pkey') \
                      ORDER BY indexname; \
                      SELECT value FROM coord_meta WHERE key = 'layout'"
                 ))
@@ -1010,7 +1057,8 @@ mod tests {
             "coord_claims_deadline",
             "coord_claims_exclusive",
             "coord_idempotency_keys_used",
-            "layout 5",
+            "coord_paused_pkey",
+            "layout 6",
         ];
         assert_eq!(indexes(&store), current);
 
@@ -1024,6 +1072,7 @@ mod tests {
                 "DROP INDEX coord_claims_deadline; \
                  ALTER TABLE coord_claims DROP CONSTRAINT coord_claims_exclusive; \
                  DROP TABLE coord_idempotency_keys; \
+                 DROP TABLE coord_paused; \
                  CREATE INDEX coord_claims_lease ON coord_claims (lease_deadline) \
                      WHERE status = 'in_progress'; \
                  DELETE FROM coord_meta WHERE key = 'layout'",
@@ -1039,7 +1088,7 @@ mod tests {
             .slot()
             .as_mut()
             .unwrap()
-            .batch("UPDATE coord_meta SET value = 6 WHERE key = 'layout'")
+            .batch("UPDATE coord_meta SET value = 7 WHERE key = 'layout'")
             .unwrap();
         let later = PgStore::connect(&shared_cluster().url(), options).unwrap();
         assert_eq!(
@@ -1048,7 +1097,8 @@ mod tests {
                 "coord_claims_deadline",
                 "coord_claims_exclusive",
                 "coord_idempotency_keys_used",
-                "layout 6"
+                "coord_paused_pkey",
+                "layout 7"
             ]
         );
         later.claim(&ClaimRequest::new("agent", "build")).unwrap();
@@ -1353,7 +1403,7 @@ mod tests {
         )
         .unwrap();
         let upgraded = PgStore::connect(&shared_cluster().url(), options).unwrap();
-        assert_eq!(layout(&upgraded), "5 1");
+        assert_eq!(layout(&upgraded), "6 1");
     }
 
     /// Lets any two claims run together.

@@ -77,7 +77,8 @@ macro_rules! conformance_suite {
             retry_sends_ended_queue_items_back_with_their_history,
             bulk_operations_act_on_every_match_they_can_and_nothing_else,
             a_dependency_that_ends_badly_fails_its_dependents_unless_they_wait,
-            a_lapsed_dependency_fails_its_dependents_when_written_down
+            a_lapsed_dependency_fails_its_dependents_when_written_down,
+            a_paused_work_type_is_not_handed_out_until_resumed
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -1780,4 +1781,55 @@ pub fn a_lapsed_dependency_fails_its_dependents_when_written_down(h: &dyn Harnes
     let now = store.get(&next.work_item_id).unwrap();
     assert_eq!(now.status, Status::Failed);
     assert!(now.reason.unwrap().ends_with("expired"));
+}
+
+pub fn a_paused_work_type_is_not_handed_out_until_resumed(h: &dyn Harness) {
+    let store = h.store();
+    let build = store.post(&PostRequest::new("boss", "build")).unwrap();
+    let later = store.post(&PostRequest::new("boss", "build")).unwrap();
+    let tests = store
+        .post(&PostRequest::new("boss", "tests").priority(Priority::Low))
+        .unwrap();
+    assert!(store.paused().unwrap().is_empty());
+    let paused = store.pause("ops", "build", true).unwrap();
+    assert_eq!(paused.len(), 1);
+    assert_eq!(
+        (paused[0].work_type.as_str(), paused[0].paused_by.as_str()),
+        ("build", "ops")
+    );
+    // Pausing again changes nothing, not even who paused it.
+    assert_eq!(store.pause("other", "build", true).unwrap(), paused);
+    assert_eq!(store.paused().unwrap(), paused);
+    // `next` passes the paused type over (the lower priority is taken), by
+    // one and by many, and by name too.
+    let taken = store.next(&NextRequest::new("w").lease(MIN)).unwrap();
+    assert_eq!(taken.work_item_id, tests.work_item_id);
+    for request in [
+        NextRequest::new("w").lease(MIN),
+        NextRequest::new("w").work_types(["build"]).lease(MIN),
+    ] {
+        assert_eq!(
+            store.next(&request).unwrap_err().kind(),
+            ErrorKind::NothingToTake
+        );
+        assert_eq!(
+            store.next_many(&request, 4).unwrap_err().kind(),
+            ErrorKind::NothingToTake
+        );
+    }
+    // Posting and claiming on the spot go on.
+    store.post(&PostRequest::new("boss", "build")).unwrap();
+    store.claim(&ClaimRequest::new("alice", "build")).unwrap();
+    assert!(store.pause("ops", "build", false).unwrap().is_empty());
+    assert!(store.pause("ops", "build", false).unwrap().is_empty());
+    let taken = store
+        .next_many(&NextRequest::new("w").lease(MIN), 2)
+        .unwrap();
+    let ids: Vec<&str> = taken.iter().map(|c| c.work_item_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [build.work_item_id.as_str(), later.work_item_id.as_str()]
+    );
+    let err = store.pause("ops", "", true).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ValidationFailed);
 }

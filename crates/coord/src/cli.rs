@@ -409,6 +409,12 @@ pub enum Command {
     /// The item gets one more attempt (--reset-attempts: all of them
     /// again); its history stays in the event log (`retried`).
     Retry(Lazy<RetryItemArgs>),
+    /// Stop `next` handing out a work type (claims held go on, `post` still
+    /// queues it); prints the paused work types
+    Pause(Lazy<PauseArgs>),
+    /// Let `next` hand out a paused work type again; prints the paused
+    /// work types
+    Resume(Lazy<PauseArgs>),
     /// Write down every lapsed lease now; prints the items it changed
     Reap,
     /// Move finished items to the archive (work_claims.archive.jsonl, or the
@@ -613,6 +619,12 @@ impl SelectArgs {
             }),
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// The work type
+    pub work_type: String,
 }
 
 #[derive(Debug, Args)]

@@ -325,6 +325,12 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
             };
             operate(store, agent, operation, retry.id.as_deref(), &retry.select)?
         }
+        Command::Pause(pause) => {
+            Output::Value(json!(store.pause(agent, &pause.work_type, true)?))
+        }
+        Command::Resume(resume) => {
+            Output::Value(json!(store.pause(agent, &resume.work_type, false)?))
+        }
         Command::Reap => Output::Many(store.reap(agent)?),
         Command::Cleanup(cleanup) => {
             let ids = store.cleanup(agent, cleanup.older_than)?;
@@ -351,11 +357,12 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
                 items.drain(..items.len().saturating_sub(limit));
             }
             let blocked = blocked_by(store, &items)?;
+            let paused = paused_types(store)?;
             let items = items.into_iter().map(|mut c| {
                 if let Some(ids) = blocked.get(&c.work_item_id) {
                     c.extra.insert("blocked_by".into(), json!(ids));
                 }
-                mark_lapsed(c, now)
+                mark_paused(mark_lapsed(c, now), &paused)
             });
             Output::Many(items.collect())
         }
@@ -366,7 +373,11 @@ fn run(cli: &Cli, store: &dyn Store, agent: &str) -> Result<Output, CoordError> 
                 {
                     claim.extra.insert("blocked_by".into(), json!(ids));
                 }
-                Output::One(Box::new(mark_lapsed(claim, store.now())))
+                let paused = paused_types(store)?;
+                Output::One(Box::new(mark_paused(
+                    mark_lapsed(claim, store.now()),
+                    &paused,
+                )))
             }
             // Not live: perhaps archived by a cleanup.
             Err(CoordError::NotFound { work_item_id }) => match store.archived_item(&show.id)? {
@@ -484,8 +495,9 @@ fn operate(
 /// the store's `now`).
 /// Why `next` found nothing to take: how many pending items of its work
 /// types wait (for a retry time, a dependency, an exclusive claim to end,
-/// or another taker), and how many of those are blocked by a dependency
-/// that failed or expired. Nothing when they cannot be read.
+/// a paused work type, or another taker), how many of those are blocked by
+/// a dependency that ended badly, and the paused work types if any.
+/// Nothing when they cannot be read.
 fn why_nothing(store: &dyn Store, command: &Command) -> Vec<(&'static str, serde_json::Value)> {
     let Command::Next(next) = command else {
         return Vec::new();
@@ -500,10 +512,18 @@ fn why_nothing(store: &dyn Store, command: &Command) -> Vec<(&'static str, serde
         pending.retain(|c| next.work_types.contains(&c.work_type));
     }
     let blocked = blocked_by(store, &pending).map_or(0, |b| b.len());
-    vec![
+    let mut why = vec![
         ("waiting", json!(pending.len())),
         ("blocked", json!(blocked)),
-    ]
+    ];
+    if let Ok(paused) = paused_types(store)
+        && !paused.is_empty()
+    {
+        let mut paused: Vec<String> = paused.into_iter().collect();
+        paused.sort();
+        why.push(("paused", json!(paused)));
+    }
+    why
 }
 
 /// For each pending item of `items` that waits on a dependency that
@@ -539,6 +559,23 @@ fn blocked_by(
         }
     }
     Ok(blocked)
+}
+
+/// The work types `next` does not hand out now.
+fn paused_types(store: &dyn Store) -> Result<std::collections::HashSet<String>, CoordError> {
+    Ok(store.paused()?.into_iter().map(|p| p.work_type).collect())
+}
+
+/// A pending item of a paused work type is shown with
+/// `"work_type_paused": true`: `next` passes it over until `coord resume`.
+fn mark_paused(
+    mut claim: coord_core::Claim,
+    paused: &std::collections::HashSet<String>,
+) -> coord_core::Claim {
+    if claim.status == coord_core::Status::Pending && paused.contains(&claim.work_type) {
+        claim.extra.insert("work_type_paused".into(), json!(true));
+    }
+    claim
 }
 
 /// A claim whose lease has passed but that no change has written down yet

@@ -188,6 +188,9 @@ fn stats_table(s: &Stats) -> String {
         ms(s.wait.p50_ms),
         ms(s.wait.p95_ms)
     ));
+    if !s.paused.is_empty() {
+        lines.push(format!("paused: {}", safe(&s.paused.join(", "))));
+    }
     lines.join("\n")
 }
 

@@ -1,6 +1,7 @@
 //! What operators do to items not theirs, on both stores: `cancel` and
-//! `retry` by id and by filter (with `--dry-run`), and the cascade of a
-//! dependency that ends badly (`post --on-dependency-failure`).
+//! `retry` by id and by filter (with `--dry-run`), the cascade of a
+//! dependency that ends badly (`post --on-dependency-failure`), and
+//! `pause`/`resume` of a work type.
 
 use serde_json::Value;
 
@@ -237,4 +238,41 @@ fn a_bulk_operation_needs_a_filter_it_can_use_and_not_an_id_too() {
         "pending"
     );
     assert_eq!(env.events().len(), 1);
+}
+
+#[test]
+fn a_paused_work_type_waits_until_resumed_and_says_so_everywhere() {
+    for on in On::both("cli_pause") {
+        let store = on.name();
+        let build = on.run(&["post", "build", "compile"]).expect_ok();
+        let tests = on
+            .run(&["post", "tests", "check", "--priority", "low"])
+            .expect_ok();
+        let paused = on.run(&["pause", "build"]).expect_ok();
+        assert_eq!(paused[0]["work_type"], "build", "{store}");
+        assert_eq!(paused[0]["paused_by"], "ops", "{store}");
+        assert!(paused[0]["paused_at"].is_string(), "{store}");
+        let taken = on.run_as("w", &["next"]).expect_ok();
+        assert_eq!(id_of(&taken), id_of(&tests), "{store}");
+        let err = on
+            .run_as("w", &["next"])
+            .expect_error("nothing_to_take", 10);
+        assert_eq!(err["paused"], serde_json::json!(["build"]), "{store}");
+        let listed = on.run(&["list", "--status", "pending"]).expect_ok();
+        assert_eq!(listed[0]["work_type_paused"], true, "{store}");
+        let shown = on.run(&["show", &id_of(&build)]).expect_ok();
+        assert_eq!(shown["work_type_paused"], true, "{store}");
+        let stats = on.run(&["stats"]).expect_ok();
+        assert_eq!(stats["paused"], serde_json::json!(["build"]), "{store}");
+        // Held claims go on; resuming hands the type out again.
+        assert_eq!(
+            on.run(&["resume", "build"]).expect_ok(),
+            serde_json::json!([])
+        );
+        let taken = on.run_as("w", &["next"]).expect_ok();
+        assert_eq!(id_of(&taken), id_of(&build), "{store}");
+        assert!(taken.get("work_type_paused").is_none(), "{store}");
+        on.run(&["pause", ""])
+            .expect_error("coordination_validation_failed", 6);
+    }
 }
