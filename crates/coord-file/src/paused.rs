@@ -10,7 +10,7 @@ use coord_core::CoordError;
 use coord_core::operate::Paused;
 use reactor_file::{AtomicWriter, read_optional};
 
-use crate::errors::file_error;
+use crate::errors::{file_error, write_error};
 
 pub const PAUSED_FILE: &str = "paused_work_types.json";
 
@@ -41,8 +41,5 @@ pub(crate) fn write(
     bytes.push(b'\n');
     writer
         .write(&path, &bytes)
-        .map_err(|f| CoordError::AtomicWriteFailed {
-            path,
-            source: Box::new(f.source),
-        })
+        .map_err(|f| write_error(&path, f.source))
 }

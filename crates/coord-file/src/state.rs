@@ -11,7 +11,7 @@ use reactor::Step;
 use reactor_file::{AtomicWriter, FileError, read_optional};
 use serde::{Deserialize, Serialize};
 
-use crate::errors::{FlowError, file_error};
+use crate::errors::{FlowError, file_error, write_error};
 
 pub const STATE_FILE: &str = "coord_state.json";
 
@@ -41,10 +41,7 @@ pub(crate) fn write(dir: &Path, state: State, writer: &AtomicWriter) -> Result<(
     bytes.push(b'\n');
     writer
         .write(&path, &bytes)
-        .map_err(|f| CoordError::AtomicWriteFailed {
-            path,
-            source: Box::new(f.source),
-        })
+        .map_err(|f| write_error(&path, f.source))
 }
 
 /// Records that `revision` committed, unless the state already says so.

@@ -1,11 +1,13 @@
-//! One agent: random operations through the library, each logged before it
-//! starts and when it is acknowledged, until it is killed.
+//! One agent: random operations through the library (an operator's cancel
+//! and retry among them), each logged before it starts and when it is
+//! acknowledged, until it is killed.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use coord_core::operate::{Match, OperateRequest, Operation, Target};
 use coord_core::{
     Action, Actor, Claim, ClaimRequest, CoordError, NextRequest, PostRequest, Priority, Store,
 };
@@ -31,7 +33,7 @@ pub fn run(store: &dyn Store, agent: &str, seed: u64, log: &Path) {
         let priority = Priority::ALL[rng.usize(..4)];
         let work_type = WORK_TYPES[rng.usize(..WORK_TYPES.len())];
         let lease = Duration::from_millis(rng.u64(300..1500));
-        let roll = rng.u32(..100);
+        let roll = rng.u32(..106);
         // Acting on an item needs one; without, take work instead.
         let pick = (!held.is_empty()).then(|| rng.usize(..held.len()));
         let (op, detail) = match (roll, pick) {
@@ -54,6 +56,12 @@ pub fn run(store: &dyn Store, agent: &str, seed: u64, log: &Path) {
             // holds the highest fence, which the store must still never
             // hand out again.
             (97..98, _) => ("archive_newest", json!({"work_type": work_type})),
+            // An operator's: cancel (sometimes under its owner) or retry
+            // an item this agent posted or holds, or cancel a work type's
+            // pending items at once.
+            (100..102, _) => ("cancel", json!({"force": rng.bool()})),
+            (102..104, _) => ("retry", json!({"reset_attempts": rng.bool()})),
+            (104..106, _) => ("cancel_type", json!({"work_type": work_type})),
             _ => ("reap", json!({})),
         };
         let target = pick.filter(|_| {
@@ -62,7 +70,11 @@ pub fn run(store: &dyn Store, agent: &str, seed: u64, log: &Path) {
                 "heartbeat" | "progress" | "complete" | "fail" | "release"
             )
         });
-        let item = target.map(|i| held[i].id.clone());
+        let mut item = target.map(|i| held[i].id.clone());
+        if matches!(op, "cancel" | "retry") {
+            let known: Vec<&String> = posted.iter().chain(held.iter().map(|h| &h.id)).collect();
+            item = (!known.is_empty()).then(|| known[rng.usize(..known.len())].clone());
+        }
         log_line(
             &mut out,
             &json!({"seq": seq, "phase": "start", "at": micros_now(), "op": op, "item": item, "detail": detail}),
@@ -112,6 +124,31 @@ pub fn run(store: &dyn Store, agent: &str, seed: u64, log: &Path) {
                 .cleanup(agent, Duration::from_millis(rng.u64(0..2000)))
                 .map(|ids| json!({"archived": ids})),
             "archive_newest" => archive_newest(store, agent, work_type),
+            "cancel" | "retry" | "cancel_type" => {
+                let operation = match op {
+                    "retry" => Operation::Retry {
+                        reset_attempts: detail["reset_attempts"].as_bool().unwrap_or(false),
+                    },
+                    _ => Operation::Cancel {
+                        reason: Some("torture".into()),
+                        force: detail["force"].as_bool().unwrap_or(false),
+                    },
+                };
+                let target = match &item {
+                    Some(id) if op != "cancel_type" => Target::Item(id.clone()),
+                    _ => Target::Matching(Match {
+                        work_type: Some(work_type.to_owned()),
+                        ..Match::default()
+                    }),
+                };
+                store
+                    .operate(&OperateRequest {
+                        agent_id: agent.to_owned(),
+                        operation,
+                        target,
+                    })
+                    .map(|items| json!({"changed": items.iter().map(claim_json).collect::<Vec<_>>()}))
+            }
             _ => store
                 .reap(agent)
                 .map(|items| json!({"expired": items.iter().map(claim_json).collect::<Vec<_>>()})),
@@ -133,6 +170,16 @@ pub fn run(store: &dyn Store, agent: &str, seed: u64, log: &Path) {
                     "complete" | "fail" | "release" => {
                         held.retain(|h| Some(&h.id) != item.as_ref())
                     }
+                    // What it cancelled under itself it holds no more.
+                    "cancel" | "cancel_type" => {
+                        let gone: Vec<&str> = value["changed"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|c| c["work_item_id"].as_str())
+                            .collect();
+                        held.retain(|h| !gone.contains(&h.id.as_str()));
+                    }
                     _ => {}
                 }
             }
@@ -141,7 +188,7 @@ pub fn run(store: &dyn Store, agent: &str, seed: u64, log: &Path) {
                     &mut out,
                     &json!({"seq": seq, "phase": "error", "at": micros_now(), "op": op, "kind": e.kind().as_str(), "message": e.to_string()}),
                 );
-                if item.is_some() {
+                if target.is_some() {
                     held.retain(|h| Some(&h.id) != item.as_ref());
                 }
             }

@@ -54,12 +54,15 @@ pub enum Run {
     KillsAndCutConnections,
 }
 
-/// The refusals an agent acting with its own id and fence can meet.
-fn expected_refusal(kind: &str, run: Run) -> bool {
+/// The refusals an agent acting with its own id and fence can meet; an
+/// operator's `cancel` or `retry` of an item in a state it does not act on
+/// is refused as a forbidden transition too.
+fn expected_refusal(kind: &str, op: &str, run: Run) -> bool {
     matches!(
         kind,
         "coordination_conflict" | "lease_expired" | "not_found" | "nothing_to_take"
     ) || (run == Run::KillsAndCutConnections && kind == "database_error")
+        || (matches!(op, "cancel" | "retry") && kind == "coordination_validation_failed")
 }
 
 /// Whether `event` may take an item from `from` to `to`.
@@ -206,7 +209,7 @@ pub fn check(
                 Some("error") => {
                     let kind = line["kind"].as_str().unwrap_or("?").to_owned();
                     let op = line["op"].as_str().unwrap_or_default();
-                    if !expected_refusal(&kind, run) {
+                    if !expected_refusal(&kind, op, run) {
                         problems.push(format!(
                             "{agent}'s {op} was refused with {kind}, which an agent acting with its \
                              own id and fence must never meet: {}",
@@ -248,7 +251,7 @@ pub fn check(
                             *latest = (*latest).max(until.as_unix_micros());
                         }
                     }
-                    check_ack(&line, &place, &status, &replayed.logged, &mut problems);
+                    check_ack(&line, &place, &status, &replayed, &mut problems);
                 }
                 _ => {}
             }
@@ -265,10 +268,15 @@ pub fn check(
     if problems.is_empty() {
         let mut refusals: Vec<String> = refusals.iter().map(|(k, n)| format!("{k}: {n}")).collect();
         refusals.sort();
+        let count = |kind: EventKind| events.iter().filter(|e| e.event == kind).count();
         Ok(format!(
-            "{acks} acknowledged operations, {} events, {} items ({} archived); {} nothing_to_take \
-             answers checked; refused operations: {}",
+            "{acks} acknowledged operations, {} events ({} cancelled, {} retried, {} failed with \
+             a dependency), {} items ({} archived); {} nothing_to_take answers checked; refused \
+             operations: {}",
             events.len(),
+            count(EventKind::Cancelled),
+            count(EventKind::Retried),
+            count(EventKind::DependencyFailed),
             place.len(),
             archived.len(),
             nothing_calls.len(),
@@ -316,6 +324,8 @@ struct Replayed {
     holder: HashMap<String, (String, u64)>,
     created: HashSet<String>,
     logged: HashSet<(String, u64)>,
+    /// Items an operator sent back to the queue at least once.
+    retried: HashSet<String>,
 }
 
 /// Replays the log through the state machine.
@@ -330,6 +340,7 @@ fn replay(
     let mut exclusive: HashMap<String, String> = HashMap::new();
     let mut created: HashSet<String> = HashSet::new();
     let mut logged: HashSet<(String, u64)> = HashSet::new();
+    let mut retried: HashSet<String> = HashSet::new();
     let mut state: HashMap<String, Status> = HashMap::new();
     let mut last_fence = 0;
     let mut item_fence: HashMap<String, u64> = HashMap::new();
@@ -347,6 +358,9 @@ fn replay(
         }
         last_revision = revision;
         logged.insert((id.clone(), revision));
+        if e.event == EventKind::Retried {
+            retried.insert(id.clone());
+        }
         let before = state.get(&id).copied();
         if e.from != before || !legal(e.event, e.from, e.to) {
             problems.push(format!(
@@ -453,6 +467,7 @@ fn replay(
         holder,
         created,
         logged,
+        retried,
     }
 }
 
@@ -462,6 +477,9 @@ fn acknowledged_items(line: &Value) -> Vec<&Value> {
     match line["op"].as_str().unwrap_or_default() {
         "cleanup" => Vec::new(),
         "reap" => result["expired"].as_array().into_iter().flatten().collect(),
+        "cancel" | "retry" | "cancel_type" => {
+            result["changed"].as_array().into_iter().flatten().collect()
+        }
         "archive_newest" => vec![&result["claimed"], &result["completed"]],
         _ => vec![result],
     }
@@ -559,9 +577,10 @@ fn check_ack(
     line: &Value,
     place: &HashMap<String, &'static str>,
     status: &HashMap<String, String>,
-    logged: &HashSet<(String, u64)>,
+    replayed: &Replayed,
     problems: &mut Vec<String>,
 ) {
+    let logged = &replayed.logged;
     let op = line["op"].as_str().unwrap_or_default();
     let result = &line["result"];
     let archived = match op {
@@ -593,7 +612,11 @@ fn check_ack(
         }
         let final_status = status.get(id).map(String::as_str);
         match item["status"].as_str() {
-            Some(s @ ("completed" | "failed" | "expired")) if final_status != Some(s) => {
+            // Only an operator's retry brings an item back from its end.
+            Some("failed" | "expired" | "cancelled") if replayed.retried.contains(id) => {}
+            Some(s @ ("completed" | "failed" | "expired" | "cancelled"))
+                if final_status != Some(s) =>
+            {
                 problems.push(format!(
                     "acknowledged {op} left {id} {s}, but it is now {final_status:?}"
                 ));
