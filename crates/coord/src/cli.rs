@@ -473,6 +473,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct PostArgs {
+    /// The kind of work (high and critical work is exclusive per type)
     pub work_type: String,
     /// What the work is about
     #[arg(required_unless_present = "description_file")]
@@ -511,6 +512,7 @@ pub struct NextArgs {
 
 #[derive(Debug, Args)]
 pub struct HeartbeatArgs {
+    /// The work item (its `work_item_id`), a claim you hold
     pub id: String,
     /// A new lease length (default: the claim's own)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -521,6 +523,7 @@ pub struct HeartbeatArgs {
 
 #[derive(Debug, Args)]
 pub struct ProgressArgs {
+    /// The work item (its `work_item_id`), a claim you hold
     pub id: String,
     /// Percent done, 0 to 100
     #[arg(allow_negative_numbers = true)]
@@ -531,6 +534,7 @@ pub struct ProgressArgs {
 
 #[derive(Debug, Args)]
 pub struct CompleteArgs {
+    /// The work item (its `work_item_id`), a claim you hold
     pub id: String,
     /// A short summary of the outcome
     #[arg(long)]
@@ -541,6 +545,7 @@ pub struct CompleteArgs {
 
 #[derive(Debug, Args)]
 pub struct FailArgs {
+    /// The work item (its `work_item_id`), a claim you hold
     pub id: String,
     /// Why it failed
     #[arg(long)]
@@ -629,6 +634,7 @@ pub struct PauseArgs {
 
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
+    /// The work item (its `work_item_id`), a claim you hold
     pub id: String,
     #[command(flatten)]
     pub hold: HoldArgs,
@@ -663,6 +669,7 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
+    /// The work item (its `work_item_id`), live or archived
     pub id: String,
 }
 
@@ -782,6 +789,7 @@ fn parse_since(text: &str) -> Result<Since, String> {
 pub enum AgentCommand {
     /// Register (or update) this agent; prints its entry
     Register {
+        /// The team the agent works for (kept in its entry)
         #[arg(long)]
         team: Option<String>,
         /// How many items it works on at once
@@ -810,17 +818,24 @@ impl Cli {
         match Self::parse_with_one_subcommand(&args) {
             Some(cli) => Ok(cli),
             None => {
-                let mut full = Cli::command();
-                // Building the whole command costs time and changes how clap
-                // renders `help help`: only done when a variable is empty.
+                let mut full = Self::for_people();
                 if an_env_variable_is_empty() {
-                    full.build();
                     full = without_empty_env(full);
                 }
                 let matches = full.try_get_matches_from(args)?;
                 flags_beat_variables(Cli::from_arg_matches(&matches)?, &matches)
             }
         }
+    }
+
+    /// The full command as people read its help and errors: built (the
+    /// global options copied into every subcommand), then those copies
+    /// hidden, so a subcommand's help lists its own options and points to
+    /// `coord --help` for the global ones (they still parse there).
+    fn for_people() -> clap::Command {
+        let mut full = Cli::command();
+        full.build();
+        hide_global_options(full)
     }
 
     fn parse_with_one_subcommand(args: &[OsString]) -> Option<Cli> {
@@ -856,6 +871,24 @@ impl Cli {
             }
         }
     }
+}
+
+/// `command` (built) with the global options its subcommands were given
+/// hidden from their help (they still parse there), and a line saying
+/// where they are listed.
+fn hide_global_options(command: clap::Command) -> clap::Command {
+    fn hide(sub: clap::Command) -> clap::Command {
+        sub.mut_args(|arg| {
+            if arg.is_global_set() {
+                arg.hide(true)
+            } else {
+                arg
+            }
+        })
+        .after_help("Global options (--dir, --agent, --database-url, ...): see `coord --help`.")
+        .mut_subcommands(hide)
+    }
+    command.mut_subcommands(hide)
 }
 
 /// Whether one of coord's variables (`COORD_*`) is set but empty.
@@ -969,6 +1002,29 @@ mod tests {
         }
     }
 
+    /// The full command's parse, as people see it (`Cli::for_people`).
+    fn reference_parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let matches = Cli::for_people().try_get_matches_from(args)?;
+        Cli::from_arg_matches(&matches)
+    }
+
+    #[test]
+    fn a_subcommands_help_lists_its_own_options_and_points_to_the_global_ones() {
+        let help = Cli::parse_args(os(&["coord", "claim", "--help"]))
+            .unwrap_err()
+            .to_string();
+        assert!(help.contains("--priority"), "{help}");
+        assert!(!help.contains("--lock-timeout"), "{help}");
+        assert!(help.contains("see `coord --help`"), "{help}");
+        let top = Cli::parse_args(os(&["coord", "--help"]))
+            .unwrap_err()
+            .to_string();
+        assert!(top.contains("--lock-timeout"), "{top}");
+        // Hidden from the help, still parsed.
+        let cli = Cli::parse_args(os(&["coord", "list", "--lock-timeout", "2s"])).unwrap();
+        assert_eq!(cli.lock_timeout, Duration::from_secs(2));
+    }
+
     #[test]
     fn help_version_and_errors_come_from_the_full_command() {
         for args in [
@@ -982,7 +1038,7 @@ mod tests {
             &["coord", "clam", "x"],
         ] {
             let ours = Cli::parse_args(os(args)).unwrap_err();
-            let clap = Cli::try_parse_from(args).unwrap_err();
+            let clap = reference_parse(args).unwrap_err();
             assert_eq!(
                 (ours.kind(), ours.to_string()),
                 (clap.kind(), clap.to_string()),
@@ -1007,7 +1063,7 @@ mod tests {
             let mut args = vec!["coord"];
             args.extend(words);
             let ours = Cli::parse_args(os(&args));
-            let clap = Cli::try_parse_from(&args);
+            let clap = reference_parse(&args);
             proptest::prop_assert_eq!(
                 ours.map(|c| format!("{c:?}")).map_err(|e| (e.kind(), e.to_string())),
                 clap.map(|c| format!("{c:?}")).map_err(|e| (e.kind(), e.to_string()))
