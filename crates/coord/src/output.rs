@@ -254,6 +254,39 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
     }
 }
 
+/// Any other answer, for people: an object as `key: value` lines, an
+/// array as one line per element (an object's fields as `key=value`), or
+/// `none`; text escaped and every line cut to the terminal's width.
+fn value_lines(value: &Value) -> String {
+    let scalar = |v: &Value| match v {
+        Value::String(s) => safe(s),
+        other => safe(&other.to_string()),
+    };
+    let fields = |map: &serde_json::Map<String, Value>, sep: &str| -> Vec<String> {
+        map.iter()
+            .map(|(k, v)| format!("{}{sep}{}", safe(k), scalar(v)))
+            .collect()
+    };
+    let lines: Vec<String> = match value {
+        Value::Object(map) => fields(map, ": "),
+        Value::Array(items) if items.is_empty() => vec!["none".to_owned()],
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::Object(map) => fields(map, "=").join("  "),
+                other => scalar(other),
+            })
+            .collect(),
+        other => vec![scalar(other)],
+    };
+    let width = line_width();
+    lines
+        .iter()
+        .map(|l| cut(l, width))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Prints `out` as one line of compact JSON (or, with `--human`, lines
 /// for people).
 pub fn print(out: &Output) -> ExitCode {
@@ -262,7 +295,7 @@ pub fn print(out: &Output) -> ExitCode {
             Output::One(claim) => claim_line(claim),
             Output::Many(claims) if claims.is_empty() => "no work items".to_owned(),
             Output::Many(claims) => claims.iter().map(claim_line).collect::<Vec<_>>().join("\n"),
-            Output::Value(value) => serde_json::to_string_pretty(value).expect("JSON"),
+            Output::Value(value) => value_lines(value),
             Output::Stats(stats) => stats_table(stats),
             Output::Agents(agents) => agents_table(agents),
             Output::Archived(item) => match serde_json::from_value::<Claim>(item.clone()) {

@@ -73,3 +73,25 @@ fn agents_are_a_table_for_people_and_errors_are_escaped() {
         err.stderr
     );
 }
+
+#[test]
+fn other_answers_are_lines_for_people_not_json() {
+    let env = Env::new();
+    let nasty = "ops\u{1b}[31m";
+    let run = env.run_as("ops", &["--human", "pause", "build"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let line = run.stdout.trim_end();
+    assert!(
+        line.starts_with("work_type=build  paused_by=ops  paused_at="),
+        "{line}"
+    );
+    assert_eq!(line.lines().count(), 1);
+    let run = env.run(&["--human", "resume", "build"]);
+    assert_eq!(run.stdout.trim_end(), "none");
+    let run = env.run(&["--human", "cleanup", "--older-than", "1h"]);
+    assert_eq!(run.stdout, "archived: 0\nwork_item_ids: []\n");
+    // A work type with control characters cannot be paused; nothing raw
+    // reaches the terminal either way.
+    let run = env.run(&["--human", "pause", nasty]);
+    assert!(raw_controls(&run.stdout).is_empty() && raw_controls(&run.stderr).is_empty());
+}
