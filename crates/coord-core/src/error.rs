@@ -170,6 +170,68 @@ impl ErrorKind {
 }
 
 impl CoordError {
+    /// The same error again, for each of several callers one failure
+    /// answers (changes written together, one write failing them all); a
+    /// cause becomes its message.
+    pub fn duplicate(&self) -> CoordError {
+        let text = |source: &Source| -> Source { source.to_string().into() };
+        match self {
+            CoordError::Conflict {
+                work_type,
+                conflicting_work_item_id,
+            } => CoordError::Conflict {
+                work_type: work_type.clone(),
+                conflicting_work_item_id: conflicting_work_item_id.clone(),
+            },
+            CoordError::NotFound { work_item_id } => CoordError::NotFound {
+                work_item_id: work_item_id.clone(),
+            },
+            CoordError::LockTimeout { lock, waited } => CoordError::LockTimeout {
+                lock: lock.clone(),
+                waited: *waited,
+            },
+            CoordError::ValidationFailed { reason, message } => CoordError::ValidationFailed {
+                reason: *reason,
+                message: message.clone(),
+            },
+            CoordError::FileRead { path, source } => CoordError::FileRead {
+                path: path.clone(),
+                source: text(source),
+            },
+            CoordError::AtomicWriteFailed { path, source } => CoordError::AtomicWriteFailed {
+                path: path.clone(),
+                source: text(source),
+            },
+            CoordError::LeaseExpired {
+                work_item_id,
+                message,
+            } => CoordError::LeaseExpired {
+                work_item_id: work_item_id.clone(),
+                message: message.clone(),
+            },
+            CoordError::NotOwner {
+                work_item_id,
+                owner,
+                agent,
+            } => CoordError::NotOwner {
+                work_item_id: work_item_id.clone(),
+                owner: owner.clone(),
+                agent: agent.clone(),
+            },
+            CoordError::NothingToTake { work_types } => CoordError::NothingToTake {
+                work_types: work_types.clone(),
+            },
+            CoordError::UnsafeFilesystem { path, filesystem } => CoordError::UnsafeFilesystem {
+                path: path.clone(),
+                filesystem: filesystem.clone(),
+            },
+            CoordError::Database { message, source } => CoordError::Database {
+                message: message.clone(),
+                source: source.as_ref().map(text),
+            },
+        }
+    }
+
     /// A value given that makes no sense ([`Invalid::Input`]).
     pub fn invalid_input(message: impl Into<String>) -> Self {
         Self::invalid(Invalid::Input, message)

@@ -501,9 +501,20 @@ struct Decided {
 
 /// The CoordinationReactor: claims `request` on the spot.
 pub(crate) fn claim(ctx: &Ctx<'_>, request: &ClaimRequest) -> Result<Plan, CoordError> {
+    single(ctx, "claim", |saga, start| {
+        claim_on(saga, ctx, start, request)
+    })
+}
+
+/// [`claim`]'s decision over `start`: its plan, not yet written.
+fn claim_on(
+    saga: &mut Saga<'_, FlowError>,
+    ctx: &Ctx<'_>,
+    start: &Start,
+    request: &ClaimRequest,
+) -> Result<Plan, FlowError> {
     let policy = ctx.options.policy.as_ref();
-    run(ctx, "claim", |saga| {
-        let start = start(saga, ctx)?;
+    {
         // The live claims checked for a conflict, lapsed leases written
         // down, the fence and ids drawn: the decision layer's claim.
         let decided = saga.run("check_coordination_conflicts", || {
@@ -527,6 +538,20 @@ pub(crate) fn claim(ctx: &Ctx<'_>, request: &ClaimRequest) -> Result<Plan, Coord
             let events = decided.decision.events().to_vec();
             Ok::<_, FlowError>(plan(&draft, events, Outcome::One(Box::new(decided.claim))))
         })?;
+        Ok(plan)
+    }
+}
+
+/// A change `decide_on` decides over the claims as read, written with its
+/// own saga: the steps every change starts with, the decision, the commit.
+fn single(
+    ctx: &Ctx<'_>,
+    name: &'static str,
+    decide_on: impl FnOnce(&mut Saga<'_, FlowError>, &Start) -> Result<Plan, FlowError>,
+) -> Result<Plan, CoordError> {
+    run(ctx, name, |saga| {
+        let start = start(saga, ctx)?;
+        let plan = decide_on(saga, &start)?;
         commit(saga, ctx, &start, &plan)?;
         Ok(plan)
     })
@@ -543,31 +568,52 @@ fn decided_change(
     except: impl FnOnce(&Draft<'_>) -> Result<Option<usize>, CoordError>,
     decide: impl FnOnce(&Draft<'_>, &mut Decision, &mut Positions) -> Result<Outcome, CoordError>,
 ) -> Result<Plan, CoordError> {
-    run(ctx, name, |saga| {
-        let start = start(saga, ctx)?;
-        let plan = saga.run(step, || {
-            let mut draft = start.draft()?;
-            let except = except(&draft)?;
-            let mut positions = Positions::new();
-            if let Some(pos) = except {
-                positions.insert(draft.head(pos).work_item_id.clone(), pos);
-            }
-            let mut decision = begin(&draft, ctx.now, except, &mut positions)?;
-            let outcome = decide(&draft, &mut decision, &mut positions)?;
-            cascade(&draft, &mut decision, &mut positions)?;
-            apply(&mut draft, &decision, &positions);
-            Ok::<_, FlowError>(plan(&draft, decision.events().to_vec(), outcome))
-        })?;
-        commit(saga, ctx, &start, &plan)?;
-        Ok(plan)
+    single(ctx, name, |saga, start| {
+        decided_on(saga, ctx, start, step, except, decide)
+    })
+}
+
+/// [`decided_change`]'s decision over `start`: its plan, not yet written.
+fn decided_on(
+    saga: &mut Saga<'_, FlowError>,
+    ctx: &Ctx<'_>,
+    start: &Start,
+    step: &'static str,
+    except: impl FnOnce(&Draft<'_>) -> Result<Option<usize>, CoordError>,
+    decide: impl FnOnce(&Draft<'_>, &mut Decision, &mut Positions) -> Result<Outcome, CoordError>,
+) -> Result<Plan, FlowError> {
+    saga.run(step, || {
+        let mut draft = start.draft()?;
+        let except = except(&draft)?;
+        let mut positions = Positions::new();
+        if let Some(pos) = except {
+            positions.insert(draft.head(pos).work_item_id.clone(), pos);
+        }
+        let mut decision = begin(&draft, ctx.now, except, &mut positions)?;
+        let outcome = decide(&draft, &mut decision, &mut positions)?;
+        cascade(&draft, &mut decision, &mut positions)?;
+        apply(&mut draft, &decision, &positions);
+        Ok::<_, FlowError>(plan(&draft, decision.events().to_vec(), outcome))
     })
 }
 
 /// Adds a pending item to the queue.
 pub(crate) fn post(ctx: &Ctx<'_>, request: &PostRequest) -> Result<Plan, CoordError> {
-    decided_change(
+    single(ctx, "post", |saga, start| {
+        post_on(saga, ctx, start, request)
+    })
+}
+
+fn post_on(
+    saga: &mut Saga<'_, FlowError>,
+    ctx: &Ctx<'_>,
+    start: &Start,
+    request: &PostRequest,
+) -> Result<Plan, FlowError> {
+    decided_on(
+        saga,
         ctx,
-        "post",
+        start,
         "create_work_item",
         |_| Ok(None),
         |draft, decision, _| {
@@ -581,8 +627,8 @@ pub(crate) fn post(ctx: &Ctx<'_>, request: &PostRequest) -> Result<Plan, CoordEr
 
 /// Takes the best ready pending item.
 pub(crate) fn next(ctx: &Ctx<'_>, request: &NextRequest) -> Result<Plan, CoordError> {
-    take_next(ctx, request, 1, |mut taken| {
-        Outcome::One(Box::new(taken.pop().expect("at least one taken")))
+    single(ctx, "next", |saga, start| {
+        take_next_on(saga, ctx, start, request, None)
     })
 }
 
@@ -592,22 +638,29 @@ pub(crate) fn next_many(
     request: &NextRequest,
     max: usize,
 ) -> Result<Plan, CoordError> {
-    take_next(ctx, request, max, Outcome::Many)
+    single(ctx, "next", |saga, start| {
+        take_next_on(saga, ctx, start, request, Some(max))
+    })
 }
 
 /// Takes up to `max` items, one choice after another in one decision (each
 /// choice sees the items taken before it as in progress), with fences one
 /// above the other; [`CoordError::NothingToTake`] if none.
-fn take_next(
+/// `many`: up to that many, answered as a list; `None`: one, answered
+/// alone.
+fn take_next_on(
+    saga: &mut Saga<'_, FlowError>,
     ctx: &Ctx<'_>,
+    start: &Start,
     request: &NextRequest,
-    max: usize,
-    outcome: impl FnOnce(Vec<Claim>) -> Outcome,
-) -> Result<Plan, CoordError> {
+    many: Option<usize>,
+) -> Result<Plan, FlowError> {
     let policy = ctx.options.policy.as_ref();
-    decided_change(
+    let max = many.unwrap_or(1);
+    decided_on(
+        saga,
         ctx,
-        "next",
+        start,
         "take_next_item",
         |_| Ok(None),
         |draft, decision, positions| {
@@ -640,7 +693,10 @@ fn take_next(
                     work_types: request.work_types.clone(),
                 });
             }
-            Ok(outcome(taken))
+            Ok(match many {
+                Some(_) => Outcome::Many(taken),
+                None => Outcome::One(Box::new(taken.pop().expect("one taken"))),
+            })
         },
     )
 }
@@ -652,6 +708,19 @@ pub(crate) fn act(
     action: &Action,
     actor: &Actor<'_>,
 ) -> Result<Plan, CoordError> {
+    single(ctx, action.name(), |saga, start| {
+        act_on(saga, ctx, start, work_item_id, action, actor)
+    })
+}
+
+fn act_on(
+    saga: &mut Saga<'_, FlowError>,
+    ctx: &Ctx<'_>,
+    start: &Start,
+    work_item_id: &str,
+    action: &Action,
+    actor: &Actor<'_>,
+) -> Result<Plan, FlowError> {
     // The item as it stands: a forced change to a lapsed claim acts on it
     // before its expiry would be written down.
     let target = |draft: &Draft<'_>| {
@@ -662,9 +731,10 @@ pub(crate) fn act(
                 work_item_id: work_item_id.to_owned(),
             })
     };
-    decided_change(
+    decided_on(
+        saga,
         ctx,
-        action.name(),
+        start,
         "apply_transition",
         target,
         |draft, decision, positions| {
