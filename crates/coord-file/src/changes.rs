@@ -137,6 +137,22 @@ struct Start {
 }
 
 impl Start {
+    /// Where the change after `plan` starts, in a batch: the claims file
+    /// `plan` would write, and `plan`'s revision as committed.
+    fn after(&self, plan: &Plan) -> Start {
+        Start {
+            claims: FileSnapshot {
+                path: self.claims.path.clone(),
+                bytes: None,
+                value: plan.doc.clone(),
+            },
+            committed: Committed {
+                revision: plan.revision,
+                fence_floor: self.committed.fence_floor,
+            },
+        }
+    }
+
     /// A draft over the claims as read, for the next revision.
     fn draft(&self) -> Result<Draft<'_>, CoordError> {
         Ok(self.claims.value.draft(
@@ -279,6 +295,135 @@ fn commit(
         saga.step("record_idempotency_key", write)?;
     }
     Ok(())
+}
+
+/// A change handed over to be written together with others (group
+/// commit): its request, owned, since another thread may decide it.
+pub(crate) enum Job {
+    Claim(ClaimRequest),
+    Post(PostRequest),
+    /// `many`: `next_many`'s most; `None`: `next`.
+    Next {
+        request: NextRequest,
+        many: Option<usize>,
+    },
+    Act {
+        work_item_id: String,
+        action: Action,
+        agent: String,
+        fence: Option<u64>,
+        force: bool,
+    },
+}
+
+impl Job {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Job::Claim(_) => "claim",
+            Job::Post(_) => "post",
+            Job::Next { .. } => "next",
+            Job::Act { action, .. } => action.name(),
+        }
+    }
+
+    pub(crate) fn agent(&self) -> &str {
+        match self {
+            Job::Claim(r) => &r.agent_id,
+            Job::Post(r) => &r.agent_id,
+            Job::Next { request, .. } => &request.agent_id,
+            Job::Act { agent, .. } => agent,
+        }
+    }
+
+    /// The change made alone, with a saga of its own.
+    pub(crate) fn single(&self, ctx: &Ctx<'_>) -> Result<Plan, CoordError> {
+        single(ctx, self.name(), |saga, start| {
+            self.decide_on(saga, ctx, start)
+        })
+    }
+
+    fn decide_on(
+        &self,
+        saga: &mut Saga<'_, FlowError>,
+        ctx: &Ctx<'_>,
+        start: &Start,
+    ) -> Result<Plan, FlowError> {
+        match self {
+            Job::Claim(request) => claim_on(saga, ctx, start, request),
+            Job::Post(request) => post_on(saga, ctx, start, request),
+            Job::Next { request, many } => take_next_on(saga, ctx, start, request, *many),
+            Job::Act {
+                work_item_id,
+                action,
+                agent,
+                fence,
+                force,
+            } => {
+                let actor = Actor::new(agent).fence(*fence).force(*force);
+                act_on(saga, ctx, start, work_item_id, action, &actor)
+            }
+        }
+    }
+}
+
+/// What a batch did: each job's plan or refusal, in the order given, and
+/// whether the one write of the plans went through.
+pub(crate) struct Batched {
+    pub results: Vec<Result<Plan, CoordError>>,
+    pub written: Result<(), CoordError>,
+}
+
+/// Group commit: `jobs` decided one after another in one saga, each over
+/// the claims the ones before it left (so fences and ids stay distinct
+/// and conflicts between them are caught), then the events of all that
+/// were not refused appended and the claims file replaced once. A refused
+/// job changes nothing and is answered alone; each plan keeps its own
+/// revision. If the saga fails before or at the write, nothing was
+/// written and `written` says why.
+pub(crate) fn batch(ctx: &Ctx<'_>, jobs: &[&Job]) -> Batched {
+    let mut results: Vec<Result<Plan, CoordError>> = Vec::with_capacity(jobs.len());
+    let written = run(ctx, "batch", |saga| {
+        let first = start(saga, ctx)?;
+        let mut last: Option<Start> = None;
+        for job in jobs {
+            let base = last.as_ref().unwrap_or(&first);
+            match job.decide_on(saga, ctx, base) {
+                Ok(plan) => {
+                    last = Some(base.after(&plan));
+                    results.push(Ok(plan));
+                }
+                Err(refused) => results.push(Err(refused.into())),
+            }
+        }
+        let plans: Vec<&Plan> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        if let Some(last) = plans.last() {
+            saga.step(
+                "append_event_log",
+                AppendEvents::new(
+                    ctx.dir.join(EVENT_LOG),
+                    plans
+                        .iter()
+                        .flat_map(|p| p.events.iter().cloned())
+                        .collect(),
+                    last.revision,
+                    ctx.options.log(),
+                    ctx.options.writer.clone(),
+                    ctx.memory.clone(),
+                ),
+            )?;
+            saga.step(
+                "write_claims_atomically",
+                AtomicWrite::new(
+                    ctx.claims_path(),
+                    last.doc.clone(),
+                    first.claims.bytes.clone(),
+                )
+                .with_writer(ctx.options.writer.clone()),
+            )?;
+        }
+        Ok(())
+    });
+    Batched { results, written }
 }
 
 /// The store revision every earlier change committed at.
@@ -629,17 +774,6 @@ fn post_on(
 pub(crate) fn next(ctx: &Ctx<'_>, request: &NextRequest) -> Result<Plan, CoordError> {
     single(ctx, "next", |saga, start| {
         take_next_on(saga, ctx, start, request, None)
-    })
-}
-
-/// Takes up to `max` of the best ready pending items.
-pub(crate) fn next_many(
-    ctx: &Ctx<'_>,
-    request: &NextRequest,
-    max: usize,
-) -> Result<Plan, CoordError> {
-    single(ctx, "next", |saga, start| {
-        take_next_on(saga, ctx, start, request, Some(max))
     })
 }
 

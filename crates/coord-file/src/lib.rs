@@ -59,6 +59,7 @@ mod errors;
 mod events;
 mod fields;
 mod fs_check;
+mod group;
 mod keys;
 pub mod lock;
 mod memory;

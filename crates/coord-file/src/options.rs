@@ -65,6 +65,10 @@ pub struct FileStoreOptions {
     /// The caller's span, which every change's span is a child of (the
     /// CLI reads it from `TRACEPARENT`).
     pub trace_parent: Option<TraceParent>,
+    /// Group commit (default on): changes that threads sharing this store
+    /// make at once are decided one after another by whichever holds the
+    /// lock and written with one durable write (see `group.rs`).
+    pub group_commit: bool,
     pub on_warning: WarningSink,
 }
 
@@ -86,6 +90,7 @@ impl Default for FileStoreOptions {
             telemetry_file: None,
             span_sink: None,
             trace_parent: None,
+            group_commit: true,
             on_warning: Arc::new(|w: &Warning| tracing::warn!(kind = w.kind, "{}", w.message)),
         }
     }
@@ -108,6 +113,7 @@ impl FileStoreOptions {
         telemetry_file: Option<PathBuf>,
         span_sink: Option<SpanSink>,
         trace_parent: Option<TraceParent>,
+        group_commit: bool,
         on_warning: WarningSink,
     }
 
@@ -142,6 +148,7 @@ impl fmt::Debug for FileStoreOptions {
             .field("allow_unsafe_filesystem", &self.allow_unsafe_filesystem)
             .field("track_agents", &self.track_agents)
             .field("shell_lock", &self.shell_lock)
+            .field("group_commit", &self.group_commit)
             .field("telemetry", &self.telemetry)
             .field("telemetry_file", &self.telemetry_file)
             .field("trace_parent", &self.trace_parent)

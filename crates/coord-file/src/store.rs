@@ -19,12 +19,13 @@ use coord_core::{
 use reactor_file::ensure_dir;
 
 use crate::archive::{self, Recovery};
-use crate::changes::{self, Ctx, Done, Outcome, Plan};
+use crate::changes::{self, Ctx, Done, Job, Outcome, Plan};
 use crate::claims_doc::CLAIMS_FILE;
 use crate::claims_doc::ClaimsDoc;
 use crate::errors::file_error;
+use crate::group::{Answered, GroupCommit, Waiting};
 use crate::lock::{DirLock, ShellLock};
-use crate::memory::SharedMemory;
+use crate::memory::{Pinned, SharedMemory};
 use crate::options::{FileStoreOptions, Warning};
 use coord_core::trace::{RunSpans, item_attributes, outcome_attributes};
 
@@ -43,6 +44,8 @@ pub struct FileStore {
     /// wrote, the event log it left, ...): a long-lived process does not
     /// redo that work per change (see `memory`).
     memory: SharedMemory,
+    /// Changes of threads sharing this store, written together.
+    group: Arc<GroupCommit>,
 }
 
 impl FileStore {
@@ -56,6 +59,7 @@ impl FileStore {
             options,
             sightings: Arc::default(),
             memory: SharedMemory::default(),
+            group: Arc::default(),
         }
     }
 
@@ -65,6 +69,141 @@ impl FileStore {
 
     pub fn claims_path(&self) -> PathBuf {
         self.dir.join(CLAIMS_FILE)
+    }
+
+    /// How many durable replacements of the claims file this store (and
+    /// its clones) made: with group commit, fewer than its changes when
+    /// threads change it at once.
+    pub fn claims_writes(&self) -> u64 {
+        self.group.writes()
+    }
+
+    /// Makes `job`, with whatever changes other threads sharing this store
+    /// make at the same time (group commit), or alone.
+    fn submit(&self, job: Job) -> Result<Outcome, CoordError> {
+        if !self.options.group_commit {
+            return self.locked(job.name(), Some(job.agent()), |ctx| job.single(ctx));
+        }
+        let answered = self.group.submit(job, |jobs| match jobs {
+            [alone] => {
+                let job = &alone.job;
+                let result = self.locked(job.name(), Some(job.agent()), |ctx| job.single(ctx));
+                alone.answer(Answered {
+                    result,
+                    spans: Vec::new(),
+                });
+            }
+            jobs => self.make_together(jobs),
+        });
+        if !answered.spans.is_empty() {
+            coord_core::trace::remember_run(&answered.spans);
+        }
+        answered.result
+    }
+
+    /// Makes `jobs` under one lock with one write, and answers each (see
+    /// `changes::batch`). Each gets a run span of its own, without step
+    /// spans (the steps were the batch's), with `coord.batch_size`.
+    fn make_together(&self, jobs: &[Arc<Waiting>]) {
+        let recording = self.options.telemetry || self.options.span_sink.is_some();
+        let runs: Vec<Option<RunSpans>> = jobs
+            .iter()
+            .map(|w| {
+                recording.then(|| {
+                    RunSpans::start(
+                        w.job.name(),
+                        self.options.trace_parent,
+                        self.options.clock.clone(),
+                    )
+                })
+            })
+            .collect();
+        let waiting = Instant::now();
+        let (results, lock_wait) = match self.batch_locked(jobs, waiting) {
+            Ok(done) => done,
+            Err(e) => {
+                let failed = jobs.iter().map(|_| Err(e.duplicate())).collect();
+                (failed, waiting.elapsed())
+            }
+        };
+        let mut all_spans = Vec::new();
+        for ((waiting_job, run), result) in jobs.iter().zip(runs).zip(results) {
+            let spans = match run {
+                Some(run) => {
+                    let mut attributes = outcome_attributes(
+                        Some(waiting_job.job.agent()),
+                        "directory",
+                        &result,
+                        describe,
+                    );
+                    attributes.insert("coord.lock_wait_us".into(), micros(lock_wait).into());
+                    attributes.insert("coord.batch_size".into(), jobs.len().into());
+                    if let Ok((_, events)) = &result {
+                        coord_core::trace::expired_attribute(events, &mut attributes);
+                    }
+                    run.finish(result.is_ok(), attributes)
+                }
+                None => Vec::new(),
+            };
+            if let Some(sink) = &self.options.span_sink {
+                sink(&spans);
+            }
+            all_spans.extend(spans.iter().cloned());
+            waiting_job.answer(Answered {
+                result: result.map(|(outcome, _)| outcome),
+                spans,
+            });
+        }
+        self.append_span_file(&all_spans);
+    }
+
+    /// [`Self::make_together`]'s work under the directory lock: each job's
+    /// outcome and events, or refusal, and how long the lock took.
+    #[allow(clippy::type_complexity)] // one result per job, and the wait
+    fn batch_locked(
+        &self,
+        jobs: &[Arc<Waiting>],
+        waiting: Instant,
+    ) -> Result<(Vec<Result<(Outcome, Vec<Event>), CoordError>>, Duration), CoordError> {
+        let (lock, _) = self.wait_for_lock()?;
+        let lock_wait = waiting.elapsed();
+        let lock = lock?;
+        let now = (self.options.clock)();
+        let first_agent = jobs.first().map(|w| w.job.agent());
+        self.settle_after_lock(&lock, first_agent, now)?;
+        let ctx = Ctx {
+            dir: &self.dir,
+            options: &self.options,
+            now,
+            memory: &self.memory,
+            keyed: None,
+            spans: None,
+        };
+        let each: Vec<&Job> = jobs.iter().map(|w| &w.job).collect();
+        let batched = changes::batch(&ctx, &each);
+        let mut replaced = Vec::new();
+        if batched.written.is_ok()
+            && let Some(last) = batched.results.iter().rev().find_map(|r| r.as_ref().ok())
+        {
+            replaced = self.after_commit(&ctx, last);
+        }
+        if self.options.track_agents {
+            for job in &each {
+                self.touch_agent(job.agent(), now);
+            }
+        }
+        drop(lock);
+        drop(replaced);
+        let mut results: Vec<Result<(Outcome, Vec<Event>), CoordError>> = Vec::new();
+        for (i, _) in each.iter().enumerate() {
+            results.push(match (batched.results.get(i), &batched.written) {
+                (Some(Ok(plan)), Ok(())) => Ok((plan.outcome.clone(), plan.events.clone())),
+                (Some(Err(refused)), _) => Err(refused.duplicate()),
+                (_, Err(e)) => Err(e.duplicate()),
+                (None, Ok(())) => Err(CoordError::internal("a change of a batch was not made")),
+            });
+        }
+        Ok((results, lock_wait))
     }
 
     /// Whether the shell tools' lock is taken too, as the options say.
@@ -106,23 +245,8 @@ impl FileStore {
         agent: Option<&str>,
         change: impl FnOnce(&Ctx<'_>) -> Result<Done, CoordError>,
     ) -> Result<Done, CoordError> {
-        ensure_dir(&self.dir).map_err(file_error)?;
-        if !self.options.allow_unsafe_filesystem && self.memory.lock().fs_unchecked() {
-            fs_check::check(&self.dir)?;
-            self.memory.lock().fs_checked();
-        }
-        // The staging file is taken out while we wait, so readers sharing
-        // this store's memory are not held up by the lock.
-        let mut staging = self.memory.lock().staging.take();
         let recording = self.options.telemetry || self.options.span_sink.is_some();
-        let waiting = Instant::now();
-        let lock = DirLock::acquire_staged(
-            &self.dir,
-            self.options.lock_timeout,
-            self.options.shell_lock.then_some(&mut staging),
-        );
-        let lock_wait = waiting.elapsed();
-        self.memory.lock().staging = staging;
+        let (lock, lock_wait) = self.wait_for_lock()?;
         let lock = match lock {
             Ok(lock) => lock,
             Err(e) => {
@@ -153,7 +277,6 @@ impl FileStore {
             keyed: None,
             spans: recorder.as_ref(),
         };
-        let claims_path = self.claims_path();
         let done = change(&ctx);
         if let Some(recorder) = &recorder {
             self.write_spans(recorder, agent, lock_wait, &done);
@@ -171,10 +294,56 @@ impl FileStore {
         };
         // Files this store had pinned and the change replaced: freed after
         // the lock is released, not while other writers wait for it.
+        let replaced = self.after_commit(&ctx, &plan);
+        if let Some(agent) = agent.filter(|_| self.options.track_agents) {
+            self.touch_agent(agent, now);
+        }
+        drop(lock);
+        drop(replaced);
+        Ok(Done::Changed(plan))
+    }
+
+    /// The directory made (it holds the lock file) and checked to be
+    /// local, then its lock waited for; the lock or why not, and how long
+    /// the wait took. The staging file is taken out of memory while the
+    /// change waits, so readers sharing this store's memory are not held
+    /// up by the lock.
+    fn wait_for_lock(&self) -> Result<(Result<DirLock, CoordError>, Duration), CoordError> {
+        ensure_dir(&self.dir).map_err(file_error)?;
+        if !self.options.allow_unsafe_filesystem && self.memory.lock().fs_unchecked() {
+            fs_check::check(&self.dir)?;
+            self.memory.lock().fs_checked();
+        }
+        let mut staging = self.memory.lock().staging.take();
+        let waiting = Instant::now();
+        let lock = DirLock::acquire_staged(
+            &self.dir,
+            self.options.lock_timeout,
+            self.options.shell_lock.then_some(&mut staging),
+        );
+        let lock_wait = waiting.elapsed();
+        self.memory.lock().staging = staging;
+        Ok((lock, lock_wait))
+    }
+
+    /// What follows a commit of `plan`, still under the lock: the write
+    /// counted, the new claims file remembered, and automatic compaction
+    /// (a change of its own, without the caller's span) when the file holds
+    /// too many finished items. Returns the files the store had pinned and
+    /// the commit replaced, to free after the lock is released (not while
+    /// other writers wait for it).
+    fn after_commit(&self, ctx: &Ctx<'_>, plan: &Plan) -> Vec<Option<Pinned>> {
+        let claims_path = self.claims_path();
+        self.group.wrote();
         let mut replaced = vec![self.memory.lock().committed(&claims_path, &plan.doc)];
         if plan.finished > self.options.compact_at {
+            let ctx = Ctx {
+                spans: None,
+                ..*ctx
+            };
             match changes::cleanup(&ctx, Sweep::AllBut(self.options.compact_keep)) {
                 Ok(compacted) => {
+                    self.group.wrote();
                     replaced.push(self.memory.lock().committed(&claims_path, &compacted.doc));
                 }
                 Err(e) => self.warn(
@@ -183,12 +352,7 @@ impl FileStore {
                 ),
             }
         }
-        if let Some(agent) = agent.filter(|_| self.options.track_agents) {
-            self.touch_agent(agent, now);
-        }
-        drop(lock);
-        drop(replaced);
-        Ok(Done::Changed(plan))
+        replaced
     }
 
     /// Appends the change's spans, with what it did as the run's
@@ -203,15 +367,7 @@ impl FileStore {
     ) {
         let mut attributes =
             outcome_attributes(agent, "directory", done, |done, attributes| match done {
-                Done::Changed(plan) => match &plan.outcome {
-                    Outcome::One(claim) => item_attributes(claim, attributes),
-                    Outcome::Many(items) => {
-                        attributes.insert("coord.items".into(), items.len().into());
-                    }
-                    Outcome::Archived(ids) => {
-                        attributes.insert("coord.items".into(), ids.len().into());
-                    }
-                },
+                Done::Changed(plan) => describe_outcome(&plan.outcome, attributes),
                 Done::Answered(claim) => item_attributes(claim, attributes),
             });
         attributes.insert("coord.lock_wait_us".into(), micros(lock_wait).into());
@@ -228,7 +384,12 @@ impl FileStore {
         if let Some(sink) = &self.options.span_sink {
             sink(spans);
         }
-        if !self.options.telemetry {
+        self.append_span_file(spans);
+    }
+
+    /// Appends `spans` to the span file, when telemetry is on.
+    fn append_span_file(&self, spans: &[coord_core::trace::SpanRecord]) {
+        if !self.options.telemetry || spans.is_empty() {
             return;
         }
         let path = match &self.options.telemetry_file {
@@ -343,6 +504,30 @@ impl FileStore {
     }
 }
 
+/// What a change's span says of its outcome: the item, or how many.
+fn describe_outcome(
+    outcome: &Outcome,
+    attributes: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    match outcome {
+        Outcome::One(claim) => item_attributes(claim, attributes),
+        Outcome::Many(items) => {
+            attributes.insert("coord.items".into(), items.len().into());
+        }
+        Outcome::Archived(ids) => {
+            attributes.insert("coord.items".into(), ids.len().into());
+        }
+    }
+}
+
+/// [`describe_outcome`] for a batched change's outcome and events.
+fn describe(
+    (outcome, _): &(Outcome, Vec<Event>),
+    attributes: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    describe_outcome(outcome, attributes);
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -379,32 +564,28 @@ impl Store for FileStore {
 
     fn claim(&self, request: &ClaimRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.locked("claim", Some(&request.agent_id), |ctx| {
-            changes::claim(ctx, request)
-        })
-        .map(one)
+        self.submit(Job::Claim(request.clone())).map(one)
     }
 
     fn post(&self, request: &PostRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.locked("post", Some(&request.agent_id), |ctx| {
-            changes::post(ctx, request)
-        })
-        .map(one)
+        self.submit(Job::Post(request.clone())).map(one)
     }
 
     fn next(&self, request: &NextRequest) -> Result<Claim, CoordError> {
         request.validate()?;
-        self.locked("next", Some(&request.agent_id), |ctx| {
-            changes::next(ctx, request)
+        self.submit(Job::Next {
+            request: request.clone(),
+            many: None,
         })
         .map(one)
     }
 
     fn next_many(&self, request: &NextRequest, max: usize) -> Result<Vec<Claim>, CoordError> {
         request.validate_many(max)?;
-        match self.locked("next", Some(&request.agent_id), |ctx| {
-            changes::next_many(ctx, request, max)
+        match self.submit(Job::Next {
+            request: request.clone(),
+            many: Some(max),
         })? {
             Outcome::Many(taken) => Ok(taken),
             other => unreachable!("next_many returned {other:?}"),
@@ -418,8 +599,12 @@ impl Store for FileStore {
         actor: &Actor<'_>,
     ) -> Result<Claim, CoordError> {
         validate_name("the agent id", actor.agent_id)?;
-        self.locked(action.name(), Some(actor.agent_id), |ctx| {
-            changes::act(ctx, work_item_id, action, actor)
+        self.submit(Job::Act {
+            work_item_id: work_item_id.to_owned(),
+            action: action.clone(),
+            agent: actor.agent_id.to_owned(),
+            fence: actor.fence,
+            force: actor.force,
         })
         .map(one)
     }
