@@ -6,7 +6,10 @@
 //!
 //! The store is a coordination directory, or with `--postgres` a throwaway
 //! PostgreSQL cluster (or `--database-url` an existing database), where a
-//! cutter also terminates random agents' database connections.
+//! cutter also terminates random agents' database connections. On a
+//! directory every fourth agent is long-lived: four threads sharing one
+//! store, whose changes group commit writes together; each thread logs as
+//! an agent of its own, and a kill takes all four at once.
 //!
 //! ```text
 //! coord-torture [--agents 20] [--seconds 10] [--seed N] [--dir DIR]
@@ -84,6 +87,11 @@ enum Role {
         /// Seconds the agent's clock is off (PostgreSQL)
         #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
         clock_offset_s: i64,
+        /// Threads sharing one store in this process (a directory only):
+        /// a long-lived agent, whose changes group commit writes together.
+        /// Each logs as its own agent, `<id>_t<n>`.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
 }
 
@@ -94,19 +102,25 @@ enum Target {
     Pg { url: String, schema: String },
 }
 
+/// The directory store an agent uses: compacting often, so cleanup runs
+/// under the kills too.
+fn file_store(dir: &Path) -> FileStore {
+    FileStore::with_options(
+        dir,
+        FileStoreOptions::default()
+            .lock_timeout(Duration::from_secs(30))
+            .compact_at(40)
+            .compact_keep(10)
+            .on_warning(std::sync::Arc::new(|_| {})),
+    )
+}
+
 impl Target {
     /// The store, with a client clock `clock_offset_s` seconds off (on
     /// PostgreSQL; a directory is on one machine and one clock).
     fn open(&self, clock_offset_s: i64) -> Box<dyn Store> {
         match self {
-            Target::Dir(dir) => Box::new(FileStore::with_options(
-                dir,
-                FileStoreOptions::default()
-                    .lock_timeout(Duration::from_secs(30))
-                    .compact_at(40)
-                    .compact_keep(10)
-                    .on_warning(std::sync::Arc::new(|_| {})),
-            )),
+            Target::Dir(dir) => Box::new(file_store(dir)),
             Target::Pg { url, schema } => {
                 // The database may be restarting its connections under us.
                 let options = PgStoreOptions::default()
@@ -146,6 +160,7 @@ fn main() -> ExitCode {
         seed,
         log,
         clock_offset_s,
+        threads,
     }) = cli.role
     {
         let target = match (dir, database_url) {
@@ -156,7 +171,26 @@ fn main() -> ExitCode {
             },
             _ => panic!("an agent needs --dir or --database-url"),
         };
-        agent::run(target.open(clock_offset_s).as_ref(), &id, seed, &log);
+        match (&target, threads) {
+            (Target::Dir(dir), n) if n > 1 => {
+                let store = file_store(dir);
+                thread::scope(|scope| {
+                    for t in 0..n {
+                        let (store, id) = (&store, format!("{id}_t{t}"));
+                        let log = log.with_file_name(format!("{id}.jsonl"));
+                        scope.spawn(move || agent::run(store, &id, seed ^ t as u64, &log));
+                    }
+                    // How many writes of the claims file their changes took,
+                    // as of the last look before the kill.
+                    let writes = log.with_extension("writes");
+                    loop {
+                        thread::sleep(Duration::from_millis(50));
+                        let _ = std::fs::write(&writes, store.claims_writes().to_string());
+                    }
+                });
+            }
+            _ => agent::run(target.open(clock_offset_s).as_ref(), &id, seed, &log),
+        }
         return ExitCode::SUCCESS;
     }
     let seed = cli.seed.unwrap_or_else(|| fastrand::u64(..));
@@ -292,6 +326,12 @@ fn spawn_agent(
         .arg((seed ^ ((slot as u64) << 32) ^ incarnation as u64).to_string())
         .arg("--log")
         .arg(base.join("logs").join(format!("{id}.jsonl")))
+        // Every fourth agent on a directory is long-lived: four threads on
+        // one store, written together by group commit.
+        .args(match target {
+            Target::Dir(_) if slot % 4 == 3 => vec!["--threads", "4"],
+            _ => vec![],
+        })
         .arg("--clock-offset-s")
         .arg(
             match slot {
@@ -305,6 +345,37 @@ fn spawn_agent(
         .stdout(Stdio::null())
         .spawn()
         .expect("an agent starts")
+}
+
+/// What the long-lived agents' group commit did: their threads'
+/// acknowledged operations, and the writes of the claims file they took
+/// (as each process last reported before it was killed).
+fn group_commit_summary(logs: &Path) -> String {
+    let (mut acks, mut writes) = (0usize, 0u64);
+    for entry in std::fs::read_dir(logs).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.ends_with(".writes") {
+            writes += std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        } else if name.contains("_t") && name.ends_with(".jsonl") {
+            acks += std::fs::read_to_string(&path)
+                .map(|t| {
+                    t.lines()
+                        .filter(|l| l.contains("\"phase\":\"ack\""))
+                        .count()
+                })
+                .unwrap_or(0);
+        }
+    }
+    format!(
+        "long-lived agents (four threads on one store): {acks} acknowledged operations in about {writes} writes of the claims file"
+    )
 }
 
 /// Runs the agents, the killer, and the sampler (for a directory) or the
@@ -405,9 +476,10 @@ fn orchestrate(
     }
     match target {
         Target::Dir(_) => format!(
-            "coord-torture: {kills} kills, {crashes} self-kills at crash points; the claims file parsed in {} of {} samples taken during the run",
+            "coord-torture: {kills} kills, {crashes} self-kills at crash points; the claims file parsed in {} of {} samples taken during the run; {}",
             samples.load(Ordering::SeqCst) - bad,
-            samples.load(Ordering::SeqCst)
+            samples.load(Ordering::SeqCst),
+            group_commit_summary(&base.join("logs")),
         ),
         Target::Pg { .. } => format!(
             "coord-torture: {kills} kills, {} database connections cut",
