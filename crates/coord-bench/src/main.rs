@@ -115,15 +115,22 @@ fn main() {
     println!("\nresults written to {}", cli.out.display());
 }
 
-/// `coord work -- true` over a queue, against the library's own loop
-/// (`next` then `complete` on one store, one thread) on the same disk in
-/// the same run: what the runner costs per item.
+/// Long-lived throughput on a directory, all in one run: the one-writer
+/// ceiling (sequential durable replacements of a small file by one
+/// process, the bare loop), the library's own loop (`next` then `complete`
+/// on one store) with one thread and with eight sharing the store (group
+/// commit; and without it, for comparison), and `coord work -- true` with
+/// one slot and with eight. Transitions are two per item (take, complete);
+/// writes per transition count the durable replacements of the claims file
+/// (`FileStore::claims_writes`, and `coord work`'s summary).
 fn work(base: &Path, quick: bool) -> Value {
-    let n = if quick { 150 } else { 400 };
+    let n = if quick { 160 } else { 400 };
     let coord = std::env::current_exe()
         .expect("our own path")
         .with_file_name("coord");
-    println!("\n## work: {n} queued items, `coord work -- true` vs the library loop, median of 3");
+    println!(
+        "\n## work: {n} queued items; library loop and `coord work -- true` against the one-writer ceiling, median of 3"
+    );
     if !coord.exists() {
         println!("skipped: build the binaries first (cargo build --release --bins)");
         return json!({"skipped": "binaries not built"});
@@ -136,57 +143,142 @@ fn work(base: &Path, quick: bool) -> Value {
                 .expect("a post");
         }
     };
-    let (mut library, mut one, mut eight) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..3 {
+    // Items per second, and writes of the claims file per transition.
+    let library = |threads: usize, group: bool| -> (f64, f64) {
         let d = dir_in(base);
         queue(d.path());
-        let store = store(d.path());
+        let store =
+            FileStore::with_options(d.path(), FileStoreOptions::default().group_commit(group));
+        let before = store.claims_writes();
         let t = Instant::now();
-        while let Ok(item) = store.next(&NextRequest::new("w")) {
-            let done = Action::Complete { result: None };
-            store
-                .act(
-                    &item.work_item_id,
-                    &done,
-                    &Actor::new("w").fence(item.fence),
-                )
-                .expect("a completion");
+        std::thread::scope(|scope| {
+            for k in 0..threads {
+                let store = &store;
+                scope.spawn(move || {
+                    let agent = format!("w{k}");
+                    while let Ok(item) = store.next(&NextRequest::new(agent.as_str())) {
+                        let done = Action::Complete { result: None };
+                        store
+                            .act(
+                                &item.work_item_id,
+                                &done,
+                                &Actor::new(&agent).fence(item.fence),
+                            )
+                            .expect("a completion");
+                    }
+                });
+            }
+        });
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        (
+            rate,
+            (store.claims_writes() - before) as f64 / (2 * n) as f64,
+        )
+    };
+    let worker = |slots: usize| -> (f64, f64) {
+        let d = dir_in(base);
+        queue(d.path());
+        let t = Instant::now();
+        let out = Command::new(&coord)
+            .args(["--agent", "w", "--no-telemetry", "work", "--max-items"])
+            .arg(n.to_string())
+            .arg("--concurrency")
+            .arg(slots.to_string())
+            .args(["--", "true"])
+            .env("COORD_DIR", d.path())
+            .stdout(Stdio::null())
+            .output()
+            .expect("coord work runs");
+        assert!(out.status.success(), "coord work failed");
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        let summary: Value = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .unwrap_or_default();
+        let writes = summary["summary"]["claims_writes"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        (rate, writes / (2 * n) as f64)
+    };
+    let mut rounds: Vec<[(f64, f64); 6]> = Vec::new();
+    for _ in 0..3 {
+        let d = dir_in(base);
+        let lock = bare::lock_file(d.path()).expect("a lock file");
+        let t = Instant::now();
+        for _ in 0..n {
+            bare::durable_update(d.path(), &lock, SMALL_FILE).expect("a bare update");
         }
-        library.push(n as f64 / t.elapsed().as_secs_f64());
-        for (slots, rates) in [(1, &mut one), (8, &mut eight)] {
-            let d = dir_in(base);
-            queue(d.path());
-            let t = Instant::now();
-            let status = Command::new(&coord)
-                .args(["--agent", "w", "--no-telemetry", "work", "--max-items"])
-                .arg(n.to_string())
-                .arg("--concurrency")
-                .arg(slots.to_string())
-                .args(["--", "true"])
-                .env("COORD_DIR", d.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("coord work runs");
-            assert!(status.success(), "coord work failed");
-            rates.push(n as f64 / t.elapsed().as_secs_f64());
-        }
+        let ceiling = n as f64 / t.elapsed().as_secs_f64();
+        rounds.push([
+            (ceiling, 1.0),
+            library(1, true),
+            library(8, true),
+            library(8, false),
+            worker(1),
+            worker(8),
+        ]);
     }
-    let (library, one, eight) = (median(library), median(one), median(eight));
-    println!("{:<44} {:>10}", "", "items/s");
+    let med = |i: usize| median(rounds.iter().map(|r| r[i].0).collect());
+    let writes = |i: usize| median(rounds.iter().map(|r| r[i].1).collect());
+    let ceiling = med(0);
+    let names = [
+        "one-writer ceiling (bare durable replacements)",
+        "library loop, 1 thread",
+        "library loop, 8 threads (group commit)",
+        "library loop, 8 threads (no group commit)",
+        "coord work --concurrency 1 -- true",
+        "coord work --concurrency 8 -- true",
+    ];
     println!(
-        "{:<44} {library:>10.0}",
-        "library loop (next + complete, one thread)"
+        "{:<48} {:>10} {:>12} {:>14}",
+        "", "items/s", "transitions/s", "writes/transition"
     );
-    println!("{:<44} {one:>10.0}", "coord work --concurrency 1 -- true");
-    println!("{:<44} {eight:>10.0}", "coord work --concurrency 8 -- true");
-    println!(
-        "{:<44} {:>10.2}",
-        "ratio work x8 / library loop",
-        eight / library
+    println!("{:<48} {:>10} {ceiling:>12.0}", names[0], "");
+    for (i, name) in names.iter().enumerate().skip(1) {
+        println!(
+            "{name:<48} {:>10.0} {:>12.0} {:>14.2}",
+            med(i),
+            2.0 * med(i),
+            writes(i)
+        );
+    }
+    let ratio = |label: &str, value: f64| println!("{label:<72} {value:>6.2}");
+    ratio(
+        "library x8 transitions / one-writer ceiling (target >= 2)",
+        2.0 * med(2) / ceiling,
     );
-    json!({"items": n, "library_per_s": library, "work_1_per_s": one, "work_8_per_s": eight,
-        "ratio_work_8_to_library": eight / library})
+    ratio("library x8 / library x1 (target >= 4)", med(2) / med(1));
+    ratio("work x8 / library x8 (target >= 0.7)", med(5) / med(2));
+    ratio(
+        "work x8 transitions / one-writer ceiling (target >= 1)",
+        2.0 * med(5) / ceiling,
+    );
+    // Each round's own ratios, for the range.
+    let range = |f: &dyn Fn(&[(f64, f64); 6]) -> f64| {
+        let v: Vec<f64> = rounds.iter().map(f).collect();
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        json!([lo, hi])
+    };
+    json!({
+        "items": n,
+        "ceiling_transitions_per_s": ceiling,
+        "library_1_per_s": med(1),
+        "library_8_per_s": med(2),
+        "library_8_no_group_commit_per_s": med(3),
+        "work_1_per_s": med(4),
+        "work_8_per_s": med(5),
+        "writes_per_transition": {
+            "library_8": writes(2), "library_8_no_group_commit": writes(3), "work_8": writes(5)
+        },
+        "ratio_library_8_to_ceiling": 2.0 * med(2) / ceiling,
+        "ratio_library_8_to_ceiling_range": range(&|r| 2.0 * r[2].0 / r[0].0),
+        "ratio_library_8_to_library_1": med(2) / med(1),
+        "ratio_work_8_to_library_8": med(5) / med(2),
+        "ratio_work_8_to_library_8_range": range(&|r| r[5].0 / r[2].0),
+        "ratio_work_8_to_ceiling": 2.0 * med(5) / ceiling,
+    })
 }
 
 fn machine(base: &Path) -> Value {

@@ -1,18 +1,19 @@
 //! Group commit: the changes threads sharing one store make at the same
 //! time are written together.
 //!
-//! Each change joins a queue, then waits for the store's leader lock (a
-//! mutex: waiting threads sleep in its queue, they do not poll). Whoever
-//! gets it finds its change answered already (an earlier leader took it
-//! with its own), or takes every change queued so far and makes them:
-//! one change alone exactly as without group commit, several with one
-//! directory lock, one read, one decision after another, and one durable
-//! write (`changes::batch`). Each waiter gets its own answer only after
-//! that write, and takes its own spans' trace parent. Other processes on
-//! the same directory go on beside it: the directory lock orders them.
+//! Each change joins a queue. If no thread is leading, its thread leads:
+//! it takes every change queued so far and makes them (one change alone
+//! exactly as without group commit; several with one directory lock, one
+//! read, one decision after another and one durable write,
+//! `changes::batch`), answers each, and wakes the waiters. Else it sleeps
+//! on a condition variable (no polling) until its change is answered or
+//! nobody leads. Answered threads return at once, not one after another
+//! behind the next leader's write. Each waiter gets its own answer only
+//! after the write, and takes its own spans' trace parent. Other processes
+//! on the same directory go on beside it: the directory lock orders them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use coord_core::CoordError;
 use coord_core::trace::SpanRecord;
@@ -40,15 +41,36 @@ impl Waiting {
     fn take(&self) -> Option<Answered> {
         lock(&self.answer).take()
     }
+
+    fn answer_missing(&self) -> bool {
+        lock(&self.answer).is_none()
+    }
 }
 
-/// The queue, the leader lock, and how many durable writes of the claims
-/// file the store made.
+/// Ends a thread's lead when dropped (also by a panic in `make`), and
+/// wakes every waiter: the answered return, one of the others leads.
+struct Unlead<'g>(&'g GroupCommit);
+
+impl Drop for Unlead<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.state).leading = false;
+        self.0.changed.notify_all();
+    }
+}
+
+/// The queue and whether a thread leads, the condition waiters sleep on,
+/// and how many durable writes of the claims file the store made.
 #[derive(Default)]
 pub(crate) struct GroupCommit {
-    queue: Mutex<Vec<Arc<Waiting>>>,
-    leader: Mutex<()>,
+    state: Mutex<State>,
+    changed: Condvar,
     writes: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Vec<Arc<Waiting>>,
+    leading: bool,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -73,17 +95,35 @@ impl GroupCommit {
             job,
             answer: Mutex::new(None),
         });
-        lock(&self.queue).push(Arc::clone(&me));
-        let _leader = lock(&self.leader);
-        if let Some(answered) = me.take() {
-            return answered;
+        let mut state = lock(&self.state);
+        state.queue.push(Arc::clone(&me));
+        let mut make = Some(make);
+        loop {
+            if let Some(answered) = me.take() {
+                return answered;
+            }
+            if state.leading {
+                state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            // Nobody leads and this change waits: this thread leads.
+            state.leading = true;
+            let jobs = std::mem::take(&mut state.queue);
+            drop(state);
+            // Whatever happens in `make`, the next waiter may lead after.
+            let unlead = Unlead(self);
+            if let Some(make) = make.take() {
+                make(&jobs);
+            }
+            drop(unlead);
+            state = lock(&self.state);
+            if make.is_none() && me.answer_missing() {
+                return Answered {
+                    result: Err(CoordError::internal("a change was left unanswered")),
+                    spans: Vec::new(),
+                };
+            }
         }
-        let jobs = std::mem::take(&mut *lock(&self.queue));
-        make(&jobs);
-        me.take().unwrap_or_else(|| Answered {
-            result: Err(CoordError::internal("a change was left unanswered")),
-            spans: Vec::new(),
-        })
     }
 
     /// Counts a durable write of the claims file.

@@ -155,7 +155,7 @@ pub fn work(
     });
     signals.close();
     mark_stopped(store, agent);
-    let summary = json!({"summary": {
+    let mut summary = json!({"summary": {
         "agent_id": agent,
         "taken": report.taken,
         "completed": report.completed,
@@ -165,6 +165,11 @@ pub fn work(
         "lease_lost": report.lease_lost,
         "errors": report.errors,
     }});
+    // On a directory: how many durable writes of the claims file the
+    // worker's changes took (group commit writes busy slots' together).
+    if let Backend::File(store) = backend {
+        summary["summary"]["claims_writes"] = json!(store.claims_writes());
+    }
     eprintln!("{summary}");
     if report.errors.is_empty() {
         ExitCode::SUCCESS
