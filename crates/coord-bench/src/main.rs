@@ -124,6 +124,9 @@ fn main() {
 /// writes per transition count the durable replacements of the claims file
 /// (`FileStore::claims_writes`, and `coord work`'s summary).
 fn work(base: &Path, quick: bool) -> Value {
+    // One round's figures: the ceiling's, then each loop's (items per
+    // second, writes per transition).
+    type Round = [(f64, f64); 6];
     let n = if quick { 160 } else { 400 };
     let coord = std::env::current_exe()
         .expect("our own path")
@@ -201,7 +204,7 @@ fn work(base: &Path, quick: bool) -> Value {
             .unwrap_or(f64::NAN);
         (rate, writes / (2 * n) as f64)
     };
-    let mut rounds: Vec<[(f64, f64); 6]> = Vec::new();
+    let mut rounds: Vec<Round> = Vec::new();
     for _ in 0..3 {
         let d = dir_in(base);
         let lock = bare::lock_file(d.path()).expect("a lock file");
@@ -255,7 +258,7 @@ fn work(base: &Path, quick: bool) -> Value {
         2.0 * med(5) / ceiling,
     );
     // Each round's own ratios, for the range.
-    let range = |f: &dyn Fn(&[(f64, f64); 6]) -> f64| {
+    let range = |f: &dyn Fn(&Round) -> f64| {
         let v: Vec<f64> = rounds.iter().map(f).collect();
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
