@@ -205,6 +205,7 @@ fn work(base: &Path, quick: bool) -> Value {
         (rate, writes / (2 * n) as f64)
     };
     let mut rounds: Vec<Round> = Vec::new();
+    let mut spawns: Vec<f64> = Vec::new();
     for _ in 0..3 {
         let d = dir_in(base);
         let lock = bare::lock_file(d.path()).expect("a lock file");
@@ -213,6 +214,13 @@ fn work(base: &Path, quick: bool) -> Value {
             bare::durable_update(d.path(), &lock, SMALL_FILE).expect("a bare update");
         }
         let ceiling = n as f64 / t.elapsed().as_secs_f64();
+        // The machine's own limit for `-- true`: starting it, one after
+        // another, from this small process (std uses posix_spawn here).
+        let t = Instant::now();
+        for _ in 0..n {
+            Command::new("true").status().expect("true runs");
+        }
+        spawns.push(n as f64 / t.elapsed().as_secs_f64());
         rounds.push([
             (ceiling, 1.0),
             library(1, true),
@@ -246,6 +254,11 @@ fn work(base: &Path, quick: bool) -> Value {
             writes(i)
         );
     }
+    let spawn_rate = median(spawns.clone());
+    println!(
+        "{:<48} {spawn_rate:>10.0}",
+        "`true` started one after another"
+    );
     let ratio = |label: &str, value: f64| println!("{label:<72} {value:>6.2}");
     ratio(
         "library x8 transitions / one-writer ceiling (target >= 2)",
@@ -256,6 +269,10 @@ fn work(base: &Path, quick: bool) -> Value {
     ratio(
         "work x8 transitions / one-writer ceiling (target >= 1)",
         2.0 * med(5) / ceiling,
+    );
+    ratio(
+        "work x8 / `true` started one after another",
+        med(5) / spawn_rate,
     );
     // Each round's own ratios, for the range.
     let range = |f: &dyn Fn(&Round) -> f64| {
@@ -281,6 +298,8 @@ fn work(base: &Path, quick: bool) -> Value {
         "ratio_work_8_to_library_8": med(5) / med(2),
         "ratio_work_8_to_library_8_range": range(&|r| r[5].0 / r[2].0),
         "ratio_work_8_to_ceiling": 2.0 * med(5) / ceiling,
+        "true_starts_per_s": spawn_rate,
+        "ratio_work_8_to_true_starts": med(5) / spawn_rate,
     })
 }
 
