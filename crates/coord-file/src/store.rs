@@ -187,9 +187,12 @@ impl FileStore {
         {
             replaced = self.after_commit(&ctx, last);
         }
-        if self.options.track_agents {
-            for job in &each {
-                self.touch_agent(job.agent(), now);
+        // As alone: an agent is seen when its change was made.
+        if self.options.track_agents && batched.written.is_ok() {
+            for (job, result) in each.iter().zip(&batched.results) {
+                if result.is_ok() {
+                    self.touch_agent(job.agent(), now);
+                }
             }
         }
         drop(lock);
