@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -129,6 +129,8 @@ fn a_failed_write_fails_every_change_of_its_batch_and_changes_no_file() {
     let path = dir.path().to_owned();
     let calls = Arc::new(AtomicU32::new(0));
     let counted = Arc::clone(&calls);
+    let first_writing = Arc::new(AtomicBool::new(false));
+    let writing = Arc::clone(&first_writing);
     // The first write of the claims file is slow, so the other threads'
     // changes queue behind it; the second (their batch) fails.
     let writer = AtomicWriter::with_faults(Arc::new(move |file: &Path, stage: WriteStage| {
@@ -137,7 +139,8 @@ fn a_failed_write_fails_every_change_of_its_batch_and_changes_no_file() {
         }
         match counted.fetch_add(1, Ordering::SeqCst) {
             0 => {
-                std::thread::sleep(Duration::from_millis(300));
+                writing.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(500));
                 Ok(())
             }
             1 => Err(io::Error::other("injected failure of the batch's write")),
@@ -149,12 +152,12 @@ fn a_failed_write_fails_every_change_of_its_batch_and_changes_no_file() {
     let results: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..THREADS)
             .map(|t| {
-                let (barrier, store) = (&barrier, &store);
+                let (barrier, store, first_writing) = (&barrier, &store, &first_writing);
                 scope.spawn(move || {
                     // The first thread goes ahead; the rest come while it writes.
                     barrier.wait();
-                    if t > 0 {
-                        std::thread::sleep(Duration::from_millis(50));
+                    while t > 0 && !first_writing.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(1));
                     }
                     store.claim(&ClaimRequest::new(format!("agent_{t}"), "build"))
                 })
