@@ -177,6 +177,15 @@ pub struct Paused {
     pub paused_at: Timestamp,
 }
 
+impl Paused {
+    /// Refuses a pause or resume by `agent_id` of `work_type` that names
+    /// nothing a store could hold.
+    pub fn validate(agent_id: &str, work_type: &str) -> Result<(), CoordError> {
+        validate_name("agent id", agent_id)?;
+        validate_name("work type", work_type)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -705,8 +705,7 @@ impl Store for FileStore {
         work_type: &str,
         pause: bool,
     ) -> Result<Vec<Paused>, CoordError> {
-        validate_name("agent id", agent_id)?;
-        validate_name("work type", work_type)?;
+        Paused::validate(agent_id, work_type)?;
         ensure_dir(&self.dir).map_err(file_error)?;
         if !self.options.allow_unsafe_filesystem {
             fs_check::check(&self.dir)?;

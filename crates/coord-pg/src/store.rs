@@ -774,8 +774,7 @@ impl Store for PgStore {
         work_type: &str,
         pause: bool,
     ) -> Result<Vec<Paused>, CoordError> {
-        validate_name("agent id", agent_id)?;
-        validate_name("work type", work_type)?;
+        Paused::validate(agent_id, work_type)?;
         self.with_client(|client| {
             if pause {
                 let paused = Paused {
