@@ -5,12 +5,13 @@
 //! it takes every change queued so far and makes them (one change alone
 //! exactly as without group commit; several with one directory lock, one
 //! read, one decision after another and one durable write,
-//! `changes::batch`), answers each, and wakes the waiters. Else it sleeps
-//! on a condition variable (no polling) until its change is answered or
-//! nobody leads. Answered threads return at once, not one after another
-//! behind the next leader's write. Each waiter gets its own answer only
-//! after the write, and takes its own spans' trace parent. Other processes
-//! on the same directory go on beside it: the directory lock orders them.
+//! `changes::batch`), answering each, and then hands the lead to the
+//! oldest change still queued, if any. Else it sleeps on its own condition
+//! variable (no polling) until its change is answered or the lead is
+//! handed to it: a batch wakes exactly the threads it answered and the next
+//! leader, not every waiter. Each waiter gets its own answer only after
+//! the write, and takes its own spans' trace parent. Other processes on
+//! the same directory go on beside it: the directory lock orders them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -20,10 +21,18 @@ use coord_core::trace::SpanRecord;
 
 use crate::changes::{Job, Outcome};
 
-/// A change waiting to be made, and its answer once it is.
+/// A change waiting to be made, its answer once it is, and whether its
+/// thread was handed the lead.
 pub(crate) struct Waiting {
     pub job: Job,
-    answer: Mutex<Option<Answered>>,
+    slot: Mutex<Slot>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Slot {
+    answer: Option<Answered>,
+    lead: bool,
 }
 
 /// A change's answer, and the spans recorded for it (its thread makes
@@ -33,37 +42,61 @@ pub(crate) struct Answered {
     pub spans: Vec<SpanRecord>,
 }
 
+/// What a waiting thread is woken for.
+enum Turn {
+    Answered(Answered),
+    Lead,
+}
+
 impl Waiting {
+    fn new(job: Job) -> Waiting {
+        Waiting {
+            job,
+            slot: Mutex::default(),
+            wake: Condvar::new(),
+        }
+    }
+
+    /// Gives the change its answer and wakes its thread.
     pub(crate) fn answer(&self, answered: Answered) {
-        *lock(&self.answer) = Some(answered);
+        lock(&self.slot).answer = Some(answered);
+        self.wake.notify_one();
     }
 
-    fn take(&self) -> Option<Answered> {
-        lock(&self.answer).take()
+    fn is_answered(&self) -> bool {
+        lock(&self.slot).answer.is_some()
     }
 
-    fn answer_missing(&self) -> bool {
-        lock(&self.answer).is_none()
+    fn take_answer(&self) -> Option<Answered> {
+        lock(&self.slot).answer.take()
+    }
+
+    /// Hands the lead to this change's thread and wakes it.
+    fn lead(&self) {
+        lock(&self.slot).lead = true;
+        self.wake.notify_one();
+    }
+
+    /// Sleeps until the change is answered or its thread is to lead.
+    fn wait(&self) -> Turn {
+        let mut slot = lock(&self.slot);
+        loop {
+            if let Some(answered) = slot.answer.take() {
+                return Turn::Answered(answered);
+            }
+            if std::mem::take(&mut slot.lead) {
+                return Turn::Lead;
+            }
+            slot = self.wake.wait(slot).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
-/// Ends a thread's lead when dropped (also by a panic in `make`), and
-/// wakes every waiter: the answered return, one of the others leads.
-struct Unlead<'g>(&'g GroupCommit);
-
-impl Drop for Unlead<'_> {
-    fn drop(&mut self) {
-        lock(&self.0.state).leading = false;
-        self.0.changed.notify_all();
-    }
-}
-
-/// The queue and whether a thread leads, the condition waiters sleep on,
-/// and how many durable writes of the claims file the store made.
+/// The queue and whether a thread leads, and how many durable writes of
+/// the claims file the store made.
 #[derive(Default)]
 pub(crate) struct GroupCommit {
     state: Mutex<State>,
-    changed: Condvar,
     writes: AtomicU64,
 }
 
@@ -87,43 +120,54 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Ends a thread's lead when dropped (also by a panic in `make`): a change
+/// of its batch left unanswered is answered with an error, and the lead
+/// goes to the oldest change still queued, or to nobody.
+struct HandOver<'g> {
+    group: &'g GroupCommit,
+    batch: Vec<Arc<Waiting>>,
+}
+
+impl Drop for HandOver<'_> {
+    fn drop(&mut self) {
+        for waiting in &self.batch {
+            if !waiting.is_answered() {
+                waiting.answer(Answered {
+                    result: Err(CoordError::internal("a change was left unanswered")),
+                    spans: Vec::new(),
+                });
+            }
+        }
+        let mut state = lock(&self.group.state);
+        match state.queue.first() {
+            Some(next) => next.lead(),
+            None => state.leading = false,
+        }
+    }
+}
+
 impl GroupCommit {
     /// Makes `job` with whatever else is queued: `make` gets the changes
     /// to make together (this one among them) and answers each.
     pub(crate) fn submit(&self, job: Job, make: impl FnOnce(&[Arc<Waiting>])) -> Answered {
-        let me = Arc::new(Waiting {
-            job,
-            answer: Mutex::new(None),
-        });
-        let mut state = lock(&self.state);
-        state.queue.push(Arc::clone(&me));
-        let mut make = Some(make);
-        loop {
-            if let Some(answered) = me.take() {
-                return answered;
-            }
-            if state.leading {
-                state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            // Nobody leads and this change waits: this thread leads.
-            state.leading = true;
-            let jobs = std::mem::take(&mut state.queue);
-            drop(state);
-            // Whatever happens in `make`, the next waiter may lead after.
-            let unlead = Unlead(self);
-            if let Some(make) = make.take() {
-                make(&jobs);
-            }
-            drop(unlead);
-            state = lock(&self.state);
-            if make.is_none() && me.answer_missing() {
-                return Answered {
-                    result: Err(CoordError::internal("a change was left unanswered")),
-                    spans: Vec::new(),
-                };
-            }
+        let me = Arc::new(Waiting::new(job));
+        let lead_now = {
+            let mut state = lock(&self.state);
+            state.queue.push(Arc::clone(&me));
+            !std::mem::replace(&mut state.leading, true)
+        };
+        if !lead_now && let Turn::Answered(answered) = me.wait() {
+            return answered;
         }
+        // This thread leads: its change is among those queued.
+        let batch = std::mem::take(&mut lock(&self.state).queue);
+        let hand_over = HandOver { group: self, batch };
+        make(&hand_over.batch);
+        drop(hand_over);
+        me.take_answer().unwrap_or_else(|| Answered {
+            result: Err(CoordError::internal("a change was left unanswered")),
+            spans: Vec::new(),
+        })
     }
 
     /// Counts a durable write of the claims file.
