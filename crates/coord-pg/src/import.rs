@@ -1,11 +1,13 @@
 //! `coord import`: a coordination directory's contents copied into the
 //! database in one transaction (all or nothing): every item as it is
-//! (unknown fields too), the archive, the event log and the agent registry.
-//! Nothing already there is imported again: an item or archived item whose
-//! id the database has, an event it holds the same, an agent it knows. The
+//! (unknown fields too), the archive, the event log, the agent registry and
+//! the paused work types. Nothing already there is imported again: an item
+//! or archived item whose id the database has, an event it holds the same,
+//! an agent it knows, a work type it has paused. The
 //! fence and revision sequences go on above the highest imported number, so
 //! an imported holder's fence stays below every later one.
 
+use coord_core::operate::Paused;
 use coord_core::{AgentRecord, Claim, CoordError, Event, Store};
 use postgres::Transaction;
 use postgres::types::Json;
@@ -26,6 +28,7 @@ pub struct ImportSource {
     pub archived: Vec<Value>,
     pub events: Vec<Event>,
     pub agents: Vec<AgentRecord>,
+    pub paused: Vec<Paused>,
 }
 
 impl ImportSource {
@@ -40,7 +43,15 @@ impl ImportSource {
             archived,
             events,
             agents,
+            paused: Vec::new(),
         }
+    }
+
+    /// The work types the source has paused, to pause in the database too.
+    #[must_use]
+    pub fn paused(mut self, paused: Vec<Paused>) -> Self {
+        self.paused = paused;
+        self
     }
 
     /// The highest fence and revision anywhere in the source.
@@ -70,6 +81,7 @@ pub struct Imported {
     pub archived: u64,
     pub events: u64,
     pub agents: u64,
+    pub paused: u64,
 }
 
 /// Inserts items not yet in the table nor archived, in the source's order.
@@ -114,6 +126,12 @@ const AGENTS_SQL: &str = "WITH added AS ( \
        ON CONFLICT (agent_id) DO NOTHING RETURNING 1) \
      SELECT count(*) FROM added";
 
+const PAUSED_SQL: &str = "WITH added AS ( \
+       INSERT INTO coord_paused (work_type, doc) \
+       SELECT e.doc->>'work_type', e.doc FROM jsonb_array_elements($1) AS e(doc) \
+       ON CONFLICT (work_type) DO NOTHING RETURNING 1) \
+     SELECT count(*) FROM added";
+
 /// The one count a statement above returns.
 fn count(
     tx: &mut Transaction<'_>,
@@ -152,6 +170,7 @@ impl PgStore {
                 )?,
                 events: count(&mut tx, EVENTS_SQL, &[&Json(&source.events)])?,
                 agents: count(&mut tx, AGENTS_SQL, &[&Json(&source.agents)])?,
+                paused: count(&mut tx, PAUSED_SQL, &[&Json(&source.paused)])?,
             };
             tx.query(&raise_sql("coord_fence"), &[&fence])?;
             tx.query(&raise_sql("coord_revision"), &[&revision])?;

@@ -198,7 +198,8 @@ fn import_dir(backend: &Backend, from: &Path) -> Result<Output, CoordError> {
         source.archived()?,
         source.events(0)?.events,
         source.agents()?,
-    );
+    )
+    .paused(source.paused()?);
     let imported = database.import(&read)?;
     Ok(Output::Value(json!({ "imported": imported })))
 }

@@ -83,6 +83,7 @@ fn a_used_directory() -> Env {
         .expect_ok();
     env.run_as("builder", &["agent", "register", "--team", "infra"])
         .expect_ok();
+    env.run_as("ops", &["pause", "lint"]).expect_ok();
     // A field another tool wrote, which coord keeps.
     let mut records = env.records();
     records[0]["x_ticket"] = serde_json::json!({"id": 42, "tags": ["a", "b"]});
@@ -123,7 +124,13 @@ fn a_directory_is_copied_whole_and_a_second_import_adds_nothing() {
             "archived": env.archive().len(),
             "events": dir_events.len(),
             "agents": env.run(&["agents"]).expect_ok().as_array().unwrap().len(),
+            "paused": 1,
         })
+    );
+    assert_eq!(
+        db.run("x", &["stats"]).expect_ok()["paused"],
+        serde_json::json!(["lint"]),
+        "the paused work type is paused in the database too"
     );
     assert_eq!(
         db.run("x", &["list"]).expect_ok(),
@@ -164,7 +171,7 @@ fn a_directory_is_copied_whole_and_a_second_import_adds_nothing() {
     let again = db.import(&env.dir).expect_ok();
     assert_eq!(
         again["imported"],
-        serde_json::json!({"items": 0, "archived": 0, "events": 0, "agents": 0})
+        serde_json::json!({"items": 0, "archived": 0, "events": 0, "agents": 0, "paused": 0})
     );
     assert_eq!(files(&env.dir), before);
 }
