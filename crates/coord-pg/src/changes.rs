@@ -615,12 +615,17 @@ pub(crate) fn operate(
     let target = match &request.target {
         Target::Item(id) => read::item(id),
         Target::Matching(m) => {
-            let statuses: Vec<&str> = request
-                .operation
-                .acts_on()
-                .iter()
-                .map(|s| s.as_str())
-                .collect();
+            // Only the rows it may change are locked: of the filter's
+            // status when it names one (one the operation acts on).
+            let statuses: Vec<&str> = match m.status {
+                Some(status) => vec![status.as_str()],
+                None => request
+                    .operation
+                    .acts_on()
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect(),
+            };
             read::operable(&statuses, m.work_type.as_deref())
         }
     };
