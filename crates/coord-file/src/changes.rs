@@ -316,6 +316,30 @@ pub(crate) enum Job {
     },
 }
 
+impl From<&KeyedChange<'_>> for Job {
+    fn from(change: &KeyedChange<'_>) -> Job {
+        match *change {
+            KeyedChange::Claim(request) => Job::Claim(request.clone()),
+            KeyedChange::Post(request) => Job::Post(request.clone()),
+            KeyedChange::Next(request) => Job::Next {
+                request: request.clone(),
+                many: None,
+            },
+            KeyedChange::Act {
+                work_item_id,
+                action,
+                ref actor,
+            } => Job::Act {
+                work_item_id: work_item_id.to_owned(),
+                action: action.clone(),
+                agent: actor.agent_id.to_owned(),
+                fence: actor.fence,
+                force: actor.force,
+            },
+        }
+    }
+}
+
 impl Job {
     pub(crate) fn name(&self) -> &'static str {
         match self {
@@ -644,14 +668,8 @@ struct Decided {
     claim: Claim,
 }
 
-/// The CoordinationReactor: claims `request` on the spot.
-pub(crate) fn claim(ctx: &Ctx<'_>, request: &ClaimRequest) -> Result<Plan, CoordError> {
-    single(ctx, "claim", |saga, start| {
-        claim_on(saga, ctx, start, request)
-    })
-}
-
-/// [`claim`]'s decision over `start`: its plan, not yet written.
+/// The CoordinationReactor: claims `request` on the spot (the decision
+/// over `start`: its plan, not yet written).
 fn claim_on(
     saga: &mut Saga<'_, FlowError>,
     ctx: &Ctx<'_>,
@@ -659,32 +677,29 @@ fn claim_on(
     request: &ClaimRequest,
 ) -> Result<Plan, FlowError> {
     let policy = ctx.options.policy.as_ref();
-    {
-        // The live claims checked for a conflict, lapsed leases written
-        // down, the fence and ids drawn: the decision layer's claim.
-        let decided = saga.run("check_coordination_conflicts", || {
-            let draft = start.draft()?;
-            let mut positions = Positions::new();
-            let mut decision = begin(&draft, ctx.now, None, &mut positions)?;
-            let fence = draft.next_fence()?;
-            let ids = new_ids(&draft, &decision);
-            let heads = draft.heads().map(|(_, h)| h);
-            let claim = decide::claim(&mut decision, request, heads, policy, ids, fence)?;
-            cascade(&draft, &mut decision, &mut positions)?;
-            Ok::<_, FlowError>(Decided {
-                decision,
-                positions,
-                claim,
-            })
-        })?;
-        let plan = saga.run("create_updated_claims", || {
-            let mut draft = start.draft()?;
-            apply(&mut draft, &decided.decision, &decided.positions);
-            let events = decided.decision.events().to_vec();
-            Ok::<_, FlowError>(plan(&draft, events, Outcome::One(Box::new(decided.claim))))
-        })?;
-        Ok(plan)
-    }
+    // The live claims checked for a conflict, lapsed leases written
+    // down, the fence and ids drawn: the decision layer's claim.
+    let decided = saga.run("check_coordination_conflicts", || {
+        let draft = start.draft()?;
+        let mut positions = Positions::new();
+        let mut decision = begin(&draft, ctx.now, None, &mut positions)?;
+        let fence = draft.next_fence()?;
+        let ids = new_ids(&draft, &decision);
+        let heads = draft.heads().map(|(_, h)| h);
+        let claim = decide::claim(&mut decision, request, heads, policy, ids, fence)?;
+        cascade(&draft, &mut decision, &mut positions)?;
+        Ok::<_, FlowError>(Decided {
+            decision,
+            positions,
+            claim,
+        })
+    })?;
+    saga.run("create_updated_claims", || {
+        let mut draft = start.draft()?;
+        apply(&mut draft, &decided.decision, &decided.positions);
+        let events = decided.decision.events().to_vec();
+        Ok(plan(&draft, events, Outcome::One(Box::new(decided.claim))))
+    })
 }
 
 /// A change `decide_on` decides over the claims as read, written with its
@@ -743,12 +758,6 @@ fn decided_on(
 }
 
 /// Adds a pending item to the queue.
-pub(crate) fn post(ctx: &Ctx<'_>, request: &PostRequest) -> Result<Plan, CoordError> {
-    single(ctx, "post", |saga, start| {
-        post_on(saga, ctx, start, request)
-    })
-}
-
 fn post_on(
     saga: &mut Saga<'_, FlowError>,
     ctx: &Ctx<'_>,
@@ -768,13 +777,6 @@ fn post_on(
             Ok(Outcome::One(Box::new(posted)))
         },
     )
-}
-
-/// Takes the best ready pending item.
-pub(crate) fn next(ctx: &Ctx<'_>, request: &NextRequest) -> Result<Plan, CoordError> {
-    single(ctx, "next", |saga, start| {
-        take_next_on(saga, ctx, start, request, None)
-    })
 }
 
 /// Takes up to `max` items, one choice after another in one decision (each
@@ -836,17 +838,6 @@ fn take_next_on(
 }
 
 /// Applies `action` by `actor` to one item.
-pub(crate) fn act(
-    ctx: &Ctx<'_>,
-    work_item_id: &str,
-    action: &Action,
-    actor: &Actor<'_>,
-) -> Result<Plan, CoordError> {
-    single(ctx, action.name(), |saga, start| {
-        act_on(saga, ctx, start, work_item_id, action, actor)
-    })
-}
-
 fn act_on(
     saga: &mut Saga<'_, FlowError>,
     ctx: &Ctx<'_>,

@@ -159,12 +159,11 @@ impl FileStore {
 
     /// [`Self::make_together`]'s work under the directory lock: each job's
     /// outcome and events, or refusal, and how long the lock took.
-    #[allow(clippy::type_complexity)] // one result per job, and the wait
     fn batch_locked(
         &self,
         jobs: &[Arc<Waiting>],
         waiting: Instant,
-    ) -> Result<(Vec<Result<(Outcome, Vec<Event>), CoordError>>, Duration), CoordError> {
+    ) -> Result<(Vec<Made>, Duration), CoordError> {
         let (lock, _) = self.wait_for_lock()?;
         let lock_wait = waiting.elapsed();
         let lock = lock?;
@@ -197,15 +196,15 @@ impl FileStore {
         }
         drop(lock);
         drop(replaced);
-        let mut results: Vec<Result<(Outcome, Vec<Event>), CoordError>> = Vec::new();
-        for (i, _) in each.iter().enumerate() {
-            results.push(match (batched.results.get(i), &batched.written) {
-                (Some(Ok(plan)), Ok(())) => Ok((plan.outcome.clone(), plan.events.clone())),
-                (Some(Err(refused)), _) => Err(refused.duplicate()),
+        let mut made = batched.results.into_iter();
+        let results = (0..each.len())
+            .map(|_| match (made.next(), &batched.written) {
+                (Some(Ok(plan)), Ok(())) => Ok((plan.outcome, plan.events)),
+                (Some(Err(refused)), _) => Err(refused),
                 (_, Err(e)) => Err(e.duplicate()),
                 (None, Ok(())) => Err(CoordError::internal("a change of a batch was not made")),
-            });
-        }
+            })
+            .collect();
         Ok((results, lock_wait))
     }
 
@@ -507,6 +506,9 @@ impl FileStore {
     }
 }
 
+/// A batched change as made: its outcome and its events, or why not.
+type Made = Result<(Outcome, Vec<Event>), CoordError>;
+
 /// What a change's span says of its outcome: the item, or how many.
 fn describe_outcome(
     outcome: &Outcome,
@@ -602,14 +604,12 @@ impl Store for FileStore {
         actor: &Actor<'_>,
     ) -> Result<Claim, CoordError> {
         validate_name("the agent id", actor.agent_id)?;
-        self.submit(Job::Act {
-            work_item_id: work_item_id.to_owned(),
-            action: action.clone(),
-            agent: actor.agent_id.to_owned(),
-            fence: actor.fence,
-            force: actor.force,
-        })
-        .map(one)
+        let change = KeyedChange::Act {
+            work_item_id,
+            action,
+            actor: *actor,
+        };
+        self.submit(Job::from(&change)).map(one)
     }
 
     fn apply_once(
@@ -617,17 +617,9 @@ impl Store for FileStore {
         key: &IdempotencyKey,
         change: &KeyedChange<'_>,
     ) -> Result<Claim, CoordError> {
-        let make = |ctx: &Ctx<'_>| match *change {
-            KeyedChange::Claim(request) => changes::claim(ctx, request),
-            KeyedChange::Post(request) => changes::post(ctx, request),
-            KeyedChange::Next(request) => changes::next(ctx, request),
-            KeyedChange::Act {
-                work_item_id,
-                action,
-                ref actor,
-            } => changes::act(ctx, work_item_id, action, actor),
-        };
         change.validate()?;
+        let job = Job::from(change);
+        let make = |ctx: &Ctx<'_>| job.single(ctx);
         let done = self.locked_done(change.name(), Some(change.agent_id()), |ctx| {
             changes::once(ctx, key, change, make)
         })?;

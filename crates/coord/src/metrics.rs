@@ -130,8 +130,8 @@ const ALL: [&Def; 13] = [
 ];
 
 /// The histograms' bucket bounds in seconds: 50 µs to about 26 s.
-pub fn bounds() -> Vec<f64> {
-    (0..20).map(|i| 0.000_05 * f64::powi(2.0, i)).collect()
+pub fn bounds() -> [f64; 20] {
+    std::array::from_fn(|i| 0.000_05 * f64::powi(2.0, i as i32))
 }
 
 /// A metric's value at one set of labels.

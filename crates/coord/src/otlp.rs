@@ -386,7 +386,7 @@ fn metrics_request(target: &Target, snapshot: &Snapshot) -> ExportMetricsService
                 count: *count,
                 sum: Some(*sum),
                 bucket_counts: buckets.clone(),
-                explicit_bounds: crate::metrics::bounds(),
+                explicit_bounds: crate::metrics::bounds().to_vec(),
                 ..HistogramDataPoint::default()
             }),
             _ => {}
