@@ -2,54 +2,66 @@
 //! the runner.
 
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::io::{self, BufRead, BufReader, PipeReader, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::thread::{self, JoinHandle};
+
+use crate::spawn::{self, Child};
 
 /// The longest `result` taken from the child's last line of output.
 const RESULT_MAX_CHARS: usize = 200;
 
-/// Starts `argv` with `env` added (and no `COORD_IDEMPOTENCY_KEY`). With `capture`, its stdout is piped
-/// (see [`pass_through`]); otherwise it is inherited.
+/// Starts `argv` with `env` added to the runner's environment (and no
+/// `COORD_IDEMPOTENCY_KEY`). With `capture`, its stdout is piped and
+/// returned (see [`pass_through`]); otherwise it is inherited.
 ///
 /// The child gets SIGKILL when the runner's thread that started it dies,
 /// even by SIGKILL (Linux `PR_SET_PDEATHSIG`), so a killed runner never
 /// leaves an orphan. Grandchildren the child starts are its own business.
-#[allow(unsafe_code)]
-pub(crate) fn spawn(argv: &[OsString], env: &[(&str, String)], capture: bool) -> io::Result<Child> {
+/// It is started without copying the runner (see [`crate::spawn`]).
+pub(crate) fn spawn(
+    argv: &[OsString],
+    env: &[(&str, String)],
+    capture: bool,
+) -> io::Result<(Child, Option<PipeReader>)> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no command to run"))?;
-    let mut command = Command::new(program);
-    command.args(args).envs(env.iter().map(|(k, v)| (k, v)));
     // A key the runner was given names the runner's call, not the child's:
     // the child's own coord calls would all be answered as that one.
-    command.env_remove("COORD_IDEMPOTENCY_KEY");
-    if capture {
-        command.stdout(Stdio::piped());
-    }
-    let runner = rustix::process::getpid();
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (prctl, getppid); it allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-            // The runner may have died between fork and prctl.
-            if rustix::process::getppid() != Some(runner) {
-                return Err(io::Error::from_raw_os_error(
-                    rustix::io::Errno::SRCH.raw_os_error(),
-                ));
-            }
-            Ok(())
-        });
-    }
-    command.spawn()
+    let replaced = |key: &[u8]| {
+        key == b"COORD_IDEMPOTENCY_KEY" || env.iter().any(|(k, _)| k.as_bytes() == key)
+    };
+    let mut environment: Vec<OsString> = std::env::vars_os()
+        .filter(|(key, _)| !replaced(key.as_bytes()))
+        .map(|(key, value)| entry(&key, &value))
+        .collect();
+    environment.extend(env.iter().map(|(k, v)| entry(k.as_ref(), v.as_ref())));
+    let (reader, writer) = if capture {
+        let (reader, writer) = io::pipe()?;
+        (Some(reader), Some(std::os::fd::OwnedFd::from(writer)))
+    } else {
+        (None, None)
+    };
+    let child = spawn::spawn(program, args, &environment, writer.as_ref())?;
+    // Our copy of the write end closes here, so the reader sees the end of
+    // the child's output when the child (and its children) close theirs.
+    drop(writer);
+    Ok((child, reader))
+}
+
+/// `KEY=value`, as an environment entry.
+fn entry(key: &std::ffi::OsStr, value: &std::ffi::OsStr) -> OsString {
+    let mut entry = OsString::with_capacity(key.len() + value.len() + 1);
+    entry.push(key);
+    entry.push("=");
+    entry.push(value);
+    entry
 }
 
 /// Copies the child's stdout to ours as it comes, and returns its last
 /// non-empty line (trimmed, at most 200 characters) when the child closes it.
-pub(crate) fn pass_through(stdout: ChildStdout) -> JoinHandle<Option<String>> {
+pub(crate) fn pass_through(stdout: PipeReader) -> JoinHandle<Option<String>> {
     thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
         let mut out = io::stdout();

@@ -14,6 +14,7 @@
 
 mod child;
 mod shutdown;
+mod spawn;
 mod supervise;
 mod wake;
 mod worker;

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use coord_core::{
 
 use crate::child;
 use crate::shutdown::Shutdown;
+use crate::spawn::Child;
 
 /// How often the runner looks at the child, its signals and its lease.
 const POLL: Duration = Duration::from_millis(50);
@@ -117,8 +118,7 @@ fn describe(status: ExitStatus) -> String {
 
 /// A descriptor that turns readable when `child` exits (Linux's pidfd).
 fn child_exit_fd(child: &Child) -> Option<rustix::fd::OwnedFd> {
-    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).ok()?)?;
-    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+    rustix::process::pidfd_open(child.pid(), rustix::process::PidfdFlags::empty()).ok()
 }
 
 /// Waits until the child behind `fd` exits, or `limit` passes.
@@ -134,14 +134,9 @@ fn wait_for_exit(fd: &rustix::fd::OwnedFd, limit: Duration) {
 }
 
 fn send(child: &Child, signal: i32) {
-    let (Some(pid), Some(signal)) = (
-        rustix::process::Pid::from_raw(child.id() as i32),
-        rustix::process::Signal::from_named_raw(signal),
-    ) else {
-        return;
-    };
-    // The child is not reaped until we wait for it, so its pid is still its.
-    let _ = rustix::process::kill_process(pid, signal);
+    if let Some(signal) = rustix::process::Signal::from_named_raw(signal) {
+        child.signal(signal);
+    }
 }
 
 /// Renews the lease every third of it until told to stop; reports a lost
@@ -281,8 +276,8 @@ pub fn supervise(
     }
     let capture = options.result.is_none();
 
-    let mut child = match child::spawn(&options.command, &env, capture) {
-        Ok(child) => child,
+    let (mut child, stdout) = match child::spawn(&options.command, &env, capture) {
+        Ok(started) => started,
         Err(e) => {
             let reason = format!(
                 "cannot start {:?}: {e}",
@@ -291,7 +286,7 @@ pub fn supervise(
             return finish_failed(store, claim, &actor, options, reason, None);
         }
     };
-    let output = child.stdout.take().map(child::pass_through);
+    let output = stdout.map(child::pass_through);
     let spinner = (options.spinner && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_message(format!("{} {id}", claim.work_type));
@@ -421,7 +416,7 @@ fn watch(
         if let Some(at) = term_sent_at
             && (at.elapsed() >= grace || shutdown.is_urgent())
         {
-            let _ = child.kill();
+            child.signal(rustix::process::Signal::KILL);
         }
     }
 }

@@ -254,7 +254,9 @@ fn a_runner_killed_with_sigkill_takes_its_child_along_and_its_claim_expires() {
     let child_pid = read_pid(&pid_file).unwrap();
     let id = id_of(&only_item(&env));
     runner.kill().unwrap(); // SIGKILL
-    runner.finish();
+    // Not `finish`: it would read the runner's output, which the orphan
+    // holds open until it ends.
+    runner.wait().unwrap();
     wait_until("the orphan to die", || is_dead(child_pid));
 
     let taken = env
@@ -267,6 +269,35 @@ fn a_runner_killed_with_sigkill_takes_its_child_along_and_its_claim_expires() {
     let old = env.run(&["show", &id]).expect_ok();
     assert_eq!(old["status"], "expired", "never completed");
     assert!(!env.events().iter().any(|e| e["event"] == "completed"));
+}
+
+#[test]
+fn a_worker_killed_with_sigkill_takes_every_slots_child_along() {
+    let env = Env::new();
+    for i in 0..3 {
+        env.run(&["post", "job", &format!("job {i}")]).expect_ok();
+    }
+    let pids = env.dir.join("pids");
+    fs::create_dir_all(&pids).unwrap();
+    let script = format!(
+        "echo $$ > {}/$COORD_WORK_ITEM_ID; exec sleep 30",
+        pids.display()
+    );
+    let mut worker = env.spawn(&["work", "--concurrency", "3", "--", "sh", "-c", &script]);
+    let started = || -> Vec<u32> {
+        fs::read_dir(&pids)
+            .unwrap()
+            .filter_map(|e| read_pid(&e.unwrap().path()))
+            .collect()
+    };
+    wait_until("three children to start", || started().len() == 3);
+    let children = started();
+    assert!(children.iter().all(|&pid| !is_dead(pid)));
+    worker.kill().unwrap(); // SIGKILL
+    worker.wait().unwrap(); // (see above: not `finish`)
+    for pid in children {
+        wait_until("an orphan to die", || is_dead(pid));
+    }
 }
 
 #[test]
