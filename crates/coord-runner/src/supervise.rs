@@ -244,6 +244,42 @@ pub fn supervise(
     options: &RunOptions,
     shutdown: &Shutdown,
 ) -> RunOutcome {
+    let ended = run_child(store, claim, agent, options, shutdown);
+    settle(store, claim, agent, ended)
+}
+
+/// How a child's run ended: its status, and the change that records it,
+/// or the outcome when there is nothing to record.
+pub(crate) struct Ended {
+    status: Option<ExitStatus>,
+    record: Result<Action, RunOutcome>,
+}
+
+impl Ended {
+    fn record(status: Option<ExitStatus>, action: Action) -> Ended {
+        Ended {
+            status,
+            record: Ok(action),
+        }
+    }
+
+    fn as_is(outcome: RunOutcome) -> Ended {
+        Ended {
+            status: outcome.status,
+            record: Err(outcome),
+        }
+    }
+}
+
+/// The first half of [`supervise`]: runs the child under the claim's
+/// heartbeats until it ends, and says what to record.
+pub(crate) fn run_child(
+    store: &(dyn Store + Sync),
+    claim: &Claim,
+    agent: &str,
+    options: &RunOptions,
+    shutdown: &Shutdown,
+) -> Ended {
     let id = claim.work_item_id.as_str();
     let actor = Actor::new(agent).fence(claim.fence);
     let mut env: Vec<(&str, String)> = vec![
@@ -283,7 +319,7 @@ pub fn supervise(
                 "cannot start {:?}: {e}",
                 options.command.first().unwrap_or(&OsString::new())
             );
-            return finish_failed(store, claim, &actor, options, reason, None);
+            return Ended::record(None, fail(claim, options, reason));
         }
     };
     let output = stdout.map(child::pass_through);
@@ -314,54 +350,61 @@ pub fn supervise(
     let status = match status {
         Ok(status) => status,
         Err(e) => {
-            return RunOutcome {
+            return Ended::as_is(RunOutcome {
                 status: None,
                 finish: Finish::Failed,
                 error: Some(CoordError::internal(format!(
                     "cannot wait for the child: {e}"
                 ))),
-            };
+            });
         }
     };
 
     if let Some(error) = lost {
         tracing::warn!(work_item_id = id, %error, "lease lost; the child was stopped and nothing was recorded");
-        return RunOutcome {
+        return Ended::as_is(RunOutcome {
             status: Some(status),
             finish: Finish::LeaseLost,
             error: Some(error),
-        };
+        });
     }
-    if stopped {
-        let finish = match record(store, id, &Action::Release, &actor) {
-            Ok(_) => Finish::Released,
-            Err(e) => return lost_or_failed(Some(status), e),
-        };
-        return RunOutcome {
-            status: Some(status),
-            finish,
-            error: None,
-        };
-    }
-    if status.success() {
-        let result = options.result.clone().or(last_line);
-        return match record(store, id, &Action::Complete { result }, &actor) {
-            Ok(_) => RunOutcome {
-                status: Some(status),
-                finish: Finish::Completed,
-                error: None,
+    let action = if stopped {
+        Action::Release
+    } else if status.success() {
+        Action::Complete {
+            result: options.result.clone().or(last_line),
+        }
+    } else {
+        fail(claim, options, describe(status))
+    };
+    Ended::record(Some(status), action)
+}
+
+/// The second half of [`supervise`]: records how the child ended.
+pub(crate) fn settle(
+    store: &(dyn Store + Sync),
+    claim: &Claim,
+    agent: &str,
+    ended: Ended,
+) -> RunOutcome {
+    let action = match ended.record {
+        Ok(action) => action,
+        Err(outcome) => return outcome,
+    };
+    let actor = Actor::new(agent).fence(claim.fence);
+    match record(store, &claim.work_item_id, &action, &actor) {
+        Ok(after) => RunOutcome {
+            status: ended.status,
+            finish: match action {
+                Action::Release => Finish::Released,
+                Action::Complete { .. } => Finish::Completed,
+                _ if after.status == Status::Pending => Finish::Requeued,
+                _ => Finish::Failed,
             },
-            Err(e) => lost_or_failed(Some(status), e),
-        };
+            error: None,
+        },
+        Err(e) => lost_or_failed(ended.status, e),
     }
-    finish_failed(
-        store,
-        claim,
-        &actor,
-        options,
-        describe(status),
-        Some(status),
-    )
 }
 
 /// Waits for the child, forwarding signals; stops it when the lease is
@@ -434,32 +477,15 @@ fn lost_or_failed(status: Option<ExitStatus>, error: CoordError) -> RunOutcome {
     }
 }
 
-fn finish_failed(
-    store: &(dyn Store + Sync),
-    claim: &Claim,
-    actor: &Actor<'_>,
-    options: &RunOptions,
-    reason: String,
-    status: Option<ExitStatus>,
-) -> RunOutcome {
-    let action = Action::Fail {
+/// The change that records a failed run: back to the queue after a
+/// backoff for a worker that requeues, else final.
+fn fail(claim: &Claim, options: &RunOptions, reason: String) -> Action {
+    Action::Fail {
         reason: Some(reason),
         requeue: options.requeue_backoff.is_some(),
         retry_after: options
             .requeue_backoff
             .map(|base| requeue_delay(base, claim.attempt.unwrap_or(1))),
-    };
-    match record(store, &claim.work_item_id, &action, actor) {
-        Ok(after) => RunOutcome {
-            status,
-            finish: if after.status == Status::Pending {
-                Finish::Requeued
-            } else {
-                Finish::Failed
-            },
-            error: None,
-        },
-        Err(e) => lost_or_failed(status, e),
     }
 }
 

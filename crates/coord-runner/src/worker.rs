@@ -14,7 +14,7 @@ use coord_core::{
 };
 
 use crate::shutdown::Shutdown;
-use crate::supervise::{Finish, RunOptions, supervise};
+use crate::supervise::{Finish, RunOptions, run_child, settle};
 use crate::wake::WorkSignal;
 
 /// How the worker loop behaves: [`WorkOptions::new`] and a method per
@@ -165,13 +165,17 @@ impl Pool<'_> {
         };
         let mut delays = polling.delays();
         let mut idle_since = Instant::now();
+        // What was taken while the last item's outcome was being recorded.
+        let mut ahead: Option<(u64, Result<Taken, NoItem>)> = None;
         while !self.shutdown.is_requested() {
-            let seen = self.signal.generation();
-            match self.next_item(&request) {
+            let (seen, next) = ahead
+                .take()
+                .unwrap_or_else(|| (self.signal.generation(), self.next_item(&request)));
+            match next {
                 Ok(taken) => {
                     idle_since = Instant::now();
                     delays = polling.delays();
-                    self.run_item(taken);
+                    ahead = self.run_item(taken, &request);
                 }
                 Err(NoItem::Done) => return,
                 Err(NoItem::Later(e)) => {
@@ -203,6 +207,10 @@ impl Pool<'_> {
                     return;
                 }
             }
+        }
+        // Taken ahead but stopping: released with the items handed over.
+        if let Some((_, Ok(taken))) = ahead {
+            self.handed.lock().expect("not poisoned").push_back(taken);
         }
     }
 
@@ -251,13 +259,30 @@ impl Pool<'_> {
         self.handed.lock().expect("not poisoned").pop_front()
     }
 
-    /// Runs the command for the item taken and records how it went.
-    fn run_item(&self, (claim, parent): Taken) {
+    /// Runs the command for the item taken and records how it went. While
+    /// the outcome is recorded, the slot takes its next item (unless the
+    /// worker is stopping), so that on a store that writes changes made at
+    /// once together, both go in one write; returns that take, with the
+    /// wake-up generation read before it.
+    fn run_item(
+        &self,
+        (claim, parent): Taken,
+        request: &NextRequest,
+    ) -> Option<(u64, Result<Taken, NoItem>)> {
         self.free.fetch_sub(1, Ordering::SeqCst);
         self.report.lock().expect("not poisoned").taken += 1;
         let run = self.options.run.clone().trace_parent(parent);
-        let outcome = supervise(self.store, &claim, self.agent, &run, self.shutdown);
+        let ended = run_child(self.store, &claim, self.agent, &run, self.shutdown);
         self.free.fetch_add(1, Ordering::SeqCst);
+        let (outcome, ahead) = thread::scope(|scope| {
+            let ahead = (!self.shutdown.is_requested())
+                .then(|| scope.spawn(|| (self.signal.generation(), self.next_item(request))));
+            let outcome = settle(self.store, &claim, self.agent, ended);
+            (
+                outcome,
+                ahead.map(|t| t.join().expect("a take does not panic")),
+            )
+        });
         let mut r = self.report.lock().expect("not poisoned");
         match outcome.finish {
             Finish::Completed => r.completed += 1,
@@ -272,6 +297,7 @@ impl Pool<'_> {
         {
             r.errors.push(e.to_string());
         }
+        ahead
     }
 
     /// Hands back the items taken for slots that stopped before starting
