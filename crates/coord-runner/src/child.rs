@@ -2,9 +2,9 @@
 //! the runner.
 
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufReader, PipeReader, Write};
+use std::io::{self, PipeReader, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::thread::{self, JoinHandle};
 
 use crate::spawn::{self, Child};
 
@@ -13,7 +13,7 @@ const RESULT_MAX_CHARS: usize = 200;
 
 /// Starts `argv` with `env` added to the runner's environment (and no
 /// `COORD_IDEMPOTENCY_KEY`). With `capture`, its stdout is piped and
-/// returned (see [`pass_through`]); otherwise it is inherited.
+/// returned (see [`Output`]); otherwise it is inherited.
 ///
 /// The child gets SIGKILL when the runner's thread that started it dies,
 /// even by SIGKILL (Linux `PR_SET_PDEATHSIG`), so a killed runner never
@@ -59,29 +59,71 @@ fn entry(key: &std::ffi::OsStr, value: &std::ffi::OsStr) -> OsString {
     entry
 }
 
-/// Copies the child's stdout to ours as it comes, and returns its last
-/// non-empty line (trimmed, at most 200 characters) when the child closes it.
-pub(crate) fn pass_through(stdout: PipeReader) -> JoinHandle<Option<String>> {
-    thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut out = io::stdout();
-        let mut last = None;
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    // A closed stdout on our side must not block the child.
-                    let _ = out.write_all(&line).and_then(|()| out.flush());
-                    let text = String::from_utf8_lossy(&line);
-                    let text = text.trim();
-                    if !text.is_empty() {
-                        last = Some(text.chars().take(RESULT_MAX_CHARS).collect());
-                    }
-                }
-            }
+/// The child's captured stdout, passed on to ours line by line as it
+/// comes (whole lines, so slots' outputs do not interleave mid-line), and
+/// its last non-empty line (trimmed, at most 200 characters): read by the
+/// thread that watches the child, when the pipe has something.
+#[derive(Debug)]
+pub(crate) struct Output {
+    pipe: PipeReader,
+    /// Bytes of a line not ended yet.
+    partial: Vec<u8>,
+    last: Option<String>,
+    ended: bool,
+}
+
+impl Output {
+    pub fn new(pipe: PipeReader) -> Output {
+        Output {
+            pipe,
+            partial: Vec::new(),
+            last: None,
+            ended: false,
         }
-        last
-    })
+    }
+
+    /// What to poll: `None` once the child (and whoever shares its stdout)
+    /// closed it.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        (!self.ended).then(|| self.pipe.as_fd())
+    }
+
+    /// One read (which blocks only if nothing is there): passes on the
+    /// lines it completes.
+    pub fn read_some(&mut self) {
+        let mut buffer = [0u8; 8192];
+        let n = match self.pipe.read(&mut buffer) {
+            Ok(0) | Err(_) => {
+                self.ended = true;
+                0
+            }
+            Ok(n) => n,
+        };
+        self.partial.extend_from_slice(&buffer[..n]);
+        let whole = match self.partial.iter().rposition(|&b| b == b'\n') {
+            Some(end) if !self.ended => end + 1,
+            _ if self.ended => self.partial.len(),
+            _ => return,
+        };
+        let lines: Vec<u8> = self.partial.drain(..whole).collect();
+        // A closed stdout on our side must not block the child.
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(&lines).and_then(|()| out.flush());
+        if let Some(line) = lines
+            .rsplit(|&b| b == b'\n')
+            .map(String::from_utf8_lossy)
+            .find(|line| !line.trim().is_empty())
+        {
+            self.last = Some(line.trim().chars().take(RESULT_MAX_CHARS).collect());
+        }
+    }
+
+    /// Reads to the end (the child has exited; its own children may still
+    /// hold its stdout), and returns the last line.
+    pub fn finish(mut self) -> Option<String> {
+        while !self.ended {
+            self.read_some();
+        }
+        self.last
+    }
 }

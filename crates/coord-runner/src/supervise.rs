@@ -13,7 +13,7 @@ use coord_core::{
     Store,
 };
 
-use crate::child;
+use crate::child::{self, Output};
 use crate::shutdown::Shutdown;
 use crate::spawn::Child;
 
@@ -121,16 +121,36 @@ fn child_exit_fd(child: &Child) -> Option<rustix::fd::OwnedFd> {
     rustix::process::pidfd_open(child.pid(), rustix::process::PidfdFlags::empty()).ok()
 }
 
-/// Waits until the child behind `fd` exits, or `limit` passes.
-fn wait_for_exit(fd: &rustix::fd::OwnedFd, limit: Duration) {
+/// Waits until the child behind `exited` exits, its `output` has
+/// something to read (then reads it), or `limit` passes.
+fn wait_for_child(
+    exited: Option<&rustix::fd::OwnedFd>,
+    output: Option<&mut Output>,
+    limit: Duration,
+) {
     use rustix::event::{PollFd, PollFlags, Timespec};
     let timeout = Timespec {
         tv_sec: i64::try_from(limit.as_secs()).unwrap_or(i64::MAX),
         tv_nsec: i64::from(limit.subsec_nanos()),
     };
-    let mut fds = [PollFd::new(fd, PollFlags::IN)];
-    // Interrupted or failed, the caller looks again after at most `limit`.
-    let _ = rustix::event::poll(&mut fds, Some(&timeout));
+    let readable = {
+        let pipe = output.as_ref().and_then(|o| o.fd());
+        let mut fds: Vec<PollFd<'_>> = exited
+            .map(|fd| PollFd::new(fd, PollFlags::IN))
+            .into_iter()
+            .chain(pipe.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)))
+            .collect();
+        if fds.is_empty() {
+            thread::sleep(limit);
+            return;
+        }
+        // Interrupted or failed, the caller looks again after at most `limit`.
+        let _ = rustix::event::poll(&mut fds, Some(&timeout));
+        pipe.is_some() && fds.last().is_some_and(|fd| !fd.revents().is_empty())
+    };
+    if readable && let Some(output) = output {
+        output.read_some();
+    }
 }
 
 fn send(child: &Child, signal: i32) {
@@ -145,16 +165,12 @@ fn heartbeat(
     store: &(dyn Store + Sync),
     id: &str,
     actor: Actor<'_>,
-    lease: Duration,
+    interval: Duration,
     stop: mpsc::Receiver<()>,
     lost: mpsc::Sender<CoordError>,
 ) {
-    let interval = (lease / 3).max(Duration::from_millis(10));
+    // Started when the first beat is due.
     loop {
-        match stop.recv_timeout(interval) {
-            Err(RecvTimeoutError::Timeout) => {}
-            _ => return,
-        }
         match store.act(id, &Action::Heartbeat { lease: None }, &actor) {
             Ok(_) => {}
             Err(e)
@@ -168,7 +184,16 @@ fn heartbeat(
             }
             Err(e) => tracing::warn!(error = %e, work_item_id = id, "heartbeat failed; retrying"),
         }
+        match stop.recv_timeout(interval) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
     }
+}
+
+/// How often a child's lease is renewed: every third of it.
+fn beat_interval(lease: Duration) -> Duration {
+    (lease / 3).max(Duration::from_millis(10))
 }
 
 /// How long recording a child's outcome keeps trying through a busy lock.
@@ -322,7 +347,6 @@ pub(crate) fn run_child(
             return Ended::record(None, fail(claim, options, reason));
         }
     };
-    let output = stdout.map(child::pass_through);
     let spinner = (options.spinner && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_message(format!("{} {id}", claim.work_type));
@@ -335,18 +359,34 @@ pub(crate) fn run_child(
     });
 
     let lease = claim.lease_ms.map_or(DEFAULT_LEASE, Duration::from_millis);
-    let (status, lost, stopped) = thread::scope(|scope| {
+    let interval = beat_interval(lease);
+    let (status, lost, stopped, last_line) = thread::scope(|scope| {
         let (stop_tx, stop_rx) = mpsc::channel();
         let (lost_tx, lost_rx) = mpsc::channel();
-        scope.spawn(move || heartbeat(store, id, actor, lease, stop_rx, lost_tx));
-        let result = watch(&mut child, &lost_rx, shutdown, options.grace);
+        // The heartbeat thread starts only when the first beat is due: a
+        // child that ends sooner costs no thread.
+        let mut beats = Some(move || {
+            scope.spawn(move || heartbeat(store, id, actor, interval, stop_rx, lost_tx));
+        });
+        let mut start_beating = || beats.take().map_or((), |start| start());
+        let mut output = stdout.map(Output::new);
+        let (status, lost, stopped) = watch(
+            &mut child,
+            output.as_mut(),
+            Beats {
+                due: Instant::now() + interval,
+                start: &mut start_beating,
+                lost: &lost_rx,
+            },
+            shutdown,
+            options.grace,
+        );
         drop(stop_tx);
-        result
+        (status, lost, stopped, output.and_then(Output::finish))
     });
     if let Some(bar) = spinner {
         bar.finish_and_clear();
     }
-    let last_line = output.and_then(|t| t.join().ok().flatten());
     let status = match status {
         Ok(status) => status,
         Err(e) => {
@@ -407,13 +447,22 @@ pub(crate) fn settle(
     }
 }
 
-/// Waits for the child, forwarding signals; stops it when the lease is
-/// lost or (in a worker) a stop request outlives the grace period. Returns
-/// its status, the lost-lease error if any, and whether a stop request
-/// ended it.
+/// The child's heartbeats: when the first is due, how to start them, and
+/// where a lost lease is reported.
+struct Beats<'a> {
+    due: Instant,
+    start: &'a mut dyn FnMut(),
+    lost: &'a mpsc::Receiver<CoordError>,
+}
+
+/// Waits for the child, forwarding signals and its output, starting its
+/// heartbeats when due; stops it when the lease is lost or (in a worker) a
+/// stop request outlives the grace period. Returns its status, the
+/// lost-lease error if any, and whether a stop request ended it.
 fn watch(
     child: &mut Child,
-    lost_rx: &mpsc::Receiver<CoordError>,
+    mut output: Option<&mut Output>,
+    beats: Beats<'_>,
     shutdown: &Shutdown,
     grace: Duration,
 ) -> (std::io::Result<ExitStatus>, Option<CoordError>, bool) {
@@ -421,6 +470,7 @@ fn watch(
     let mut stop_requested_at: Option<Instant> = None;
     let mut term_sent_at: Option<Instant> = None;
     let mut stopped = false;
+    let mut beating = false;
     // The child's exit ends a wait at once through its pidfd; without one
     // (an old kernel), the wait is a poll.
     let exited = child_exit_fd(child);
@@ -433,12 +483,18 @@ fn watch(
         for signal in shutdown.take_forwarded() {
             send(child, signal);
         }
-        match &exited {
-            Some(fd) => wait_for_exit(fd, POLL),
-            None => thread::sleep(POLL),
+        if !beating && Instant::now() >= beats.due {
+            (beats.start)();
+            beating = true;
         }
+        let limit = if beating {
+            POLL
+        } else {
+            POLL.min(beats.due.saturating_duration_since(Instant::now()))
+        };
+        wait_for_child(exited.as_ref(), output.as_deref_mut(), limit);
         if lost.is_none() {
-            match lost_rx.try_recv() {
+            match beats.lost.try_recv() {
                 Ok(error) => {
                     // Stop the child at once: its work no longer counts.
                     lost = Some(error);

@@ -106,6 +106,28 @@ echo "built 3 crates""#;
 }
 
 #[test]
+fn a_child_s_output_passes_through_whole_and_its_last_line_is_the_result() {
+    let env = Env::new();
+    // More than a pipe holds, a blank line, then a last line without its
+    // newline, longer than a result keeps.
+    let script = r#"i=0; while [ $i -lt 3000 ]; do echo "line $i of a long output"; i=$((i+1)); done
+echo
+printf '  %0300d  ' 7"#;
+    let run: Run = env
+        .command(&["run", "build", "--", "sh", "-c", script])
+        .finish()
+        .into();
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3002, "every line passes through");
+    assert_eq!(lines[2999], "line 2999 of a long output");
+    assert!(run.stdout.ends_with("7  "), "the unended line too");
+    let item = only_item(&env);
+    let expected = format!("{:0>200}", "");
+    assert_eq!(item["result"].as_str(), Some(expected.as_str()));
+}
+
+#[test]
 fn exit_statuses_propagate_and_fail_the_claim() {
     let env = Env::new();
     let run = env.run(&["run", "build", "--", "sh", "-c", "exit 3"]);
