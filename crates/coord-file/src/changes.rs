@@ -34,6 +34,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use coord_core::decide::{self, Sweep};
 use coord_core::operate::{OperateRequest, Target};
@@ -46,7 +47,7 @@ use reactor::{Both, Saga};
 use reactor_file::{AtomicWrite, FileSnapshot};
 
 use crate::archive::{AppendToArchive, WriteIntent, remove_cleanup_intent};
-use crate::claims_doc::{CLAIMS_FILE, ClaimsDoc, Draft};
+use crate::claims_doc::{CLAIMS_FILE, ClaimsDoc, Detached, Draft};
 use crate::errors::{FlowError, saga_error};
 use crate::events::{AppendEvents, EVENT_LOG};
 use crate::keys::{self, Keys};
@@ -64,26 +65,38 @@ pub(crate) enum Outcome {
     Archived(Vec<String>),
 }
 
-/// A change ready to write: the new file, its events, what to return, and
-/// how many final items the new file holds (for automatic compaction).
+/// A change ready to write: its draft (the new file, rendered when first
+/// asked for), its events and what to return.
 pub(crate) struct Plan {
-    /// The claims file this change writes, already parsed.
-    pub doc: ClaimsDoc,
+    draft: Box<Detached>,
+    rendered: OnceLock<ClaimsDoc>,
     /// The store revision the change commits as.
     pub revision: u64,
     pub events: Vec<Event>,
     pub outcome: Outcome,
-    pub finished: usize,
 }
 
-fn plan(draft: &Draft<'_>, events: Vec<Event>, outcome: Outcome) -> Plan {
-    let doc = draft.render();
+impl Plan {
+    /// The claims file this change writes, already parsed. Rendered once,
+    /// when first asked for: a change of a group commit that another
+    /// follows is never rendered.
+    pub(crate) fn doc(&self) -> &ClaimsDoc {
+        self.rendered.get_or_init(|| self.draft.render())
+    }
+
+    /// How many final items the new file holds (for automatic compaction).
+    pub(crate) fn finished(&self) -> usize {
+        self.doc().summary().finished
+    }
+}
+
+fn plan(draft: Draft<'_>, events: Vec<Event>, outcome: Outcome) -> Plan {
     Plan {
         revision: draft.revision(),
+        draft: Box::new(draft.detach()),
+        rendered: OnceLock::new(),
         events,
         outcome,
-        finished: doc.summary().finished,
-        doc,
     }
 }
 
@@ -130,36 +143,45 @@ pub(crate) struct Committed {
 }
 
 /// What every change starts from: the claims file as read, and what
-/// committed before.
+/// committed before; in a batch, also the changes made before it.
 struct Start {
     claims: FileSnapshot<ClaimsDoc>,
     committed: Committed,
+    /// The draft of the batch's change before this one, which this one
+    /// continues.
+    before: Option<Detached>,
 }
 
 impl Start {
-    /// Where the change after `plan` starts, in a batch: the claims file
-    /// `plan` would write, and `plan`'s revision as committed.
+    /// Where the change after `plan` starts, in a batch: `plan`'s draft,
+    /// and `plan`'s revision as committed.
     fn after(&self, plan: &Plan) -> Start {
         Start {
             claims: FileSnapshot {
                 path: self.claims.path.clone(),
                 bytes: None,
-                value: plan.doc.clone(),
+                value: self.claims.value.clone(),
             },
             committed: Committed {
                 revision: plan.revision,
                 fence_floor: self.committed.fence_floor,
             },
+            before: Some(Detached::clone(&plan.draft)),
         }
     }
 
-    /// A draft over the claims as read, for the next revision.
+    /// A draft over the claims as read (and changed before, in a batch),
+    /// for the next revision.
     fn draft(&self) -> Result<Draft<'_>, CoordError> {
-        Ok(self.claims.value.draft(
-            &self.claims.path,
-            CoordError::next_of("revision", self.committed.revision)?,
-            self.committed.fence_floor,
-        ))
+        let revision = CoordError::next_of("revision", self.committed.revision)?;
+        Ok(match &self.before {
+            Some(before) => before.continued(revision),
+            None => {
+                self.claims
+                    .value
+                    .draft(&self.claims.path, revision, self.committed.fence_floor)
+            }
+        })
     }
 }
 
@@ -195,7 +217,11 @@ fn start(saga: &mut Saga<'_, FlowError>, ctx: &Ctx<'_>) -> Result<Start, FlowErr
         current_claims(ctx.memory, &ctx.claims_path()).map_err(FlowError::from)
     })?;
     let committed = saga.run("settle_event_log", || settle_event_log(ctx, &claims.value))?;
-    Ok(Start { claims, committed })
+    Ok(Start {
+        claims,
+        committed,
+        before: None,
+    })
 }
 
 /// What committed: the newest record, or what cleanup remembered of
@@ -286,7 +312,7 @@ fn commit(
         "write_claims_atomically",
         AtomicWrite::new(
             ctx.claims_path(),
-            plan.doc.clone(),
+            plan.doc().clone(),
             start.claims.bytes.clone(),
         )
         .with_writer(ctx.options.writer.clone()),
@@ -439,7 +465,7 @@ pub(crate) fn batch(ctx: &Ctx<'_>, jobs: &[&Job]) -> Batched {
                 "write_claims_atomically",
                 AtomicWrite::new(
                     ctx.claims_path(),
-                    last.doc.clone(),
+                    last.doc().clone(),
                     first.claims.bytes.clone(),
                 )
                 .with_writer(ctx.options.writer.clone()),
@@ -698,7 +724,7 @@ fn claim_on(
         let mut draft = start.draft()?;
         apply(&mut draft, &decided.decision, &decided.positions);
         let events = decided.decision.events().to_vec();
-        Ok(plan(&draft, events, Outcome::One(Box::new(decided.claim))))
+        Ok(plan(draft, events, Outcome::One(Box::new(decided.claim))))
     })
 }
 
@@ -753,7 +779,7 @@ fn decided_on(
         let outcome = decide(&draft, &mut decision, &mut positions)?;
         cascade(&draft, &mut decision, &mut positions)?;
         apply(&mut draft, &decision, &positions);
-        Ok::<_, FlowError>(plan(&draft, decision.events().to_vec(), outcome))
+        Ok::<_, FlowError>(plan(draft, decision.events().to_vec(), outcome))
     })
 }
 
@@ -945,7 +971,7 @@ pub(crate) fn cleanup(ctx: &Ctx<'_>, sweep: Sweep) -> Result<Plan, CoordError> {
             cascade(&draft, &mut decision, &mut positions)?;
             let lines = apply(&mut draft, &decision, &positions);
             let events = decision.events().to_vec();
-            let plan = plan(&draft, events, Outcome::Archived(ids.clone()));
+            let plan = plan(draft, events, Outcome::Archived(ids.clone()));
             Ok::<_, FlowError>(Selection {
                 plan,
                 lines,

@@ -20,6 +20,7 @@ use serde_json::value::RawValue;
 pub const CLAIMS_FILE: &str = "work_claims.json";
 
 /// A record changed or added by a draft: its new bytes and head.
+#[derive(Clone)]
 struct Record {
     raw: Box<RawValue>,
     head: Arc<ClaimHead>,
@@ -479,10 +480,58 @@ pub(crate) struct Draft<'a> {
     removed: BTreeSet<usize>,
 }
 
+/// A draft let go of its borrow: the document it changes (a cheap clone)
+/// and its changes. What one change of a group commit leaves to the next:
+/// the next continues it, and only the batch's last change renders the
+/// file (rendering copies every record).
+#[derive(Clone)]
+pub(crate) struct Detached {
+    doc: ClaimsDoc,
+    path: std::path::PathBuf,
+    revision: u64,
+    fence_floor: u64,
+    changed: BTreeMap<usize, Record>,
+    added: Vec<Record>,
+    removed: BTreeSet<usize>,
+}
+
+impl Detached {
+    /// A draft with these changes made, to commit as `revision`.
+    pub(crate) fn continued(&self, revision: u64) -> Draft<'_> {
+        Draft {
+            doc: &self.doc,
+            path: &self.path,
+            revision,
+            fence_floor: self.fence_floor,
+            changed: self.changed.clone(),
+            added: self.added.clone(),
+            removed: self.removed.clone(),
+        }
+    }
+
+    /// The new file, as [`Draft::render`] gives it.
+    pub(crate) fn render(&self) -> ClaimsDoc {
+        self.continued(self.revision).render()
+    }
+}
+
 impl Draft<'_> {
     /// The revision this change will commit as; stamp it on what it writes.
     pub(crate) fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// This draft, owning what it borrowed.
+    pub(crate) fn detach(self) -> Detached {
+        Detached {
+            doc: self.doc.clone(),
+            path: self.path.to_owned(),
+            revision: self.revision,
+            fence_floor: self.fence_floor,
+            changed: self.changed,
+            added: self.added,
+            removed: self.removed,
+        }
     }
 
     fn record(&self, pos: usize) -> (&[u8], &Arc<ClaimHead>) {
@@ -1007,6 +1056,61 @@ mod tests {
                 rendered.records.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>(),
                 parsed.records.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>()
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// Changes made one after another on detached drafts, each
+        /// continuing the one before (a group commit's batch), render the
+        /// same file, with the same summary, as one draft making them all.
+        #[test]
+        fn a_chain_of_continued_drafts_renders_what_one_draft_would(
+            before in proptest::collection::vec(0u32..40, 0..25),
+            steps in proptest::collection::vec(
+                (proptest::collection::vec(0usize..30, 0..3), 0usize..3, proptest::bool::ANY),
+                1..5,
+            ),
+        ) {
+            let doc = ClaimsDoc::parse(path(), Some(&contents(file_of(&distinct(before), &[]))), None).unwrap();
+            let step = |draft: &mut Draft<'_>, n: usize, (remove, add, progress): &(Vec<usize>, usize, bool)| {
+                let first = draft.heads().next().map(|(pos, _)| pos);
+                if *progress && let Some(pos) = first {
+                    let old = draft.claim(pos).unwrap();
+                    let actor = Actor { force: true, ..Actor::new("anyone") };
+                    let at: Timestamp = "2026-02-01T00:00:00Z".parse().unwrap();
+                    let new = transition::apply(&old, &Action::Progress { percent: 40 }, &actor, at);
+                    if let Ok(new) = new {
+                        draft.replace(pos, &old, &new.claim);
+                    }
+                }
+                for &pos in remove {
+                    if draft.heads().any(|(p, _)| p == pos) {
+                        draft.remove(pos);
+                    }
+                }
+                for k in 0..*add {
+                    let mut claim = sample();
+                    let at: Timestamp = "2026-02-01T00:00:00Z".parse().unwrap();
+                    (claim.claimed_at, claim.lease_expires_at) = (Some(at), Some(at));
+                    claim.work_item_id = format!("work_{}", 900 + 10 * n + k);
+                    draft.append(&claim);
+                }
+            };
+            let mut whole = doc.draft(path(), 2, 0);
+            for (n, s) in steps.iter().enumerate() {
+                step(&mut whole, n, s);
+            }
+            let mut chain = doc.draft(path(), 2, 0);
+            step(&mut chain, 0, &steps[0]);
+            let mut detached = chain.detach();
+            for (n, s) in steps.iter().enumerate().skip(1) {
+                let mut next = detached.continued(2 + n as u64);
+                step(&mut next, n, s);
+                detached = next.detach();
+            }
+            let (one, chained) = (whole.render(), detached.render());
+            proptest::prop_assert_eq!(one.as_bytes(), chained.as_bytes());
+            proptest::prop_assert_eq!(one.summary(), chained.summary());
         }
     }
 

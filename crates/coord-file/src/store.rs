@@ -337,8 +337,8 @@ impl FileStore {
     fn after_commit(&self, ctx: &Ctx<'_>, plan: &Plan) -> Vec<Option<Pinned>> {
         let claims_path = self.claims_path();
         self.group.wrote();
-        let mut replaced = vec![self.memory.lock().committed(&claims_path, &plan.doc)];
-        if plan.finished > self.options.compact_at {
+        let mut replaced = vec![self.memory.lock().committed(&claims_path, plan.doc())];
+        if plan.finished() > self.options.compact_at {
             let ctx = Ctx {
                 spans: None,
                 ..*ctx
@@ -346,7 +346,7 @@ impl FileStore {
             match changes::cleanup(&ctx, Sweep::AllBut(self.options.compact_keep)) {
                 Ok(compacted) => {
                     self.group.wrote();
-                    replaced.push(self.memory.lock().committed(&claims_path, &compacted.doc));
+                    replaced.push(self.memory.lock().committed(&claims_path, compacted.doc()));
                 }
                 Err(e) => self.warn(
                     "compaction_failed",
