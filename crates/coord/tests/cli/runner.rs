@@ -128,6 +128,22 @@ printf '  %0300d  ' 7"#;
 }
 
 #[test]
+fn heartbeats_keep_the_lease_of_a_child_that_outlives_it() {
+    let env = Env::new();
+    let run: Run = env
+        .command(&["run", "build", "--lease", "600ms", "--", "sleep", "1.5"])
+        .finish()
+        .into();
+    assert_eq!(run.code, 0, "{run:?}");
+    let item = only_item(&env);
+    assert_eq!(item["status"], "completed", "{item}");
+    // Completed two and a half leases after the claim: only renewals let it.
+    let completed: jiff::Timestamp = item["completed_at"].as_str().unwrap().parse().unwrap();
+    let claimed: jiff::Timestamp = item["claimed_at"].as_str().unwrap().parse().unwrap();
+    assert!(completed.duration_since(claimed).as_secs_f64() >= 1.5);
+}
+
+#[test]
 fn exit_statuses_propagate_and_fail_the_claim() {
     let env = Env::new();
     let run = env.run(&["run", "build", "--", "sh", "-c", "exit 3"]);
