@@ -22,8 +22,6 @@ use serde_json::json;
 
 use crate::error::{CoordError, Invalid};
 use crate::model::{Claim, ClaimRequest, NextRequest, PostRequest, validate_name};
-use crate::retry::RetryPolicy;
-use crate::store::Store;
 use crate::transition::{Action, Actor};
 
 /// How long a store remembers a key's answer.
@@ -157,38 +155,6 @@ impl KeyedChange<'_> {
             KeyedChange::Post(r) => r.validate(),
             KeyedChange::Next(r) => r.validate(),
             KeyedChange::Act { actor, .. } => validate_name("the agent id", actor.agent_id),
-        }
-    }
-
-    /// Makes the change, retrying as `policy` allows. Where the store may
-    /// lose an answer ([`Store::may_lose_answers`]), under a fresh key
-    /// named after `purpose`, database errors retried too; elsewhere plainly,
-    /// with no key to keep.
-    pub fn retrying(
-        &self,
-        store: &(impl Store + ?Sized),
-        policy: RetryPolicy,
-        purpose: &str,
-    ) -> Result<Claim, CoordError> {
-        if store.may_lose_answers() {
-            let key = IdempotencyKey::fresh(purpose);
-            policy.run_keyed(|| store.apply_once(&key, self))
-        } else {
-            policy.run(|| self.apply(store))
-        }
-    }
-
-    /// Makes the change, without a key.
-    pub fn apply(&self, store: &(impl Store + ?Sized)) -> Result<Claim, CoordError> {
-        match *self {
-            KeyedChange::Claim(r) => store.claim(r),
-            KeyedChange::Post(r) => store.post(r),
-            KeyedChange::Next(r) => store.next(r),
-            KeyedChange::Act {
-                work_item_id,
-                action,
-                ref actor,
-            } => store.act(work_item_id, action, actor),
         }
     }
 }

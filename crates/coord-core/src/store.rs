@@ -8,6 +8,7 @@ use crate::event::Event;
 use crate::model::{Claim, ClaimRequest, Filter, NextRequest, PostRequest};
 use crate::once::{IdempotencyKey, KeyedChange};
 use crate::operate::{OperateRequest, Paused};
+use crate::retry::RetryPolicy;
 use crate::stats::Stats;
 use crate::time::Timestamp;
 use crate::transition::{Action, Actor};
@@ -181,5 +182,41 @@ pub trait Store {
     /// directory, the database's for PostgreSQL. Default: the system's.
     fn now(&self) -> Timestamp {
         Timestamp::now()
+    }
+}
+
+/// Making a keyed change on a store (here, not in `once.rs`, which the
+/// `Store` trait's signatures use).
+impl KeyedChange<'_> {
+    /// Makes the change, retrying as `policy` allows. Where the store may
+    /// lose an answer ([`Store::may_lose_answers`]), under a fresh key
+    /// named after `purpose`, database errors retried too; elsewhere plainly,
+    /// with no key to keep.
+    pub fn retrying(
+        &self,
+        store: &(impl Store + ?Sized),
+        policy: RetryPolicy,
+        purpose: &str,
+    ) -> Result<Claim, CoordError> {
+        if store.may_lose_answers() {
+            let key = IdempotencyKey::fresh(purpose);
+            policy.run_keyed(|| store.apply_once(&key, self))
+        } else {
+            policy.run(|| self.apply(store))
+        }
+    }
+
+    /// Makes the change, without a key.
+    pub fn apply(&self, store: &(impl Store + ?Sized)) -> Result<Claim, CoordError> {
+        match *self {
+            KeyedChange::Claim(r) => store.claim(r),
+            KeyedChange::Post(r) => store.post(r),
+            KeyedChange::Next(r) => store.next(r),
+            KeyedChange::Act {
+                work_item_id,
+                action,
+                ref actor,
+            } => store.act(work_item_id, action, actor),
+        }
     }
 }

@@ -20,7 +20,8 @@ use coord_core::{
 };
 use postgres::types::{Json, ToSql};
 
-use crate::conn::{Conn, Fail};
+use crate::conn::Conn;
+use crate::fail::Fail;
 use crate::options::PgStoreOptions;
 use crate::rows::{claim_from, claim_from_doc, number, row_of, statuses_of};
 use crate::sql::{json_lit, rank, read, seen_sql, text_array};

@@ -8,14 +8,14 @@
 //! one-statement paths write no key) and its commit inserts the key. Two
 //! calls with one key at once: the second's insert waits for the first's
 //! commit, fails on the primary key, and the whole call runs again
-//! (`conn::retryable`), now finding the first's answer. A refusal changes
+//! (`fail::retryable`), now finding the first's answer. A refusal changes
 //! nothing, so its key is inserted on its own. Keys older than `KEY_TTL`
 //! are replaced when used again and deleted by `cleanup`.
 
 use coord_core::{Answer, IdempotencyKey, KEY_TTL, KeyedChange, Remembered, Timestamp};
 use postgres::Client;
 
-use crate::conn::Fail;
+use crate::fail::Fail;
 use crate::sql::{json_lit, lit};
 
 /// The key a change in progress remembers its answer under.

@@ -33,6 +33,7 @@
 
 mod changes;
 mod conn;
+mod fail;
 mod import;
 mod keys;
 mod options;

@@ -7,7 +7,7 @@ use coord_core::{Claim, CoordError, Status};
 use postgres::SimpleQueryRow;
 use serde::Serialize;
 
-use crate::conn::Fail;
+use crate::fail::Fail;
 use crate::sql::{json_lit, lit, micros, rank};
 
 /// The text of column `i`, which the statement guarantees is not NULL.

@@ -72,10 +72,6 @@ fn wait_function(schema: &str) -> String {
     )
 }
 
-/// The first key of every advisory lock coord takes ("coor" in ASCII), so
-/// they do not collide with other applications' locks.
-pub const LOCK_CLASS: i32 = 0x636f_6f72;
-
 const TABLES: &str = r"
 CREATE TABLE IF NOT EXISTS coord_meta (
     key   text PRIMARY KEY,
@@ -224,7 +220,7 @@ pub enum Migrated {
 pub fn migrate(tx: &mut Transaction<'_>, schema: &str) -> Result<Migrated, postgres::Error> {
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-        &[&LOCK_CLASS, &format!("{schema}#migrate")],
+        &[&crate::sql::LOCK_CLASS, &format!("{schema}#migrate")],
     )?;
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET LOCAL search_path TO \"{schema}\";"

@@ -14,7 +14,9 @@ use coord_core::{AgentRecord, AgentRegistration, Priority, Timestamp};
 use postgres::types::Type;
 use serde::Serialize;
 
-use crate::schema::LOCK_CLASS;
+/// The first key of every advisory lock coord takes ("coor" in ASCII), so
+/// they do not collide with other applications' locks.
+pub const LOCK_CLASS: i32 = 0x636f_6f72;
 
 /// `s` as an SQL string literal. Connections run with
 /// `standard_conforming_strings = on` (see `PgStore::connect`), where a quote

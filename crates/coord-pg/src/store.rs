@@ -23,7 +23,8 @@ use postgres::{Client, Config, Transaction};
 use serde_json::{Map, Value};
 
 use crate::changes;
-use crate::conn::{Conn, Fail, retryable};
+use crate::conn::Conn;
+use crate::fail::{Fail, retryable};
 use crate::keys::{self, KeyedCall};
 use crate::options::PgStoreOptions;
 use crate::rows::claim_from_doc;

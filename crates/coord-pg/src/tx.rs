@@ -20,7 +20,8 @@ use coord_core::decide;
 use coord_core::{Answer, Claim, CoordError, Decision, Timestamp};
 use postgres::SimpleQueryRow;
 
-use crate::conn::{Conn, Fail};
+use crate::conn::Conn;
+use crate::fail::Fail;
 use crate::rows::{claim_from, number, optional_number, row_of};
 use crate::sql::{json_lit, read};
 

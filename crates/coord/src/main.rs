@@ -115,7 +115,7 @@ fn dispatch(
         Command::Log(log) => return output::follow_log(store, log),
         Command::Run(run) => return runner::run(cli, run, &backend, &agent),
         Command::Work(work) => {
-            let published = metrics.map(|metrics| metrics::Published {
+            let published = metrics.map(|metrics| runner::Published {
                 metrics,
                 otlp: metrics_exporter,
             });

@@ -1,6 +1,7 @@
 //! Metrics of a long-lived `coord` (`coord work`): served in Prometheus'
 //! text format at any path of `--metrics-listen ADDR`, and sent over OTLP
-//! when the environment configures it (`otlp::MetricsExporter`).
+//! when the environment configures it (`otlp::MetricsExporter`, which
+//! encodes a [`Snapshot`]; `runner::Published` ties the two to a worker).
 //!
 //! Counters and histograms come from the spans the stores produce (one
 //! source of truth: whatever a span says, a metric counts), handed over
@@ -23,8 +24,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-
-use crate::otlp::MetricsExporter;
 
 /// A metric's labels, in the order given.
 pub type Labels = Vec<(String, String)>;
@@ -393,37 +392,6 @@ impl Collector for Snapshot {
             }
         }
         Ok(())
-    }
-}
-
-/// Where a long-lived command's metrics go: a scrape of `--metrics-listen`
-/// reads them, and `otlp` (when configured) is sent them.
-#[derive(Debug, Clone, Copy)]
-pub struct Published<'a> {
-    pub metrics: &'a Metrics,
-    pub otlp: Option<&'a MetricsExporter>,
-}
-
-impl Published<'_> {
-    /// Sends the metrics to the OTLP collector every interval until
-    /// `stop` says so (or is dropped), and once more then.
-    pub fn send_until(&self, store: &dyn Store, stop: &std::sync::mpsc::Receiver<()>) {
-        let Some(exporter) = self.otlp else {
-            return;
-        };
-        loop {
-            let last = !matches!(
-                stop.recv_timeout(exporter.interval()),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-            );
-            match self.metrics.snapshot(store) {
-                Ok(snapshot) => exporter.send(&snapshot),
-                Err(e) => tracing::warn!(error = %e, "metrics not read"),
-            }
-            if last {
-                return;
-            }
-        }
     }
 }
 

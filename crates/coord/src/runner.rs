@@ -9,8 +9,40 @@ use serde_json::json;
 
 use crate::backend::Backend;
 use crate::cli::{Cli, RunArgs, WorkArgs};
-use crate::metrics::Published;
+use crate::metrics::Metrics;
+use crate::otlp::MetricsExporter;
 use crate::output;
+
+/// Where a long-lived command's metrics go: a scrape of `--metrics-listen`
+/// reads them, and `otlp` (when configured) is sent them.
+#[derive(Debug, Clone, Copy)]
+pub struct Published<'a> {
+    pub metrics: &'a Metrics,
+    pub otlp: Option<&'a MetricsExporter>,
+}
+
+impl Published<'_> {
+    /// Sends the metrics to the OTLP collector every interval until
+    /// `stop` says so (or is dropped), and once more then.
+    pub fn send_until(&self, store: &dyn coord_core::Store, stop: &std::sync::mpsc::Receiver<()>) {
+        let Some(exporter) = self.otlp else {
+            return;
+        };
+        loop {
+            let last = !matches!(
+                stop.recv_timeout(exporter.interval()),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            );
+            match self.metrics.snapshot(store) {
+                Ok(snapshot) => exporter.send(&snapshot),
+                Err(e) => tracing::warn!(error = %e, "metrics not read"),
+            }
+            if last {
+                return;
+            }
+        }
+    }
+}
 
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
