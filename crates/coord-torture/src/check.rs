@@ -18,7 +18,8 @@
 //!   priority that conflicts with nothing, no dependencies) was surely
 //!   pending for the whole call: made pending by a change acknowledged
 //!   before the call began, and changed next by a change decided after it
-//!   ended.
+//!   ended, by a call that began after it ended if that call was
+//!   acknowledged.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -182,6 +183,10 @@ pub fn check(
     let mut acks = 0;
     let mut refusals: HashMap<String, usize> = HashMap::new();
     let mut acked_at: HashMap<(String, u64), i64> = HashMap::new();
+    // When the earliest acknowledged call that made each (item, revision)
+    // began: a change whose call began before another call ended may have
+    // been decided before it, whatever its logged time says.
+    let mut call_began: HashMap<(String, u64), i64> = HashMap::new();
     let mut nothing_calls: Vec<(String, i64, i64)> = Vec::new();
     // When each change was known committed (its earliest acknowledgement),
     // and the latest deadline acknowledged for each holding (item, fence).
@@ -230,12 +235,15 @@ pub fn check(
                     let start = started.get(&seq);
                     check_lease(&agent, &line, start, &mut deadline, &mut problems);
                     let at = line["at"].as_i64().unwrap_or(i64::MAX);
+                    let began = start.and_then(|s| s["at"].as_i64()).unwrap_or(at);
                     for item in acknowledged_items(&line) {
                         let key = (
                             item["work_item_id"].as_str().unwrap_or_default().to_owned(),
                             item["revision"].as_u64().unwrap_or(0),
                         );
                         let revision = key.1;
+                        let first = call_began.entry(key.clone()).or_insert(began);
+                        *first = (*first).min(began);
                         let known = acked_at.entry(key).or_insert(at);
                         *known = (*known).min(at);
                         let committed = committed_by.entry(revision).or_insert(at);
@@ -262,6 +270,7 @@ pub fn check(
         &events,
         &nothing_calls,
         &acked_at,
+        &call_began,
         &has_dependencies,
         &mut problems,
     );
@@ -529,6 +538,7 @@ fn check_nothing_to_take(
     events: &[Event],
     calls: &[(String, i64, i64)],
     acked_at: &HashMap<(String, u64), i64>,
+    call_began: &HashMap<(String, u64), i64>,
     has_dependencies: &HashSet<String>,
     problems: &mut Vec<String>,
 ) {
@@ -555,12 +565,16 @@ fn check_nothing_to_take(
                 .get(&((*id).to_owned(), made.revision.unwrap_or(0)))
                 .is_some_and(|ack| ack < start);
             // ...left it pending, committed before the call began, and the
-            // next change was decided after the call ended, and not
-            // acknowledged before (the log's times are the store's clock, the
-            // calls' the agents': an acknowledgement orders them for sure).
+            // next change was decided after the call ended, not acknowledged
+            // before, and not made by a call that began before it ended (the
+            // log's times are the store's clock, on PostgreSQL the client's
+            // estimate of the server's; the calls' are the agents': only an
+            // acknowledgement or a call's start orders them for sure).
             let still = history.get(i + 1).is_none_or(|next| {
-                let next_acked = acked_at.get(&((*id).to_owned(), next.revision.unwrap_or(0)));
-                at(next) > *end && next_acked.is_none_or(|ack| ack > end)
+                let key = ((*id).to_owned(), next.revision.unwrap_or(0));
+                at(next) > *end
+                    && acked_at.get(&key).is_none_or(|ack| ack > end)
+                    && call_began.get(&key).is_none_or(|began| began > end)
             });
             if made.to == Some(Status::Pending) && acknowledged && still && takable(made) {
                 problems.push(format!(
@@ -640,9 +654,10 @@ mod tests {
         .unwrap()
     }
 
-    fn problems(claim_acked_at: i64) -> Vec<String> {
+    fn problems(claim_began: i64, claim_acked_at: i64) -> Vec<String> {
         // Pending from t=10 (acknowledged at 9); taken by a change the
-        // store stamped 40 but whose taker heard back at `claim_acked_at`.
+        // store stamped 40, made by a call that began at `claim_began` and
+        // heard back at `claim_acked_at`.
         let events = [
             event("w", "posted", "pending", 10, 1),
             event("w", "claimed", "in_progress", 40, 2),
@@ -651,17 +666,25 @@ mod tests {
             (("w".to_owned(), 1), 9),
             (("w".to_owned(), 2), claim_acked_at),
         ]);
+        let began = HashMap::from([(("w".to_owned(), 1), 8), (("w".to_owned(), 2), claim_began)]);
         let calls = [("b".to_owned(), 25, 35)];
         let mut found = Vec::new();
-        check_nothing_to_take(&events, &calls, &acked, &HashSet::new(), &mut found);
+        check_nothing_to_take(&events, &calls, &acked, &began, &HashSet::new(), &mut found);
         found
     }
 
     #[test]
     fn nothing_to_take_is_a_violation_only_while_the_item_was_surely_pending() {
-        assert_eq!(problems(41).len(), 1, "taken after the call: it was there");
+        assert_eq!(
+            problems(38, 41).len(),
+            1,
+            "taken after the call: it was there"
+        );
         // The store's clock ran ahead of the agents': the take was heard
         // of before the call began, so the item was not surely pending.
-        assert!(problems(20).is_empty());
+        assert!(problems(15, 20).is_empty());
+        // The take's call began before the call ended: whatever time the
+        // store gave it, it may have been decided first.
+        assert!(problems(34, 41).is_empty());
     }
 }
