@@ -357,8 +357,7 @@ fn statement_list() -> Vec<(&'static str, String)> {
 /// compared with that array, nearly always empty. A correlated `NOT EXISTS`
 /// on `coord_paused` (per row) made `next` about half as fast at one to
 /// four clients (docs/benchmarks.md).
-const NOT_PAUSED: &str =
-    "AND c.work_type <> ALL (ARRAY(SELECT work_type FROM coord_paused))";
+const NOT_PAUSED: &str = "AND c.work_type <> ALL (ARRAY(SELECT work_type FROM coord_paused))";
 
 /// `next`'s one-statement path (see `PgStore::next`), for a policy whose
 /// priorities that never conflict (`$2`, the `priority` column's values)
