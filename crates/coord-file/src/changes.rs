@@ -70,8 +70,6 @@ pub(crate) enum Outcome {
 pub(crate) struct Plan {
     draft: Box<Detached>,
     rendered: OnceLock<ClaimsDoc>,
-    /// The store revision the change commits as.
-    pub revision: u64,
     pub events: Vec<Event>,
     pub outcome: Outcome,
 }
@@ -84,6 +82,11 @@ impl Plan {
         self.rendered.get_or_init(|| self.draft.render())
     }
 
+    /// The store revision the change commits as.
+    pub(crate) fn revision(&self) -> u64 {
+        self.draft.revision()
+    }
+
     /// How many final items the new file holds (for automatic compaction).
     pub(crate) fn finished(&self) -> usize {
         self.doc().summary().finished
@@ -92,7 +95,6 @@ impl Plan {
 
 fn plan(draft: Draft<'_>, events: Vec<Event>, outcome: Outcome) -> Plan {
     Plan {
-        revision: draft.revision(),
         draft: Box::new(draft.detach()),
         rendered: OnceLock::new(),
         events,
@@ -163,7 +165,7 @@ impl Start {
                 value: self.claims.value.clone(),
             },
             committed: Committed {
-                revision: plan.revision,
+                revision: plan.revision(),
                 fence_floor: self.committed.fence_floor,
             },
             before: Some(Detached::clone(&plan.draft)),
@@ -281,7 +283,7 @@ fn commit(
                 remembered,
                 ctx.now,
                 start.committed.revision,
-                plan.revision,
+                plan.revision(),
             );
             Some(
                 AtomicWrite::new(keyed.keys.path(), bytes, keyed.keys.previous())
@@ -299,7 +301,7 @@ fn commit(
         AppendEvents::new(
             ctx.dir.join(EVENT_LOG),
             plan.events.clone(),
-            plan.revision,
+            plan.revision(),
             ctx.options.log(),
             ctx.options.writer.clone(),
             ctx.memory.clone(),
@@ -455,7 +457,7 @@ pub(crate) fn batch(ctx: &Ctx<'_>, jobs: &[&Job]) -> Batched {
                         .iter()
                         .flat_map(|p| p.events.iter().cloned())
                         .collect(),
-                    last.revision,
+                    last.revision(),
                     ctx.options.log(),
                     ctx.options.writer.clone(),
                     ctx.memory.clone(),
@@ -1000,7 +1002,7 @@ pub(crate) fn cleanup(ctx: &Ctx<'_>, sweep: Sweep) -> Result<Plan, CoordError> {
                 rotate_at: ctx.options.rotate_at,
                 writer: writer.clone(),
                 work_item_ids: selection.ids.clone(),
-                revision: selection.plan.revision,
+                revision: selection.plan.revision(),
                 written: None,
             },
         )?;
@@ -1019,7 +1021,8 @@ pub(crate) fn cleanup(ctx: &Ctx<'_>, sweep: Sweep) -> Result<Plan, CoordError> {
         // (Its intent covers a crash before.)
         saga.run("raise_revision_high_water", || {
             crate::crash::point("cleanup:claims-written");
-            state::raise_revision(ctx.dir, selection.plan.revision, writer).map_err(FlowError::from)
+            state::raise_revision(ctx.dir, selection.plan.revision(), writer)
+                .map_err(FlowError::from)
         })?;
         saga.run("remove_cleanup_intent", || {
             remove_cleanup_intent(ctx.dir).map_err(FlowError::from)

@@ -496,6 +496,11 @@ pub(crate) struct Detached {
 }
 
 impl Detached {
+    /// The revision the draft's change commits as.
+    pub(crate) fn revision(&self) -> u64 {
+        self.revision
+    }
+
     /// A draft with these changes made, to commit as `revision`.
     pub(crate) fn continued(&self, revision: u64) -> Draft<'_> {
         Draft {
